@@ -1,0 +1,95 @@
+//! Builds the application (database, listeners) and runs it until the shutdown signal.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use sqlx::postgres::PgConnectOptions;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::cluster::ManagedPostgres;
+use crate::config::ServeConfig;
+use crate::grpc;
+use crate::service::Service;
+use crate::store::Store;
+
+/// A built application: database ready and migrated, listener bound.
+pub struct App {
+    grpc_listener: TcpListener,
+    service: Arc<Service>,
+    cluster: Option<ManagedPostgres>,
+}
+
+impl App {
+    pub async fn build(config: &ServeConfig) -> anyhow::Result<App> {
+        let (options, cluster) = match &config.database_url {
+            Some(url) => (
+                PgConnectOptions::from_str(url).context("DATABASE_URL is not a valid PostgreSQL URL")?,
+                None,
+            ),
+            None => {
+                let cluster = ManagedPostgres::start(&config.data_dir, config.postgres_bin_dir.as_deref()).await?;
+                (cluster.connect_options(), Some(cluster))
+            }
+        };
+        let built = async {
+            let store = Store::connect(options, config.db_max_connections)
+                .await
+                .context("cannot connect to the database and run the migrations")?;
+            let grpc_listener = TcpListener::bind(config.grpc_addr)
+                .await
+                .with_context(|| format!("cannot listen on {}", config.grpc_addr))?;
+            anyhow::Ok((store, grpc_listener))
+        }
+        .await;
+        match built {
+            Ok((store, grpc_listener)) => Ok(App {
+                grpc_listener,
+                service: Arc::new(Service::new(store)),
+                cluster,
+            }),
+            Err(error) => {
+                if let Some(cluster) = cluster {
+                    if let Err(stop_error) = cluster.stop().await {
+                        tracing::error!(error = ?stop_error, "failed to stop the postgresql cluster");
+                    }
+                }
+                Err(error)
+            }
+        }
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown` resolves, then finishes in-flight calls and stops the managed
+    /// PostgreSQL cluster, if any.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let addr = self.grpc_addr();
+        let (health_reporter, health) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_serving::<grpc::JobServiceServer<grpc::GrpcApi>>()
+            .await;
+        health_reporter
+            .set_serving::<grpc::WorkflowServiceServer<grpc::GrpcApi>>()
+            .await;
+        let routes = grpc::router(self.service.clone(), health)?;
+        tracing::info!("grpc listening on {addr}");
+        let served = tonic::transport::Server::builder()
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.grpc_listener), shutdown)
+            .await
+            .context("grpc server failed");
+        tracing::info!("grpc server stopped");
+        if let Some(cluster) = &self.cluster {
+            cluster.stop().await?;
+        }
+        served
+    }
+}

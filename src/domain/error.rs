@@ -1,0 +1,139 @@
+//! The one error type of the service. Each front door maps it once (`grpc::status`), so the
+//! meaning of a failure cannot drift between protocols.
+
+use std::fmt;
+
+/// One bad field of a request, named by its path (`options.groups[1]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    pub field: String,
+    pub description: String,
+}
+
+impl FieldViolation {
+    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            description: description.into(),
+        }
+    }
+}
+
+impl fmt::Display for FieldViolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            f.write_str(&self.description)
+        } else {
+            write!(f, "{}: {}", self.field, self.description)
+        }
+    }
+}
+
+/// One reason why a stored item cannot be used as asked (a task graph that cannot run).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// What the problem is about, e.g. `tasks.workflow_end` or `transitions.1a2b.ffff`.
+    pub subject: String,
+    pub description: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is malformed; every bad field is listed.
+    #[error("{}", summarize(violations))]
+    InvalidArgument { violations: Vec<FieldViolation> },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The request is well formed but what it refers to is not in a state to serve it.
+    #[error("{message}")]
+    FailedPrecondition {
+        message: String,
+        problems: Vec<Problem>,
+    },
+    /// A dependency (the database) cannot be reached; retrying later may succeed.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A fault of the service. The cause is logged, never shown to the caller.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl Error {
+    pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Error::InvalidArgument {
+            violations: vec![FieldViolation::new(field, description)],
+        }
+    }
+
+    pub fn workflow_not_found(name: &str) -> Self {
+        Error::NotFound(format!("Cannot find workflow {name}"))
+    }
+
+    pub fn internal(error: impl Into<anyhow::Error>) -> Self {
+        Error::Internal(error.into())
+    }
+}
+
+fn summarize(violations: &[FieldViolation]) -> String {
+    match violations {
+        [] => "invalid request".to_owned(),
+        [only] => format!("invalid request: {only}"),
+        [first, rest @ ..] => format!(
+            "invalid request: {first} (and {} more problem{})",
+            rest.len(),
+            if rest.len() == 1 { "" } else { "s" }
+        ),
+    }
+}
+
+/// Collects field violations while a request is parsed, so that one answer lists them all.
+#[derive(Debug, Default)]
+pub struct Violations(Vec<FieldViolation>);
+
+impl Violations {
+    pub fn push(&mut self, field: impl Into<String>, description: impl Into<String>) {
+        self.0.push(FieldViolation::new(field, description));
+    }
+
+    pub fn extend(&mut self, other: Violations) {
+        self.0.extend(other.0);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `Ok(value)` when nothing was pushed, else the violations as INVALID_ARGUMENT.
+    pub fn into_result<T>(self, value: T) -> Result<T, Error> {
+        if self.0.is_empty() {
+            Ok(value)
+        } else {
+            Err(Error::InvalidArgument { violations: self.0 })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_argument_message_names_the_first_field_and_counts_the_rest() {
+        let mut v = Violations::default();
+        v.push("options.groups[0]", "must be 24 lowercase hex characters");
+        v.push("options.groups[1]", "must be 24 lowercase hex characters");
+        let err = v.into_result(()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid request: options.groups[0]: must be 24 lowercase hex characters (and 1 more problem)"
+        );
+    }
+
+    #[test]
+    fn internal_errors_hide_their_cause() {
+        let err = Error::internal(anyhow::anyhow!("relation \"jobs\" does not exist"));
+        assert_eq!(err.to_string(), "internal error");
+    }
+}

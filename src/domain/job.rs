@@ -1,0 +1,540 @@
+//! Jobs: what StartJob builds from a workflow, in the shape of the REST job document.
+//!
+//! [`Job`] serializes to exactly the JSON the REST routes return and the database stores, so
+//! there is one document and no second mapping to keep in step.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Number, Value};
+
+use super::caller::Caller;
+use super::error::{Error, Violations};
+use super::ids::{is_object_id, JobId};
+use super::json::{index, reject_nul};
+use super::workflow::{WorkflowDocument, WORKFLOW_START};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    Running,
+    Complete,
+    Error,
+    Canceled,
+    Paused,
+    Incomplete,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Running => "running",
+            JobStatus::Complete => "complete",
+            JobStatus::Error => "error",
+            JobStatus::Canceled => "canceled",
+            JobStatus::Paused => "paused",
+            JobStatus::Incomplete => "incomplete",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskStatus {
+    Incomplete,
+    Scheduled,
+    Running,
+    Complete,
+    Error,
+    Canceled,
+}
+
+/// One outgoing transition of a job's task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskTransition {
+    pub task: String,
+    #[serde(rename = "type")]
+    pub transition_type: String,
+}
+
+/// A task of a job: the workflow's task as it was, plus its run state and its edges.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobTask {
+    pub status: TaskStatus,
+    /// Outgoing transitions by end state.
+    pub transitions: BTreeMap<String, Vec<TaskTransition>>,
+    /// Ids of the tasks with a transition into this one, by end state.
+    pub previous: BTreeMap<String, Vec<String>>,
+    /// Every field of the workflow's task, unchanged.
+    #[serde(flatten)]
+    pub fields: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decorator {
+    #[serde(rename = "type")]
+    pub decorator_type: String,
+    pub pointer: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobMetrics {
+    /// Epoch milliseconds.
+    pub start_time: i64,
+    pub user: String,
+    /// Share of tasks done, 0 to 1; a JSON number so that 0 is written `0`.
+    pub progress: Number,
+    pub owner: String,
+}
+
+/// A job document, with the REST document's field names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    #[serde(rename = "_id")]
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    #[serde(rename = "type")]
+    pub job_type: String,
+    pub status: JobStatus,
+    pub tasks: BTreeMap<String, JobTask>,
+    pub transitions: Map<String, Value>,
+    pub variables: Map<String, Value>,
+    pub groups: Vec<String>,
+    pub watchers: Vec<String>,
+    pub ancestors: Vec<String>,
+    pub parent: Value,
+    pub metrics: JobMetrics,
+    pub error: Vec<Value>,
+    pub warnings: Vec<Value>,
+    #[serde(with = "millis_rfc3339")]
+    pub created: DateTime<Utc>,
+    pub created_by: String,
+    #[serde(with = "millis_rfc3339")]
+    pub last_updated: DateTime<Utc>,
+    pub last_updated_by: String,
+    #[serde(rename = "canvasVersion")]
+    pub canvas_version: i64,
+    #[serde(rename = "encodingVersion")]
+    pub encoding_version: i64,
+    pub font_size: i64,
+    #[serde(rename = "preAutomationTime")]
+    pub pre_automation_time: Number,
+    pub sla: Number,
+    pub decorators: Vec<Decorator>,
+    pub tags: Vec<Value>,
+    #[serde(rename = "errorHandler")]
+    pub error_handler: Value,
+}
+
+/// Options of a new job, parsed.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct JobOptions {
+    pub description: Option<String>,
+    pub job_type: Option<String>,
+    pub variables: Map<String, Value>,
+    /// `None`: the workflow's groups.
+    pub groups: Option<Vec<String>>,
+}
+
+/// A StartJob request as it arrives, before parsing: what either front door can fill.
+#[derive(Debug, Clone, Default)]
+pub struct RawStartJob {
+    pub workflow: String,
+    pub options: Option<RawJobOptions>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RawJobOptions {
+    pub description: Option<String>,
+    pub job_type: Option<String>,
+    pub variables: Option<Map<String, Value>>,
+    pub groups: Option<Vec<String>>,
+}
+
+/// A StartJob request that passed parsing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StartJob {
+    pub workflow: String,
+    pub options: JobOptions,
+}
+
+impl StartJob {
+    pub fn parse(raw: RawStartJob) -> Result<Self, Error> {
+        let mut violations = Violations::default();
+        if raw.workflow.is_empty() {
+            violations.push("workflow", "is required");
+        } else if raw.workflow.contains('\0') {
+            violations.push("workflow", "must not contain the character U+0000");
+        }
+        let Some(options) = raw.options else {
+            violations.push("options", "is required");
+            return Err(violations.into_result(()).unwrap_err());
+        };
+        for (field, value) in [
+            ("options.description", &options.description),
+            ("options.type", &options.job_type),
+        ] {
+            if value.as_deref().is_some_and(|s| s.contains('\0')) {
+                violations.push(field, "must not contain the character U+0000");
+            }
+        }
+        if options.job_type.as_deref() == Some("") {
+            violations.push("options.type", "must not be empty when given");
+        }
+        let variables = options.variables.unwrap_or_default();
+        reject_nul(
+            &Value::Object(variables.clone()),
+            "options.variables",
+            &mut violations,
+        );
+        if let Some(groups) = &options.groups {
+            for (i, group) in groups.iter().enumerate() {
+                if !is_object_id(group) {
+                    violations.push(
+                        index("options.groups", i),
+                        "must be a group id of 24 lowercase hex characters",
+                    );
+                }
+            }
+        }
+        violations.into_result(StartJob {
+            workflow: raw.workflow,
+            options: JobOptions {
+                description: options.description,
+                job_type: options.job_type,
+                variables,
+                groups: options.groups,
+            },
+        })
+    }
+}
+
+impl Job {
+    /// Builds a new job from `workflow`, as CONTRACT "A new job" says. Fails with
+    /// INVALID_ARGUMENT when the variables do not match the workflow's `inputSchema`, and with
+    /// FAILED_PRECONDITION when the task graph cannot run.
+    pub fn start(
+        workflow: &WorkflowDocument,
+        options: JobOptions,
+        caller: &Caller,
+        now: DateTime<Utc>,
+    ) -> Result<Job, Error> {
+        let violations = workflow.check_variables(&options.variables, "options.variables");
+        if !violations.is_empty() {
+            return Err(Error::InvalidArgument { violations });
+        }
+        let problems = workflow.graph_problems();
+        if !problems.is_empty() {
+            let listed: Vec<_> = problems.iter().map(|p| p.description.as_str()).collect();
+            return Err(Error::FailedPrecondition {
+                message: format!(
+                    "workflow {} cannot run: {}",
+                    workflow.name(),
+                    listed.join("; ")
+                ),
+                problems,
+            });
+        }
+
+        // Millisecond precision: the REST document carries milliseconds, and the stored
+        // timestamps must equal the document's.
+        let now = now.trunc_subsecs(3);
+        let id = JobId::generate(now).to_string();
+        let document = workflow.document();
+        let mut variables = options.variables;
+        variables.insert("_id".into(), Value::String(id.clone()));
+        variables.insert("initiator".into(), Value::String(caller.username.clone()));
+        let integer = |key: &str, default: i64| {
+            document.get(key).and_then(Value::as_i64).unwrap_or(default)
+        };
+        let number = |key: &str| match document.get(key) {
+            Some(Value::Number(n)) => n.clone(),
+            _ => Number::from(0),
+        };
+        let decorators = document
+            .get("decorators")
+            .and_then(|d| serde_json::from_value(d.clone()).ok())
+            .unwrap_or_default();
+        let tags = match document.get("tags") {
+            Some(Value::Array(tags)) => tags.clone(),
+            _ => Vec::new(),
+        };
+
+        Ok(Job {
+            id: id.clone(),
+            name: workflow.name().to_owned(),
+            description: options.description.unwrap_or_default(),
+            job_type: options
+                .job_type
+                .unwrap_or_else(|| workflow.workflow_type().to_owned()),
+            status: JobStatus::Running,
+            tasks: build_tasks(workflow),
+            transitions: workflow.transitions().clone(),
+            variables,
+            groups: options
+                .groups
+                .unwrap_or_else(|| workflow.groups().to_vec()),
+            watchers: vec![caller.sub.clone()],
+            ancestors: vec![id],
+            parent: Value::Null,
+            metrics: JobMetrics {
+                start_time: now.timestamp_millis(),
+                user: caller.sub.clone(),
+                progress: Number::from(0),
+                owner: caller.sub.clone(),
+            },
+            error: Vec::new(),
+            warnings: Vec::new(),
+            created: now,
+            created_by: caller.sub.clone(),
+            last_updated: now,
+            last_updated_by: caller.sub.clone(),
+            canvas_version: integer("canvasVersion", 1),
+            encoding_version: integer("encodingVersion", 1),
+            font_size: integer("font_size", 12),
+            pre_automation_time: number("preAutomationTime"),
+            sla: number("sla"),
+            decorators,
+            tags,
+            error_handler: document.get("errorHandler").cloned().unwrap_or(Value::Null),
+        })
+    }
+}
+
+/// Each task of the workflow with its run state, its outgoing transitions grouped by end state
+/// and the tasks leading into it (`previous`), also grouped by end state.
+fn build_tasks(workflow: &WorkflowDocument) -> BTreeMap<String, JobTask> {
+    let tasks = workflow.tasks();
+    let mut outgoing: BTreeMap<&str, BTreeMap<String, Vec<TaskTransition>>> = BTreeMap::new();
+    let mut previous: BTreeMap<&str, BTreeMap<String, Vec<String>>> = BTreeMap::new();
+    for (source, targets) in workflow.transitions() {
+        if !tasks.contains_key(source) {
+            continue;
+        }
+        for (target, transition) in targets.as_object().into_iter().flatten() {
+            let field = |key| {
+                transition
+                    .get(key)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let state = field("state");
+            outgoing
+                .entry(source.as_str())
+                .or_default()
+                .entry(state.clone())
+                .or_default()
+                .push(TaskTransition {
+                    task: target.clone(),
+                    transition_type: field("type"),
+                });
+            previous
+                .entry(target.as_str())
+                .or_default()
+                .entry(state)
+                .or_default()
+                .push(source.clone());
+        }
+    }
+    tasks
+        .iter()
+        .map(|(id, task)| {
+            let mut fields = task.as_object().cloned().unwrap_or_default();
+            // These are the job's own; a workflow task carrying them would clash.
+            for key in ["status", "transitions", "previous"] {
+                fields.remove(key);
+            }
+            let status = if id == WORKFLOW_START {
+                TaskStatus::Complete
+            } else {
+                TaskStatus::Incomplete
+            };
+            let job_task = JobTask {
+                status,
+                transitions: outgoing.remove(id.as_str()).unwrap_or_default(),
+                previous: previous.remove(id.as_str()).unwrap_or_default(),
+                fields,
+            };
+            (id.clone(), job_task)
+        })
+        .collect()
+}
+
+/// RFC 3339 timestamps with milliseconds and `Z`, as the REST documents write them.
+mod millis_rfc3339 {
+    use chrono::{DateTime, SecondsFormat, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(time: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&time.to_rfc3339_opts(SecondsFormat::Millis, true))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<DateTime<Utc>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        DateTime::parse_from_rfc3339(&text)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn workflow() -> WorkflowDocument {
+        WorkflowDocument::parse(
+            json!({
+                "name": "Port Turn Up",
+                "type": "automation",
+                "font_size": 22,
+                "sla": 60000,
+                "groups": ["aaaaaaaaaaaaaaaaaaaaaaaa"],
+                "tasks": {
+                    "workflow_start": {"name": "workflow_start", "groups": []},
+                    "a1": {"name": "query", "app": "WorkFlowEngine", "status": "stale"},
+                    "b2": {"name": "evaluation"},
+                    "workflow_end": {"name": "workflow_end", "groups": []}
+                },
+                "transitions": {
+                    "workflow_start": {"a1": {"state": "success", "type": "standard"}},
+                    "a1": {
+                        "b2": {"state": "failure", "type": "standard"},
+                        "workflow_end": {"state": "success", "type": "standard"}
+                    },
+                    "b2": {"a1": {"state": "success", "type": "revert"}},
+                    "workflow_end": {},
+                    "dead": {}
+                },
+                "inputSchema": {"type": "object", "properties": {"device": {"type": "string"}}}
+            }),
+            "workflow",
+        )
+        .unwrap()
+    }
+
+    fn options() -> JobOptions {
+        JobOptions {
+            variables: json!({"device": "r1", "count": 1}).as_object().unwrap().clone(),
+            ..JobOptions::default()
+        }
+    }
+
+    #[test]
+    fn a_new_job_takes_the_workflow_and_the_caller() {
+        let caller = Caller::builtin_admin();
+        let job = Job::start(&workflow(), options(), &caller, Utc::now()).unwrap();
+        assert!(is_object_id(&job.id));
+        assert_eq!(job.name, "Port Turn Up");
+        assert_eq!(job.job_type, "automation");
+        assert_eq!(job.description, "");
+        assert_eq!(job.status, JobStatus::Running);
+        assert_eq!(job.variables["_id"], json!(job.id));
+        assert_eq!(job.variables["initiator"], json!("admin"));
+        assert_eq!(job.variables["count"], json!(1));
+        assert_eq!(job.groups, ["aaaaaaaaaaaaaaaaaaaaaaaa"]);
+        assert_eq!(job.watchers, [caller.sub.clone()]);
+        assert_eq!(job.ancestors, [job.id.clone()]);
+        assert_eq!(job.metrics.user, caller.sub);
+        assert_eq!(job.font_size, 22);
+        assert_eq!(job.sla, Number::from(60000));
+        assert_eq!(job.canvas_version, 1);
+    }
+
+    #[test]
+    fn tasks_get_status_grouped_transitions_and_previous() {
+        let job = Job::start(&workflow(), options(), &Caller::builtin_admin(), Utc::now()).unwrap();
+        assert_eq!(job.tasks["workflow_start"].status, TaskStatus::Complete);
+        assert_eq!(job.tasks["a1"].status, TaskStatus::Incomplete);
+        let a1 = serde_json::to_value(&job.tasks["a1"]).unwrap();
+        assert_eq!(a1["status"], json!("incomplete"));
+        assert_eq!(
+            a1["transitions"],
+            json!({
+                "failure": [{"task": "b2", "type": "standard"}],
+                "success": [{"task": "workflow_end", "type": "standard"}]
+            })
+        );
+        assert_eq!(a1["previous"], json!({"success": ["b2", "workflow_start"]}));
+        assert_eq!(a1["app"], json!("WorkFlowEngine"));
+        assert_eq!(job.tasks["workflow_end"].previous["success"], ["a1"]);
+    }
+
+    #[test]
+    fn options_override_the_workflow() {
+        let options = JobOptions {
+            description: Some("nightly".into()),
+            job_type: Some("resource:compliance".into()),
+            groups: Some(vec!["bbbbbbbbbbbbbbbbbbbbbbbb".into()]),
+            ..options()
+        };
+        let job = Job::start(&workflow(), options, &Caller::builtin_admin(), Utc::now()).unwrap();
+        assert_eq!(job.description, "nightly");
+        assert_eq!(job.job_type, "resource:compliance");
+        assert_eq!(job.groups, ["bbbbbbbbbbbbbbbbbbbbbbbb"]);
+    }
+
+    #[test]
+    fn the_document_round_trips_through_json_with_rest_field_names() {
+        let job = Job::start(&workflow(), options(), &Caller::builtin_admin(), Utc::now()).unwrap();
+        let value = serde_json::to_value(&job).unwrap();
+        for key in ["_id", "canvasVersion", "encodingVersion", "preAutomationTime", "errorHandler", "created_by"] {
+            assert!(value.get(key).is_some(), "missing {key}");
+        }
+        assert!(value["created"].as_str().unwrap().ends_with('Z'));
+        let back: Job = serde_json::from_value(value).unwrap();
+        assert_eq!(back, job);
+    }
+
+    #[test]
+    fn start_job_parse_names_each_bad_field() {
+        let err = StartJob::parse(RawStartJob {
+            workflow: String::new(),
+            options: Some(RawJobOptions {
+                groups: Some(vec!["b0bc20ec3a3e5e90bac881e7".into(), "nope".into()]),
+                job_type: Some(String::new()),
+                ..RawJobOptions::default()
+            }),
+        })
+        .unwrap_err();
+        let Error::InvalidArgument { violations } = err else { panic!() };
+        let fields: Vec<_> = violations.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(fields, ["workflow", "options.type", "options.groups[1]"]);
+    }
+
+    #[test]
+    fn missing_options_are_named() {
+        let err = StartJob::parse(RawStartJob {
+            workflow: "w".into(),
+            options: None,
+        })
+        .unwrap_err();
+        let Error::InvalidArgument { violations } = err else { panic!() };
+        assert_eq!(violations[0].field, "options");
+    }
+
+    #[test]
+    fn a_broken_graph_fails_the_precondition_with_every_problem() {
+        let mut doc = workflow().into_document();
+        doc["transitions"].as_object_mut().unwrap().remove("b2");
+        doc["transitions"]["a1"]["zzzz"] = json!({"state": "error", "type": "standard"});
+        let broken = WorkflowDocument::parse(Value::Object(doc), "workflow").unwrap();
+        let err = Job::start(&broken, options(), &Caller::builtin_admin(), Utc::now()).unwrap_err();
+        let Error::FailedPrecondition { problems, .. } = err else { panic!() };
+        assert_eq!(problems.len(), 2, "{problems:?}");
+    }
+
+    #[test]
+    fn variables_failing_the_schema_are_invalid_arguments() {
+        let options = JobOptions {
+            variables: json!({"device": 7}).as_object().unwrap().clone(),
+            ..JobOptions::default()
+        };
+        let err = Job::start(&workflow(), options, &Caller::builtin_admin(), Utc::now()).unwrap_err();
+        let Error::InvalidArgument { violations } = err else { panic!() };
+        assert_eq!(violations[0].field, "options.variables.device");
+    }
+}

@@ -1,0 +1,16 @@
+//! Pure types of the service: workflows, jobs, ids, callers and the one error enum. Nothing
+//! here knows of tonic, axum or sqlx.
+
+pub mod caller;
+pub mod error;
+pub mod ids;
+pub mod job;
+pub mod json;
+pub mod page;
+pub mod workflow;
+
+pub use caller::Caller;
+pub use error::{Error, FieldViolation, Problem, Violations};
+pub use ids::JobId;
+pub use job::{Job, JobStatus, RawJobOptions, RawStartJob, StartJob};
+pub use workflow::{Workflow, WorkflowDocument};

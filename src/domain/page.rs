@@ -1,0 +1,97 @@
+//! Paging: how many items a page holds and the opaque tokens that say where the next one starts.
+
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+use chrono::{DateTime, Utc};
+
+use super::error::Error;
+use super::ids::is_object_id;
+
+pub const DEFAULT_PAGE_SIZE: i64 = 50;
+pub const MAX_PAGE_SIZE: i64 = 1000;
+
+/// The page size a caller asked for: 0 means the default, larger than the maximum is capped.
+pub fn page_size(requested: i32, field: &str) -> Result<i64, Error> {
+    match i64::from(requested) {
+        n if n < 0 => Err(Error::invalid(field, "must not be negative")),
+        0 => Ok(DEFAULT_PAGE_SIZE),
+        n => Ok(n.min(MAX_PAGE_SIZE)),
+    }
+}
+
+/// Where the next page of jobs starts: after the job with this creation time and id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobCursor {
+    pub created_at: DateTime<Utc>,
+    pub id: String,
+}
+
+impl JobCursor {
+    pub fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(format!("j1:{}:{}", self.created_at.timestamp_micros(), self.id))
+    }
+
+    pub fn decode(token: &str, field: &str) -> Result<Self, Error> {
+        let bad = || Error::invalid(field, "is not a page token this service issued");
+        let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
+        let text = String::from_utf8(bytes).map_err(|_| bad())?;
+        let mut parts = text.splitn(3, ':');
+        let (Some("j1"), Some(micros), Some(id)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(bad());
+        };
+        let micros: i64 = micros.parse().map_err(|_| bad())?;
+        let created_at = DateTime::from_timestamp_micros(micros).ok_or_else(bad)?;
+        if !is_object_id(id) {
+            return Err(bad());
+        }
+        Ok(JobCursor {
+            created_at,
+            id: id.to_owned(),
+        })
+    }
+}
+
+/// Where the next page of workflows starts: after the workflow with this name.
+pub fn encode_name_cursor(name: &str) -> String {
+    URL_SAFE_NO_PAD.encode(format!("w1:{name}"))
+}
+
+pub fn decode_name_cursor(token: &str, field: &str) -> Result<String, Error> {
+    let bad = || Error::invalid(field, "is not a page token this service issued");
+    let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    text.strip_prefix("w1:").map(str::to_owned).ok_or_else(bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_cursors_round_trip() {
+        let cursor = JobCursor {
+            created_at: DateTime::from_timestamp_micros(1_764_000_000_123_000).unwrap(),
+            id: "0123456789abcdef01234567".into(),
+        };
+        assert_eq!(JobCursor::decode(&cursor.encode(), "page_token").unwrap(), cursor);
+    }
+
+    #[test]
+    fn foreign_tokens_are_rejected_by_field() {
+        for token in ["", "%%%", "aGVsbG8", &encode_name_cursor("x")] {
+            let err = JobCursor::decode(token, "page_token").unwrap_err();
+            assert!(err.to_string().contains("page_token"), "{token}: {err}");
+        }
+    }
+
+    #[test]
+    fn page_sizes_default_and_cap() {
+        assert_eq!(page_size(0, "page_size").unwrap(), DEFAULT_PAGE_SIZE);
+        assert_eq!(page_size(5000, "page_size").unwrap(), MAX_PAGE_SIZE);
+        assert!(page_size(-1, "page_size").is_err());
+    }
+
+    #[test]
+    fn name_cursors_round_trip() {
+        assert_eq!(decode_name_cursor(&encode_name_cursor("a: b"), "t").unwrap(), "a: b");
+    }
+}

@@ -1,0 +1,543 @@
+//! Workflows: Itential workflow documents, parsed once at the edge.
+//!
+//! The document is kept whole (fields the service does not model are stored and returned
+//! unchanged); parsing checks the parts the service relies on and reads out the few it uses.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+use super::error::{Error, FieldViolation, Problem, Violations};
+use super::ids::is_object_id;
+use super::json::{index, join, reject_nul, type_name};
+
+pub const WORKFLOW_START: &str = "workflow_start";
+pub const WORKFLOW_END: &str = "workflow_end";
+
+/// End states a transition can leave a task in.
+pub const TRANSITION_STATES: [&str; 4] = ["success", "failure", "error", "loop"];
+/// Kinds of transition.
+pub const TRANSITION_TYPES: [&str; 2] = ["standard", "revert"];
+
+/// A workflow document that passed [`WorkflowDocument::parse`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkflowDocument {
+    name: String,
+    groups: Vec<String>,
+    document: Map<String, Value>,
+}
+
+/// A stored workflow.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Workflow {
+    pub document: WorkflowDocument,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl WorkflowDocument {
+    /// Checks `value` as a workflow document; `path` names it in errors (`workflow`,
+    /// `workflows[3]`).
+    pub fn parse(value: Value, path: &str) -> Result<Self, Error> {
+        let mut violations = Violations::default();
+        let Value::Object(document) = value else {
+            return Err(Error::invalid(
+                path,
+                format!("must be a workflow object, not {}", type_name(&value)),
+            ));
+        };
+        for (key, item) in &document {
+            let item_path = join(path, key);
+            if key.contains('\0') {
+                violations.push(item_path, "key must not contain the character U+0000");
+            } else {
+                reject_nul(item, &item_path, &mut violations);
+            }
+        }
+
+        let name = match document.get("name") {
+            Some(Value::String(name)) if !name.trim().is_empty() => name.clone(),
+            Some(Value::String(_)) => {
+                violations.push(join(path, "name"), "must not be empty");
+                String::new()
+            }
+            None => {
+                violations.push(join(path, "name"), "is required");
+                String::new()
+            }
+            Some(other) => {
+                violations.push(
+                    join(path, "name"),
+                    format!("must be a string, not {}", type_name(other)),
+                );
+                String::new()
+            }
+        };
+        for key in ["type", "description"] {
+            expect_optional(&document, path, key, &mut violations, "a string", |v| {
+                v.is_string()
+            });
+        }
+        let groups = parse_groups(&document, path, &mut violations);
+        check_tasks(&document, path, &mut violations);
+        check_transitions(&document, path, &mut violations);
+        for key in ["canvasVersion", "encodingVersion", "font_size"] {
+            expect_optional(&document, path, key, &mut violations, "an integer", |v| {
+                v.is_i64() || v.is_u64()
+            });
+        }
+        for key in ["preAutomationTime", "sla"] {
+            expect_optional(&document, path, key, &mut violations, "a number", |v| {
+                v.is_number()
+            });
+        }
+        check_decorators(&document, path, &mut violations);
+        expect_optional(&document, path, "tags", &mut violations, "an array", |v| {
+            v.is_array()
+        });
+        expect_optional(&document, path, "outputSchema", &mut violations, "an object", |v| {
+            v.is_object()
+        });
+        if let Some(schema) = document.get("inputSchema").filter(|s| !s.is_null()) {
+            if let Err(error) = jsonschema::validator_for(schema) {
+                violations.push(
+                    join(path, "inputSchema"),
+                    format!("is not a valid JSON Schema: {error}"),
+                );
+            }
+        }
+        violations.into_result(WorkflowDocument {
+            name,
+            groups,
+            document,
+        })
+    }
+
+    /// A document read back from storage, where it was checked when it was written.
+    pub fn from_stored(document: Map<String, Value>) -> Self {
+        let name = str_field(&document, "name").unwrap_or_default().to_owned();
+        let groups = match document.get("groups") {
+            Some(Value::Array(items)) => items
+                .iter()
+                .filter_map(|g| g.as_str().map(str::to_owned))
+                .collect(),
+            _ => Vec::new(),
+        };
+        WorkflowDocument {
+            name,
+            groups,
+            document,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn groups(&self) -> &[String] {
+        &self.groups
+    }
+
+    pub fn document(&self) -> &Map<String, Value> {
+        &self.document
+    }
+
+    pub fn into_document(self) -> Map<String, Value> {
+        self.document
+    }
+
+    /// `type`, `automation` when the document has none.
+    pub fn workflow_type(&self) -> &str {
+        str_field(&self.document, "type").unwrap_or("automation")
+    }
+
+    pub fn description(&self) -> &str {
+        str_field(&self.document, "description").unwrap_or_default()
+    }
+
+    pub fn tasks(&self) -> &Map<String, Value> {
+        static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
+        match self.document.get("tasks") {
+            Some(Value::Object(tasks)) => tasks,
+            _ => EMPTY.get_or_init(Map::new),
+        }
+    }
+
+    pub fn transitions(&self) -> &Map<String, Value> {
+        static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
+        match self.document.get("transitions") {
+            Some(Value::Object(transitions)) => transitions,
+            _ => EMPTY.get_or_init(Map::new),
+        }
+    }
+
+    pub fn input_schema(&self) -> Option<&Value> {
+        self.document.get("inputSchema").filter(|s| !s.is_null())
+    }
+
+    /// Everything that keeps the task graph from running, in a stable order. Empty when a job
+    /// can start from it.
+    pub fn graph_problems(&self) -> Vec<Problem> {
+        let tasks = self.tasks();
+        let transitions = self.transitions();
+        let mut problems = Vec::new();
+        for required in [WORKFLOW_START, WORKFLOW_END] {
+            if !tasks.contains_key(required) {
+                problems.push(Problem {
+                    subject: format!("tasks.{required}"),
+                    description: format!("the workflow has no {required} task"),
+                });
+            }
+        }
+        for task in tasks.keys() {
+            if !transitions.contains_key(task) {
+                problems.push(Problem {
+                    subject: format!("transitions.{task}"),
+                    description: format!("task {task} has no transitions entry"),
+                });
+            }
+        }
+        // Entries for tasks that no longer exist are left over by the editor when a task is
+        // deleted; real exports carry them, and they never run, so only their targets matter
+        // when they have any.
+        for (source, targets) in transitions {
+            for target in targets.as_object().into_iter().flat_map(Map::keys) {
+                if !tasks.contains_key(target) {
+                    problems.push(Problem {
+                        subject: format!("transitions.{source}.{target}"),
+                        description: format!(
+                            "transition from {source} leads to task {target}, which does not exist"
+                        ),
+                    });
+                }
+            }
+        }
+        if tasks.contains_key(WORKFLOW_START)
+            && tasks.contains_key(WORKFLOW_END)
+            && !self.reachable_from_start().contains(WORKFLOW_END)
+        {
+            problems.push(Problem {
+                subject: format!("tasks.{WORKFLOW_END}"),
+                description: format!("{WORKFLOW_END} cannot be reached from {WORKFLOW_START}"),
+            });
+        }
+        problems
+    }
+
+    fn reachable_from_start(&self) -> std::collections::HashSet<&str> {
+        let transitions = self.transitions();
+        let mut seen = std::collections::HashSet::from([WORKFLOW_START]);
+        let mut stack = vec![WORKFLOW_START];
+        while let Some(task) = stack.pop() {
+            let targets = transitions.get(task).and_then(Value::as_object);
+            for target in targets.into_iter().flat_map(Map::keys) {
+                if seen.insert(target.as_str()) {
+                    stack.push(target.as_str());
+                }
+            }
+        }
+        seen
+    }
+
+    /// Checks job variables against `inputSchema`, one violation per problem, each named by
+    /// its path under `path` (`options.variables.deviceName`).
+    pub fn check_variables(&self, variables: &Map<String, Value>, path: &str) -> Vec<FieldViolation> {
+        let Some(schema) = self.input_schema() else {
+            return Vec::new();
+        };
+        let validator = match jsonschema::validator_for(schema) {
+            Ok(validator) => validator,
+            // Checked when the workflow was stored; a schema that fails now cannot judge input.
+            Err(error) => {
+                return vec![FieldViolation::new(
+                    path,
+                    format!("the workflow's inputSchema is not a valid JSON Schema: {error}"),
+                )]
+            }
+        };
+        let instance = Value::Object(variables.clone());
+        validator
+            .iter_errors(&instance)
+            .map(|error| {
+                let mut field = path.to_owned();
+                for segment in error.instance_path().iter() {
+                    match segment {
+                        jsonschema::paths::LocationSegment::Property(key) => {
+                            field = join(&field, &key)
+                        }
+                        jsonschema::paths::LocationSegment::Index(i) => field = index(&field, i),
+                    }
+                }
+                if let jsonschema::error::ValidationErrorKind::Required { property } = error.kind()
+                {
+                    if let Some(property) = property.as_str() {
+                        field = join(&field, property);
+                    }
+                }
+                FieldViolation::new(field, error.to_string())
+            })
+            .collect()
+    }
+}
+
+fn str_field<'a>(document: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
+    document.get(key).and_then(Value::as_str)
+}
+
+/// Reports `key` when present, not null, and not of the expected kind.
+fn expect_optional(
+    document: &Map<String, Value>,
+    path: &str,
+    key: &str,
+    violations: &mut Violations,
+    expected: &str,
+    ok: impl Fn(&Value) -> bool,
+) {
+    if let Some(value) = document.get(key).filter(|v| !v.is_null()) {
+        if !ok(value) {
+            violations.push(
+                join(path, key),
+                format!("must be {expected}, not {}", type_name(value)),
+            );
+        }
+    }
+}
+
+fn parse_groups(document: &Map<String, Value>, path: &str, violations: &mut Violations) -> Vec<String> {
+    let groups_path = join(path, "groups");
+    match document.get("groups") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => {
+            let mut groups = Vec::new();
+            for (i, item) in items.iter().enumerate() {
+                match item.as_str() {
+                    Some(id) if is_object_id(id) => groups.push(id.to_owned()),
+                    _ => violations.push(
+                        index(&groups_path, i),
+                        "must be a group id of 24 lowercase hex characters",
+                    ),
+                }
+            }
+            groups
+        }
+        Some(other) => {
+            violations.push(
+                groups_path,
+                format!("must be an array of group ids, not {}", type_name(other)),
+            );
+            Vec::new()
+        }
+    }
+}
+
+fn check_tasks(document: &Map<String, Value>, path: &str, violations: &mut Violations) {
+    let tasks_path = join(path, "tasks");
+    match document.get("tasks") {
+        None => violations.push(tasks_path, "is required"),
+        Some(Value::Object(tasks)) => {
+            for (id, task) in tasks {
+                if !task.is_object() {
+                    violations.push(
+                        join(&tasks_path, id),
+                        format!("must be a task object, not {}", type_name(task)),
+                    );
+                }
+            }
+        }
+        Some(other) => violations.push(
+            tasks_path,
+            format!("must be an object of tasks by id, not {}", type_name(other)),
+        ),
+    }
+}
+
+fn check_transitions(document: &Map<String, Value>, path: &str, violations: &mut Violations) {
+    let transitions_path = join(path, "transitions");
+    let transitions = match document.get("transitions") {
+        None => return violations.push(transitions_path, "is required"),
+        Some(Value::Object(transitions)) => transitions,
+        Some(other) => {
+            return violations.push(
+                transitions_path,
+                format!(
+                    "must be an object of transitions by source task id, not {}",
+                    type_name(other)
+                ),
+            )
+        }
+    };
+    for (source, targets) in transitions {
+        let source_path = join(&transitions_path, source);
+        let Value::Object(targets) = targets else {
+            violations.push(
+                source_path,
+                format!("must be an object of transitions by target task id, not {}", type_name(targets)),
+            );
+            continue;
+        };
+        for (target, transition) in targets {
+            let target_path = join(&source_path, target);
+            let Value::Object(transition) = transition else {
+                violations.push(target_path, "must be an object with state and type");
+                continue;
+            };
+            for (key, allowed) in [("state", &TRANSITION_STATES[..]), ("type", &TRANSITION_TYPES[..])] {
+                match transition.get(key).and_then(Value::as_str) {
+                    Some(value) if allowed.contains(&value) => {}
+                    _ => violations.push(
+                        join(&target_path, key),
+                        format!("must be one of {}", allowed.join(", ")),
+                    ),
+                }
+            }
+        }
+    }
+}
+
+fn check_decorators(document: &Map<String, Value>, path: &str, violations: &mut Violations) {
+    let decorators_path = join(path, "decorators");
+    match document.get("decorators") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                let is_decorator = item.as_object().is_some_and(|d| {
+                    d.get("type").is_some_and(Value::is_string)
+                        && d.get("pointer").is_some_and(Value::is_string)
+                });
+                if !is_decorator {
+                    violations.push(
+                        index(&decorators_path, i),
+                        "must be an object with string fields type and pointer",
+                    );
+                }
+            }
+        }
+        Some(other) => violations.push(
+            decorators_path,
+            format!("must be an array, not {}", type_name(other)),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn minimal() -> Value {
+        json!({
+            "name": "Minimal",
+            "type": "automation",
+            "tasks": {
+                "workflow_start": {"name": "workflow_start", "groups": []},
+                "a1": {"name": "query", "app": "WorkFlowEngine", "variables": {}},
+                "workflow_end": {"name": "workflow_end", "groups": []}
+            },
+            "transitions": {
+                "workflow_start": {"a1": {"state": "success", "type": "standard"}},
+                "a1": {"workflow_end": {"state": "success", "type": "standard"}},
+                "workflow_end": {}
+            },
+            "inputSchema": {
+                "type": "object",
+                "properties": {"device": {"type": "string"}},
+                "required": ["device"]
+            },
+            "customField": {"kept": true}
+        })
+    }
+
+    fn violations(err: Error) -> Vec<String> {
+        match err {
+            Error::InvalidArgument { violations } => {
+                violations.into_iter().map(|v| v.field).collect()
+            }
+            other => panic!("expected invalid argument, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_minimal_workflow_parses_and_keeps_unknown_fields() {
+        let parsed = WorkflowDocument::parse(minimal(), "workflow").unwrap();
+        assert_eq!(parsed.name(), "Minimal");
+        assert_eq!(parsed.document()["customField"], json!({"kept": true}));
+        assert!(parsed.graph_problems().is_empty());
+    }
+
+    #[test]
+    fn parse_names_every_bad_field() {
+        let mut doc = minimal();
+        doc["name"] = json!(7);
+        doc["groups"] = json!(["nope"]);
+        doc["font_size"] = json!("big");
+        doc["transitions"]["a1"]["workflow_end"]["state"] = json!("sideways");
+        let fields = violations(WorkflowDocument::parse(doc, "workflows[2]").unwrap_err());
+        assert_eq!(
+            fields,
+            [
+                "workflows[2].name",
+                "workflows[2].groups[0]",
+                "workflows[2].transitions.a1.workflow_end.state",
+                "workflows[2].font_size",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_document_that_is_not_an_object_is_rejected() {
+        assert_eq!(violations(WorkflowDocument::parse(json!([1]), "workflow").unwrap_err()), ["workflow"]);
+    }
+
+    #[test]
+    fn an_invalid_input_schema_is_rejected() {
+        let mut doc = minimal();
+        doc["inputSchema"] = json!({"type": "no-such-type"});
+        assert_eq!(
+            violations(WorkflowDocument::parse(doc, "workflow").unwrap_err()),
+            ["workflow.inputSchema"]
+        );
+    }
+
+    #[test]
+    fn graph_problems_lists_every_problem() {
+        let mut doc = minimal();
+        doc["tasks"].as_object_mut().unwrap().remove("workflow_end");
+        doc["tasks"]["b2"] = json!({"name": "orphan"});
+        doc["transitions"]["workflow_start"]["ffff"] = json!({"state": "success", "type": "standard"});
+        let parsed = WorkflowDocument::parse(doc, "workflow").unwrap();
+        let subjects: Vec<_> = parsed.graph_problems().into_iter().map(|p| p.subject).collect();
+        assert_eq!(
+            subjects,
+            [
+                "tasks.workflow_end",
+                "transitions.b2",
+                "transitions.a1.workflow_end",
+                "transitions.workflow_start.ffff",
+            ]
+        );
+    }
+
+    #[test]
+    fn an_unreachable_end_is_a_problem() {
+        let mut doc = minimal();
+        doc["transitions"]["a1"] = json!({});
+        let parsed = WorkflowDocument::parse(doc, "workflow").unwrap();
+        let problems = parsed.graph_problems();
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].description, "workflow_end cannot be reached from workflow_start");
+    }
+
+    #[test]
+    fn variables_are_checked_against_the_input_schema_by_path() {
+        let parsed = WorkflowDocument::parse(minimal(), "workflow").unwrap();
+        let missing = parsed.check_variables(&Map::new(), "options.variables");
+        assert_eq!(missing[0].field, "options.variables.device");
+        let wrong = parsed.check_variables(
+            json!({"device": 5}).as_object().unwrap(),
+            "options.variables",
+        );
+        assert_eq!(wrong[0].field, "options.variables.device");
+        assert!(parsed
+            .check_variables(json!({"device": "r1"}).as_object().unwrap(), "options.variables")
+            .is_empty());
+    }
+}

@@ -1,0 +1,19 @@
+//! job-service: starts automation jobs from workflows, over gRPC, storing them in PostgreSQL.
+//!
+//! # Layout
+//! - [`config`]: command line and environment.
+//! - [`app`]: binds the listener, connects and migrates the database, serves until shutdown.
+//! - [`cluster`]: the PostgreSQL cluster the service runs itself when no database is given.
+//! - [`domain`]: pure types (workflows, jobs, ids, callers) and the one error enum.
+//! - [`service`]: the use cases both front doors call; owns transactions.
+//! - [`store`]: SQL only; translates database errors into domain errors.
+//! - [`grpc`]: generated code, thin adapters, proto <-> domain conversions.
+
+pub mod app;
+pub mod cluster;
+pub mod config;
+pub mod domain;
+pub mod grpc;
+pub mod service;
+pub mod store;
+pub mod telemetry;

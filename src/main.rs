@@ -1,0 +1,37 @@
+use clap::Parser;
+use job_service::app::App;
+use job_service::config::{Cli, Command};
+use job_service::telemetry;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let Cli { command } = Cli::parse();
+    match command {
+        Command::Serve(config) => {
+            telemetry::init(config.log_format);
+            let result = async {
+                let app = App::build(&config).await?;
+                app.run(shutdown_signal()).await
+            }
+            .await;
+            match result {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(error) => {
+                    tracing::error!("{error:#}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate()).expect("can install a SIGTERM handler");
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutdown signal received, finishing in-flight calls");
+}

@@ -1,0 +1,175 @@
+//! The use cases both front doors call. Each owns its transaction.
+
+use chrono::Utc;
+use serde_json::Value;
+use tracing::instrument;
+
+use crate::domain::page::{self, JobCursor};
+use crate::domain::{Caller, Error, Job, JobId, StartJob, Workflow, WorkflowDocument};
+use crate::store::jobs::{self, JobFilter};
+use crate::store::{workflows, Store};
+
+/// A page of results and the token of the next page (`None` on the last page).
+#[derive(Debug)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_page_token: Option<String>,
+}
+
+/// What ListJobs asks for.
+#[derive(Debug, Clone, Default)]
+pub struct ListJobs {
+    pub filter: JobFilter,
+    pub page_size: i32,
+    pub page_token: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct Service {
+    store: Store,
+}
+
+impl Service {
+    pub fn new(store: Store) -> Self {
+        Service { store }
+    }
+
+    /// Starts a job: the workflow is read, the job built, stored and returned in one
+    /// transaction. The returned job is committed.
+    #[instrument(skip_all, fields(workflow = %request.workflow, job_id))]
+    pub async fn start_job(&self, caller: &Caller, request: StartJob) -> Result<Job, Error> {
+        let mut tx = self.store.begin().await?;
+        let workflow = workflows::get(&mut tx, &request.workflow, true).await?;
+        let job = Job::start(&workflow.document, request.options, caller, Utc::now())?;
+        jobs::insert(&mut tx, &job).await?;
+        tx.commit().await.map_err(crate::store::translate)?;
+        tracing::Span::current().record("job_id", job.id.as_str());
+        tracing::info!("job started");
+        Ok(job)
+    }
+
+    #[instrument(skip_all, fields(job_id = %id))]
+    pub async fn get_job(&self, _caller: &Caller, id: &str) -> Result<Job, Error> {
+        let id = JobId::parse(id).map_err(|reason| Error::invalid("id", reason))?;
+        let mut conn = self.store.conn().await?;
+        jobs::get(&mut conn, &id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("Cannot find job {id}")))
+    }
+
+    #[instrument(skip_all)]
+    pub async fn list_jobs(&self, _caller: &Caller, request: ListJobs) -> Result<Page<Job>, Error> {
+        let limit = page::page_size(request.page_size, "page_size")?;
+        let after = match request.page_token.as_str() {
+            "" => None,
+            token => Some(JobCursor::decode(token, "page_token")?),
+        };
+        if let (Some(after), Some(before)) = (request.filter.created_after, request.filter.created_before) {
+            if after >= before {
+                return Err(Error::invalid("created_after", "must be before created_before"));
+            }
+        }
+        let mut conn = self.store.conn().await?;
+        // One more row than asked says whether there is a next page.
+        let mut items = jobs::list(&mut conn, &request.filter, after.as_ref(), limit + 1).await?;
+        let next_page_token = next_token(&mut items, limit, |job| {
+            JobCursor {
+                created_at: job.created,
+                id: job.id.clone(),
+            }
+            .encode()
+        });
+        Ok(Page { items, next_page_token })
+    }
+
+    #[instrument(skip_all)]
+    pub async fn create_workflow(&self, _caller: &Caller, document: Value) -> Result<Workflow, Error> {
+        let document = WorkflowDocument::parse(document, "workflow")?;
+        let mut tx = self.store.begin().await?;
+        let workflow = workflows::insert(&mut tx, &document).await?;
+        tx.commit().await.map_err(crate::store::translate)?;
+        tracing::info!(workflow = %workflow.document.name(), "workflow created");
+        Ok(workflow)
+    }
+
+    /// Stores every workflow or none: all are parsed first (every bad field of every document
+    /// is reported), then inserted in one transaction.
+    #[instrument(skip_all, fields(count = documents.len()))]
+    pub async fn import_workflows(&self, _caller: &Caller, documents: Vec<Value>) -> Result<Vec<Workflow>, Error> {
+        let mut violations = Vec::new();
+        let mut parsed = Vec::with_capacity(documents.len());
+        for (i, document) in documents.into_iter().enumerate() {
+            match WorkflowDocument::parse(document, &format!("workflows[{i}]")) {
+                Ok(workflow) => parsed.push(workflow),
+                Err(Error::InvalidArgument { violations: v }) => violations.extend(v),
+                Err(other) => return Err(other),
+            }
+        }
+        if !violations.is_empty() {
+            return Err(Error::InvalidArgument { violations });
+        }
+        let mut seen = std::collections::HashSet::new();
+        for workflow in &parsed {
+            if !seen.insert(workflow.name()) {
+                return Err(Error::AlreadyExists(format!(
+                    "Workflow {} appears more than once in the import",
+                    workflow.name()
+                )));
+            }
+        }
+        let mut tx = self.store.begin().await?;
+        let mut stored = Vec::with_capacity(parsed.len());
+        for workflow in &parsed {
+            stored.push(workflows::insert(&mut tx, workflow).await?);
+        }
+        tx.commit().await.map_err(crate::store::translate)?;
+        tracing::info!("workflows imported");
+        Ok(stored)
+    }
+
+    #[instrument(skip_all, fields(workflow = %name))]
+    pub async fn get_workflow(&self, _caller: &Caller, name: &str) -> Result<Workflow, Error> {
+        let mut conn = self.store.conn().await?;
+        workflows::get(&mut conn, name, false).await
+    }
+
+    #[instrument(skip_all)]
+    pub async fn list_workflows(
+        &self,
+        _caller: &Caller,
+        name_prefix: &str,
+        page_size: i32,
+        page_token: &str,
+    ) -> Result<Page<Workflow>, Error> {
+        let limit = page::page_size(page_size, "page_size")?;
+        let after = match page_token {
+            "" => None,
+            token => Some(page::decode_name_cursor(token, "page_token")?),
+        };
+        let mut conn = self.store.conn().await?;
+        let mut items = workflows::list(&mut conn, name_prefix, after.as_deref(), limit + 1).await?;
+        let next_page_token = next_token(&mut items, limit, |w| page::encode_name_cursor(w.document.name()));
+        Ok(Page { items, next_page_token })
+    }
+
+    #[instrument(skip_all, fields(workflow = %name))]
+    pub async fn delete_workflow(&self, _caller: &Caller, name: &str) -> Result<(), Error> {
+        let mut tx = self.store.begin().await?;
+        workflows::delete(&mut tx, name).await?;
+        tx.commit().await.map_err(crate::store::translate)?;
+        tracing::info!("workflow deleted");
+        Ok(())
+    }
+}
+
+/// Cuts `items` (fetched with one extra row) to `limit` and returns the token of the page
+/// after, when there is one.
+fn next_token<T>(items: &mut Vec<T>, limit: i64, token_of: impl Fn(&T) -> String) -> Option<String> {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    if items.len() > limit {
+        items.truncate(limit);
+        items.last().map(token_of)
+    } else {
+        None
+    }
+}

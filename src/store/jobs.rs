@@ -1,0 +1,87 @@
+//! The `jobs` table.
+
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+use sqlx::{PgConnection, Postgres, QueryBuilder};
+
+use super::translate;
+use crate::domain::job::Job;
+use crate::domain::page::JobCursor;
+use crate::domain::{Error, JobId, JobStatus};
+
+/// Which jobs ListJobs returns.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub status: Option<JobStatus>,
+    pub workflow: Option<String>,
+    pub created_after: Option<DateTime<Utc>>,
+    pub created_before: Option<DateTime<Utc>>,
+}
+
+pub async fn insert(conn: &mut PgConnection, job: &Job) -> Result<(), Error> {
+    sqlx::query(
+        "insert into jobs (id, workflow_name, status, groups, created_at, updated_at, created_by, document)
+         values ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(&job.id)
+    .bind(&job.name)
+    .bind(job.status.as_str())
+    .bind(&job.groups)
+    .bind(job.created)
+    .bind(job.last_updated)
+    .bind(&job.created_by)
+    .bind(Json(job))
+    .execute(conn)
+    .await
+    .map_err(translate)?;
+    Ok(())
+}
+
+pub async fn get(conn: &mut PgConnection, id: &JobId) -> Result<Option<Job>, Error> {
+    sqlx::query_scalar::<_, Json<Job>>("select document from jobs where id = $1")
+        .bind(id.as_str())
+        .fetch_optional(conn)
+        .await
+        .map(|row| row.map(|json| json.0))
+        .map_err(translate)
+}
+
+/// Up to `limit` jobs newest first (creation time, then id), after `after` when given. Each
+/// condition is added only when set, so the planner can use the matching index.
+pub async fn list(
+    conn: &mut PgConnection,
+    filter: &JobFilter,
+    after: Option<&JobCursor>,
+    limit: i64,
+) -> Result<Vec<Job>, Error> {
+    let mut query: QueryBuilder<Postgres> = QueryBuilder::new("select document from jobs where true");
+    if let Some(status) = filter.status {
+        query.push(" and status = ").push_bind(status.as_str());
+    }
+    if let Some(workflow) = &filter.workflow {
+        query.push(" and workflow_name = ").push_bind(workflow.clone());
+    }
+    if let Some(time) = filter.created_after {
+        query.push(" and created_at >= ").push_bind(time);
+    }
+    if let Some(time) = filter.created_before {
+        query.push(" and created_at < ").push_bind(time);
+    }
+    if let Some(cursor) = after {
+        query
+            .push(" and (created_at, id) < (")
+            .push_bind(cursor.created_at)
+            .push(", ")
+            .push_bind(cursor.id.clone())
+            .push(")");
+    }
+    query
+        .push(" order by created_at desc, id desc limit ")
+        .push_bind(limit);
+    query
+        .build_query_scalar::<Json<Job>>()
+        .fetch_all(conn)
+        .await
+        .map(|rows| rows.into_iter().map(|json| json.0).collect())
+        .map_err(translate)
+}

@@ -1,0 +1,97 @@
+//! The `workflows` table.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use sqlx::types::Json;
+use sqlx::PgConnection;
+
+use super::{is_unique_violation, translate};
+use crate::domain::{Error, Workflow, WorkflowDocument};
+
+#[derive(sqlx::FromRow)]
+struct WorkflowRow {
+    document: Json<Map<String, Value>>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<WorkflowRow> for Workflow {
+    fn from(row: WorkflowRow) -> Self {
+        Workflow {
+            document: WorkflowDocument::from_stored(row.document.0),
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
+}
+
+pub async fn insert(conn: &mut PgConnection, workflow: &WorkflowDocument) -> Result<Workflow, Error> {
+    sqlx::query_as::<_, WorkflowRow>(
+        "insert into workflows (name, groups, document) values ($1, $2, $3)
+         returning document, created_at, updated_at",
+    )
+    .bind(workflow.name())
+    .bind(workflow.groups())
+    .bind(Json(workflow.document()))
+    .fetch_one(conn)
+    .await
+    .map(Workflow::from)
+    .map_err(|error| {
+        if is_unique_violation(&error) {
+            Error::AlreadyExists(format!("Workflow {} already exists", workflow.name()))
+        } else {
+            translate(error)
+        }
+    })
+}
+
+/// The workflow named `name`. With `for_start`, the row is locked against deletion until the
+/// transaction ends, so a job never starts from a workflow deleted under it.
+pub async fn get(conn: &mut PgConnection, name: &str, for_start: bool) -> Result<Workflow, Error> {
+    let sql = if for_start {
+        "select document, created_at, updated_at from workflows where name = $1 for key share"
+    } else {
+        "select document, created_at, updated_at from workflows where name = $1"
+    };
+    sqlx::query_as::<_, WorkflowRow>(sql)
+        .bind(name)
+        .fetch_optional(conn)
+        .await
+        .map_err(translate)?
+        .map(Workflow::from)
+        .ok_or_else(|| Error::workflow_not_found(name))
+}
+
+/// Up to `limit` workflows in name order, after `after` when given.
+pub async fn list(
+    conn: &mut PgConnection,
+    name_prefix: &str,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Workflow>, Error> {
+    sqlx::query_as::<_, WorkflowRow>(
+        "select document, created_at, updated_at from workflows
+         where starts_with(name, $1) and ($2::text is null or name > $2)
+         order by name
+         limit $3",
+    )
+    .bind(name_prefix)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+    .map(|rows| rows.into_iter().map(Workflow::from).collect())
+    .map_err(translate)
+}
+
+pub async fn delete(conn: &mut PgConnection, name: &str) -> Result<(), Error> {
+    let result = sqlx::query("delete from workflows where name = $1")
+        .bind(name)
+        .execute(conn)
+        .await
+        .map_err(translate)?;
+    if result.rows_affected() == 0 {
+        return Err(Error::workflow_not_found(name));
+    }
+    Ok(())
+}
