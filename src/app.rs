@@ -21,17 +21,21 @@ pub struct App {
     grpc_listener: TcpListener,
     service: Arc<Service>,
     cluster: Option<ManagedPostgres>,
+    drain_timeout: std::time::Duration,
 }
 
 impl App {
     pub async fn build(config: &ServeConfig) -> anyhow::Result<App> {
         let (options, cluster) = match &config.database_url {
             Some(url) => (
-                PgConnectOptions::from_str(url).context("DATABASE_URL is not a valid PostgreSQL URL")?,
+                PgConnectOptions::from_str(url)
+                    .context("DATABASE_URL is not a valid PostgreSQL URL")?,
                 None,
             ),
             None => {
-                let cluster = ManagedPostgres::start(&config.data_dir, config.postgres_bin_dir.as_deref()).await?;
+                let cluster =
+                    ManagedPostgres::start(&config.data_dir, config.postgres_bin_dir.as_deref())
+                        .await?;
                 (cluster.connect_options(), Some(cluster))
             }
         };
@@ -50,6 +54,7 @@ impl App {
                 grpc_listener,
                 service: Arc::new(Service::new(store)),
                 cluster,
+                drain_timeout: config.drain_timeout.into(),
             }),
             Err(error) => {
                 if let Some(cluster) = cluster {
@@ -70,7 +75,10 @@ impl App {
 
     /// Serves until `shutdown` resolves, then finishes in-flight calls and stops the managed
     /// PostgreSQL cluster, if any.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let addr = self.grpc_addr();
         let (health_reporter, health) = tonic_health::server::health_reporter();
         health_reporter
@@ -81,11 +89,30 @@ impl App {
             .await;
         let routes = grpc::router(self.service.clone(), health)?;
         tracing::info!("grpc listening on {addr}");
-        let served = tonic::transport::Server::builder()
+        let (draining, drain_started) = tokio::sync::oneshot::channel::<()>();
+        let signal = async move {
+            shutdown.await;
+            let _ = draining.send(());
+        };
+        let server = tonic::transport::Server::builder()
             .add_routes(routes)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.grpc_listener), shutdown)
-            .await
-            .context("grpc server failed");
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.grpc_listener), signal);
+        // In-flight calls get `drain_timeout` to finish; a client that keeps an idle connection
+        // open must not hold the shutdown up forever.
+        let drain_timeout = self.drain_timeout;
+        let served = tokio::select! {
+            served = server => served.context("grpc server failed"),
+            _ = async {
+                if drain_started.await.is_ok() {
+                    tokio::time::sleep(drain_timeout).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            } => {
+                tracing::warn!(timeout = ?drain_timeout, "calls still open after the drain timeout are cut off");
+                Ok(())
+            }
+        };
         tracing::info!("grpc server stopped");
         if let Some(cluster) = &self.cluster {
             cluster.stop().await?;

@@ -112,7 +112,10 @@ impl ManagedPostgres {
     fn command(&self, program: &str) -> Command {
         let mut command = Command::new(self.bin_dir.join(program));
         // The caller's working directory may be closed to the cluster's user.
-        command.current_dir("/").env("LC_ALL", "C.UTF-8").kill_on_drop(false);
+        command
+            .current_dir("/")
+            .env("LC_ALL", "C.UTF-8")
+            .kill_on_drop(false);
         if let Some(user) = &self.run_as {
             command
                 .uid(user.uid.as_raw())
@@ -142,7 +145,15 @@ impl ManagedPostgres {
             .command("initdb")
             .arg("-D")
             .arg(&self.cluster_dir)
-            .args(["-U", SUPERUSER, "-A", "trust", "-E", "UTF8", "--locale=C.UTF-8"])
+            .args([
+                "-U",
+                SUPERUSER,
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ])
             .output()
             .await?;
         check(output, "initdb").map_err(|e| self.explain(e))?;
@@ -249,7 +260,8 @@ fn find_bin_dir() -> Option<PathBuf> {
         return Some(bin);
     }
     std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path).find(|dir| dir.join("initdb").is_file() && dir.join("postgres").is_file())
+        std::env::split_paths(&path)
+            .find(|dir| dir.join("initdb").is_file() && dir.join("postgres").is_file())
     })
 }
 

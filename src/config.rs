@@ -8,7 +8,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
-#[command(name = "job-service", version, about = "Starts automation jobs from workflows, over gRPC")]
+#[command(
+    name = "job-service",
+    version,
+    about = "Starts automation jobs from workflows, over gRPC"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -44,6 +48,10 @@ pub struct ServeConfig {
     #[arg(long, env = "JOB_SERVICE_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
 
+    /// How long calls in flight at shutdown may take to finish (e.g. `30s`, `2m`).
+    #[arg(long, env = "JOB_SERVICE_DRAIN_TIMEOUT", default_value = "30s")]
+    pub drain_timeout: humantime::Duration,
+
     /// Log line format.
     #[arg(long, env = "JOB_SERVICE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -59,10 +67,14 @@ impl fmt::Debug for ServeConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServeConfig")
             .field("grpc_addr", &self.grpc_addr)
-            .field("database_url", &self.database_url.as_ref().map(|_| "[redacted]"))
+            .field(
+                "database_url",
+                &self.database_url.as_ref().map(|_| "[redacted]"),
+            )
             .field("data_dir", &self.data_dir)
             .field("postgres_bin_dir", &self.postgres_bin_dir)
             .field("db_max_connections", &self.db_max_connections)
+            .field("drain_timeout", &self.drain_timeout)
             .field("log_format", &self.log_format)
             .finish()
     }
@@ -89,7 +101,14 @@ mod tests {
 
     #[test]
     fn serve_parses_flags() {
-        let cli = Cli::parse_from(["job-service", "serve", "--grpc-addr", "127.0.0.1:0", "--log-format", "json"]);
+        let cli = Cli::parse_from([
+            "job-service",
+            "serve",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ]);
         let Command::Serve(config) = cli.command;
         assert_eq!(config.grpc_addr.port(), 0);
         assert_eq!(config.log_format, LogFormat::Json);

@@ -64,9 +64,14 @@ impl Service {
             "" => None,
             token => Some(JobCursor::decode(token, "page_token")?),
         };
-        if let (Some(after), Some(before)) = (request.filter.created_after, request.filter.created_before) {
+        if let (Some(after), Some(before)) =
+            (request.filter.created_after, request.filter.created_before)
+        {
             if after >= before {
-                return Err(Error::invalid("created_after", "must be before created_before"));
+                return Err(Error::invalid(
+                    "created_after",
+                    "must be before created_before",
+                ));
             }
         }
         let mut conn = self.store.conn().await?;
@@ -79,11 +84,18 @@ impl Service {
             }
             .encode()
         });
-        Ok(Page { items, next_page_token })
+        Ok(Page {
+            items,
+            next_page_token,
+        })
     }
 
     #[instrument(skip_all)]
-    pub async fn create_workflow(&self, _caller: &Caller, document: Value) -> Result<Workflow, Error> {
+    pub async fn create_workflow(
+        &self,
+        _caller: &Caller,
+        document: Value,
+    ) -> Result<Workflow, Error> {
         let document = WorkflowDocument::parse(document, "workflow")?;
         let mut tx = self.store.begin().await?;
         let workflow = workflows::insert(&mut tx, &document).await?;
@@ -95,7 +107,11 @@ impl Service {
     /// Stores every workflow or none: all are parsed first (every bad field of every document
     /// is reported), then inserted in one transaction.
     #[instrument(skip_all, fields(count = documents.len()))]
-    pub async fn import_workflows(&self, _caller: &Caller, documents: Vec<Value>) -> Result<Vec<Workflow>, Error> {
+    pub async fn import_workflows(
+        &self,
+        _caller: &Caller,
+        documents: Vec<Value>,
+    ) -> Result<Vec<Workflow>, Error> {
         let mut violations = Vec::new();
         let mut parsed = Vec::with_capacity(documents.len());
         for (i, document) in documents.into_iter().enumerate() {
@@ -147,9 +163,15 @@ impl Service {
             token => Some(page::decode_name_cursor(token, "page_token")?),
         };
         let mut conn = self.store.conn().await?;
-        let mut items = workflows::list(&mut conn, name_prefix, after.as_deref(), limit + 1).await?;
-        let next_page_token = next_token(&mut items, limit, |w| page::encode_name_cursor(w.document.name()));
-        Ok(Page { items, next_page_token })
+        let mut items =
+            workflows::list(&mut conn, name_prefix, after.as_deref(), limit + 1).await?;
+        let next_page_token = next_token(&mut items, limit, |w| {
+            page::encode_name_cursor(w.document.name())
+        });
+        Ok(Page {
+            items,
+            next_page_token,
+        })
     }
 
     #[instrument(skip_all, fields(workflow = %name))]
@@ -164,7 +186,11 @@ impl Service {
 
 /// Cuts `items` (fetched with one extra row) to `limit` and returns the token of the page
 /// after, when there is one.
-fn next_token<T>(items: &mut Vec<T>, limit: i64, token_of: impl Fn(&T) -> String) -> Option<String> {
+fn next_token<T>(
+    items: &mut Vec<T>,
+    limit: i64,
+    token_of: impl Fn(&T) -> String,
+) -> Option<String> {
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
     if items.len() > limit {
         items.truncate(limit);

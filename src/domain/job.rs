@@ -246,9 +246,8 @@ impl Job {
         let mut variables = options.variables;
         variables.insert("_id".into(), Value::String(id.clone()));
         variables.insert("initiator".into(), Value::String(caller.username.clone()));
-        let integer = |key: &str, default: i64| {
-            document.get(key).and_then(Value::as_i64).unwrap_or(default)
-        };
+        let integer =
+            |key: &str, default: i64| document.get(key).and_then(Value::as_i64).unwrap_or(default);
         let number = |key: &str| match document.get(key) {
             Some(Value::Number(n)) => n.clone(),
             _ => Number::from(0),
@@ -273,9 +272,7 @@ impl Job {
             tasks: build_tasks(workflow),
             transitions: workflow.transitions().clone(),
             variables,
-            groups: options
-                .groups
-                .unwrap_or_else(|| workflow.groups().to_vec()),
+            groups: options.groups.unwrap_or_else(|| workflow.groups().to_vec()),
             watchers: vec![caller.sub.clone()],
             ancestors: vec![id],
             parent: Value::Null,
@@ -368,11 +365,16 @@ mod millis_rfc3339 {
     use chrono::{DateTime, SecondsFormat, Utc};
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(time: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(
+        time: &DateTime<Utc>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&time.to_rfc3339_opts(SecondsFormat::Millis, true))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<DateTime<Utc>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<DateTime<Utc>, D::Error> {
         let text = String::deserialize(deserializer)?;
         DateTime::parse_from_rfc3339(&text)
             .map(|t| t.with_timezone(&Utc))
@@ -418,7 +420,10 @@ mod tests {
 
     fn options() -> JobOptions {
         JobOptions {
-            variables: json!({"device": "r1", "count": 1}).as_object().unwrap().clone(),
+            variables: json!({"device": "r1", "count": 1})
+                .as_object()
+                .unwrap()
+                .clone(),
             ..JobOptions::default()
         }
     }
@@ -436,8 +441,8 @@ mod tests {
         assert_eq!(job.variables["initiator"], json!("admin"));
         assert_eq!(job.variables["count"], json!(1));
         assert_eq!(job.groups, ["aaaaaaaaaaaaaaaaaaaaaaaa"]);
-        assert_eq!(job.watchers, [caller.sub.clone()]);
-        assert_eq!(job.ancestors, [job.id.clone()]);
+        assert_eq!(job.watchers, std::slice::from_ref(&caller.sub));
+        assert_eq!(job.ancestors, std::slice::from_ref(&job.id));
         assert_eq!(job.metrics.user, caller.sub);
         assert_eq!(job.font_size, 22);
         assert_eq!(job.sla, Number::from(60000));
@@ -481,7 +486,14 @@ mod tests {
     fn the_document_round_trips_through_json_with_rest_field_names() {
         let job = Job::start(&workflow(), options(), &Caller::builtin_admin(), Utc::now()).unwrap();
         let value = serde_json::to_value(&job).unwrap();
-        for key in ["_id", "canvasVersion", "encodingVersion", "preAutomationTime", "errorHandler", "created_by"] {
+        for key in [
+            "_id",
+            "canvasVersion",
+            "encodingVersion",
+            "preAutomationTime",
+            "errorHandler",
+            "created_by",
+        ] {
             assert!(value.get(key).is_some(), "missing {key}");
         }
         assert!(value["created"].as_str().unwrap().ends_with('Z'));
@@ -500,7 +512,9 @@ mod tests {
             }),
         })
         .unwrap_err();
-        let Error::InvalidArgument { violations } = err else { panic!() };
+        let Error::InvalidArgument { violations } = err else {
+            panic!()
+        };
         let fields: Vec<_> = violations.iter().map(|v| v.field.as_str()).collect();
         assert_eq!(fields, ["workflow", "options.type", "options.groups[1]"]);
     }
@@ -512,7 +526,9 @@ mod tests {
             options: None,
         })
         .unwrap_err();
-        let Error::InvalidArgument { violations } = err else { panic!() };
+        let Error::InvalidArgument { violations } = err else {
+            panic!()
+        };
         assert_eq!(violations[0].field, "options");
     }
 
@@ -523,7 +539,9 @@ mod tests {
         doc["transitions"]["a1"]["zzzz"] = json!({"state": "error", "type": "standard"});
         let broken = WorkflowDocument::parse(Value::Object(doc), "workflow").unwrap();
         let err = Job::start(&broken, options(), &Caller::builtin_admin(), Utc::now()).unwrap_err();
-        let Error::FailedPrecondition { problems, .. } = err else { panic!() };
+        let Error::FailedPrecondition { problems, .. } = err else {
+            panic!()
+        };
         assert_eq!(problems.len(), 2, "{problems:?}");
     }
 
@@ -533,8 +551,11 @@ mod tests {
             variables: json!({"device": 7}).as_object().unwrap().clone(),
             ..JobOptions::default()
         };
-        let err = Job::start(&workflow(), options, &Caller::builtin_admin(), Utc::now()).unwrap_err();
-        let Error::InvalidArgument { violations } = err else { panic!() };
+        let err =
+            Job::start(&workflow(), options, &Caller::builtin_admin(), Utc::now()).unwrap_err();
+        let Error::InvalidArgument { violations } = err else {
+            panic!()
+        };
         assert_eq!(violations[0].field, "options.variables.device");
     }
 }

@@ -27,7 +27,11 @@ pub struct JobCursor {
 
 impl JobCursor {
     pub fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(format!("j1:{}:{}", self.created_at.timestamp_micros(), self.id))
+        URL_SAFE_NO_PAD.encode(format!(
+            "j1:{}:{}",
+            self.created_at.timestamp_micros(),
+            self.id
+        ))
     }
 
     pub fn decode(token: &str, field: &str) -> Result<Self, Error> {
@@ -35,7 +39,8 @@ impl JobCursor {
         let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
         let text = String::from_utf8(bytes).map_err(|_| bad())?;
         let mut parts = text.splitn(3, ':');
-        let (Some("j1"), Some(micros), Some(id)) = (parts.next(), parts.next(), parts.next()) else {
+        let (Some("j1"), Some(micros), Some(id)) = (parts.next(), parts.next(), parts.next())
+        else {
             return Err(bad());
         };
         let micros: i64 = micros.parse().map_err(|_| bad())?;
@@ -72,7 +77,10 @@ mod tests {
             created_at: DateTime::from_timestamp_micros(1_764_000_000_123_000).unwrap(),
             id: "0123456789abcdef01234567".into(),
         };
-        assert_eq!(JobCursor::decode(&cursor.encode(), "page_token").unwrap(), cursor);
+        assert_eq!(
+            JobCursor::decode(&cursor.encode(), "page_token").unwrap(),
+            cursor
+        );
     }
 
     #[test]
@@ -92,6 +100,9 @@ mod tests {
 
     #[test]
     fn name_cursors_round_trip() {
-        assert_eq!(decode_name_cursor(&encode_name_cursor("a: b"), "t").unwrap(), "a: b");
+        assert_eq!(
+            decode_name_cursor(&encode_name_cursor("a: b"), "t").unwrap(),
+            "a: b"
+        );
     }
 }

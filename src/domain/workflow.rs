@@ -94,11 +94,16 @@ impl WorkflowDocument {
         expect_optional(&document, path, "tags", &mut violations, "an array", |v| {
             v.is_array()
         });
-        expect_optional(&document, path, "outputSchema", &mut violations, "an object", |v| {
-            v.is_object()
-        });
+        expect_optional(
+            &document,
+            path,
+            "outputSchema",
+            &mut violations,
+            "an object",
+            |v| v.is_object(),
+        );
         if let Some(schema) = document.get("inputSchema").filter(|s| !s.is_null()) {
-            if let Err(error) = jsonschema::validator_for(schema) {
+            if let Err(error) = compile_input_schema(schema) {
                 violations.push(
                     join(path, "inputSchema"),
                     format!("is not a valid JSON Schema: {error}"),
@@ -240,11 +245,15 @@ impl WorkflowDocument {
 
     /// Checks job variables against `inputSchema`, one violation per problem, each named by
     /// its path under `path` (`options.variables.deviceName`).
-    pub fn check_variables(&self, variables: &Map<String, Value>, path: &str) -> Vec<FieldViolation> {
+    pub fn check_variables(
+        &self,
+        variables: &Map<String, Value>,
+        path: &str,
+    ) -> Vec<FieldViolation> {
         let Some(schema) = self.input_schema() else {
             return Vec::new();
         };
-        let validator = match jsonschema::validator_for(schema) {
+        let validator = match compile_input_schema(schema) {
             Ok(validator) => validator,
             // Checked when the workflow was stored; a schema that fails now cannot judge input.
             Err(error) => {
@@ -279,6 +288,19 @@ impl WorkflowDocument {
     }
 }
 
+/// Compiles an `inputSchema` the way Itential reads it: without `$schema`, as JSON Schema
+/// draft-07 (real exports use draft-07 forms such as `items: [...]`), and with `format` as an
+/// annotation, not an assertion (exports carry examples like `10%2E10%2E10%2E10` for `ipv4`).
+fn compile_input_schema(
+    schema: &Value,
+) -> Result<jsonschema::Validator, jsonschema::ValidationError<'static>> {
+    let mut options = jsonschema::options().should_validate_formats(false);
+    if schema.get("$schema").is_none() {
+        options = options.with_draft(jsonschema::Draft::Draft7);
+    }
+    options.build(schema)
+}
+
 fn str_field<'a>(document: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
     document.get(key).and_then(Value::as_str)
 }
@@ -302,7 +324,11 @@ fn expect_optional(
     }
 }
 
-fn parse_groups(document: &Map<String, Value>, path: &str, violations: &mut Violations) -> Vec<String> {
+fn parse_groups(
+    document: &Map<String, Value>,
+    path: &str,
+    violations: &mut Violations,
+) -> Vec<String> {
     let groups_path = join(path, "groups");
     match document.get("groups") {
         None | Some(Value::Null) => Vec::new(),
@@ -370,7 +396,10 @@ fn check_transitions(document: &Map<String, Value>, path: &str, violations: &mut
         let Value::Object(targets) = targets else {
             violations.push(
                 source_path,
-                format!("must be an object of transitions by target task id, not {}", type_name(targets)),
+                format!(
+                    "must be an object of transitions by target task id, not {}",
+                    type_name(targets)
+                ),
             );
             continue;
         };
@@ -380,7 +409,10 @@ fn check_transitions(document: &Map<String, Value>, path: &str, violations: &mut
                 violations.push(target_path, "must be an object with state and type");
                 continue;
             };
-            for (key, allowed) in [("state", &TRANSITION_STATES[..]), ("type", &TRANSITION_TYPES[..])] {
+            for (key, allowed) in [
+                ("state", &TRANSITION_STATES[..]),
+                ("type", &TRANSITION_TYPES[..]),
+            ] {
                 match transition.get(key).and_then(Value::as_str) {
                     Some(value) if allowed.contains(&value) => {}
                     _ => violations.push(
@@ -484,7 +516,10 @@ mod tests {
 
     #[test]
     fn a_document_that_is_not_an_object_is_rejected() {
-        assert_eq!(violations(WorkflowDocument::parse(json!([1]), "workflow").unwrap_err()), ["workflow"]);
+        assert_eq!(
+            violations(WorkflowDocument::parse(json!([1]), "workflow").unwrap_err()),
+            ["workflow"]
+        );
     }
 
     #[test]
@@ -502,9 +537,14 @@ mod tests {
         let mut doc = minimal();
         doc["tasks"].as_object_mut().unwrap().remove("workflow_end");
         doc["tasks"]["b2"] = json!({"name": "orphan"});
-        doc["transitions"]["workflow_start"]["ffff"] = json!({"state": "success", "type": "standard"});
+        doc["transitions"]["workflow_start"]["ffff"] =
+            json!({"state": "success", "type": "standard"});
         let parsed = WorkflowDocument::parse(doc, "workflow").unwrap();
-        let subjects: Vec<_> = parsed.graph_problems().into_iter().map(|p| p.subject).collect();
+        let subjects: Vec<_> = parsed
+            .graph_problems()
+            .into_iter()
+            .map(|p| p.subject)
+            .collect();
         assert_eq!(
             subjects,
             [
@@ -523,7 +563,10 @@ mod tests {
         let parsed = WorkflowDocument::parse(doc, "workflow").unwrap();
         let problems = parsed.graph_problems();
         assert_eq!(problems.len(), 1);
-        assert_eq!(problems[0].description, "workflow_end cannot be reached from workflow_start");
+        assert_eq!(
+            problems[0].description,
+            "workflow_end cannot be reached from workflow_start"
+        );
     }
 
     #[test]
@@ -537,7 +580,10 @@ mod tests {
         );
         assert_eq!(wrong[0].field, "options.variables.device");
         assert!(parsed
-            .check_variables(json!({"device": "r1"}).as_object().unwrap(), "options.variables")
+            .check_variables(
+                json!({"device": "r1"}).as_object().unwrap(),
+                "options.variables"
+            )
             .is_empty());
     }
 }

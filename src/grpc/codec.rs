@@ -18,7 +18,8 @@ use tonic::Status;
 use crate::domain::{Error, FieldViolation};
 
 static POOL: LazyLock<DescriptorPool> = LazyLock::new(|| {
-    DescriptorPool::decode(super::FILE_DESCRIPTOR_SET).expect("the build wrote a valid descriptor set")
+    DescriptorPool::decode(super::FILE_DESCRIPTOR_SET)
+        .expect("the build wrote a valid descriptor set")
 });
 
 #[derive(Debug, Clone)]
@@ -72,7 +73,9 @@ impl<U: Message + Name + Default> Decoder for StrictDecoder<U> {
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
         let bytes = buf.copy_to_bytes(buf.remaining());
         let malformed = |error: prost::DecodeError| {
-            Status::invalid_argument(format!("the request is not a valid protobuf message: {error}"))
+            Status::invalid_argument(format!(
+                "the request is not a valid protobuf message: {error}"
+            ))
         };
         let message = U::decode(bytes.clone()).map_err(malformed)?;
         if let Some(descriptor) = POOL.get_message_by_name(&U::full_name()) {
@@ -158,7 +161,9 @@ mod tests {
             retries: 3,
         }
         .encode_to_vec();
-        let descriptor = POOL.get_message_by_name(&pb::StartJobRequest::full_name()).unwrap();
+        let descriptor = POOL
+            .get_message_by_name(&pb::StartJobRequest::full_name())
+            .unwrap();
         let dynamic = DynamicMessage::decode(descriptor, bytes.as_slice()).unwrap();
         let mut out = Vec::new();
         unknown_fields(&dynamic, "", &mut out);

@@ -34,7 +34,10 @@ pub fn json_to_proto(value: &Value) -> prost_types::Value {
 
 pub fn map_to_struct(map: &Map<String, Value>) -> prost_types::Struct {
     prost_types::Struct {
-        fields: map.iter().map(|(k, v)| (k.clone(), json_to_proto(v))).collect(),
+        fields: map
+            .iter()
+            .map(|(k, v)| (k.clone(), json_to_proto(v)))
+            .collect(),
     }
 }
 
@@ -59,7 +62,11 @@ pub fn proto_to_json(value: &prost_types::Value, path: &str, violations: &mut Vi
     }
 }
 
-pub fn struct_to_map(s: &prost_types::Struct, path: &str, violations: &mut Violations) -> Map<String, Value> {
+pub fn struct_to_map(
+    s: &prost_types::Struct,
+    path: &str,
+    violations: &mut Violations,
+) -> Map<String, Value> {
     s.fields
         .iter()
         .map(|(k, v)| (k.clone(), proto_to_json(v, &join(path, k), violations)))
@@ -123,12 +130,18 @@ pub fn job_status_filter(status: i32) -> Result<Option<JobStatus>, Error> {
         Ok(pb::JobStatus::Canceled) => Ok(Some(JobStatus::Canceled)),
         Ok(pb::JobStatus::Paused) => Ok(Some(JobStatus::Paused)),
         Ok(pb::JobStatus::Incomplete) => Ok(Some(JobStatus::Incomplete)),
-        Err(_) => Err(Error::invalid("status", format!("{status} is not a JobStatus value"))),
+        Err(_) => Err(Error::invalid(
+            "status",
+            format!("{status} is not a JobStatus value"),
+        )),
     }
 }
 
 /// A workflow document sent as a Struct; `path` names it in errors.
-pub fn workflow_document(document: Option<prost_types::Struct>, path: &str) -> Result<Value, Error> {
+pub fn workflow_document(
+    document: Option<prost_types::Struct>,
+    path: &str,
+) -> Result<Value, Error> {
     let Some(document) = document else {
         return Err(Error::invalid(path, "is required"));
     };
@@ -350,6 +363,9 @@ mod tests {
     fn unknown_status_values_are_rejected_by_field() {
         assert!(job_status_filter(0).unwrap().is_none());
         assert_eq!(job_status_filter(1).unwrap(), Some(JobStatus::Running));
-        assert!(job_status_filter(99).unwrap_err().to_string().contains("status"));
+        assert!(job_status_filter(99)
+            .unwrap_err()
+            .to_string()
+            .contains("status"));
     }
 }

@@ -11,7 +11,10 @@ use crate::store::jobs::JobFilter;
 
 #[tonic::async_trait]
 impl JobService for GrpcApi {
-    async fn start_job(&self, request: Request<pb::StartJobRequest>) -> Result<Response<pb::StartJobResponse>, Status> {
+    async fn start_job(
+        &self,
+        request: Request<pb::StartJobRequest>,
+    ) -> Result<Response<pb::StartJobResponse>, Status> {
         let caller = self.caller(&request);
         let start = StartJob::parse(RawStartJob::try_from(request.into_inner())?)?;
         let job = self.service.start_job(&caller, start).await?;
@@ -21,13 +24,24 @@ impl JobService for GrpcApi {
         }))
     }
 
-    async fn get_job(&self, request: Request<pb::GetJobRequest>) -> Result<Response<pb::GetJobResponse>, Status> {
+    async fn get_job(
+        &self,
+        request: Request<pb::GetJobRequest>,
+    ) -> Result<Response<pb::GetJobResponse>, Status> {
         let caller = self.caller(&request);
-        let job = self.service.get_job(&caller, &request.into_inner().id).await?;
-        Ok(Response::new(pb::GetJobResponse { job: Some(job.into()) }))
+        let job = self
+            .service
+            .get_job(&caller, &request.into_inner().id)
+            .await?;
+        Ok(Response::new(pb::GetJobResponse {
+            job: Some(job.into()),
+        }))
     }
 
-    async fn list_jobs(&self, request: Request<pb::ListJobsRequest>) -> Result<Response<pb::ListJobsResponse>, Status> {
+    async fn list_jobs(
+        &self,
+        request: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
         let caller = self.caller(&request);
         let request = request.into_inner();
         let list = ListJobs {

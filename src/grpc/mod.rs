@@ -20,8 +20,10 @@ pub mod pb {
 
 /// The encoded descriptor set of our protos (and the well-known types they import), for
 /// server reflection and for the strict codec.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/operations_manager_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(
+    env!("OUT_DIR"),
+    "/operations_manager_descriptor.bin"
+));
 
 pub use pb::job_service_client::JobServiceClient;
 pub use pb::job_service_server::JobServiceServer;
@@ -50,7 +52,9 @@ impl GrpcApi {
 /// version works).
 pub fn router(
     service: Arc<Service>,
-    health: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+    health: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
 ) -> anyhow::Result<tonic::service::Routes> {
     let api = GrpcApi::new(service);
     let reflection = || {

@@ -43,7 +43,10 @@ mod tests {
 
     #[test]
     fn invalid_arguments_carry_bad_request_field_violations() {
-        let status = Status::from(Error::invalid("options.groups[1]", "must be 24 lowercase hex characters"));
+        let status = Status::from(Error::invalid(
+            "options.groups[1]",
+            "must be 24 lowercase hex characters",
+        ));
         assert_eq!(status.code(), Code::InvalidArgument);
         let details = status.get_error_details();
         let bad_request = details.bad_request().expect("bad request detail");
@@ -52,17 +55,31 @@ mod tests {
 
     #[test]
     fn internal_errors_say_nothing_of_their_cause() {
-        let status = Status::from(Error::internal(anyhow::anyhow!("syntax error at or near \"selec\"")));
+        let status = Status::from(Error::internal(anyhow::anyhow!(
+            "syntax error at or near \"selec\""
+        )));
         assert_eq!(status.code(), Code::Internal);
         assert_eq!(status.message(), "internal error");
     }
 
     #[test]
     fn the_remaining_codes_follow_the_table() {
-        assert_eq!(Status::from(Error::workflow_not_found("x")).code(), Code::NotFound);
-        assert_eq!(Status::from(Error::AlreadyExists("x".into())).code(), Code::AlreadyExists);
-        assert_eq!(Status::from(Error::Unavailable("x".into())).code(), Code::Unavailable);
-        let status = Status::from(Error::FailedPrecondition { message: "m".into(), problems: vec![] });
+        assert_eq!(
+            Status::from(Error::workflow_not_found("x")).code(),
+            Code::NotFound
+        );
+        assert_eq!(
+            Status::from(Error::AlreadyExists("x".into())).code(),
+            Code::AlreadyExists
+        );
+        assert_eq!(
+            Status::from(Error::Unavailable("x".into())).code(),
+            Code::Unavailable
+        );
+        let status = Status::from(Error::FailedPrecondition {
+            message: "m".into(),
+            problems: vec![],
+        });
         assert_eq!(status.code(), Code::FailedPrecondition);
     }
 }

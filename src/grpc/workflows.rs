@@ -20,9 +20,15 @@ impl WorkflowService for GrpcApi {
         }))
     }
 
-    async fn get_workflow(&self, request: Request<pb::GetWorkflowRequest>) -> Result<Response<pb::GetWorkflowResponse>, Status> {
+    async fn get_workflow(
+        &self,
+        request: Request<pb::GetWorkflowRequest>,
+    ) -> Result<Response<pb::GetWorkflowResponse>, Status> {
         let caller = self.caller(&request);
-        let workflow = self.service.get_workflow(&caller, &request.into_inner().name).await?;
+        let workflow = self
+            .service
+            .get_workflow(&caller, &request.into_inner().name)
+            .await?;
         Ok(Response::new(pb::GetWorkflowResponse {
             workflow: Some(workflow.into()),
         }))
@@ -36,7 +42,12 @@ impl WorkflowService for GrpcApi {
         let request = request.into_inner();
         let page = self
             .service
-            .list_workflows(&caller, &request.name_prefix, request.page_size, &request.page_token)
+            .list_workflows(
+                &caller,
+                &request.name_prefix,
+                request.page_size,
+                &request.page_token,
+            )
             .await?;
         Ok(Response::new(pb::ListWorkflowsResponse {
             workflows: page.items.into_iter().map(Into::into).collect(),
@@ -49,7 +60,9 @@ impl WorkflowService for GrpcApi {
         request: Request<pb::DeleteWorkflowRequest>,
     ) -> Result<Response<pb::DeleteWorkflowResponse>, Status> {
         let caller = self.caller(&request);
-        self.service.delete_workflow(&caller, &request.into_inner().name).await?;
+        self.service
+            .delete_workflow(&caller, &request.into_inner().name)
+            .await?;
         Ok(Response::new(pb::DeleteWorkflowResponse {}))
     }
 

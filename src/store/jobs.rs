@@ -54,12 +54,15 @@ pub async fn list(
     after: Option<&JobCursor>,
     limit: i64,
 ) -> Result<Vec<Job>, Error> {
-    let mut query: QueryBuilder<Postgres> = QueryBuilder::new("select document from jobs where true");
+    let mut query: QueryBuilder<Postgres> =
+        QueryBuilder::new("select document from jobs where true");
     if let Some(status) = filter.status {
         query.push(" and status = ").push_bind(status.as_str());
     }
     if let Some(workflow) = &filter.workflow {
-        query.push(" and workflow_name = ").push_bind(workflow.clone());
+        query
+            .push(" and workflow_name = ")
+            .push_bind(workflow.clone());
     }
     if let Some(time) = filter.created_after {
         query.push(" and created_at >= ").push_bind(time);

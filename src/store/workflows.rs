@@ -25,7 +25,10 @@ impl From<WorkflowRow> for Workflow {
     }
 }
 
-pub async fn insert(conn: &mut PgConnection, workflow: &WorkflowDocument) -> Result<Workflow, Error> {
+pub async fn insert(
+    conn: &mut PgConnection,
+    workflow: &WorkflowDocument,
+) -> Result<Workflow, Error> {
     sqlx::query_as::<_, WorkflowRow>(
         "insert into workflows (name, groups, document) values ($1, $2, $3)
          returning document, created_at, updated_at",

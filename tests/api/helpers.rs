@@ -1,0 +1,235 @@
+//! A running service per test: a fresh migrated database, the gRPC server on port 0, and
+//! generated clients.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use job_service::app::App;
+use job_service::config::ServeConfig;
+use job_service::grpc::pb;
+use job_service::grpc::{JobServiceClient, WorkflowServiceClient};
+use serde_json::Value;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub jobs: JobServiceClient<Channel>,
+    pub workflows: WorkflowServiceClient<Channel>,
+    /// The test's own database, to check what the service stored.
+    pub db: PgPool,
+    shutdown: Option<oneshot::Sender<()>>,
+    _server: JoinHandle<anyhow::Result<()>>,
+}
+
+/// The server every test database lives on, from `TEST_DATABASE_URL` (scripts/test sets it).
+fn admin_url() -> url::Url {
+    let url = std::env::var("TEST_DATABASE_URL").expect(
+        "TEST_DATABASE_URL is not set: run the tests with scripts/test, which starts a PostgreSQL for them",
+    );
+    url::Url::parse(&url).expect("TEST_DATABASE_URL is a URL")
+}
+
+/// Creates an empty database of its own for one test and returns its URL.
+pub async fn fresh_database() -> String {
+    let admin = admin_url();
+    let mut conn = PgConnection::connect(admin.as_str())
+        .await
+        .expect("can connect to TEST_DATABASE_URL");
+    let name = format!("test_{:016x}", rand::random::<u64>());
+    sqlx::query(&format!("create database {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let mut url = admin;
+    url.set_path(&name);
+    url.to_string()
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        let database_url = fresh_database().await;
+        let mut config = ServeConfig::defaults();
+        config.grpc_addr = "127.0.0.1:0".parse().unwrap();
+        config.database_url = Some(database_url.clone());
+        config.db_max_connections = 8;
+        let app = App::build(&config).await.expect("the app builds");
+        let addr = app.grpc_addr();
+        let (shutdown, stop) = oneshot::channel::<()>();
+        let server = tokio::spawn(app.run(async {
+            let _ = stop.await;
+        }));
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .expect("the server accepts connections");
+        let db = PgPool::connect_with(PgConnectOptions::from_str(&database_url).unwrap())
+            .await
+            .unwrap();
+        TestApp {
+            addr,
+            jobs: JobServiceClient::new(channel.clone()),
+            workflows: WorkflowServiceClient::new(channel),
+            db,
+            shutdown: Some(shutdown),
+            _server: server,
+        }
+    }
+
+    pub fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect_lazy()
+    }
+
+    /// Stores `document` as a workflow and returns what the service answered.
+    pub async fn create_workflow(&self, document: &Value) -> pb::Workflow {
+        self.workflows
+            .clone()
+            .create_workflow(pb::CreateWorkflowRequest {
+                workflow: Some(to_struct(document)),
+            })
+            .await
+            .expect("workflow created")
+            .into_inner()
+            .workflow
+            .unwrap()
+    }
+
+    pub async fn start_job(
+        &self,
+        workflow: &str,
+        variables: Value,
+    ) -> Result<pb::Job, tonic::Status> {
+        self.jobs
+            .clone()
+            .start_job(pb::StartJobRequest {
+                workflow: workflow.to_owned(),
+                options: Some(pb::JobOptions {
+                    variables: Some(to_struct(&variables)),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .map(|r| r.into_inner().job.unwrap())
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+pub fn to_struct(value: &Value) -> prost_types::Struct {
+    match to_value(value).kind {
+        Some(prost_types::value::Kind::StructValue(s)) => s,
+        _ => panic!("not a JSON object: {value}"),
+    }
+}
+
+pub fn to_value(value: &Value) -> prost_types::Value {
+    use prost_types::value::Kind;
+    let kind = match value {
+        Value::Null => Kind::NullValue(0),
+        Value::Bool(b) => Kind::BoolValue(*b),
+        Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap()),
+        Value::String(s) => Kind::StringValue(s.clone()),
+        Value::Array(items) => Kind::ListValue(prost_types::ListValue {
+            values: items.iter().map(to_value).collect(),
+        }),
+        Value::Object(map) => Kind::StructValue(prost_types::Struct {
+            fields: map.iter().map(|(k, v)| (k.clone(), to_value(v))).collect(),
+        }),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
+pub fn from_struct(s: &prost_types::Struct) -> Value {
+    Value::Object(
+        s.fields
+            .iter()
+            .map(|(k, v)| (k.clone(), from_value(v)))
+            .collect(),
+    )
+}
+
+/// JSON of a protobuf value, as a client would read it: whole numbers as integers.
+pub fn from_value(value: &prost_types::Value) -> Value {
+    use prost_types::value::Kind;
+    match &value.kind {
+        None | Some(Kind::NullValue(_)) => Value::Null,
+        Some(Kind::BoolValue(b)) => Value::Bool(*b),
+        Some(Kind::NumberValue(n)) if n.fract() == 0.0 => Value::from(*n as i64),
+        Some(Kind::NumberValue(n)) => Value::from(*n),
+        Some(Kind::StringValue(s)) => Value::String(s.clone()),
+        Some(Kind::ListValue(list)) => Value::Array(list.values.iter().map(from_value).collect()),
+        Some(Kind::StructValue(s)) => from_struct(s),
+    }
+}
+
+/// The field violations of an INVALID_ARGUMENT status.
+pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    status
+        .get_error_details()
+        .bad_request()
+        .expect("a google.rpc.BadRequest detail")
+        .field_violations
+        .iter()
+        .map(|v| v.field.clone())
+        .collect()
+}
+
+/// The directory of the workflow corpus shipped with the tests.
+pub fn corpus_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/itential-assets")
+}
+
+/// A workflow of the corpus, by project and file name.
+pub fn corpus_workflow(project: &str, file: &str) -> Value {
+    let path = corpus_dir().join(project).join(file);
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// A small workflow that starts: start -> a1 -> end, with one required string variable.
+pub fn small_workflow(name: &str) -> Value {
+    serde_json::json!({
+        "name": name,
+        "type": "automation",
+        "canvasVersion": 3,
+        "font_size": 12,
+        "groups": [],
+        "tasks": {
+            "workflow_start": {"name": "workflow_start", "groups": [], "nodeLocation": {"x": 0, "y": 0}},
+            "a1": {
+                "name": "query", "app": "WorkFlowEngine", "type": "operation",
+                "location": "Application", "summary": "Look it up", "description": "d",
+                "variables": {"incoming": {"pass": "$var.job.device"}, "outgoing": {"return_data": null}},
+                "nodeLocation": {"x": 1, "y": 1}
+            },
+            "workflow_end": {"name": "workflow_end", "groups": [], "nodeLocation": {"x": 2, "y": 2}}
+        },
+        "transitions": {
+            "workflow_start": {"a1": {"state": "success", "type": "standard"}},
+            "a1": {"workflow_end": {"state": "success", "type": "standard"}},
+            "workflow_end": {}
+        },
+        "inputSchema": {
+            "type": "object",
+            "properties": {"device": {"type": "string"}, "count": {"type": "integer"}},
+            "required": ["device"]
+        },
+        "outputSchema": {"type": "object"},
+        "createdVersion": "5.40.5-2021.1.72.0",
+        "created_by": {"username": "admin@itential", "provenance": "Okta"}
+    })
+}

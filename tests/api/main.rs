@@ -1,0 +1,9 @@
+//! Integration tests: each test runs the service against a fresh PostgreSQL database and talks
+//! to it through the generated gRPC clients, as a user would.
+
+mod corpus;
+mod helpers;
+mod list_jobs;
+mod serve;
+mod start_job;
+mod workflows;

@@ -1,0 +1,174 @@
+//! `job-service serve` as a user runs it: its own PostgreSQL under the data dir, kept across
+//! restarts, stopped on exit.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use job_service::grpc::pb;
+use job_service::grpc::WorkflowServiceClient;
+use tonic::transport::Channel;
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+use crate::helpers::{small_workflow, to_struct};
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+/// Starts the binary without DATABASE_URL and waits for its `grpc listening on` line.
+fn start(data_dir: &Path) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_job-service"))
+        .args(["serve", "--grpc-addr", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .env_remove("DATABASE_URL")
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some((_, addr)) = line.split_once("grpc listening on ") {
+                let _ = tx.send(addr.trim().to_owned());
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the service logs its gRPC address");
+    Server {
+        child,
+        addr: addr.parse().unwrap(),
+    }
+}
+
+impl Server {
+    fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect_lazy()
+    }
+
+    /// Sends SIGTERM and returns the exit status.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
+fn data_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    // When the tests run as root, the cluster runs as `postgres`, which must reach the dir.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_runs_its_own_postgres_and_keeps_the_data_across_restarts() {
+    let dir = data_dir();
+    let server = start(dir.path());
+    WorkflowServiceClient::new(server.channel())
+        .create_workflow(pb::CreateWorkflowRequest {
+            workflow: Some(to_struct(&small_workflow("Kept"))),
+        })
+        .await
+        .unwrap();
+    assert!(server.terminate().success(), "SIGTERM exits 0");
+    assert!(
+        !dir.path().join("postgres/postmaster.pid").exists(),
+        "the cluster is stopped on exit"
+    );
+
+    let server = start(dir.path());
+    let kept = WorkflowServiceClient::new(server.channel())
+        .get_workflow(pb::GetWorkflowRequest {
+            name: "Kept".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .workflow
+        .unwrap();
+    assert_eq!(kept.name, "Kept");
+    assert!(server.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_lists_its_services_through_reflection_and_reports_health() {
+    let dir = data_dir();
+    let server = start(dir.path());
+
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = ServerReflectionClient::new(server.channel())
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("expected a service list: {response:?}");
+    };
+    let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
+    for expected in [
+        "operations_manager.v1.JobService",
+        "operations_manager.v1.WorkflowService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+
+    let health = tonic_health::pb::health_client::HealthClient::new(server.channel())
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "operations_manager.v1.JobService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        health.status(),
+        tonic_health::pb::health_check_response::ServingStatus::Serving
+    );
+    assert!(server.terminate().success());
+}
+
+#[test]
+fn serve_without_postgres_says_what_to_install() {
+    let dir = data_dir();
+    let output = Command::new(env!("CARGO_BIN_EXE_job-service"))
+        .args([
+            "serve",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--postgres-bin-dir",
+            "/nonexistent/bin",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env_remove("DATABASE_URL")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("DATABASE_URL"), "{stderr}");
+    assert!(stderr.contains("/nonexistent/bin"), "{stderr}");
+}
