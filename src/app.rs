@@ -10,6 +10,7 @@ use sqlx::postgres::PgConnectOptions;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
+use crate::auth::Verifier;
 use crate::cluster::ManagedPostgres;
 use crate::config::ServeConfig;
 use crate::grpc;
@@ -21,11 +22,14 @@ pub struct App {
     grpc_listener: TcpListener,
     service: Arc<Service>,
     cluster: Option<ManagedPostgres>,
+    verifier: Arc<Verifier>,
     drain_timeout: std::time::Duration,
 }
 
 impl App {
     pub async fn build(config: &ServeConfig) -> anyhow::Result<App> {
+        let verifier =
+            Arc::new(Verifier::from_config(&config.keys).context("cannot load the token keys")?);
         let (options, cluster) = match &config.database_url {
             Some(url) => (
                 PgConnectOptions::from_str(url)
@@ -33,9 +37,11 @@ impl App {
                 None,
             ),
             None => {
-                let cluster =
-                    ManagedPostgres::start(&config.data_dir, config.postgres_bin_dir.as_deref())
-                        .await?;
+                let cluster = ManagedPostgres::start(
+                    &config.keys.data_dir,
+                    config.postgres_bin_dir.as_deref(),
+                )
+                .await?;
                 (cluster.connect_options(), Some(cluster))
             }
         };
@@ -54,6 +60,7 @@ impl App {
                 grpc_listener,
                 service: Arc::new(Service::new(store)),
                 cluster,
+                verifier,
                 drain_timeout: config.drain_timeout.into(),
             }),
             Err(error) => {
@@ -87,7 +94,7 @@ impl App {
         health_reporter
             .set_serving::<grpc::WorkflowServiceServer<grpc::GrpcApi>>()
             .await;
-        let routes = grpc::router(self.service.clone(), health)?;
+        let routes = grpc::router(self.service.clone(), self.verifier.clone(), health)?;
         tracing::info!("grpc listening on {addr}");
         let (draining, drain_started) = tokio::sync::oneshot::channel::<()>();
         let signal = async move {

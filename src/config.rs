@@ -5,7 +5,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -22,6 +22,58 @@ pub struct Cli {
 pub enum Command {
     /// Serve the gRPC API until SIGTERM or SIGINT.
     Serve(ServeConfig),
+    /// Print a bearer token signed with the service's key.
+    Token(TokenConfig),
+}
+
+/// Where the service keeps its state, and the keys that sign and verify bearer tokens.
+#[derive(Args, Debug, Clone)]
+pub struct KeyConfig {
+    /// Where the service keeps its own PostgreSQL cluster and, when no key is configured, the
+    /// random secret that signs tokens (`jwt-secret`).
+    #[arg(long, env = "JOB_SERVICE_DATA_DIR", default_value = "./.job-service")]
+    pub data_dir: PathBuf,
+
+    /// File holding the HS256 secret that signs and verifies tokens.
+    #[arg(
+        long,
+        env = "JOB_SERVICE_JWT_SECRET_FILE",
+        conflicts_with = "jwt_public_key_file"
+    )]
+    pub jwt_secret_file: Option<PathBuf>,
+
+    /// PEM file of the RS256 (RSA) or ES256 (P-256) public key that verifies tokens.
+    #[arg(long, env = "JOB_SERVICE_JWT_PUBLIC_KEY_FILE")]
+    pub jwt_public_key_file: Option<PathBuf>,
+
+    /// PEM file of the private key matching --jwt-public-key-file; only `token` uses it.
+    #[arg(long, env = "JOB_SERVICE_JWT_PRIVATE_KEY_FILE")]
+    pub jwt_private_key_file: Option<PathBuf>,
+
+    /// Clock skew accepted on a token's `exp` (e.g. `5s`).
+    #[arg(long, env = "JOB_SERVICE_JWT_LEEWAY", default_value = "5s")]
+    pub jwt_leeway: humantime::Duration,
+}
+
+#[derive(Parser, Debug, Clone)]
+pub struct TokenConfig {
+    /// The `username` claim.
+    #[arg(long)]
+    pub username: String,
+    /// The `sub` claim (account id). Default: a 24-hex id derived from the username.
+    #[arg(long)]
+    pub sub: Option<String>,
+    /// The `groups` claim: group ids, comma separated.
+    #[arg(long, value_delimiter = ',')]
+    pub groups: Vec<String>,
+    /// The `roles` claim, comma separated: admin, engineering, operations, apiread.
+    #[arg(long, value_delimiter = ',')]
+    pub roles: Vec<String>,
+    /// How long the token is valid (`30s`, `15m`, `1h`).
+    #[arg(long, default_value = "1h")]
+    pub ttl: humantime::Duration,
+    #[command(flatten)]
+    pub keys: KeyConfig,
 }
 
 #[derive(Parser, Clone)]
@@ -35,9 +87,8 @@ pub struct ServeConfig {
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
 
-    /// Where the service keeps its own PostgreSQL cluster (and, later, its keys).
-    #[arg(long, env = "JOB_SERVICE_DATA_DIR", default_value = "./.job-service")]
-    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub keys: KeyConfig,
 
     /// Directory of PostgreSQL's server programs (initdb, pg_ctl, postgres). Unset: the newest
     /// under /usr/lib/postgresql, else the PATH.
@@ -71,7 +122,7 @@ impl fmt::Debug for ServeConfig {
                 "database_url",
                 &self.database_url.as_ref().map(|_| "[redacted]"),
             )
-            .field("data_dir", &self.data_dir)
+            .field("keys", &self.keys)
             .field("postgres_bin_dir", &self.postgres_bin_dir)
             .field("db_max_connections", &self.db_max_connections)
             .field("drain_timeout", &self.drain_timeout)
@@ -92,6 +143,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn token_takes_comma_separated_lists_and_a_ttl() {
+        let cli = Cli::parse_from([
+            "job-service",
+            "token",
+            "--username",
+            "pat",
+            "--groups",
+            "aaaaaaaaaaaaaaaaaaaaaaaa,bbbbbbbbbbbbbbbbbbbbbbbb",
+            "--roles",
+            "operations,apiread",
+            "--ttl",
+            "15m",
+        ]);
+        let Command::Token(token) = cli.command else {
+            panic!("token")
+        };
+        assert_eq!(token.groups.len(), 2);
+        assert_eq!(token.roles, ["operations", "apiread"]);
+        assert_eq!(std::time::Duration::from(token.ttl).as_secs(), 900);
+    }
+
+    #[test]
     fn debug_output_hides_the_database_password() {
         let mut config = ServeConfig::defaults();
         config.database_url = Some("postgres://app:s3cret@db/jobs".into());
@@ -109,7 +182,9 @@ mod tests {
             "--log-format",
             "json",
         ]);
-        let Command::Serve(config) = cli.command;
+        let Command::Serve(config) = cli.command else {
+            panic!("serve")
+        };
         assert_eq!(config.grpc_addr.port(), 0);
         assert_eq!(config.log_format, LogFormat::Json);
     }

@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`config`]: command line and environment.
+//! - [`auth`]: bearer JWT keys, token signing and verification.
 //! - [`app`]: binds the listener, connects and migrates the database, serves until shutdown.
 //! - [`cluster`]: the PostgreSQL cluster the service runs itself when no database is given.
 //! - [`domain`]: pure types (workflows, jobs, ids, callers) and the one error enum.
@@ -10,6 +11,7 @@
 //! - [`grpc`]: generated code, thin adapters, proto <-> domain conversions.
 
 pub mod app;
+pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod domain;

@@ -22,6 +22,19 @@ async fn main() -> std::process::ExitCode {
                 }
             }
         }
+        Command::Token(config) => match job_service::auth::token_for(&config) {
+            Ok(token) => {
+                if config.roles.is_empty() {
+                    eprintln!("note: the token has no role, so it allows no method; add --roles");
+                }
+                println!("{token}");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                std::process::ExitCode::FAILURE
+            }
+        },
     }
 }
 

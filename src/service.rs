@@ -5,7 +5,7 @@ use serde_json::Value;
 use tracing::instrument;
 
 use crate::domain::page::{self, JobCursor};
-use crate::domain::{Caller, Error, Job, JobId, StartJob, Workflow, WorkflowDocument};
+use crate::domain::{Action, Caller, Error, Job, JobId, StartJob, Workflow, WorkflowDocument};
 use crate::store::jobs::{self, JobFilter};
 use crate::store::{workflows, Store};
 
@@ -38,8 +38,15 @@ impl Service {
     /// transaction. The returned job is committed.
     #[instrument(skip_all, fields(workflow = %request.workflow, job_id))]
     pub async fn start_job(&self, caller: &Caller, request: StartJob) -> Result<Job, Error> {
+        caller.require(Action::StartJob)?;
+        if let Some(groups) = &request.options.groups {
+            caller.require_own_groups(groups, "options.groups")?;
+        }
         let mut tx = self.store.begin().await?;
         let workflow = workflows::get(&mut tx, &request.workflow, true).await?;
+        if !caller.can_see(workflow.document.groups()) {
+            return Err(Error::workflow_not_found(&request.workflow));
+        }
         let job = Job::start(&workflow.document, request.options, caller, Utc::now())?;
         jobs::insert(&mut tx, &job).await?;
         tx.commit().await.map_err(crate::store::translate)?;
@@ -49,16 +56,19 @@ impl Service {
     }
 
     #[instrument(skip_all, fields(job_id = %id))]
-    pub async fn get_job(&self, _caller: &Caller, id: &str) -> Result<Job, Error> {
+    pub async fn get_job(&self, caller: &Caller, id: &str) -> Result<Job, Error> {
+        caller.require(Action::ReadJobs)?;
         let id = JobId::parse(id).map_err(|reason| Error::invalid("id", reason))?;
         let mut conn = self.store.conn().await?;
         jobs::get(&mut conn, &id)
             .await?
+            .filter(|job| caller.can_see(&job.groups))
             .ok_or_else(|| Error::NotFound(format!("Cannot find job {id}")))
     }
 
     #[instrument(skip_all)]
-    pub async fn list_jobs(&self, _caller: &Caller, request: ListJobs) -> Result<Page<Job>, Error> {
+    pub async fn list_jobs(&self, caller: &Caller, request: ListJobs) -> Result<Page<Job>, Error> {
+        caller.require(Action::ReadJobs)?;
         let limit = page::page_size(request.page_size, "page_size")?;
         let after = match request.page_token.as_str() {
             "" => None,
@@ -76,7 +86,14 @@ impl Service {
         }
         let mut conn = self.store.conn().await?;
         // One more row than asked says whether there is a next page.
-        let mut items = jobs::list(&mut conn, &request.filter, after.as_ref(), limit + 1).await?;
+        let mut items = jobs::list(
+            &mut conn,
+            &request.filter,
+            caller.visibility_filter(),
+            after.as_ref(),
+            limit + 1,
+        )
+        .await?;
         let next_page_token = next_token(&mut items, limit, |job| {
             JobCursor {
                 created_at: job.created,
@@ -93,10 +110,12 @@ impl Service {
     #[instrument(skip_all)]
     pub async fn create_workflow(
         &self,
-        _caller: &Caller,
+        caller: &Caller,
         document: Value,
     ) -> Result<Workflow, Error> {
+        caller.require(Action::WriteWorkflows)?;
         let document = WorkflowDocument::parse(document, "workflow")?;
+        caller.require_own_groups(document.groups(), "workflow.groups")?;
         let mut tx = self.store.begin().await?;
         let workflow = workflows::insert(&mut tx, &document).await?;
         tx.commit().await.map_err(crate::store::translate)?;
@@ -109,9 +128,10 @@ impl Service {
     #[instrument(skip_all, fields(count = documents.len()))]
     pub async fn import_workflows(
         &self,
-        _caller: &Caller,
+        caller: &Caller,
         documents: Vec<Value>,
     ) -> Result<Vec<Workflow>, Error> {
+        caller.require(Action::WriteWorkflows)?;
         let mut violations = Vec::new();
         let mut parsed = Vec::with_capacity(documents.len());
         for (i, document) in documents.into_iter().enumerate() {
@@ -125,7 +145,8 @@ impl Service {
             return Err(Error::InvalidArgument { violations });
         }
         let mut seen = std::collections::HashSet::new();
-        for workflow in &parsed {
+        for (i, workflow) in parsed.iter().enumerate() {
+            caller.require_own_groups(workflow.groups(), &format!("workflows[{i}].groups"))?;
             if !seen.insert(workflow.name()) {
                 return Err(Error::AlreadyExists(format!(
                     "Workflow {} appears more than once in the import",
@@ -144,27 +165,39 @@ impl Service {
     }
 
     #[instrument(skip_all, fields(workflow = %name))]
-    pub async fn get_workflow(&self, _caller: &Caller, name: &str) -> Result<Workflow, Error> {
+    pub async fn get_workflow(&self, caller: &Caller, name: &str) -> Result<Workflow, Error> {
+        caller.require(Action::ReadWorkflows)?;
         let mut conn = self.store.conn().await?;
-        workflows::get(&mut conn, name, false).await
+        let workflow = workflows::get(&mut conn, name, false).await?;
+        if !caller.can_see(workflow.document.groups()) {
+            return Err(Error::workflow_not_found(name));
+        }
+        Ok(workflow)
     }
 
     #[instrument(skip_all)]
     pub async fn list_workflows(
         &self,
-        _caller: &Caller,
+        caller: &Caller,
         name_prefix: &str,
         page_size: i32,
         page_token: &str,
     ) -> Result<Page<Workflow>, Error> {
+        caller.require(Action::ReadWorkflows)?;
         let limit = page::page_size(page_size, "page_size")?;
         let after = match page_token {
             "" => None,
             token => Some(page::decode_name_cursor(token, "page_token")?),
         };
         let mut conn = self.store.conn().await?;
-        let mut items =
-            workflows::list(&mut conn, name_prefix, after.as_deref(), limit + 1).await?;
+        let mut items = workflows::list(
+            &mut conn,
+            name_prefix,
+            caller.visibility_filter(),
+            after.as_deref(),
+            limit + 1,
+        )
+        .await?;
         let next_page_token = next_token(&mut items, limit, |w| {
             page::encode_name_cursor(w.document.name())
         });
@@ -175,8 +208,13 @@ impl Service {
     }
 
     #[instrument(skip_all, fields(workflow = %name))]
-    pub async fn delete_workflow(&self, _caller: &Caller, name: &str) -> Result<(), Error> {
+    pub async fn delete_workflow(&self, caller: &Caller, name: &str) -> Result<(), Error> {
+        caller.require(Action::WriteWorkflows)?;
         let mut tx = self.store.begin().await?;
+        let workflow = workflows::get(&mut tx, name, false).await?;
+        if !caller.can_see(workflow.document.groups()) {
+            return Err(Error::workflow_not_found(name));
+        }
         workflows::delete(&mut tx, name).await?;
         tx.commit().await.map_err(crate::store::translate)?;
         tracing::info!("workflow deleted");

@@ -1,7 +1,5 @@
 //! Who is calling: the identity every use case acts for.
 
-use super::ids::account_id_for_username;
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     /// Account id (`sub`).
@@ -13,11 +11,11 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// The built-in administrator that every call runs as while no authentication is
-    /// configured.
-    pub fn builtin_admin() -> Self {
+    /// An administrator, for tests.
+    #[cfg(test)]
+    pub fn test_admin() -> Self {
         Caller {
-            sub: account_id_for_username("admin"),
+            sub: super::ids::account_id_for_username("admin"),
             username: "admin".to_owned(),
             groups: Vec::new(),
             roles: vec!["admin".to_owned()],

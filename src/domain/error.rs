@@ -52,6 +52,12 @@ pub enum Error {
         message: String,
         problems: Vec<Problem>,
     },
+    /// No valid credentials; the message says what is wrong with them.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// Valid credentials that do not allow the call.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// A dependency (the database) cannot be reached; retrying later may succeed.
     #[error("{0}")]
     Unavailable(String),

@@ -430,7 +430,7 @@ mod tests {
 
     #[test]
     fn a_new_job_takes_the_workflow_and_the_caller() {
-        let caller = Caller::builtin_admin();
+        let caller = Caller::test_admin();
         let job = Job::start(&workflow(), options(), &caller, Utc::now()).unwrap();
         assert!(is_object_id(&job.id));
         assert_eq!(job.name, "Port Turn Up");
@@ -451,7 +451,7 @@ mod tests {
 
     #[test]
     fn tasks_get_status_grouped_transitions_and_previous() {
-        let job = Job::start(&workflow(), options(), &Caller::builtin_admin(), Utc::now()).unwrap();
+        let job = Job::start(&workflow(), options(), &Caller::test_admin(), Utc::now()).unwrap();
         assert_eq!(job.tasks["workflow_start"].status, TaskStatus::Complete);
         assert_eq!(job.tasks["a1"].status, TaskStatus::Incomplete);
         let a1 = serde_json::to_value(&job.tasks["a1"]).unwrap();
@@ -476,7 +476,7 @@ mod tests {
             groups: Some(vec!["bbbbbbbbbbbbbbbbbbbbbbbb".into()]),
             ..options()
         };
-        let job = Job::start(&workflow(), options, &Caller::builtin_admin(), Utc::now()).unwrap();
+        let job = Job::start(&workflow(), options, &Caller::test_admin(), Utc::now()).unwrap();
         assert_eq!(job.description, "nightly");
         assert_eq!(job.job_type, "resource:compliance");
         assert_eq!(job.groups, ["bbbbbbbbbbbbbbbbbbbbbbbb"]);
@@ -484,7 +484,7 @@ mod tests {
 
     #[test]
     fn the_document_round_trips_through_json_with_rest_field_names() {
-        let job = Job::start(&workflow(), options(), &Caller::builtin_admin(), Utc::now()).unwrap();
+        let job = Job::start(&workflow(), options(), &Caller::test_admin(), Utc::now()).unwrap();
         let value = serde_json::to_value(&job).unwrap();
         for key in [
             "_id",
@@ -538,7 +538,7 @@ mod tests {
         doc["transitions"].as_object_mut().unwrap().remove("b2");
         doc["transitions"]["a1"]["zzzz"] = json!({"state": "error", "type": "standard"});
         let broken = WorkflowDocument::parse(Value::Object(doc), "workflow").unwrap();
-        let err = Job::start(&broken, options(), &Caller::builtin_admin(), Utc::now()).unwrap_err();
+        let err = Job::start(&broken, options(), &Caller::test_admin(), Utc::now()).unwrap_err();
         let Error::FailedPrecondition { problems, .. } = err else {
             panic!()
         };
@@ -551,8 +551,7 @@ mod tests {
             variables: json!({"device": 7}).as_object().unwrap().clone(),
             ..JobOptions::default()
         };
-        let err =
-            Job::start(&workflow(), options, &Caller::builtin_admin(), Utc::now()).unwrap_err();
+        let err = Job::start(&workflow(), options, &Caller::test_admin(), Utc::now()).unwrap_err();
         let Error::InvalidArgument { violations } = err else {
             panic!()
         };

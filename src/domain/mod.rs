@@ -1,6 +1,7 @@
 //! Pure types of the service: workflows, jobs, ids, callers and the one error enum. Nothing
 //! here knows of tonic, axum or sqlx.
 
+pub mod access;
 pub mod caller;
 pub mod error;
 pub mod ids;
@@ -9,6 +10,7 @@ pub mod json;
 pub mod page;
 pub mod workflow;
 
+pub use access::Action;
 pub use caller::Caller;
 pub use error::{Error, FieldViolation, Problem, Violations};
 pub use ids::JobId;

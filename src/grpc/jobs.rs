@@ -15,7 +15,7 @@ impl JobService for GrpcApi {
         &self,
         request: Request<pb::StartJobRequest>,
     ) -> Result<Response<pb::StartJobResponse>, Status> {
-        let caller = self.caller(&request);
+        let caller = self.caller(&request)?;
         let start = StartJob::parse(RawStartJob::try_from(request.into_inner())?)?;
         let job = self.service.start_job(&caller, start).await?;
         Ok(Response::new(pb::StartJobResponse {
@@ -28,7 +28,7 @@ impl JobService for GrpcApi {
         &self,
         request: Request<pb::GetJobRequest>,
     ) -> Result<Response<pb::GetJobResponse>, Status> {
-        let caller = self.caller(&request);
+        let caller = self.caller(&request)?;
         let job = self
             .service
             .get_job(&caller, &request.into_inner().id)
@@ -42,7 +42,7 @@ impl JobService for GrpcApi {
         &self,
         request: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
-        let caller = self.caller(&request);
+        let caller = self.caller(&request)?;
         let request = request.into_inner();
         let list = ListJobs {
             filter: JobFilter {

@@ -9,6 +9,7 @@ mod workflows;
 
 use std::sync::Arc;
 
+use crate::auth::Verifier;
 use crate::domain::Caller;
 use crate::service::Service;
 
@@ -41,10 +42,35 @@ impl GrpcApi {
         GrpcApi { service }
     }
 
-    /// The identity a call acts for. Every call runs as the built-in administrator until
-    /// authentication is configured.
-    fn caller<T>(&self, _request: &tonic::Request<T>) -> Caller {
-        Caller::builtin_admin()
+    /// The identity a call acts for, put there by [`Authenticate`].
+    fn caller<T>(&self, request: &tonic::Request<T>) -> Result<Caller, tonic::Status> {
+        request
+            .extensions()
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(|| tonic::Status::unauthenticated("missing credentials"))
+    }
+}
+
+/// Checks the bearer token of every call to our services and hands the caller to the adapters.
+/// Health and reflection are not wrapped: they are open to all.
+#[derive(Clone)]
+pub struct Authenticate(Arc<Verifier>);
+
+impl tonic::service::Interceptor for Authenticate {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        let header = match request.metadata().get("authorization") {
+            None => None,
+            Some(value) => Some(value.to_str().map_err(|_| {
+                tonic::Status::unauthenticated("malformed authorization: not ASCII")
+            })?),
+        };
+        let caller = self.0.verify(header)?;
+        request.extensions_mut().insert(caller);
+        Ok(request)
     }
 }
 
@@ -52,6 +78,7 @@ impl GrpcApi {
 /// version works).
 pub fn router(
     service: Arc<Service>,
+    verifier: Arc<Verifier>,
     health: tonic_health::pb::health_server::HealthServer<
         impl tonic_health::pb::health_server::Health,
     >,
@@ -68,7 +95,13 @@ pub fn router(
         .add_service(health)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
-        .add_service(JobServiceServer::new(api.clone()))
-        .add_service(WorkflowServiceServer::new(api));
+        .add_service(JobServiceServer::with_interceptor(
+            api.clone(),
+            Authenticate(verifier.clone()),
+        ))
+        .add_service(WorkflowServiceServer::with_interceptor(
+            api,
+            Authenticate(verifier),
+        ));
     Ok(routes.routes())
 }

@@ -28,6 +28,8 @@ impl From<Error> for Status {
                 );
                 Status::with_error_details(Code::FailedPrecondition, message, details)
             }
+            Error::Unauthenticated(message) => Status::unauthenticated(message),
+            Error::PermissionDenied(message) => Status::permission_denied(message),
             Error::Unavailable(message) => Status::unavailable(message),
             Error::Internal(cause) => {
                 tracing::error!(error = ?cause, "internal error");

@@ -12,7 +12,7 @@ impl WorkflowService for GrpcApi {
         &self,
         request: Request<pb::CreateWorkflowRequest>,
     ) -> Result<Response<pb::CreateWorkflowResponse>, Status> {
-        let caller = self.caller(&request);
+        let caller = self.caller(&request)?;
         let document = workflow_document(request.into_inner().workflow, "workflow")?;
         let workflow = self.service.create_workflow(&caller, document).await?;
         Ok(Response::new(pb::CreateWorkflowResponse {
@@ -24,7 +24,7 @@ impl WorkflowService for GrpcApi {
         &self,
         request: Request<pb::GetWorkflowRequest>,
     ) -> Result<Response<pb::GetWorkflowResponse>, Status> {
-        let caller = self.caller(&request);
+        let caller = self.caller(&request)?;
         let workflow = self
             .service
             .get_workflow(&caller, &request.into_inner().name)
@@ -38,7 +38,7 @@ impl WorkflowService for GrpcApi {
         &self,
         request: Request<pb::ListWorkflowsRequest>,
     ) -> Result<Response<pb::ListWorkflowsResponse>, Status> {
-        let caller = self.caller(&request);
+        let caller = self.caller(&request)?;
         let request = request.into_inner();
         let page = self
             .service
@@ -59,7 +59,7 @@ impl WorkflowService for GrpcApi {
         &self,
         request: Request<pb::DeleteWorkflowRequest>,
     ) -> Result<Response<pb::DeleteWorkflowResponse>, Status> {
-        let caller = self.caller(&request);
+        let caller = self.caller(&request)?;
         self.service
             .delete_workflow(&caller, &request.into_inner().name)
             .await?;
@@ -70,7 +70,7 @@ impl WorkflowService for GrpcApi {
         &self,
         request: Request<pb::ImportWorkflowsRequest>,
     ) -> Result<Response<pb::ImportWorkflowsResponse>, Status> {
-        let caller = self.caller(&request);
+        let caller = self.caller(&request)?;
         let documents = request
             .into_inner()
             .workflows

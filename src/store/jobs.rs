@@ -46,11 +46,13 @@ pub async fn get(conn: &mut PgConnection, id: &JobId) -> Result<Option<Job>, Err
         .map_err(translate)
 }
 
-/// Up to `limit` jobs newest first (creation time, then id), after `after` when given. Each
-/// condition is added only when set, so the planner can use the matching index.
+/// Up to `limit` jobs newest first (creation time, then id), after `after` when given; with
+/// `visible_to`, only jobs without groups or sharing one of these groups. Each condition is
+/// added only when set, so the planner can use the matching index.
 pub async fn list(
     conn: &mut PgConnection,
     filter: &JobFilter,
+    visible_to: Option<&[String]>,
     after: Option<&JobCursor>,
     limit: i64,
 ) -> Result<Vec<Job>, Error> {
@@ -69,6 +71,12 @@ pub async fn list(
     }
     if let Some(time) = filter.created_before {
         query.push(" and created_at < ").push_bind(time);
+    }
+    if let Some(groups) = visible_to {
+        query
+            .push(" and (cardinality(groups) = 0 or groups && ")
+            .push_bind(groups.to_vec())
+            .push(")");
     }
     if let Some(cursor) = after {
         query

@@ -65,22 +65,26 @@ pub async fn get(conn: &mut PgConnection, name: &str, for_start: bool) -> Result
         .ok_or_else(|| Error::workflow_not_found(name))
 }
 
-/// Up to `limit` workflows in name order, after `after` when given.
+/// Up to `limit` workflows in name order, after `after` when given; with `visible_to`, only
+/// those without groups or sharing one of these groups.
 pub async fn list(
     conn: &mut PgConnection,
     name_prefix: &str,
+    visible_to: Option<&[String]>,
     after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<Workflow>, Error> {
     sqlx::query_as::<_, WorkflowRow>(
         "select document, created_at, updated_at from workflows
          where starts_with(name, $1) and ($2::text is null or name > $2)
+           and ($4::text[] is null or cardinality(groups) = 0 or groups && $4)
          order by name
          limit $3",
     )
     .bind(name_prefix)
     .bind(after)
     .bind(limit)
+    .bind(visible_to)
     .fetch_all(conn)
     .await
     .map(|rows| rows.into_iter().map(Workflow::from).collect())

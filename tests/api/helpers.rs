@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use job_service::app::App;
-use job_service::config::ServeConfig;
+use job_service::auth::{sign, Claims};
+use job_service::config::{KeyConfig, ServeConfig};
 use job_service::grpc::pb;
 use job_service::grpc::{JobServiceClient, WorkflowServiceClient};
 use serde_json::Value;
@@ -14,12 +15,42 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
+
+/// A channel whose calls carry a bearer token.
+pub type Authed = InterceptedService<Channel, Bearer>;
+
+#[derive(Clone)]
+pub struct Bearer(MetadataValue<Ascii>);
+
+impl Bearer {
+    pub fn new(token: &str) -> Self {
+        Bearer(format!("Bearer {token}").parse().unwrap())
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
 
 pub struct TestApp {
     pub addr: SocketAddr,
-    pub jobs: JobServiceClient<Channel>,
-    pub workflows: WorkflowServiceClient<Channel>,
+    /// Clients that call as an admin.
+    pub jobs: JobServiceClient<Authed>,
+    pub workflows: WorkflowServiceClient<Authed>,
+    pub admin_token: String,
+    keys: KeyConfig,
+    _key_dir: tempfile::TempDir,
     /// The test's own database, to check what the service stored.
     pub db: PgPool,
     shutdown: Option<oneshot::Sender<()>>,
@@ -53,7 +84,12 @@ pub async fn fresh_database() -> String {
 impl TestApp {
     pub async fn spawn() -> TestApp {
         let database_url = fresh_database().await;
+        let key_dir = tempfile::tempdir().unwrap();
+        let secret_file = key_dir.path().join("secret");
+        std::fs::write(&secret_file, format!("{:064x}", rand::random::<u128>())).unwrap();
         let mut config = ServeConfig::defaults();
+        config.keys.data_dir = key_dir.path().to_owned();
+        config.keys.jwt_secret_file = Some(secret_file);
         config.grpc_addr = "127.0.0.1:0".parse().unwrap();
         config.database_url = Some(database_url.clone());
         config.db_max_connections = 8;
@@ -71,14 +107,53 @@ impl TestApp {
         let db = PgPool::connect_with(PgConnectOptions::from_str(&database_url).unwrap())
             .await
             .unwrap();
+        let admin_token = sign(
+            &config.keys,
+            &Claims::new(
+                "admin",
+                None,
+                vec![],
+                vec!["admin".into()],
+                std::time::Duration::from_secs(3600),
+            ),
+        )
+        .unwrap();
+        let bearer = Bearer::new(&admin_token);
         TestApp {
             addr,
-            jobs: JobServiceClient::new(channel.clone()),
-            workflows: WorkflowServiceClient::new(channel),
+            jobs: JobServiceClient::with_interceptor(channel.clone(), bearer.clone()),
+            workflows: WorkflowServiceClient::with_interceptor(channel, bearer),
+            admin_token,
+            keys: config.keys.clone(),
+            _key_dir: key_dir,
             db,
             shutdown: Some(shutdown),
             _server: server,
         }
+    }
+
+    /// A token for `username` with these roles and groups, signed with the app's key.
+    pub fn token(&self, username: &str, roles: &[&str], groups: &[&str]) -> String {
+        let claims = Claims::new(
+            username,
+            None,
+            groups.iter().map(|g| g.to_string()).collect(),
+            roles.iter().map(|r| r.to_string()).collect(),
+            std::time::Duration::from_secs(3600),
+        );
+        sign(&self.keys, &claims).unwrap()
+    }
+
+    pub fn keys(&self) -> &KeyConfig {
+        &self.keys
+    }
+
+    pub fn jobs_as(&self, token: &str) -> JobServiceClient<Authed> {
+        JobServiceClient::with_interceptor(self.channel(), Bearer::new(token))
+    }
+
+    pub fn workflows_as(&self, token: &str) -> WorkflowServiceClient<Authed> {
+        WorkflowServiceClient::with_interceptor(self.channel(), Bearer::new(token))
     }
 
     pub fn channel(&self) -> Channel {

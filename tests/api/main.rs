@@ -1,6 +1,7 @@
 //! Integration tests: each test runs the service against a fresh PostgreSQL database and talks
 //! to it through the generated gRPC clients, as a user would.
 
+mod auth;
 mod corpus;
 mod helpers;
 mod list_jobs;

@@ -16,7 +16,7 @@ use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 use tonic_reflection::pb::v1::ServerReflectionRequest;
 
-use crate::helpers::{small_workflow, to_struct};
+use crate::helpers::{small_workflow, to_struct, Authed, Bearer};
 
 struct Server {
     child: Child,
@@ -51,11 +51,41 @@ fn start(data_dir: &Path) -> Server {
     }
 }
 
+/// `job-service token` with the same data dir as the server: an admin token.
+fn admin_token(data_dir: &Path) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_job-service"))
+        .args([
+            "token",
+            "--username",
+            "admin",
+            "--roles",
+            "admin",
+            "--ttl",
+            "15m",
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let token = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(token.lines().count(), 1, "stdout holds only the token");
+    token.trim().to_owned()
+}
+
 impl Server {
     fn channel(&self) -> Channel {
         Channel::from_shared(format!("http://{}", self.addr))
             .unwrap()
             .connect_lazy()
+    }
+
+    fn workflows(&self, token: &str) -> WorkflowServiceClient<Authed> {
+        WorkflowServiceClient::with_interceptor(self.channel(), Bearer::new(token))
     }
 
     /// Sends SIGTERM and returns the exit status.
@@ -80,7 +110,9 @@ fn data_dir() -> tempfile::TempDir {
 async fn serve_runs_its_own_postgres_and_keeps_the_data_across_restarts() {
     let dir = data_dir();
     let server = start(dir.path());
-    WorkflowServiceClient::new(server.channel())
+    let token = admin_token(dir.path());
+    server
+        .workflows(&token)
         .create_workflow(pb::CreateWorkflowRequest {
             workflow: Some(to_struct(&small_workflow("Kept"))),
         })
@@ -93,7 +125,8 @@ async fn serve_runs_its_own_postgres_and_keeps_the_data_across_restarts() {
     );
 
     let server = start(dir.path());
-    let kept = WorkflowServiceClient::new(server.channel())
+    let kept = server
+        .workflows(&token)
         .get_workflow(pb::GetWorkflowRequest {
             name: "Kept".into(),
         })
@@ -146,6 +179,31 @@ async fn serve_lists_its_services_through_reflection_and_reports_health() {
     assert_eq!(
         health.status(),
         tonic_health::pb::health_check_response::ServingStatus::Serving
+    );
+    assert!(server.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_refuses_calls_without_a_valid_token() {
+    let dir = data_dir();
+    let server = start(dir.path());
+    let missing = WorkflowServiceClient::new(server.channel())
+        .get_workflow(pb::GetWorkflowRequest { name: "Any".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::Unauthenticated);
+    // A token from another data dir is signed with another secret.
+    let other = data_dir();
+    let foreign = server
+        .workflows(&admin_token(other.path()))
+        .get_workflow(pb::GetWorkflowRequest { name: "Any".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(foreign.code(), tonic::Code::Unauthenticated);
+    assert!(
+        foreign.message().contains("signature"),
+        "{}",
+        foreign.message()
     );
     assert!(server.terminate().success());
 }

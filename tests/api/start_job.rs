@@ -228,9 +228,14 @@ async fn start_job_rejects_fields_it_does_not_know() {
         }),
         priority: "high".into(),
     };
+    let mut request = tonic::Request::new(request);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", app.admin_token).parse().unwrap(),
+    );
     let status = grpc
         .unary::<_, pb::StartJobResponse, _>(
-            tonic::Request::new(request),
+            request,
             "/operations_manager.v1.JobService/StartJob"
                 .parse()
                 .unwrap(),

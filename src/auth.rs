@@ -1,0 +1,351 @@
+//! Bearer JWT authentication: the keys that sign and verify tokens, and the check every call
+//! passes before it runs.
+//!
+//! Keys: an HS256 secret from a file, or an RS256/ES256 public key (tokens then come from an
+//! identity provider, or from `job-service token` given the private key). With neither, a
+//! random secret is created in the data dir on first use, so a fresh install works with
+//! `job-service token` and nothing else.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{KeyConfig, TokenConfig};
+use crate::domain::ids::account_id_for_username;
+use crate::domain::{Caller, Error};
+
+/// The name of the generated secret in the data dir.
+const GENERATED_SECRET: &str = "jwt-secret";
+
+/// The claims this service reads and writes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    /// Account id.
+    pub sub: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Expiry, seconds since the epoch.
+    pub exp: u64,
+}
+
+impl Claims {
+    /// Claims for `username`, valid for `ttl` from now.
+    pub fn new(
+        username: &str,
+        sub: Option<String>,
+        groups: Vec<String>,
+        roles: Vec<String>,
+        ttl: Duration,
+    ) -> Self {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        Claims {
+            sub: sub.unwrap_or_else(|| account_id_for_username(username)),
+            username: Some(username.to_owned()),
+            groups,
+            roles,
+            exp: (now + ttl).as_secs(),
+        }
+    }
+}
+
+/// Checks bearer tokens.
+pub struct Verifier {
+    key: DecodingKey,
+    algorithm: Algorithm,
+    validation: Validation,
+}
+
+impl Verifier {
+    pub fn from_config(config: &KeyConfig) -> anyhow::Result<Self> {
+        let (key, algorithm) = match &config.jwt_public_key_file {
+            Some(path) => {
+                let pem = read_key_file(path)?;
+                if let Ok(key) = DecodingKey::from_rsa_pem(&pem) {
+                    (key, Algorithm::RS256)
+                } else if let Ok(key) = DecodingKey::from_ec_pem(&pem) {
+                    (key, Algorithm::ES256)
+                } else {
+                    bail!("{} is not a PEM RSA or P-256 public key", path.display());
+                }
+            }
+            None => (
+                DecodingKey::from_secret(&secret(config)?)?,
+                Algorithm::HS256,
+            ),
+        };
+        let mut validation = Validation::new(algorithm);
+        validation.leeway = Duration::from(config.jwt_leeway).as_secs();
+        validation.set_required_spec_claims(&["exp"]);
+        validation.validate_exp = true;
+        validation.validate_aud = false;
+        Ok(Verifier {
+            key,
+            algorithm,
+            validation,
+        })
+    }
+
+    /// The caller named by an `authorization` header or metadata value.
+    pub fn verify(&self, authorization: Option<&str>) -> Result<Caller, Error> {
+        let unauthenticated = |message: String| Error::Unauthenticated(message);
+        let Some(authorization) = authorization else {
+            return Err(unauthenticated(
+                "missing credentials: send 'authorization: Bearer <token>'".into(),
+            ));
+        };
+        let token = match authorization.split_once(' ') {
+            Some((scheme, token))
+                if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+            {
+                token.trim()
+            }
+            _ => {
+                return Err(unauthenticated(
+                    "malformed authorization: expected 'Bearer <token>'".into(),
+                ))
+            }
+        };
+        if header_alg(token).is_some_and(|alg| alg.eq_ignore_ascii_case("none")) {
+            return Err(unauthenticated(
+                "unsigned tokens (alg none) are not accepted".into(),
+            ));
+        }
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| unauthenticated("malformed token: not a JSON Web Token".into()))?;
+        if header.alg != self.algorithm {
+            return Err(unauthenticated(format!(
+                "token is signed with {:?}; this service accepts {:?}",
+                header.alg, self.algorithm
+            )));
+        }
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|error| {
+            unauthenticated(match error.kind() {
+                ErrorKind::ExpiredSignature => "token expired".to_owned(),
+                ErrorKind::InvalidSignature => "token signature does not verify".to_owned(),
+                ErrorKind::MissingRequiredClaim(claim) => format!("token has no {claim} claim"),
+                ErrorKind::Json(_) | ErrorKind::InvalidClaimFormat(_) => {
+                    "malformed token claims: expected sub, exp and optional username, groups, roles".to_owned()
+                }
+                _ => "malformed token".to_owned(),
+            })
+        })?;
+        let claims = data.claims;
+        Ok(Caller {
+            username: claims.username.unwrap_or_else(|| claims.sub.clone()),
+            sub: claims.sub,
+            groups: claims.groups,
+            roles: claims.roles,
+        })
+    }
+}
+
+/// The `alg` of a token's header, read without trusting anything else in it.
+fn header_alg(token: &str) -> Option<String> {
+    let header = token.split('.').next()?;
+    let bytes = URL_SAFE_NO_PAD.decode(header.trim_end_matches('=')).ok()?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    value.get("alg")?.as_str().map(str::to_owned)
+}
+
+/// Signs a token with the configured key: the HS256 secret, or the private key matching the
+/// configured public key.
+pub fn sign(config: &KeyConfig, claims: &Claims) -> anyhow::Result<String> {
+    let (key, algorithm) = match (&config.jwt_public_key_file, &config.jwt_private_key_file) {
+        (_, Some(path)) => {
+            let pem = read_key_file(path)?;
+            if let Ok(key) = EncodingKey::from_rsa_pem(&pem) {
+                (key, Algorithm::RS256)
+            } else if let Ok(key) = EncodingKey::from_ec_pem(&pem) {
+                (key, Algorithm::ES256)
+            } else {
+                bail!("{} is not a PEM RSA or P-256 private key", path.display());
+            }
+        }
+        (Some(_), None) => bail!(
+            "tokens are verified with a public key; signing one needs the private key: pass --jwt-private-key-file"
+        ),
+        (None, None) => (EncodingKey::from_secret(&secret(config)?)?, Algorithm::HS256),
+    };
+    Ok(jsonwebtoken::encode(&Header::new(algorithm), claims, &key)?)
+}
+
+/// `job-service token`: the token for the command line's claims.
+pub fn token_for(config: &TokenConfig) -> anyhow::Result<String> {
+    if config.username.trim().is_empty() {
+        bail!("--username must not be empty");
+    }
+    let claims = Claims::new(
+        &config.username,
+        config.sub.clone(),
+        config.groups.clone(),
+        config.roles.clone(),
+        config.ttl.into(),
+    );
+    sign(&config.keys, &claims)
+}
+
+/// The HS256 secret: from --jwt-secret-file, else the data dir's, created on first use.
+fn secret(config: &KeyConfig) -> anyhow::Result<Vec<u8>> {
+    if let Some(path) = &config.jwt_secret_file {
+        let secret = read_key_file(path)?;
+        let secret = secret.trim_ascii().to_vec();
+        if secret.len() < 32 {
+            bail!("the secret in {} is shorter than 32 bytes", path.display());
+        }
+        return Ok(secret);
+    }
+    let path = config.data_dir.join(GENERATED_SECRET);
+    if !path.exists() {
+        create_secret(&path)?;
+    }
+    Ok(read_key_file(&path)?.trim_ascii().to_vec())
+}
+
+fn create_secret(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let secret: String = (0..32)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect();
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(mut file) => {
+            file.write_all(secret.as_bytes())?;
+            tracing::info!(path = %path.display(), "created a random token-signing secret");
+            Ok(())
+        }
+        // Another process created it first: use theirs.
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(error).with_context(|| format!("cannot create {}", path.display())),
+    }
+}
+
+fn read_key_file(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn keys(dir: &Path) -> KeyConfig {
+        let mut config = crate::config::ServeConfig::parse_from(["serve"]).keys;
+        config.data_dir = dir.to_owned();
+        config
+    }
+
+    fn expect_unauthenticated(result: Result<Caller, Error>, needle: &str) {
+        match result {
+            Err(Error::Unauthenticated(message)) => assert!(message.contains(needle), "{message}"),
+            other => panic!("expected unauthenticated, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_signed_token_names_the_caller() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = keys(dir.path());
+        let claims = Claims::new(
+            "pat",
+            None,
+            vec!["aaaaaaaaaaaaaaaaaaaaaaaa".into()],
+            vec!["operations".into()],
+            Duration::from_secs(60),
+        );
+        let token = sign(&config, &claims).unwrap();
+        let caller = Verifier::from_config(&config)
+            .unwrap()
+            .verify(Some(&format!("Bearer {token}")))
+            .unwrap();
+        assert_eq!(caller.username, "pat");
+        assert_eq!(caller.sub, account_id_for_username("pat"));
+        assert_eq!(caller.groups, ["aaaaaaaaaaaaaaaaaaaaaaaa"]);
+        assert_eq!(caller.roles, ["operations"]);
+        assert!(dir.path().join(GENERATED_SECRET).exists());
+    }
+
+    #[test]
+    fn each_bad_credential_says_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = keys(dir.path());
+        let verifier = Verifier::from_config(&config).unwrap();
+        expect_unauthenticated(verifier.verify(None), "missing");
+        expect_unauthenticated(verifier.verify(Some("Basic dXNlcjpwdw==")), "Bearer");
+        expect_unauthenticated(verifier.verify(Some("Bearer not.a.jwt")), "malformed");
+
+        let mut expired = Claims::new("pat", None, vec![], vec![], Duration::ZERO);
+        expired.exp -= 60;
+        expect_unauthenticated(
+            verifier.verify(Some(&format!(
+                "Bearer {}",
+                sign(&config, &expired).unwrap()
+            ))),
+            "expired",
+        );
+
+        let other = tempfile::tempdir().unwrap();
+        let foreign = sign(
+            &keys(other.path()),
+            &Claims::new("pat", None, vec![], vec![], Duration::from_secs(60)),
+        )
+        .unwrap();
+        expect_unauthenticated(
+            verifier.verify(Some(&format!("Bearer {foreign}"))),
+            "signature",
+        );
+
+        let none_header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+        let body = URL_SAFE_NO_PAD.encode(br#"{"sub":"x","exp":99999999999}"#);
+        expect_unauthenticated(
+            verifier.verify(Some(&format!("Bearer {none_header}.{body}."))),
+            "alg none",
+        );
+    }
+
+    #[test]
+    fn a_token_without_exp_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = keys(dir.path());
+        let key = EncodingKey::from_secret(&secret(&config).unwrap()).unwrap();
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &serde_json::json!({"sub": "x"}),
+            &key,
+        )
+        .unwrap();
+        let verifier = Verifier::from_config(&config).unwrap();
+        expect_unauthenticated(verifier.verify(Some(&format!("Bearer {token}"))), "exp");
+    }
+
+    #[test]
+    fn the_clock_skew_is_accepted_up_to_the_leeway() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = keys(dir.path());
+        let mut claims = Claims::new("pat", None, vec![], vec![], Duration::ZERO);
+        claims.exp -= 2;
+        let token = sign(&config, &claims).unwrap();
+        assert!(Verifier::from_config(&config)
+            .unwrap()
+            .verify(Some(&format!("Bearer {token}")))
+            .is_ok());
+    }
+}

@@ -1,0 +1,365 @@
+//! Bearer tokens, roles and group-based access, through the gRPC front door.
+
+use job_service::auth::{sign, Claims};
+use job_service::grpc::pb;
+use serde_json::json;
+use tonic::Code;
+
+use crate::helpers::{from_struct, small_workflow, to_struct, TestApp};
+
+const GROUP_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaa";
+const GROUP_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbb";
+
+fn start_request(workflow: &str, groups: &[&str]) -> pb::StartJobRequest {
+    pb::StartJobRequest {
+        workflow: workflow.into(),
+        options: Some(pb::JobOptions {
+            variables: Some(to_struct(&json!({"device": "r1"}))),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            ..Default::default()
+        }),
+    }
+}
+
+fn grouped_workflow(name: &str, groups: &[&str]) -> serde_json::Value {
+    let mut workflow = small_workflow(name);
+    workflow["groups"] = json!(groups);
+    workflow
+}
+
+#[tokio::test]
+async fn calls_without_valid_credentials_are_unauthenticated_and_change_nothing() {
+    let app = TestApp::spawn().await;
+    let mut expired = Claims::new(
+        "pat",
+        None,
+        vec![],
+        vec!["admin".into()],
+        std::time::Duration::ZERO,
+    );
+    expired.exp -= 60;
+    let expired = sign(app.keys(), &expired).unwrap();
+    let other_dir = tempfile::tempdir().unwrap();
+    let mut other_keys = job_service::config::ServeConfig::defaults().keys;
+    other_keys.data_dir = other_dir.path().to_owned();
+    let foreign = sign(
+        &other_keys,
+        &Claims::new(
+            "pat",
+            None,
+            vec![],
+            vec!["admin".into()],
+            std::time::Duration::from_secs(60),
+        ),
+    )
+    .unwrap();
+    let unsigned = {
+        use base64::Engine;
+        let b64 = |v: serde_json::Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+        };
+        format!(
+            "{}.{}.",
+            b64(json!({"alg": "none", "typ": "JWT"})),
+            b64(json!({"sub": "x", "roles": ["admin"]}))
+        )
+    };
+    let cases = [
+        (None, "missing"),
+        (Some("Basic YWRtaW46YWRtaW4=".to_owned()), "Bearer"),
+        (Some("Bearer definitely-not-a-jwt".to_owned()), "malformed"),
+        (Some(format!("Bearer {expired}")), "expired"),
+        (Some(format!("Bearer {unsigned}")), "alg none"),
+        (Some(format!("Bearer {foreign}")), "signature"),
+    ];
+    for (header, needle) in cases {
+        let mut request = tonic::Request::new(start_request("W", &[]));
+        if let Some(header) = header {
+            request
+                .metadata_mut()
+                .insert("authorization", header.parse().unwrap());
+        }
+        let status = job_service::grpc::JobServiceClient::new(app.channel())
+            .start_job(request)
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{needle}");
+        assert!(
+            status.message().contains(needle),
+            "{needle}: {}",
+            status.message()
+        );
+    }
+    let jobs: i64 = sqlx::query_scalar("select count(*) from jobs")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(jobs, 0);
+}
+
+#[tokio::test]
+async fn health_and_reflection_need_no_token() {
+    let app = TestApp::spawn().await;
+    let health = tonic_health::pb::health_client::HealthClient::new(app.channel())
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        health.status(),
+        tonic_health::pb::health_check_response::ServingStatus::Serving
+    );
+}
+
+#[tokio::test]
+async fn methods_outside_the_callers_roles_are_permission_denied() {
+    let app = TestApp::spawn().await;
+    app.create_workflow(&small_workflow("W")).await;
+    let reader = app.token("reader", &["apiread"], &[]);
+    let operator = app.token("operator", &["operations"], &[]);
+    let stranger = app.token("stranger", &["superuser"], &[]);
+
+    let denied = app
+        .jobs_as(&reader)
+        .start_job(start_request("W", &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let denied = app
+        .workflows_as(&operator)
+        .create_workflow(pb::CreateWorkflowRequest {
+            workflow: Some(to_struct(&small_workflow("X"))),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let denied = app
+        .workflows_as(&stranger)
+        .get_workflow(pb::GetWorkflowRequest { name: "W".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        denied.code(),
+        Code::PermissionDenied,
+        "unknown roles grant nothing"
+    );
+    // Roles are checked before the data: a missing workflow is still PERMISSION_DENIED.
+    let denied = app
+        .jobs_as(&reader)
+        .start_job(start_request("Nope", &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+
+    // What the roles do allow works.
+    app.workflows_as(&reader)
+        .get_workflow(pb::GetWorkflowRequest { name: "W".into() })
+        .await
+        .unwrap();
+    app.jobs_as(&operator)
+        .start_job(start_request("W", &[]))
+        .await
+        .unwrap();
+    let engineer = app.token("engineer", &["engineering"], &[]);
+    app.workflows_as(&engineer)
+        .delete_workflow(pb::DeleteWorkflowRequest { name: "W".into() })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_callers_identity_fills_the_job() {
+    let app = TestApp::spawn().await;
+    app.create_workflow(&small_workflow("W")).await;
+    let claims = Claims::new(
+        "pat",
+        Some("0123456789abcdef01234567".into()),
+        vec![GROUP_A.into()],
+        vec!["operations".into()],
+        std::time::Duration::from_secs(60),
+    );
+    let token = sign(app.keys(), &claims).unwrap();
+    let job = app
+        .jobs_as(&token)
+        .start_job(start_request("W", &[]))
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    assert_eq!(
+        from_struct(job.variables.as_ref().unwrap())["initiator"],
+        json!("pat")
+    );
+    assert_eq!(job.watchers, ["0123456789abcdef01234567"]);
+    assert_eq!(job.created_by, "0123456789abcdef01234567");
+    assert_eq!(job.last_updated_by, "0123456789abcdef01234567");
+    let metrics = job.metrics.unwrap();
+    assert_eq!(metrics.user, "0123456789abcdef01234567");
+    assert_eq!(metrics.owner, "0123456789abcdef01234567");
+}
+
+#[tokio::test]
+async fn a_user_of_group_a_cannot_see_or_start_from_group_b_workflows() {
+    let app = TestApp::spawn().await;
+    app.create_workflow(&grouped_workflow("Only B", &[GROUP_B]))
+        .await;
+    app.create_workflow(&grouped_workflow("Only A", &[GROUP_A]))
+        .await;
+    app.create_workflow(&grouped_workflow("Everyone", &[]))
+        .await;
+    let alice = app.token("alice", &["operations"], &[GROUP_A]);
+
+    let hidden = app
+        .workflows_as(&alice)
+        .get_workflow(pb::GetWorkflowRequest {
+            name: "Only B".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(hidden.code(), Code::NotFound);
+    assert_eq!(hidden.message(), "Cannot find workflow Only B");
+
+    let listed: Vec<_> = app
+        .workflows_as(&alice)
+        .list_workflows(pb::ListWorkflowsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .workflows
+        .into_iter()
+        .map(|w| w.name)
+        .collect();
+    assert_eq!(listed, ["Everyone", "Only A"]);
+
+    let refused = app
+        .jobs_as(&alice)
+        .start_job(start_request("Only B", &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::NotFound);
+    assert_eq!(refused.message(), "Cannot find workflow Only B");
+
+    let job = app
+        .jobs_as(&alice)
+        .start_job(start_request("Only A", &[]))
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    assert_eq!(job.groups, [GROUP_A]);
+}
+
+#[tokio::test]
+async fn a_user_may_only_give_a_job_its_own_groups() {
+    let app = TestApp::spawn().await;
+    app.create_workflow(&small_workflow("W")).await;
+    let alice = app.token("alice", &["operations"], &[GROUP_A]);
+    let refused = app
+        .jobs_as(&alice)
+        .start_job(start_request("W", &[GROUP_A, GROUP_B]))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    assert!(
+        refused.message().contains("options.groups[1]"),
+        "{}",
+        refused.message()
+    );
+
+    let own = app
+        .jobs_as(&alice)
+        .start_job(start_request("W", &[GROUP_A]))
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    assert_eq!(own.groups, [GROUP_A]);
+    // An admin may give any group.
+    let any = app
+        .jobs
+        .clone()
+        .start_job(start_request("W", &[GROUP_B]))
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    assert_eq!(any.groups, [GROUP_B]);
+}
+
+#[tokio::test]
+async fn a_user_of_group_a_cannot_see_group_b_jobs() {
+    let app = TestApp::spawn().await;
+    app.create_workflow(&small_workflow("W")).await;
+    let b_job = app
+        .jobs
+        .clone()
+        .start_job(start_request("W", &[GROUP_B]))
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    let a_job = app
+        .jobs
+        .clone()
+        .start_job(start_request("W", &[GROUP_A]))
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    let open_job = app
+        .jobs
+        .clone()
+        .start_job(start_request("W", &[]))
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    let alice = app.token("alice", &["apiread"], &[GROUP_A]);
+
+    let hidden = app
+        .jobs_as(&alice)
+        .get_job(pb::GetJobRequest {
+            id: b_job.id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(hidden.code(), Code::NotFound);
+    app.jobs_as(&alice)
+        .get_job(pb::GetJobRequest {
+            id: a_job.id.clone(),
+        })
+        .await
+        .unwrap();
+
+    let mut listed: Vec<_> = app
+        .jobs_as(&alice)
+        .list_jobs(pb::ListJobsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
+    listed.sort();
+    let mut expected = vec![a_job.id, open_job.id];
+    expected.sort();
+    assert_eq!(listed, expected);
+
+    let all = app
+        .jobs
+        .clone()
+        .list_jobs(pb::ListJobsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    assert_eq!(all.len(), 3, "an admin sees every group");
+}
