@@ -348,4 +348,45 @@ mod tests {
             .verify(Some(&format!("Bearer {token}")))
             .is_ok());
     }
+
+    #[test]
+    fn public_key_pairs_sign_and_verify_and_refuse_other_algorithms() {
+        let keys_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/keys");
+        let dir = tempfile::tempdir().unwrap();
+        let hs_token = sign(
+            &keys(dir.path()),
+            &Claims::new("pat", None, vec![], vec![], Duration::from_secs(60)),
+        )
+        .unwrap();
+        for (kind, alg) in [("es256", Algorithm::ES256), ("rs256", Algorithm::RS256)] {
+            let mut config = keys(dir.path());
+            config.jwt_public_key_file = Some(keys_dir.join(format!("{kind}-public.pem")));
+            let claims = Claims::new(
+                "pat",
+                None,
+                vec![],
+                vec!["apiread".into()],
+                Duration::from_secs(60),
+            );
+            assert!(sign(&config, &claims)
+                .unwrap_err()
+                .to_string()
+                .contains("--jwt-private-key-file"));
+            config.jwt_private_key_file = Some(keys_dir.join(format!("{kind}-private.pem")));
+            let token = sign(&config, &claims).unwrap();
+            assert_eq!(jsonwebtoken::decode_header(&token).unwrap().alg, alg);
+            let verifier = Verifier::from_config(&config).unwrap();
+            assert_eq!(
+                verifier
+                    .verify(Some(&format!("Bearer {token}")))
+                    .unwrap()
+                    .roles,
+                ["apiread"]
+            );
+            expect_unauthenticated(
+                verifier.verify(Some(&format!("Bearer {hs_token}"))),
+                "accepts",
+            );
+        }
+    }
 }
