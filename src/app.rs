@@ -1,6 +1,6 @@
 //! Builds the application (database, listeners) and runs it until the shutdown signal.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -20,6 +20,7 @@ use crate::store::Store;
 /// A built application: database ready and migrated, listener bound.
 pub struct App {
     grpc_listener: TcpListener,
+    http_listener: TcpListener,
     service: Arc<Service>,
     cluster: Option<ManagedPostgres>,
     verifier: Arc<Verifier>,
@@ -52,12 +53,16 @@ impl App {
             let grpc_listener = TcpListener::bind(config.grpc_addr)
                 .await
                 .with_context(|| format!("cannot listen on {}", config.grpc_addr))?;
-            anyhow::Ok((store, grpc_listener))
+            let http_listener = TcpListener::bind(config.http_addr)
+                .await
+                .with_context(|| format!("cannot listen on {}", config.http_addr))?;
+            anyhow::Ok((store, grpc_listener, http_listener))
         }
         .await;
         match built {
-            Ok((store, grpc_listener)) => Ok(App {
+            Ok((store, grpc_listener, http_listener)) => Ok(App {
                 grpc_listener,
+                http_listener,
                 service: Arc::new(Service::new(store)),
                 cluster,
                 verifier,
@@ -80,6 +85,12 @@ impl App {
             .expect("a bound listener has an address")
     }
 
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
     /// Serves until `shutdown` resolves, then finishes in-flight calls and stops the managed
     /// PostgreSQL cluster, if any.
     pub async fn run(
@@ -87,6 +98,7 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let addr = self.grpc_addr();
+        let http_addr = self.http_addr();
         let (health_reporter, health) = tonic_health::server::health_reporter();
         health_reporter
             .set_serving::<grpc::JobServiceServer<grpc::GrpcApi>>()
@@ -95,32 +107,47 @@ impl App {
             .set_serving::<grpc::WorkflowServiceServer<grpc::GrpcApi>>()
             .await;
         let routes = grpc::router(self.service.clone(), self.verifier.clone(), health)?;
-        tracing::info!("grpc listening on {addr}");
-        let (draining, drain_started) = tokio::sync::oneshot::channel::<()>();
-        let signal = async move {
+        let gateway = crate::http::router(self.service.clone(), self.verifier.clone());
+        // One shutdown signal for both front doors.
+        let (draining, drain_started) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
             shutdown.await;
-            let _ = draining.send(());
+            let _ = draining.send(true);
+        });
+        let signal = |mut receiver: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = receiver.wait_for(|started| *started).await;
         };
-        let server = tonic::transport::Server::builder()
+        tracing::info!("grpc listening on {addr}");
+        tracing::info!("http listening on {http_addr}");
+        let grpc = tonic::transport::Server::builder()
             .add_routes(routes)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.grpc_listener), signal);
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(self.grpc_listener),
+                signal(drain_started.clone()),
+            );
+        let http = axum::serve(self.http_listener, gateway)
+            .with_graceful_shutdown(signal(drain_started.clone()))
+            .into_future();
+        let server = async {
+            let (grpc, http) = tokio::join!(grpc, http);
+            grpc.context("grpc server failed")?;
+            http.context("http server failed")
+        };
+        let mut drain_started = drain_started;
         // In-flight calls get `drain_timeout` to finish; a client that keeps an idle connection
         // open must not hold the shutdown up forever.
         let drain_timeout = self.drain_timeout;
         let served = tokio::select! {
-            served = server => served.context("grpc server failed"),
+            served = server => served,
             _ = async {
-                if drain_started.await.is_ok() {
-                    tokio::time::sleep(drain_timeout).await;
-                } else {
-                    std::future::pending::<()>().await;
-                }
+                let _ = drain_started.wait_for(|started| *started).await;
+                tokio::time::sleep(drain_timeout).await;
             } => {
                 tracing::warn!(timeout = ?drain_timeout, "calls still open after the drain timeout are cut off");
                 Ok(())
             }
         };
-        tracing::info!("grpc server stopped");
+        tracing::info!("servers stopped");
         if let Some(cluster) = &self.cluster {
             cluster.stop().await?;
         }

@@ -82,6 +82,10 @@ pub struct ServeConfig {
     #[arg(long, env = "GRPC_ADDR", default_value = "127.0.0.1:50051")]
     pub grpc_addr: SocketAddr,
 
+    /// Address of the JSON gateway (HTTP/1.1 and h2c); port 0 picks a free port.
+    #[arg(long, env = "HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+
     /// PostgreSQL to use (postgres://user:password@host/db). Unset: the service runs a
     /// PostgreSQL cluster of its own under --data-dir.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
@@ -118,6 +122,7 @@ impl fmt::Debug for ServeConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServeConfig")
             .field("grpc_addr", &self.grpc_addr)
+            .field("http_addr", &self.http_addr)
             .field(
                 "database_url",
                 &self.database_url.as_ref().map(|_| "[redacted]"),

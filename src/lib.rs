@@ -9,6 +9,7 @@
 //! - [`service`]: the use cases both front doors call; owns transactions.
 //! - [`store`]: SQL only; translates database errors into domain errors.
 //! - [`grpc`]: generated code, thin adapters, proto <-> domain conversions.
+//! - [`http`]: the JSON gateway mirroring the REST routes, and its OpenAPI document.
 
 pub mod app;
 pub mod auth;
@@ -16,6 +17,7 @@ pub mod cluster;
 pub mod config;
 pub mod domain;
 pub mod grpc;
+pub mod http;
 pub mod service;
 pub mod store;
 pub mod telemetry;

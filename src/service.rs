@@ -5,6 +5,7 @@ use serde_json::Value;
 use tracing::instrument;
 
 use crate::domain::page::{self, JobCursor};
+use crate::domain::search::JobSearch;
 use crate::domain::{Action, Caller, Error, Job, JobId, StartJob, Workflow, WorkflowDocument};
 use crate::store::jobs::{self, JobFilter};
 use crate::store::{workflows, Store};
@@ -107,15 +108,17 @@ impl Service {
         })
     }
 
+    /// Stores one workflow; `field` names the document in errors (`workflow`, `automation`).
     #[instrument(skip_all)]
     pub async fn create_workflow(
         &self,
         caller: &Caller,
         document: Value,
+        field: &str,
     ) -> Result<Workflow, Error> {
         caller.require(Action::WriteWorkflows)?;
-        let document = WorkflowDocument::parse(document, "workflow")?;
-        caller.require_own_groups(document.groups(), "workflow.groups")?;
+        let document = WorkflowDocument::parse(document, field)?;
+        caller.require_own_groups(document.groups(), &format!("{field}.groups"))?;
         let mut tx = self.store.begin().await?;
         let workflow = workflows::insert(&mut tx, &document).await?;
         tx.commit().await.map_err(crate::store::translate)?;
@@ -124,18 +127,20 @@ impl Service {
     }
 
     /// Stores every workflow or none: all are parsed first (every bad field of every document
-    /// is reported), then inserted in one transaction.
+    /// is reported), then inserted in one transaction. `field` names the list in errors
+    /// (`workflows`, `automations`).
     #[instrument(skip_all, fields(count = documents.len()))]
     pub async fn import_workflows(
         &self,
         caller: &Caller,
         documents: Vec<Value>,
+        field: &str,
     ) -> Result<Vec<Workflow>, Error> {
         caller.require(Action::WriteWorkflows)?;
         let mut violations = Vec::new();
         let mut parsed = Vec::with_capacity(documents.len());
         for (i, document) in documents.into_iter().enumerate() {
-            match WorkflowDocument::parse(document, &format!("workflows[{i}]")) {
+            match WorkflowDocument::parse(document, &format!("{field}[{i}]")) {
                 Ok(workflow) => parsed.push(workflow),
                 Err(Error::InvalidArgument { violations: v }) => violations.extend(v),
                 Err(other) => return Err(other),
@@ -146,7 +151,7 @@ impl Service {
         }
         let mut seen = std::collections::HashSet::new();
         for (i, workflow) in parsed.iter().enumerate() {
-            caller.require_own_groups(workflow.groups(), &format!("workflows[{i}].groups"))?;
+            caller.require_own_groups(workflow.groups(), &format!("{field}[{i}].groups"))?;
             if !seen.insert(workflow.name()) {
                 return Err(Error::AlreadyExists(format!(
                     "Workflow {} appears more than once in the import",
@@ -219,6 +224,59 @@ impl Service {
         tx.commit().await.map_err(crate::store::translate)?;
         tracing::info!("workflow deleted");
         Ok(())
+    }
+}
+
+impl Service {
+    /// A REST job search: a page and the number of visible jobs matching in all.
+    #[instrument(skip_all)]
+    pub async fn search_jobs(
+        &self,
+        caller: &Caller,
+        search: &JobSearch,
+    ) -> Result<(Vec<Job>, i64), Error> {
+        caller.require(Action::ReadJobs)?;
+        let mut conn = self.store.conn().await?;
+        jobs::search(&mut conn, search, caller.visibility_filter()).await
+    }
+
+    /// A REST workflow search by exact name or name prefix, with offset paging.
+    #[instrument(skip_all)]
+    pub async fn search_workflows(
+        &self,
+        caller: &Caller,
+        name_equals: Option<&str>,
+        name_prefix: Option<&str>,
+        limit: i64,
+        skip: i64,
+    ) -> Result<(Vec<Workflow>, i64), Error> {
+        caller.require(Action::ReadWorkflows)?;
+        let mut conn = self.store.conn().await?;
+        workflows::search(
+            &mut conn,
+            name_equals,
+            name_prefix,
+            caller.visibility_filter(),
+            limit,
+            skip,
+        )
+        .await
+    }
+
+    /// Whether the database answers, within a second.
+    pub async fn ready(&self) -> bool {
+        let ping = async {
+            let mut conn = self.store.conn().await?;
+            sqlx::query("select 1")
+                .execute(&mut *conn)
+                .await
+                .map_err(crate::store::translate)?;
+            Ok::<_, Error>(())
+        };
+        matches!(
+            tokio::time::timeout(std::time::Duration::from_secs(1), ping).await,
+            Ok(Ok(()))
+        )
     }
 }
 

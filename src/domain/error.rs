@@ -66,7 +66,49 @@ pub enum Error {
     Internal(#[source] anyhow::Error),
 }
 
+/// Kinds of failure, named as in `google/rpc/code.proto`. Each front door maps them once: gRPC
+/// to its status codes, HTTP by the standard table below.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    InvalidArgument,
+    NotFound,
+    AlreadyExists,
+    FailedPrecondition,
+    Unauthenticated,
+    PermissionDenied,
+    Unavailable,
+    Internal,
+}
+
+impl Code {
+    /// The HTTP status of `google/rpc/code.proto`'s table.
+    pub fn http_status(self) -> u16 {
+        match self {
+            Code::InvalidArgument | Code::FailedPrecondition => 400,
+            Code::Unauthenticated => 401,
+            Code::PermissionDenied => 403,
+            Code::NotFound => 404,
+            Code::AlreadyExists => 409,
+            Code::Internal => 500,
+            Code::Unavailable => 503,
+        }
+    }
+}
+
 impl Error {
+    pub fn code(&self) -> Code {
+        match self {
+            Error::InvalidArgument { .. } => Code::InvalidArgument,
+            Error::NotFound(_) => Code::NotFound,
+            Error::AlreadyExists(_) => Code::AlreadyExists,
+            Error::FailedPrecondition { .. } => Code::FailedPrecondition,
+            Error::Unauthenticated(_) => Code::Unauthenticated,
+            Error::PermissionDenied(_) => Code::PermissionDenied,
+            Error::Unavailable(_) => Code::Unavailable,
+            Error::Internal(_) => Code::Internal,
+        }
+    }
+
     pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
         Error::InvalidArgument {
             violations: vec![FieldViolation::new(field, description)],

@@ -93,6 +93,9 @@ pub struct JobMetrics {
 pub struct Job {
     #[serde(rename = "_id")]
     pub id: String,
+    /// A UUID of the job, for systems that key jobs by UUID.
+    #[serde(default)]
+    pub uuid: String,
     pub name: String,
     pub description: String,
     #[serde(rename = "type")]
@@ -126,7 +129,22 @@ pub struct Job {
     pub tags: Vec<Value>,
     #[serde(rename = "errorHandler")]
     pub error_handler: Value,
+    /// Version of the service that created the document.
+    #[serde(rename = "createdVersion", default)]
+    pub created_version: String,
+    /// Version of the service that last changed the document.
+    #[serde(rename = "lastUpdatedVersion", default)]
+    pub last_updated_version: String,
+    /// Version of the document's shape, for future migrations.
+    #[serde(rename = "migrationVersion", default)]
+    pub migration_version: i64,
+    /// Problems found when the job's input was validated; empty for a job that started.
+    #[serde(rename = "validationErrors", default)]
+    pub validation_errors: Vec<Value>,
 }
+
+/// The shape version of job documents this service writes.
+pub const JOB_DOCUMENT_VERSION: i64 = 1;
 
 /// Options of a new job, parsed.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -263,6 +281,7 @@ impl Job {
 
         Ok(Job {
             id: id.clone(),
+            uuid: uuid::Uuid::new_v4().to_string(),
             name: workflow.name().to_owned(),
             description: options.description.unwrap_or_default(),
             job_type: options
@@ -296,6 +315,10 @@ impl Job {
             decorators,
             tags,
             error_handler: document.get("errorHandler").cloned().unwrap_or(Value::Null),
+            created_version: env!("CARGO_PKG_VERSION").to_owned(),
+            last_updated_version: env!("CARGO_PKG_VERSION").to_owned(),
+            migration_version: JOB_DOCUMENT_VERSION,
+            validation_errors: Vec::new(),
         })
     }
 }

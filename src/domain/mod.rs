@@ -8,11 +8,12 @@ pub mod ids;
 pub mod job;
 pub mod json;
 pub mod page;
+pub mod search;
 pub mod workflow;
 
 pub use access::Action;
 pub use caller::Caller;
-pub use error::{Error, FieldViolation, Problem, Violations};
+pub use error::{Code, Error, FieldViolation, Problem, Violations};
 pub use ids::JobId;
 pub use job::{Job, JobStatus, RawJobOptions, RawStartJob, StartJob};
 pub use workflow::{Workflow, WorkflowDocument};

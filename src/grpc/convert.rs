@@ -309,6 +309,11 @@ impl From<Job> for pb::Job {
                 .collect(),
             tags: job.tags.iter().map(json_to_proto).collect(),
             error_handler: Some(json_to_proto(&job.error_handler)),
+            uuid: job.uuid,
+            created_version: job.created_version,
+            last_updated_version: job.last_updated_version,
+            migration_version: job.migration_version,
+            validation_errors: job.validation_errors.iter().map(json_to_proto).collect(),
         }
     }
 }

@@ -14,7 +14,10 @@ impl WorkflowService for GrpcApi {
     ) -> Result<Response<pb::CreateWorkflowResponse>, Status> {
         let caller = self.caller(&request)?;
         let document = workflow_document(request.into_inner().workflow, "workflow")?;
-        let workflow = self.service.create_workflow(&caller, document).await?;
+        let workflow = self
+            .service
+            .create_workflow(&caller, document, "workflow")
+            .await?;
         Ok(Response::new(pb::CreateWorkflowResponse {
             workflow: Some(workflow.into()),
         }))
@@ -78,7 +81,10 @@ impl WorkflowService for GrpcApi {
             .enumerate()
             .map(|(i, document)| workflow_document(Some(document), &format!("workflows[{i}]")))
             .collect::<Result<Vec<_>, _>>()?;
-        let workflows = self.service.import_workflows(&caller, documents).await?;
+        let workflows = self
+            .service
+            .import_workflows(&caller, documents, "workflows")
+            .await?;
         Ok(Response::new(pb::ImportWorkflowsResponse {
             workflows: workflows.into_iter().map(Into::into).collect(),
         }))

@@ -7,6 +7,7 @@ use sqlx::{PgConnection, Postgres, QueryBuilder};
 use super::translate;
 use crate::domain::job::Job;
 use crate::domain::page::JobCursor;
+use crate::domain::search::{Condition, JobField, JobSearch};
 use crate::domain::{Error, JobId, JobStatus};
 
 /// Which jobs ListJobs returns.
@@ -95,4 +96,99 @@ pub async fn list(
         .await
         .map(|rows| rows.into_iter().map(|json| json.0).collect())
         .map_err(translate)
+}
+
+/// The SQL expression of a searchable field.
+fn column(field: JobField) -> &'static str {
+    match field {
+        JobField::Id => "id",
+        JobField::Name => "workflow_name",
+        JobField::Status => "status",
+        JobField::Type => "(document->>'type')",
+        JobField::Description => "(document->>'description')",
+        JobField::CreatedBy => "created_by",
+        JobField::Created => "created_at",
+        JobField::LastUpdated => "updated_at",
+    }
+}
+
+fn push_search_conditions(
+    query: &mut QueryBuilder<'_, Postgres>,
+    search: &JobSearch,
+    visible_to: Option<&[String]>,
+) {
+    query.push(" where true");
+    for condition in &search.conditions {
+        match condition {
+            Condition::Equals(field, value) => {
+                query
+                    .push(format!(" and {} = ", column(*field)))
+                    .push_bind(value.clone());
+            }
+            Condition::In(field, values) => {
+                query
+                    .push(format!(" and {} = any(", column(*field)))
+                    .push_bind(values.clone())
+                    .push(")");
+            }
+            Condition::StartsWith(field, prefix) => {
+                query
+                    .push(format!(" and starts_with({}, ", column(*field)))
+                    .push_bind(prefix.clone())
+                    .push(")");
+            }
+            Condition::After(field, time) => {
+                query
+                    .push(format!(" and {} > ", column(*field)))
+                    .push_bind(*time);
+            }
+            Condition::Before(field, time) => {
+                query
+                    .push(format!(" and {} < ", column(*field)))
+                    .push_bind(*time);
+            }
+        }
+    }
+    if let Some(groups) = visible_to {
+        query
+            .push(" and (cardinality(groups) = 0 or groups && ")
+            .push_bind(groups.to_vec())
+            .push(")");
+    }
+}
+
+/// A page of a REST search and the number of jobs matching it in all.
+pub async fn search(
+    conn: &mut PgConnection,
+    search: &JobSearch,
+    visible_to: Option<&[String]>,
+) -> Result<(Vec<Job>, i64), Error> {
+    let mut count: QueryBuilder<Postgres> = QueryBuilder::new("select count(*) from jobs");
+    push_search_conditions(&mut count, search, visible_to);
+    let total: i64 = count
+        .build_query_scalar()
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(translate)?;
+
+    let mut query: QueryBuilder<Postgres> = QueryBuilder::new("select document from jobs");
+    push_search_conditions(&mut query, search, visible_to);
+    let direction = if search.descending { "desc" } else { "asc" };
+    query
+        .push(format!(
+            " order by {} {direction}, id {direction} limit ",
+            column(search.sort)
+        ))
+        .push_bind(search.limit)
+        .push(" offset ")
+        .push_bind(search.skip);
+    let jobs = query
+        .build_query_scalar::<Json<Job>>()
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(translate)?
+        .into_iter()
+        .map(|json| json.0)
+        .collect();
+    Ok((jobs, total))
 }

@@ -102,3 +102,37 @@ pub async fn delete(conn: &mut PgConnection, name: &str) -> Result<(), Error> {
     }
     Ok(())
 }
+
+/// A page of workflows by name (exact or prefix) in name order, and how many match in all.
+pub async fn search(
+    conn: &mut PgConnection,
+    name_equals: Option<&str>,
+    name_prefix: Option<&str>,
+    visible_to: Option<&[String]>,
+    limit: i64,
+    skip: i64,
+) -> Result<(Vec<Workflow>, i64), Error> {
+    const FILTER: &str = "($1::text is null or name = $1)
+           and ($2::text is null or starts_with(name, $2))
+           and ($3::text[] is null or cardinality(groups) = 0 or groups && $3)";
+    let total: i64 = sqlx::query_scalar(&format!("select count(*) from workflows where {FILTER}"))
+        .bind(name_equals)
+        .bind(name_prefix)
+        .bind(visible_to)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(translate)?;
+    let rows = sqlx::query_as::<_, WorkflowRow>(&format!(
+        "select document, created_at, updated_at from workflows where {FILTER}
+         order by name limit $4 offset $5"
+    ))
+    .bind(name_equals)
+    .bind(name_prefix)
+    .bind(visible_to)
+    .bind(limit)
+    .bind(skip)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(translate)?;
+    Ok((rows.into_iter().map(Workflow::from).collect(), total))
+}

@@ -45,6 +45,9 @@ impl tonic::service::Interceptor for Bearer {
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// Base URL of the JSON gateway, e.g. `http://127.0.0.1:41234`.
+    pub http_url: String,
+    pub http: reqwest::Client,
     /// Clients that call as an admin.
     pub jobs: JobServiceClient<Authed>,
     pub workflows: WorkflowServiceClient<Authed>,
@@ -91,10 +94,12 @@ impl TestApp {
         config.keys.data_dir = key_dir.path().to_owned();
         config.keys.jwt_secret_file = Some(secret_file);
         config.grpc_addr = "127.0.0.1:0".parse().unwrap();
+        config.http_addr = "127.0.0.1:0".parse().unwrap();
         config.database_url = Some(database_url.clone());
         config.db_max_connections = 8;
         let app = App::build(&config).await.expect("the app builds");
         let addr = app.grpc_addr();
+        let http_url = format!("http://{}", app.http_addr());
         let (shutdown, stop) = oneshot::channel::<()>();
         let server = tokio::spawn(app.run(async {
             let _ = stop.await;
@@ -121,6 +126,8 @@ impl TestApp {
         let bearer = Bearer::new(&admin_token);
         TestApp {
             addr,
+            http_url,
+            http: reqwest::Client::new(),
             jobs: JobServiceClient::with_interceptor(channel.clone(), bearer.clone()),
             workflows: WorkflowServiceClient::with_interceptor(channel, bearer),
             admin_token,
@@ -154,6 +161,23 @@ impl TestApp {
 
     pub fn workflows_as(&self, token: &str) -> WorkflowServiceClient<Authed> {
         WorkflowServiceClient::with_interceptor(self.channel(), Bearer::new(token))
+    }
+
+    /// An HTTP request to the gateway, as the admin.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.http_url))
+            .bearer_auth(&self.admin_token)
+    }
+
+    /// GET `path` as the admin: status and JSON body.
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        send(self.request(reqwest::Method::GET, path)).await
+    }
+
+    /// POST `body` to `path` as the admin: status and JSON body.
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        send(self.request(reqwest::Method::POST, path).json(body)).await
     }
 
     pub fn channel(&self) -> Channel {
@@ -201,6 +225,16 @@ impl Drop for TestApp {
             let _ = shutdown.send(());
         }
     }
+}
+
+/// Sends a request: status and JSON body (every answer of the gateway is JSON).
+pub async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
+    let response = request.send().await.expect("the gateway answers");
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let body =
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
+    (status, body)
 }
 
 pub fn to_struct(value: &Value) -> prost_types::Struct {

@@ -3,6 +3,7 @@
 
 mod auth;
 mod corpus;
+mod gateway;
 mod helpers;
 mod list_jobs;
 mod serve;

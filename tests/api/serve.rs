@@ -21,12 +21,21 @@ use crate::helpers::{small_workflow, to_struct, Authed, Bearer};
 struct Server {
     child: Child,
     addr: SocketAddr,
+    http_addr: SocketAddr,
 }
 
-/// Starts the binary without DATABASE_URL and waits for its `grpc listening on` line.
+/// Starts the binary without DATABASE_URL and waits for its `grpc listening on` and
+/// `http listening on` lines.
 fn start(data_dir: &Path) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_job-service"))
-        .args(["serve", "--grpc-addr", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "serve",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(data_dir)
         .env_remove("DATABASE_URL")
         .env("NO_COLOR", "1")
@@ -37,17 +46,29 @@ fn start(data_dir: &Path) -> Server {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some((_, addr)) = line.split_once("grpc listening on ") {
-                let _ = tx.send(addr.trim().to_owned());
+            for front_door in ["grpc", "http"] {
+                if let Some((_, addr)) = line.split_once(&format!("{front_door} listening on ")) {
+                    let _ = tx.send((front_door, addr.trim().to_owned()));
+                }
             }
         }
     });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(120))
-        .expect("the service logs its gRPC address");
+    let (mut addr, mut http_addr) = (None, None);
+    while addr.is_none() || http_addr.is_none() {
+        let (front_door, logged) = rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("the service logs the addresses it listens on");
+        let logged: SocketAddr = logged.parse().unwrap();
+        if front_door == "grpc" {
+            addr = Some(logged);
+        } else {
+            http_addr = Some(logged);
+        }
+    }
     Server {
         child,
-        addr: addr.parse().unwrap(),
+        addr: addr.unwrap(),
+        http_addr: http_addr.unwrap(),
     }
 }
 
@@ -168,6 +189,11 @@ async fn serve_lists_its_services_through_reflection_and_reports_health() {
             "{expected} missing from {names:?}"
         );
     }
+
+    let ready = reqwest::get(format!("http://{}/health/ready", server.http_addr))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
 
     let health = tonic_health::pb::health_client::HealthClient::new(server.channel())
         .check(tonic_health::pb::HealthCheckRequest {

@@ -1,0 +1,300 @@
+//! Searches in the style of the Itential REST routes: `equals[field]`, `in[field]`,
+//! `starts-with[field]`, `gt[field]`, `lt[field]`, `limit`, `skip`, `sort`, `order`.
+//!
+//! Parameters are parsed once here; an unknown parameter or a bad value is INVALID_ARGUMENT
+//! naming the parameter, never ignored.
+
+use chrono::{DateTime, Utc};
+
+use super::error::{Error, Violations};
+use super::job::JobStatus;
+use super::page::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
+
+/// Fields of a job a search can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobField {
+    Id,
+    Name,
+    Status,
+    Type,
+    Description,
+    CreatedBy,
+    Created,
+    LastUpdated,
+}
+
+impl JobField {
+    const ALL: [(&'static str, JobField); 8] = [
+        ("_id", JobField::Id),
+        ("name", JobField::Name),
+        ("status", JobField::Status),
+        ("type", JobField::Type),
+        ("description", JobField::Description),
+        ("created_by", JobField::CreatedBy),
+        ("created", JobField::Created),
+        ("last_updated", JobField::LastUpdated),
+    ];
+
+    fn parse(name: &str) -> Option<Self> {
+        Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
+    }
+
+    pub fn is_time(self) -> bool {
+        matches!(self, JobField::Created | JobField::LastUpdated)
+    }
+
+    fn names(time: bool) -> String {
+        Self::ALL
+            .iter()
+            .filter(|(_, f)| f.is_time() == time)
+            .map(|(n, _)| *n)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Condition {
+    Equals(JobField, String),
+    In(JobField, Vec<String>),
+    StartsWith(JobField, String),
+    After(JobField, DateTime<Utc>),
+    Before(JobField, DateTime<Utc>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobSearch {
+    pub conditions: Vec<Condition>,
+    pub sort: JobField,
+    pub descending: bool,
+    pub limit: i64,
+    pub skip: i64,
+}
+
+impl Default for JobSearch {
+    fn default() -> Self {
+        JobSearch {
+            conditions: Vec::new(),
+            sort: JobField::Created,
+            descending: true,
+            limit: DEFAULT_PAGE_SIZE,
+            skip: 0,
+        }
+    }
+}
+
+impl JobSearch {
+    /// Parses query parameters (name, value), in order.
+    pub fn parse(params: &[(String, String)]) -> Result<Self, Error> {
+        let mut search = JobSearch::default();
+        let mut violations = Violations::default();
+        let mut seen = std::collections::HashSet::new();
+        for (name, value) in params {
+            let single = matches!(name.as_str(), "limit" | "skip" | "sort" | "order");
+            if single && !seen.insert(name.as_str()) {
+                violations.push(name, "is given more than once");
+                continue;
+            }
+            match name.as_str() {
+                "limit" => match value.parse::<i64>() {
+                    Ok(n) if (1..=MAX_PAGE_SIZE).contains(&n) => search.limit = n,
+                    _ => violations.push(
+                        name,
+                        format!("must be a whole number from 1 to {MAX_PAGE_SIZE}"),
+                    ),
+                },
+                "skip" => match value.parse::<i64>() {
+                    Ok(n) if n >= 0 => search.skip = n,
+                    _ => violations.push(name, "must be a whole number, 0 or more"),
+                },
+                "sort" => match JobField::parse(value) {
+                    Some(field) => search.sort = field,
+                    None => violations.push(
+                        name,
+                        format!(
+                            "must be one of {}, {}",
+                            JobField::names(false),
+                            JobField::names(true)
+                        ),
+                    ),
+                },
+                "order" => match value.as_str() {
+                    "asc" | "1" => search.descending = false,
+                    "desc" | "-1" => search.descending = true,
+                    _ => violations.push(name, "must be asc, desc, 1 or -1"),
+                },
+                _ => match parse_condition(name, value) {
+                    Ok(condition) => search.conditions.push(condition),
+                    Err(description) => violations.push(name, description),
+                },
+            }
+        }
+        violations.into_result(search)
+    }
+}
+
+fn parse_condition(name: &str, value: &str) -> Result<Condition, String> {
+    let Some((operator, field)) = name.strip_suffix(']').and_then(|n| n.split_once('[')) else {
+        return Err(
+            "is not a search parameter: use equals[field], in[field], starts-with[field], gt[field], \
+             lt[field], limit, skip, sort or order"
+                .to_owned(),
+        );
+    };
+    let Some(field) = JobField::parse(field) else {
+        return Err(format!(
+            "{field} is not a field jobs can be searched by: use {}, {}",
+            JobField::names(false),
+            JobField::names(true)
+        ));
+    };
+    let text_only = || -> Result<(), String> {
+        if field.is_time() {
+            Err(format!(
+                "{operator} applies to {}; use gt or lt for times",
+                JobField::names(false)
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    let condition = match operator {
+        "equals" => {
+            text_only()?;
+            check_status(field, value)?;
+            Condition::Equals(field, value.to_owned())
+        }
+        "in" => {
+            text_only()?;
+            let values: Vec<String> = value.split(',').map(str::to_owned).collect();
+            for value in &values {
+                check_status(field, value)?;
+            }
+            Condition::In(field, values)
+        }
+        "starts-with" => {
+            text_only()?;
+            Condition::StartsWith(field, value.to_owned())
+        }
+        "gt" | "lt" => {
+            if !field.is_time() {
+                return Err(format!("{operator} applies to {}", JobField::names(true)));
+            }
+            let time = parse_time(value)?;
+            if operator == "gt" {
+                Condition::After(field, time)
+            } else {
+                Condition::Before(field, time)
+            }
+        }
+        other => {
+            return Err(format!(
+                "{other} is not a search operator: use equals, in, starts-with, gt or lt"
+            ))
+        }
+    };
+    Ok(condition)
+}
+
+fn check_status(field: JobField, value: &str) -> Result<(), String> {
+    if field == JobField::Status
+        && serde_json::from_value::<JobStatus>(serde_json::Value::String(value.to_owned())).is_err()
+    {
+        return Err(format!(
+            "{value} is not a job status: use running, complete, error, canceled, paused or incomplete"
+        ));
+    }
+    Ok(())
+}
+
+/// An RFC 3339 time or epoch milliseconds.
+fn parse_time(value: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(millis) = value.parse::<i64>() {
+        return DateTime::from_timestamp_millis(millis).ok_or_else(|| "is out of range".to_owned());
+    }
+    DateTime::parse_from_rfc3339(value)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| "must be an RFC 3339 time or epoch milliseconds".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    fn fields(err: Error) -> Vec<String> {
+        match err {
+            Error::InvalidArgument { violations } => {
+                violations.into_iter().map(|v| v.field).collect()
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn itential_parameters_parse() {
+        let search = JobSearch::parse(&params(&[
+            ("equals[status]", "running"),
+            ("in[name]", "A,B"),
+            ("starts-with[description]", "nightly"),
+            ("gt[created]", "2026-01-01T00:00:00Z"),
+            ("lt[last_updated]", "1767225600000"),
+            ("limit", "10"),
+            ("skip", "20"),
+            ("sort", "name"),
+            ("order", "asc"),
+        ]))
+        .unwrap();
+        assert_eq!(search.conditions.len(), 5);
+        assert_eq!(
+            search.conditions[1],
+            Condition::In(JobField::Name, vec!["A".into(), "B".into()])
+        );
+        assert_eq!(
+            (search.limit, search.skip, search.sort, search.descending),
+            (10, 20, JobField::Name, false)
+        );
+    }
+
+    #[test]
+    fn unknown_parameters_and_bad_values_are_named() {
+        let err = JobSearch::parse(&params(&[
+            ("colour", "red"),
+            ("equals[colour]", "red"),
+            ("equals[status]", "runing"),
+            ("gt[name]", "x"),
+            ("lt[created]", "yesterday"),
+            ("limit", "0"),
+            ("skip", "-1"),
+            ("order", "sideways"),
+            ("sort", "colour"),
+        ]))
+        .unwrap_err();
+        assert_eq!(
+            fields(err),
+            [
+                "colour",
+                "equals[colour]",
+                "equals[status]",
+                "gt[name]",
+                "lt[created]",
+                "limit",
+                "skip",
+                "order",
+                "sort"
+            ]
+        );
+    }
+
+    #[test]
+    fn single_parameters_may_not_repeat() {
+        let err = JobSearch::parse(&params(&[("limit", "5"), ("limit", "6")])).unwrap_err();
+        assert_eq!(fields(err), ["limit"]);
+    }
+}

@@ -1,0 +1,297 @@
+//! `/operations-manager/jobs` routes.
+
+use axum::extract::{Path, RawQuery, State};
+use axum::Json;
+use serde_json::{json, Map, Value};
+
+use super::error::ApiError;
+use super::extract::{Authenticated, JsonBody};
+use super::{envelope, query_pairs, HttpState};
+use crate::domain::json::{index, type_name};
+use crate::domain::search::JobSearch;
+use crate::domain::{Error, Job, RawJobOptions, RawStartJob, StartJob, Violations};
+
+/// `POST /operations-manager/jobs/start`
+#[utoipa::path(
+    post,
+    path = "/operations-manager/jobs/start",
+    tag = "jobs",
+    request_body(content = super::openapi::StartJobBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The job, started and stored", body = super::openapi::JobEnvelope),
+        (status = 400, description = "Bad input (field violations in metadata.errors), or a task graph that cannot run", body = super::openapi::ErrorEnvelope),
+        (status = 401, description = "Missing or invalid bearer token", body = super::openapi::ErrorEnvelope),
+        (status = 403, description = "The caller's roles or groups do not allow it", body = super::openapi::ErrorEnvelope),
+        (status = 404, description = "No such workflow", body = super::openapi::ErrorEnvelope),
+        (status = 413, description = "Body over 4 MiB", body = super::openapi::ErrorEnvelope),
+        (status = 415, description = "Body not sent as application/json", body = super::openapi::ErrorEnvelope),
+        (status = 503, description = "Database unavailable", body = super::openapi::ErrorEnvelope),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn start_job(
+    State(state): State<HttpState>,
+    Authenticated(caller): Authenticated,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    let start = StartJob::parse(raw_start_job(body)?)?;
+    let job = state.service.start_job(&caller, start).await?;
+    Ok(envelope(
+        "Successfully created the requested item",
+        job_json(&job)?,
+        json!({}),
+    ))
+}
+
+/// `GET /operations-manager/jobs/{id}`
+#[utoipa::path(
+    get,
+    path = "/operations-manager/jobs/{id}",
+    tag = "jobs",
+    params(("id" = String, Path, description = "Job id: 24 lowercase hex characters")),
+    responses(
+        (status = 200, description = "The job", body = super::openapi::JobEnvelope),
+        (status = 400, description = "Malformed id", body = super::openapi::ErrorEnvelope),
+        (status = 401, description = "Missing or invalid bearer token", body = super::openapi::ErrorEnvelope),
+        (status = 403, description = "The caller's roles do not allow it", body = super::openapi::ErrorEnvelope),
+        (status = 404, description = "No such job the caller may see", body = super::openapi::ErrorEnvelope),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_job(
+    State(state): State<HttpState>,
+    Authenticated(caller): Authenticated,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let job = state.service.get_job(&caller, &id).await?;
+    Ok(envelope(
+        "Successfully retrieved item",
+        job_json(&job)?,
+        json!({}),
+    ))
+}
+
+/// `GET /operations-manager/jobs`
+#[utoipa::path(
+    get,
+    path = "/operations-manager/jobs",
+    tag = "jobs",
+    params(
+        ("equals[field]" = Option<String>, Query, description = "Jobs whose field equals the value; fields: _id, name, status, type, description, created_by"),
+        ("in[field]" = Option<String>, Query, description = "Jobs whose field is one of the comma-separated values"),
+        ("starts-with[field]" = Option<String>, Query, description = "Jobs whose field starts with the value"),
+        ("gt[field]" = Option<String>, Query, description = "Jobs whose time field (created, last_updated) is after the value (RFC 3339 or epoch ms)"),
+        ("lt[field]" = Option<String>, Query, description = "Jobs whose time field is before the value"),
+        ("limit" = Option<i64>, Query, description = "Page size, 1 to 1000 (default 50)"),
+        ("skip" = Option<i64>, Query, description = "Jobs to skip (default 0)"),
+        ("sort" = Option<String>, Query, description = "Field to sort by (default created)"),
+        ("order" = Option<String>, Query, description = "asc, desc, 1 or -1 (default desc)"),
+    ),
+    responses(
+        (status = 200, description = "A page of jobs", body = super::openapi::JobListEnvelope),
+        (status = 400, description = "Unknown parameter or bad value (named in metadata.errors)", body = super::openapi::ErrorEnvelope),
+        (status = 401, description = "Missing or invalid bearer token", body = super::openapi::ErrorEnvelope),
+        (status = 403, description = "The caller's roles do not allow it", body = super::openapi::ErrorEnvelope),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list_jobs(
+    State(state): State<HttpState>,
+    Authenticated(caller): Authenticated,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let search = JobSearch::parse(&query_pairs(query.as_deref()))?;
+    let (jobs, total) = state.service.search_jobs(&caller, &search).await?;
+    let count = jobs.len() as i64;
+    let data = jobs.iter().map(job_json).collect::<Result<Vec<_>, _>>()?;
+    let next = search.skip + count;
+    let metadata = json!({
+        "skip": search.skip,
+        "limit": search.limit,
+        "total": total,
+        "currentPageSize": count,
+        "nextPageSkip": if next < total { Value::from(next) } else { Value::Null },
+        "previousPageSkip": if search.skip > 0 { Value::from((search.skip - search.limit).max(0)) } else { Value::Null },
+    });
+    Ok(envelope(
+        "Successfully retrieved items",
+        Value::Array(data),
+        metadata,
+    ))
+}
+
+fn job_json(job: &Job) -> Result<Value, ApiError> {
+    serde_json::to_value(job).map_err(|e| ApiError::from(Error::internal(e)))
+}
+
+/// The body of a start request, checked as the reference schema says: an object with exactly
+/// `workflow` (string) and `options` (object); inside `options`, `description` and `type`
+/// strings, `variables` an object, `groups` an array of strings. Unknown keys are refused, not
+/// ignored.
+fn raw_start_job(body: Value) -> Result<RawStartJob, Error> {
+    let mut violations = Violations::default();
+    let Value::Object(mut body) = body else {
+        return Err(Error::invalid(
+            "",
+            format!("the body must be a JSON object, not {}", type_name(&body)),
+        ));
+    };
+    for key in body.keys() {
+        if key != "workflow" && key != "options" {
+            violations.push(
+                key.as_str(),
+                "is not allowed: the body has only workflow and options",
+            );
+        }
+    }
+    let workflow = match body.remove("workflow") {
+        None => {
+            violations.push("workflow", "is required");
+            String::new()
+        }
+        Some(Value::String(name)) => name,
+        Some(other) => {
+            violations.push(
+                "workflow",
+                format!("must be a string, not {}", type_name(&other)),
+            );
+            String::new()
+        }
+    };
+    let options = match body.remove("options") {
+        None => {
+            violations.push("options", "is required");
+            None
+        }
+        Some(Value::Object(options)) => Some(raw_options(options, &mut violations)),
+        Some(other) => {
+            violations.push(
+                "options",
+                format!("must be an object, not {}", type_name(&other)),
+            );
+            None
+        }
+    };
+    violations.into_result(RawStartJob { workflow, options })
+}
+
+fn raw_options(mut options: Map<String, Value>, violations: &mut Violations) -> RawJobOptions {
+    let mut string = |key: &str, violations: &mut Violations| match options.remove(key) {
+        None => None,
+        Some(Value::String(s)) => Some(s),
+        Some(other) => {
+            violations.push(
+                format!("options.{key}"),
+                format!("must be a string, not {}", type_name(&other)),
+            );
+            None
+        }
+    };
+    let description = string("description", violations);
+    let job_type = string("type", violations);
+    let variables = match options.remove("variables") {
+        None => None,
+        Some(Value::Object(map)) => Some(map),
+        Some(other) => {
+            violations.push(
+                "options.variables",
+                format!("must be an object, not {}", type_name(&other)),
+            );
+            None
+        }
+    };
+    let groups = match options.remove("groups") {
+        None => None,
+        Some(Value::Array(items)) => Some(
+            items
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, item)| match item {
+                    Value::String(s) => Some(s),
+                    other => {
+                        violations.push(
+                            index("options.groups", i),
+                            format!("must be a string, not {}", type_name(&other)),
+                        );
+                        None
+                    }
+                })
+                .collect(),
+        ),
+        Some(other) => {
+            violations.push(
+                "options.groups",
+                format!("must be an array of group ids, not {}", type_name(&other)),
+            );
+            None
+        }
+    };
+    for key in options.keys() {
+        violations.push(
+            format!("options.{key}"),
+            "is not a job option: use description, type, variables or groups",
+        );
+    }
+    RawJobOptions {
+        description,
+        job_type,
+        variables,
+        groups,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(body: Value) -> Vec<String> {
+        match raw_start_job(body).and_then(StartJob::parse) {
+            Err(Error::InvalidArgument { violations }) => {
+                violations.into_iter().map(|v| v.field).collect()
+            }
+            other => panic!("expected invalid argument, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_reference_example_parses() {
+        let body = json!({
+            "workflow": "velit esse consequat ad dolore",
+            "options": {
+                "description": "Example job description",
+                "type": "automation",
+                "groups": ["b0bc20ec3a3e5e90bac881e7", "7d5f0cb5c6a629ea14324d9b"]
+            }
+        });
+        let start = StartJob::parse(raw_start_job(body).unwrap()).unwrap();
+        assert_eq!(start.workflow, "velit esse consequat ad dolore");
+        assert_eq!(start.options.groups.unwrap().len(), 2);
+    }
+
+    #[test]
+    fn wrong_types_and_unknown_keys_are_named() {
+        assert_eq!(fields(json!({"workflow": 5, "options": {}})), ["workflow"]);
+        assert_eq!(
+            fields(json!({"workflow": "w", "options": [], "extra": 1})),
+            ["extra", "options"]
+        );
+        assert_eq!(
+            fields(
+                json!({"workflow": "w", "options": {"description": 1, "variables": [], "groups": "g", "priority": 1}})
+            ),
+            [
+                "options.description",
+                "options.variables",
+                "options.groups",
+                "options.priority"
+            ]
+        );
+        assert_eq!(
+            fields(json!({"workflow": "w", "options": {"groups": [1, "nope"]}})),
+            ["options.groups[0]"]
+        );
+        assert_eq!(fields(json!({"workflow": "w"})), ["options"]);
+        assert_eq!(fields(json!({})), ["workflow", "options"]);
+        assert_eq!(fields(json!([1])), [""]);
+    }
+}

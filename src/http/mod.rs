@@ -1,0 +1,76 @@
+//! The JSON gateway: the Operations Manager and Automation Studio REST routes, byte for byte in
+//! field names and envelopes, over the same service layer as gRPC.
+
+mod error;
+mod extract;
+mod health;
+mod jobs;
+pub mod openapi;
+mod workflows;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+pub use error::ApiError;
+
+use crate::auth::Verifier;
+use crate::service::Service;
+
+/// Largest request body: 4 MiB, as for gRPC messages.
+pub const BODY_LIMIT: usize = 4 * 1024 * 1024;
+
+#[derive(Clone)]
+pub struct HttpState {
+    service: Arc<Service>,
+    verifier: Arc<Verifier>,
+}
+
+pub fn router(service: Arc<Service>, verifier: Arc<Verifier>) -> Router {
+    Router::new()
+        .route("/operations-manager/jobs/start", post(jobs::start_job))
+        .route("/operations-manager/jobs/{id}", get(jobs::get_job))
+        .route("/operations-manager/jobs", get(jobs::list_jobs))
+        .route("/automation-studio/automations", post(workflows::create))
+        .route(
+            "/automation-studio/automations/import",
+            post(workflows::import),
+        )
+        .route("/automation-studio/workflows", get(workflows::list))
+        .route(
+            "/automation-studio/workflows/detailed/{name}",
+            get(workflows::get),
+        )
+        .route(
+            "/workflow_builder/workflows/delete/{name}",
+            delete(workflows::delete),
+        )
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .route("/openapi.json", get(openapi::document))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "this route does not take that method",
+            )
+        })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(HttpState { service, verifier })
+}
+
+/// The REST envelope of a success.
+fn envelope(message: &str, data: Value, metadata: Value) -> Json<Value> {
+    Json(json!({"message": message, "data": data, "metadata": metadata}))
+}
+
+/// Query parameters as (name, value) pairs, decoded, in order.
+fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
+    form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}

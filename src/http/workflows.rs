@@ -1,0 +1,230 @@
+//! Workflow routes, as Automation Studio and the workflow builder expose them.
+
+use axum::extract::{Path, RawQuery, State};
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::extract::{Authenticated, JsonBody};
+use super::{envelope, query_pairs, HttpState};
+use crate::domain::json::type_name;
+use crate::domain::page::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
+use crate::domain::{Error, Violations, Workflow};
+
+/// `POST /automation-studio/automations`
+#[utoipa::path(
+    post,
+    path = "/automation-studio/automations",
+    tag = "workflows",
+    request_body(content = super::openapi::CreateWorkflowBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The stored workflow, and where to edit it", body = super::openapi::CreatedWorkflow),
+        (status = 400, description = "Not a workflow (field violations in metadata.errors)", body = super::openapi::ErrorEnvelope),
+        (status = 401, description = "Missing or invalid bearer token", body = super::openapi::ErrorEnvelope),
+        (status = 403, description = "The caller's roles or groups do not allow it", body = super::openapi::ErrorEnvelope),
+        (status = 409, description = "A workflow with that name exists", body = super::openapi::ErrorEnvelope),
+        (status = 413, description = "Body over 4 MiB", body = super::openapi::ErrorEnvelope),
+        (status = 415, description = "Body not sent as application/json", body = super::openapi::ErrorEnvelope),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create(
+    State(state): State<HttpState>,
+    Authenticated(caller): Authenticated,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    let document = only_field(body, "automation")?;
+    let workflow = state
+        .service
+        .create_workflow(&caller, document, "automation")
+        .await?;
+    let name = workflow.document.name().to_owned();
+    let edit: String = form_urlencoded::byte_serialize(name.as_bytes()).collect();
+    Ok(Json(json!({
+        "created": Value::Object(workflow.document.into_document()),
+        "edit": format!("/automation-studio/#/edit?workflow={edit}"),
+    })))
+}
+
+/// `POST /automation-studio/automations/import`
+#[utoipa::path(
+    post,
+    path = "/automation-studio/automations/import",
+    tag = "workflows",
+    request_body(content = super::openapi::ImportWorkflowsBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Every workflow stored (all or none)", body = super::openapi::WorkflowListEnvelope),
+        (status = 400, description = "A document is not a workflow (paths start automations[i])", body = super::openapi::ErrorEnvelope),
+        (status = 401, description = "Missing or invalid bearer token", body = super::openapi::ErrorEnvelope),
+        (status = 403, description = "The caller's roles or groups do not allow it", body = super::openapi::ErrorEnvelope),
+        (status = 409, description = "A name is taken or repeated", body = super::openapi::ErrorEnvelope),
+        (status = 413, description = "Body over 4 MiB", body = super::openapi::ErrorEnvelope),
+        (status = 415, description = "Body not sent as application/json", body = super::openapi::ErrorEnvelope),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn import(
+    State(state): State<HttpState>,
+    Authenticated(caller): Authenticated,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    let documents = match only_field(body, "automations")? {
+        Value::Array(documents) => documents,
+        other => {
+            return Err(Error::invalid(
+                "automations",
+                format!("must be an array of workflows, not {}", type_name(&other)),
+            )
+            .into())
+        }
+    };
+    let workflows = state
+        .service
+        .import_workflows(&caller, documents, "automations")
+        .await?;
+    Ok(envelope(
+        "Successfully imported the requested items",
+        documents_json(workflows),
+        json!({}),
+    ))
+}
+
+/// `GET /automation-studio/workflows`
+#[utoipa::path(
+    get,
+    path = "/automation-studio/workflows",
+    tag = "workflows",
+    params(
+        ("equals[name]" = Option<String>, Query, description = "The workflow with this name"),
+        ("starts-with[name]" = Option<String>, Query, description = "Workflows whose name starts with this text"),
+        ("limit" = Option<i64>, Query, description = "Page size, 1 to 1000 (default 50)"),
+        ("skip" = Option<i64>, Query, description = "Workflows to skip (default 0)"),
+    ),
+    responses(
+        (status = 200, description = "A page of workflows in name order", body = super::openapi::WorkflowPage),
+        (status = 400, description = "Unknown parameter or bad value", body = super::openapi::ErrorEnvelope),
+        (status = 401, description = "Missing or invalid bearer token", body = super::openapi::ErrorEnvelope),
+        (status = 403, description = "The caller's roles do not allow it", body = super::openapi::ErrorEnvelope),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list(
+    State(state): State<HttpState>,
+    Authenticated(caller): Authenticated,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let mut violations = Violations::default();
+    let (mut equals, mut prefix, mut limit, mut skip) = (None, None, DEFAULT_PAGE_SIZE, 0);
+    for (name, value) in query_pairs(query.as_deref()) {
+        match name.as_str() {
+            "equals[name]" => equals = Some(value),
+            "starts-with[name]" => prefix = Some(value),
+            "limit" => match value.parse::<i64>() {
+                Ok(n) if (1..=MAX_PAGE_SIZE).contains(&n) => limit = n,
+                _ => violations.push(
+                    name,
+                    format!("must be a whole number from 1 to {MAX_PAGE_SIZE}"),
+                ),
+            },
+            "skip" => match value.parse::<i64>() {
+                Ok(n) if n >= 0 => skip = n,
+                _ => violations.push(name, "must be a whole number, 0 or more"),
+            },
+            _ => violations.push(
+                name,
+                "is not a parameter here: use equals[name], starts-with[name], limit or skip",
+            ),
+        }
+    }
+    violations.into_result(())?;
+    let (workflows, total) = state
+        .service
+        .search_workflows(&caller, equals.as_deref(), prefix.as_deref(), limit, skip)
+        .await?;
+    let items = documents_json(workflows);
+    let count = items.as_array().map_or(0, Vec::len);
+    Ok(Json(
+        json!({"items": items, "count": count, "skip": skip, "limit": limit, "total": total}),
+    ))
+}
+
+/// `GET /automation-studio/workflows/detailed/{name}`
+#[utoipa::path(
+    get,
+    path = "/automation-studio/workflows/detailed/{name}",
+    tag = "workflows",
+    params(("name" = String, Path, description = "Workflow name")),
+    responses(
+        (status = 200, description = "The workflow document as stored", body = Object),
+        (status = 401, description = "Missing or invalid bearer token", body = super::openapi::ErrorEnvelope),
+        (status = 403, description = "The caller's roles do not allow it", body = super::openapi::ErrorEnvelope),
+        (status = 404, description = "No such workflow the caller may see", body = super::openapi::ErrorEnvelope),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get(
+    State(state): State<HttpState>,
+    Authenticated(caller): Authenticated,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let workflow = state.service.get_workflow(&caller, &name).await?;
+    Ok(Json(Value::Object(workflow.document.into_document())))
+}
+
+/// `DELETE /workflow_builder/workflows/delete/{name}`
+#[utoipa::path(
+    delete,
+    path = "/workflow_builder/workflows/delete/{name}",
+    tag = "workflows",
+    params(("name" = String, Path, description = "Workflow name")),
+    responses(
+        (status = 200, description = "Deleted; jobs started from it are kept", body = super::openapi::EmptyEnvelope),
+        (status = 401, description = "Missing or invalid bearer token", body = super::openapi::ErrorEnvelope),
+        (status = 403, description = "The caller's roles do not allow it", body = super::openapi::ErrorEnvelope),
+        (status = 404, description = "No such workflow the caller may see", body = super::openapi::ErrorEnvelope),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn delete(
+    State(state): State<HttpState>,
+    Authenticated(caller): Authenticated,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    state.service.delete_workflow(&caller, &name).await?;
+    Ok(envelope(
+        "Successfully deleted the requested item",
+        Value::Null,
+        json!({}),
+    ))
+}
+
+/// The one field of a body such as `{"automation": {...}}`; other keys are refused.
+fn only_field(body: Value, field: &str) -> Result<Value, Error> {
+    let Value::Object(mut body) = body else {
+        return Err(Error::invalid(
+            "",
+            format!("the body must be a JSON object, not {}", type_name(&body)),
+        ));
+    };
+    let mut violations = Violations::default();
+    for key in body.keys().filter(|k| *k != field) {
+        violations.push(
+            key.as_str(),
+            format!("is not allowed: the body has only {field}"),
+        );
+    }
+    let value = body.remove(field);
+    if value.is_none() {
+        violations.push(field, "is required");
+    }
+    violations.into_result(value.unwrap_or_default())
+}
+
+fn documents_json(workflows: Vec<Workflow>) -> Value {
+    Value::Array(
+        workflows
+            .into_iter()
+            .map(|w| Value::Object(w.document.into_document()))
+            .collect(),
+    )
+}
