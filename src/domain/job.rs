@@ -486,7 +486,7 @@ mod tests {
                 "success": [{"task": "workflow_end", "type": "standard"}]
             })
         );
-        assert_eq!(a1["previous"], json!({"success": ["b2", "workflow_start"]}));
+        assert_eq!(a1["previous"], json!({"success": ["workflow_start", "b2"]}));
         assert_eq!(a1["app"], json!("WorkFlowEngine"));
         assert_eq!(job.tasks["workflow_end"].previous["success"], ["a1"]);
     }

@@ -550,8 +550,8 @@ mod tests {
             [
                 "tasks.workflow_end",
                 "transitions.b2",
-                "transitions.a1.workflow_end",
                 "transitions.workflow_start.ffff",
+                "transitions.a1.workflow_end",
             ]
         );
     }

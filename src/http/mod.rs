@@ -60,6 +60,7 @@ pub fn router(service: Arc<Service>, verifier: Arc<Verifier>) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(HttpState { service, verifier })
 }
 
