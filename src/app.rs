@@ -25,6 +25,7 @@ pub struct App {
     cluster: Option<ManagedPostgres>,
     verifier: Arc<Verifier>,
     drain_timeout: std::time::Duration,
+    idempotency_retention: std::time::Duration,
 }
 
 impl App {
@@ -67,6 +68,7 @@ impl App {
                 cluster,
                 verifier,
                 drain_timeout: config.drain_timeout.into(),
+                idempotency_retention: config.idempotency_retention.into(),
             }),
             Err(error) => {
                 if let Some(cluster) = cluster {
@@ -83,6 +85,11 @@ impl App {
         self.grpc_listener
             .local_addr()
             .expect("a bound listener has an address")
+    }
+
+    /// The use cases, for tests and tools that run beside the servers.
+    pub fn service(&self) -> Arc<Service> {
+        self.service.clone()
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -117,6 +124,11 @@ impl App {
         let signal = |mut receiver: tokio::sync::watch::Receiver<bool>| async move {
             let _ = receiver.wait_for(|started| *started).await;
         };
+        let purger = tokio::spawn(purge_idempotency_keys(
+            self.service.clone(),
+            self.idempotency_retention,
+            drain_started.clone(),
+        ));
         tracing::info!("grpc listening on {addr}");
         tracing::info!("http listening on {http_addr}");
         let grpc = tonic::transport::Server::builder()
@@ -148,9 +160,29 @@ impl App {
             }
         };
         tracing::info!("servers stopped");
+        purger.abort();
         if let Some(cluster) = &self.cluster {
             cluster.stop().await?;
         }
         served
+    }
+}
+
+/// Forgets expired idempotency keys every hour until shutdown starts.
+async fn purge_idempotency_keys(
+    service: Arc<Service>,
+    retention: std::time::Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = every.tick() => match service.purge_idempotency_keys(retention).await {
+                Ok(0) => {}
+                Ok(purged) => tracing::info!(purged, "expired idempotency keys forgotten"),
+                Err(error) => tracing::warn!(error = %error, "cannot purge expired idempotency keys"),
+            },
+            _ = async { shutdown.wait_for(|started| *started).await.map(|_| ()) } => return,
+        }
     }
 }

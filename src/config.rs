@@ -107,6 +107,10 @@ pub struct ServeConfig {
     #[arg(long, env = "JOB_SERVICE_DRAIN_TIMEOUT", default_value = "30s")]
     pub drain_timeout: humantime::Duration,
 
+    /// How long StartJob idempotency keys are kept (at least 24 hours is promised to clients).
+    #[arg(long, env = "JOB_SERVICE_IDEMPOTENCY_RETENTION", default_value = "24h")]
+    pub idempotency_retention: humantime::Duration,
+
     /// Log line format.
     #[arg(long, env = "JOB_SERVICE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -131,6 +135,7 @@ impl fmt::Debug for ServeConfig {
             .field("postgres_bin_dir", &self.postgres_bin_dir)
             .field("db_max_connections", &self.db_max_connections)
             .field("drain_timeout", &self.drain_timeout)
+            .field("idempotency_retention", &self.idempotency_retention)
             .field("log_format", &self.log_format)
             .finish()
     }

@@ -6,15 +6,24 @@ use tracing::instrument;
 
 use crate::domain::page::{self, JobCursor};
 use crate::domain::search::JobSearch;
-use crate::domain::{Action, Caller, Error, Job, JobId, StartJob, Workflow, WorkflowDocument};
+use crate::domain::{
+    Action, Caller, Error, IdempotencyKey, Job, JobId, StartJob, Workflow, WorkflowDocument,
+};
 use crate::store::jobs::{self, JobFilter};
-use crate::store::{workflows, Store};
+use crate::store::{idempotency, workflows, Store};
 
 /// A page of results and the token of the next page (`None` on the last page).
 #[derive(Debug)]
 pub struct Page<T> {
     pub items: Vec<T>,
     pub next_page_token: Option<String>,
+}
+
+/// A started job, and whether this call created it (false: an idempotent replay).
+#[derive(Debug)]
+pub struct Started {
+    pub job: Job,
+    pub created: bool,
 }
 
 /// What ListJobs asks for.
@@ -37,23 +46,68 @@ impl Service {
 
     /// Starts a job: the workflow is read, the job built, stored and returned in one
     /// transaction. The returned job is committed.
+    ///
+    /// With an idempotency key, the key is stored in the same transaction; a later call by the
+    /// same caller with the same key and the same request returns the first job
+    /// (`created: false`), one with a different request fails. Racing calls with one key are
+    /// serialised, so they make one job.
     #[instrument(skip_all, fields(workflow = %request.workflow, job_id))]
-    pub async fn start_job(&self, caller: &Caller, request: StartJob) -> Result<Job, Error> {
+    pub async fn start_job(
+        &self,
+        caller: &Caller,
+        request: StartJob,
+        key: Option<IdempotencyKey>,
+    ) -> Result<Started, Error> {
         caller.require(Action::StartJob)?;
         if let Some(groups) = &request.options.groups {
             caller.require_own_groups(groups, "options.groups")?;
         }
         let mut tx = self.store.begin().await?;
+        let fingerprint = key.as_ref().map(|_| request.fingerprint());
+        if let (Some(key), Some(fingerprint)) = (&key, &fingerprint) {
+            idempotency::lock(&mut tx, &caller.sub, key).await?;
+            if let Some((stored, job_id)) = idempotency::find(&mut tx, &caller.sub, key).await? {
+                if &stored != fingerprint {
+                    return Err(Error::IdempotencyConflict(format!(
+                        "idempotency key {} was used for a different request",
+                        key.as_str()
+                    )));
+                }
+                let id = JobId::parse(&job_id).map_err(|e| Error::internal(anyhow::anyhow!(e)))?;
+                let job = jobs::get(&mut tx, &id).await?.ok_or_else(|| {
+                    Error::internal(anyhow::anyhow!("idempotency key without its job"))
+                })?;
+                tracing::Span::current().record("job_id", job.id.as_str());
+                tracing::info!("idempotent replay");
+                return Ok(Started {
+                    job,
+                    created: false,
+                });
+            }
+        }
         let workflow = workflows::get(&mut tx, &request.workflow, true).await?;
         if !caller.can_see(workflow.document.groups()) {
             return Err(Error::workflow_not_found(&request.workflow));
         }
         let job = Job::start(&workflow.document, request.options, caller, Utc::now())?;
         jobs::insert(&mut tx, &job).await?;
+        if let (Some(key), Some(fingerprint)) = (&key, &fingerprint) {
+            idempotency::insert(&mut tx, &caller.sub, key, fingerprint, &job.id).await?;
+        }
         tx.commit().await.map_err(crate::store::translate)?;
         tracing::Span::current().record("job_id", job.id.as_str());
         tracing::info!("job started");
-        Ok(job)
+        Ok(Started { job, created: true })
+    }
+
+    /// Forgets idempotency keys older than `retention`.
+    pub async fn purge_idempotency_keys(
+        &self,
+        retention: std::time::Duration,
+    ) -> Result<u64, Error> {
+        let before =
+            Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::days(1));
+        idempotency::purge(self.store.pool(), before).await
     }
 
     #[instrument(skip_all, fields(job_id = %id))]

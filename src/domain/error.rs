@@ -52,6 +52,9 @@ pub enum Error {
         message: String,
         problems: Vec<Problem>,
     },
+    /// An idempotency key reused for a different request.
+    #[error("{0}")]
+    IdempotencyConflict(String),
     /// No valid credentials; the message says what is wrong with them.
     #[error("{0}")]
     Unauthenticated(String),
@@ -101,7 +104,9 @@ impl Error {
             Error::InvalidArgument { .. } => Code::InvalidArgument,
             Error::NotFound(_) => Code::NotFound,
             Error::AlreadyExists(_) => Code::AlreadyExists,
-            Error::FailedPrecondition { .. } => Code::FailedPrecondition,
+            Error::FailedPrecondition { .. } | Error::IdempotencyConflict(_) => {
+                Code::FailedPrecondition
+            }
             Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::PermissionDenied(_) => Code::PermissionDenied,
             Error::Unavailable(_) => Code::Unavailable,

@@ -4,6 +4,7 @@
 pub mod access;
 pub mod caller;
 pub mod error;
+pub mod idempotency;
 pub mod ids;
 pub mod job;
 pub mod json;
@@ -14,6 +15,7 @@ pub mod workflow;
 pub use access::Action;
 pub use caller::Caller;
 pub use error::{Code, Error, FieldViolation, Problem, Violations};
+pub use idempotency::IdempotencyKey;
 pub use ids::JobId;
 pub use job::{Job, JobStatus, RawJobOptions, RawStartJob, StartJob};
 pub use workflow::{Workflow, WorkflowDocument};

@@ -5,7 +5,7 @@ use tonic::{Request, Response, Status};
 use super::convert::{job_status_filter, time_from_proto};
 use super::pb::{self, job_service_server::JobService};
 use super::GrpcApi;
-use crate::domain::{RawStartJob, StartJob};
+use crate::domain::{idempotency, IdempotencyKey, RawStartJob, StartJob};
 use crate::service::ListJobs;
 use crate::store::jobs::JobFilter;
 
@@ -16,11 +16,15 @@ impl JobService for GrpcApi {
         request: Request<pb::StartJobRequest>,
     ) -> Result<Response<pb::StartJobResponse>, Status> {
         let caller = self.caller(&request)?;
+        let key = match request.metadata().get(idempotency::FIELD) {
+            None => None,
+            Some(value) => Some(IdempotencyKey::parse(value.to_str().unwrap_or("\u{0}"))?),
+        };
         let start = StartJob::parse(RawStartJob::try_from(request.into_inner())?)?;
-        let job = self.service.start_job(&caller, start).await?;
+        let started = self.service.start_job(&caller, start, key).await?;
         Ok(Response::new(pb::StartJobResponse {
-            job: Some(job.into()),
-            created: true,
+            job: Some(started.job.into()),
+            created: started.created,
         }))
     }
 

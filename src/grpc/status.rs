@@ -28,6 +28,7 @@ impl From<Error> for Status {
                 );
                 Status::with_error_details(Code::FailedPrecondition, message, details)
             }
+            Error::IdempotencyConflict(message) => Status::failed_precondition(message),
             Error::Unauthenticated(message) => Status::unauthenticated(message),
             Error::PermissionDenied(message) => Status::permission_denied(message),
             Error::Unavailable(message) => Status::unavailable(message),

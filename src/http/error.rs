@@ -28,8 +28,12 @@ impl ApiError {
 
 impl From<Error> for ApiError {
     fn from(error: Error) -> Self {
-        let status = StatusCode::from_u16(error.code().http_status())
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = match &error {
+            // The REST routes answer a reused idempotency key with 422, not the table's 400.
+            Error::IdempotencyConflict(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            _ => StatusCode::from_u16(error.code().http_status())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        };
         let errors = match &error {
             Error::InvalidArgument { violations } => violations.clone(),
             Error::FailedPrecondition { problems, .. } => problems
@@ -86,6 +90,7 @@ mod tests {
             (Error::workflow_not_found("x"), 404),
             (Error::AlreadyExists("x".into()), 409),
             (Error::Unavailable("x".into()), 503),
+            (Error::IdempotencyConflict("x".into()), 422),
             (Error::internal(anyhow::anyhow!("boom")), 500),
         ];
         for (error, status) in cases {

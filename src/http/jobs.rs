@@ -1,6 +1,8 @@
 //! `/operations-manager/jobs` routes.
 
 use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
 
@@ -9,7 +11,7 @@ use super::extract::{Authenticated, JsonBody};
 use super::{envelope, query_pairs, HttpState};
 use crate::domain::json::{index, type_name};
 use crate::domain::search::JobSearch;
-use crate::domain::{Error, Job, RawJobOptions, RawStartJob, StartJob, Violations};
+use crate::domain::{Error, IdempotencyKey, Job, RawJobOptions, RawStartJob, StartJob, Violations};
 
 /// `POST /operations-manager/jobs/start`
 #[utoipa::path(
@@ -17,8 +19,10 @@ use crate::domain::{Error, Job, RawJobOptions, RawStartJob, StartJob, Violations
     path = "/operations-manager/jobs/start",
     tag = "jobs",
     request_body(content = super::openapi::StartJobBody, content_type = "application/json"),
+    params(("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters: a retry with the same key and body returns the first job, with Idempotent-Replayed: true")),
     responses(
-        (status = 200, description = "The job, started and stored", body = super::openapi::JobEnvelope),
+        (status = 200, description = "The job, started and stored (or, on an idempotent replay, the first job)", body = super::openapi::JobEnvelope),
+        (status = 422, description = "The idempotency key was used for a different request", body = super::openapi::ErrorEnvelope),
         (status = 400, description = "Bad input (field violations in metadata.errors), or a task graph that cannot run", body = super::openapi::ErrorEnvelope),
         (status = 401, description = "Missing or invalid bearer token", body = super::openapi::ErrorEnvelope),
         (status = 403, description = "The caller's roles or groups do not allow it", body = super::openapi::ErrorEnvelope),
@@ -32,15 +36,25 @@ use crate::domain::{Error, Job, RawJobOptions, RawStartJob, StartJob, Violations
 pub async fn start_job(
     State(state): State<HttpState>,
     Authenticated(caller): Authenticated,
+    headers: HeaderMap,
     JsonBody(body): JsonBody,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(value) => Some(IdempotencyKey::parse(value.to_str().unwrap_or("\u{0}"))?),
+    };
     let start = StartJob::parse(raw_start_job(body)?)?;
-    let job = state.service.start_job(&caller, start).await?;
-    Ok(envelope(
+    let started = state.service.start_job(&caller, start, key).await?;
+    let body = envelope(
         "Successfully created the requested item",
-        job_json(&job)?,
+        job_json(&started.job)?,
         json!({}),
-    ))
+    );
+    if started.created {
+        Ok(body.into_response())
+    } else {
+        Ok(([("idempotent-replayed", "true")], body).into_response())
+    }
 }
 
 /// `GET /operations-manager/jobs/{id}`

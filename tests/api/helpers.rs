@@ -52,6 +52,7 @@ pub struct TestApp {
     pub jobs: JobServiceClient<Authed>,
     pub workflows: WorkflowServiceClient<Authed>,
     pub admin_token: String,
+    pub service: std::sync::Arc<job_service::service::Service>,
     keys: KeyConfig,
     _key_dir: tempfile::TempDir,
     /// The test's own database, to check what the service stored.
@@ -96,10 +97,11 @@ impl TestApp {
         config.grpc_addr = "127.0.0.1:0".parse().unwrap();
         config.http_addr = "127.0.0.1:0".parse().unwrap();
         config.database_url = Some(database_url.clone());
-        config.db_max_connections = 8;
+        config.db_max_connections = 16;
         let app = App::build(&config).await.expect("the app builds");
         let addr = app.grpc_addr();
         let http_url = format!("http://{}", app.http_addr());
+        let service = app.service();
         let (shutdown, stop) = oneshot::channel::<()>();
         let server = tokio::spawn(app.run(async {
             let _ = stop.await;
@@ -131,6 +133,7 @@ impl TestApp {
             jobs: JobServiceClient::with_interceptor(channel.clone(), bearer.clone()),
             workflows: WorkflowServiceClient::with_interceptor(channel, bearer),
             admin_token,
+            service,
             keys: config.keys.clone(),
             _key_dir: key_dir,
             db,

@@ -5,6 +5,7 @@ mod auth;
 mod corpus;
 mod gateway;
 mod helpers;
+mod idempotency;
 mod list_jobs;
 mod serve;
 mod start_job;

@@ -1,0 +1,228 @@
+//! Exactly-once starts: idempotency keys on StartJob, over gRPC and HTTP.
+
+use std::collections::HashSet;
+
+use job_service::grpc::pb;
+use serde_json::json;
+use tonic::Code;
+
+use crate::helpers::{send, small_workflow, to_struct, TestApp};
+
+fn keyed(workflow: &str, device: &str, key: Option<&str>) -> tonic::Request<pb::StartJobRequest> {
+    let mut request = tonic::Request::new(pb::StartJobRequest {
+        workflow: workflow.into(),
+        options: Some(pb::JobOptions {
+            variables: Some(to_struct(&json!({"device": device}))),
+            ..Default::default()
+        }),
+    });
+    if let Some(key) = key {
+        request
+            .metadata_mut()
+            .insert("idempotency-key", key.parse().unwrap());
+    }
+    request
+}
+
+async fn job_count(app: &TestApp) -> i64 {
+    sqlx::query_scalar("select count(*) from jobs")
+        .fetch_one(&app.db)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_retry_with_the_same_key_returns_the_first_job() {
+    let app = TestApp::spawn().await;
+    app.create_workflow(&small_workflow("W")).await;
+    let first = app
+        .jobs
+        .clone()
+        .start_job(keyed("W", "r1", Some("order-42")))
+        .await
+        .unwrap()
+        .into_inner();
+    let retry = app
+        .jobs
+        .clone()
+        .start_job(keyed("W", "r1", Some("order-42")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(first.created);
+    assert!(!retry.created);
+    assert_eq!(first.job, retry.job);
+    assert_eq!(job_count(&app).await, 1);
+
+    let other_key = app
+        .jobs
+        .clone()
+        .start_job(keyed("W", "r1", Some("order-43")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(other_key.created);
+    let no_key = app
+        .jobs
+        .clone()
+        .start_job(keyed("W", "r1", None))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(no_key.created);
+    assert_eq!(job_count(&app).await, 3);
+}
+
+#[tokio::test]
+async fn a_key_reused_for_another_request_fails_the_precondition() {
+    let app = TestApp::spawn().await;
+    app.create_workflow(&small_workflow("W")).await;
+    app.jobs
+        .clone()
+        .start_job(keyed("W", "r1", Some("k1")))
+        .await
+        .unwrap();
+    let status = app
+        .jobs
+        .clone()
+        .start_job(keyed("W", "r2", Some("k1")))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(status.message().contains("k1"), "{}", status.message());
+    assert_eq!(job_count(&app).await, 1);
+
+    let bad = app
+        .jobs
+        .clone()
+        .start_job(keyed("W", "r1", Some("has space")))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert!(bad.message().contains("idempotency-key"));
+}
+
+#[tokio::test]
+async fn keys_belong_to_their_caller() {
+    let app = TestApp::spawn().await;
+    app.create_workflow(&small_workflow("W")).await;
+    let alice = app.token("alice", &["operations"], &[]);
+    let bob = app.token("bob", &["operations"], &[]);
+    let a = app
+        .jobs_as(&alice)
+        .start_job(keyed("W", "r1", Some("same")))
+        .await
+        .unwrap()
+        .into_inner();
+    let b = app
+        .jobs_as(&bob)
+        .start_job(keyed("W", "r1", Some("same")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(a.created && b.created);
+    assert_ne!(a.job.unwrap().id, b.job.unwrap().id);
+}
+
+#[tokio::test]
+async fn the_gateway_marks_replays_and_answers_conflicts_with_422() {
+    let app = TestApp::spawn().await;
+    app.create_workflow(&small_workflow("W")).await;
+    let body = json!({"workflow": "W", "options": {"variables": {"device": "r1"}}});
+    let start = |body: &serde_json::Value| {
+        app.request(reqwest::Method::POST, "/operations-manager/jobs/start")
+            .header("Idempotency-Key", "http-1")
+            .json(body)
+    };
+    let first = start(&body).send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let first: serde_json::Value = first.json().await.unwrap();
+    let replay = start(&body).send().await.unwrap();
+    assert_eq!(replay.status(), 200);
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    let replay: serde_json::Value = replay.json().await.unwrap();
+    assert_eq!(first["data"]["_id"], replay["data"]["_id"]);
+
+    let (status, reply) = send(start(
+        &json!({"workflow": "W", "options": {"variables": {"device": "r9"}}}),
+    ))
+    .await;
+    assert_eq!(status, 422, "{reply}");
+    assert_eq!(job_count(&app).await, 1);
+}
+
+#[tokio::test]
+async fn racing_starts_make_one_job_per_key() {
+    let app = TestApp::spawn().await;
+    app.create_workflow(&small_workflow("W")).await;
+    // 1000 calls at once: 200 keys used three times each, and 400 calls without a key.
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..1000 {
+        let mut client = app.jobs.clone();
+        let key = (i < 600).then(|| format!("race-{}", i % 200));
+        let device = match &key {
+            Some(key) => key.clone(),
+            None => format!("free-{i}"),
+        };
+        calls.spawn(async move { client.start_job(keyed("W", &device, key.as_deref())).await });
+    }
+    let mut ids = HashSet::new();
+    let mut created = 0;
+    while let Some(result) = calls.join_next().await {
+        let response = result.unwrap().expect("every call succeeds").into_inner();
+        created += usize::from(response.created);
+        ids.insert(response.job.unwrap().id);
+    }
+    assert_eq!(ids.len(), 600, "distinct jobs returned");
+    assert_eq!(created, 600, "calls that created a job");
+    assert_eq!(job_count(&app).await, 600, "jobs stored");
+}
+
+#[tokio::test]
+async fn keys_past_their_retention_are_forgotten_and_their_jobs_kept() {
+    let app = TestApp::spawn().await;
+    app.create_workflow(&small_workflow("W")).await;
+    app.jobs
+        .clone()
+        .start_job(keyed("W", "r1", Some("old")))
+        .await
+        .unwrap();
+    app.jobs
+        .clone()
+        .start_job(keyed("W", "r1", Some("new")))
+        .await
+        .unwrap();
+    sqlx::query(
+        "update idempotency_keys set created_at = now() - interval '25 hours' where key = 'old'",
+    )
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let purged = app
+        .service
+        .purge_idempotency_keys(std::time::Duration::from_secs(24 * 3600))
+        .await
+        .unwrap();
+    assert_eq!(purged, 1);
+    assert_eq!(job_count(&app).await, 2);
+    // The forgotten key starts a new job; the kept one still replays.
+    assert!(
+        app.jobs
+            .clone()
+            .start_job(keyed("W", "r1", Some("old")))
+            .await
+            .unwrap()
+            .into_inner()
+            .created
+    );
+    assert!(
+        !app.jobs
+            .clone()
+            .start_job(keyed("W", "r1", Some("new")))
+            .await
+            .unwrap()
+            .into_inner()
+            .created
+    );
+}
