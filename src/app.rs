@@ -15,7 +15,7 @@ use crate::cluster::ManagedPostgres;
 use crate::config::ServeConfig;
 use crate::grpc;
 use crate::service::Service;
-use crate::store::Store;
+use crate::store::{PoolSettings, Store};
 
 /// A built application: database ready and migrated, listener bound.
 pub struct App {
@@ -48,7 +48,12 @@ impl App {
             }
         };
         let built = async {
-            let store = Store::connect(options, config.db_max_connections)
+            let settings = PoolSettings {
+                max_connections: config.db_max_connections,
+                acquire_timeout: config.db_acquire_timeout.into(),
+                statement_timeout: config.db_statement_timeout.into(),
+            };
+            let store = Store::connect(options, &settings)
                 .await
                 .context("cannot connect to the database and run the migrations")?;
             let grpc_listener = TcpListener::bind(config.grpc_addr)
@@ -64,7 +69,7 @@ impl App {
             Ok((store, grpc_listener, http_listener)) => Ok(App {
                 grpc_listener,
                 http_listener,
-                service: Arc::new(Service::new(store)),
+                service: Arc::new(Service::new(store, config.max_in_flight)),
                 cluster,
                 verifier,
                 drain_timeout: config.drain_timeout.into(),
@@ -117,8 +122,21 @@ impl App {
         let gateway = crate::http::router(self.service.clone(), self.verifier.clone());
         // One shutdown signal for both front doors.
         let (draining, drain_started) = tokio::sync::watch::channel(false);
+        let service = self.service.clone();
+        let reporter = health_reporter.clone();
         tokio::spawn(async move {
             shutdown.await;
+            // Tell health checkers first, then stop accepting.
+            service.start_draining();
+            reporter
+                .set_not_serving::<grpc::JobServiceServer<grpc::GrpcApi>>()
+                .await;
+            reporter
+                .set_not_serving::<grpc::WorkflowServiceServer<grpc::GrpcApi>>()
+                .await;
+            reporter
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
             let _ = draining.send(true);
         });
         let signal = |mut receiver: tokio::sync::watch::Receiver<bool>| async move {

@@ -103,6 +103,19 @@ pub struct ServeConfig {
     #[arg(long, env = "JOB_SERVICE_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
 
+    /// How long a call waits for a database connection before failing with UNAVAILABLE / 503.
+    #[arg(long, env = "JOB_SERVICE_DB_ACQUIRE_TIMEOUT", default_value = "3s")]
+    pub db_acquire_timeout: humantime::Duration,
+
+    /// Longest a database statement may run (PostgreSQL statement_timeout).
+    #[arg(long, env = "JOB_SERVICE_DB_STATEMENT_TIMEOUT", default_value = "10s")]
+    pub db_statement_timeout: humantime::Duration,
+
+    /// Largest number of calls in flight at once, both front doors together; more are refused
+    /// with RESOURCE_EXHAUSTED / 429 rather than queued.
+    #[arg(long, env = "JOB_SERVICE_MAX_IN_FLIGHT", default_value_t = 512)]
+    pub max_in_flight: usize,
+
     /// How long calls in flight at shutdown may take to finish (e.g. `30s`, `2m`).
     #[arg(long, env = "JOB_SERVICE_DRAIN_TIMEOUT", default_value = "30s")]
     pub drain_timeout: humantime::Duration,
@@ -134,6 +147,9 @@ impl fmt::Debug for ServeConfig {
             .field("keys", &self.keys)
             .field("postgres_bin_dir", &self.postgres_bin_dir)
             .field("db_max_connections", &self.db_max_connections)
+            .field("db_acquire_timeout", &self.db_acquire_timeout)
+            .field("db_statement_timeout", &self.db_statement_timeout)
+            .field("max_in_flight", &self.max_in_flight)
             .field("drain_timeout", &self.drain_timeout)
             .field("idempotency_retention", &self.idempotency_retention)
             .field("log_format", &self.log_format)

@@ -2,6 +2,10 @@
 
 use chrono::Utc;
 use serde_json::Value;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::instrument;
 
 use crate::domain::page::{self, JobCursor};
@@ -34,14 +38,35 @@ pub struct ListJobs {
     pub page_token: String,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Service {
     store: Store,
+    /// Calls in flight, both front doors together: a call that finds none free is refused.
+    in_flight: Arc<Semaphore>,
+    /// Set when shutdown begins: readiness turns false so load balancers stop sending work.
+    draining: AtomicBool,
 }
 
 impl Service {
-    pub fn new(store: Store) -> Self {
-        Service { store }
+    pub fn new(store: Store, max_in_flight: usize) -> Self {
+        Service {
+            store,
+            in_flight: Arc::new(Semaphore::new(max_in_flight.max(1))),
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    /// A slot for one call, or RESOURCE_EXHAUSTED when every slot is taken: overload is
+    /// answered at once instead of queueing without bound.
+    fn admit(&self) -> Result<OwnedSemaphorePermit, Error> {
+        self.in_flight.clone().try_acquire_owned().map_err(|_| {
+            Error::ResourceExhausted("too many calls in flight, try again shortly".to_owned())
+        })
+    }
+
+    /// Marks the service as shutting down: readiness answers false from now on.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
     }
 
     /// Starts a job: the workflow is read, the job built, stored and returned in one
@@ -59,6 +84,7 @@ impl Service {
         key: Option<IdempotencyKey>,
     ) -> Result<Started, Error> {
         caller.require(Action::StartJob)?;
+        let _slot = self.admit()?;
         if let Some(groups) = &request.options.groups {
             caller.require_own_groups(groups, "options.groups")?;
         }
@@ -113,6 +139,7 @@ impl Service {
     #[instrument(skip_all, fields(job_id = %id))]
     pub async fn get_job(&self, caller: &Caller, id: &str) -> Result<Job, Error> {
         caller.require(Action::ReadJobs)?;
+        let _slot = self.admit()?;
         let id = JobId::parse(id).map_err(|reason| Error::invalid("id", reason))?;
         let mut conn = self.store.conn().await?;
         jobs::get(&mut conn, &id)
@@ -124,6 +151,7 @@ impl Service {
     #[instrument(skip_all)]
     pub async fn list_jobs(&self, caller: &Caller, request: ListJobs) -> Result<Page<Job>, Error> {
         caller.require(Action::ReadJobs)?;
+        let _slot = self.admit()?;
         let limit = page::page_size(request.page_size, "page_size")?;
         let after = match request.page_token.as_str() {
             "" => None,
@@ -171,6 +199,7 @@ impl Service {
         field: &str,
     ) -> Result<Workflow, Error> {
         caller.require(Action::WriteWorkflows)?;
+        let _slot = self.admit()?;
         let document = WorkflowDocument::parse(document, field)?;
         caller.require_own_groups(document.groups(), &format!("{field}.groups"))?;
         let mut tx = self.store.begin().await?;
@@ -191,6 +220,7 @@ impl Service {
         field: &str,
     ) -> Result<Vec<Workflow>, Error> {
         caller.require(Action::WriteWorkflows)?;
+        let _slot = self.admit()?;
         let mut violations = Vec::new();
         let mut parsed = Vec::with_capacity(documents.len());
         for (i, document) in documents.into_iter().enumerate() {
@@ -226,6 +256,7 @@ impl Service {
     #[instrument(skip_all, fields(workflow = %name))]
     pub async fn get_workflow(&self, caller: &Caller, name: &str) -> Result<Workflow, Error> {
         caller.require(Action::ReadWorkflows)?;
+        let _slot = self.admit()?;
         let mut conn = self.store.conn().await?;
         let workflow = workflows::get(&mut conn, name, false).await?;
         if !caller.can_see(workflow.document.groups()) {
@@ -243,6 +274,7 @@ impl Service {
         page_token: &str,
     ) -> Result<Page<Workflow>, Error> {
         caller.require(Action::ReadWorkflows)?;
+        let _slot = self.admit()?;
         let limit = page::page_size(page_size, "page_size")?;
         let after = match page_token {
             "" => None,
@@ -269,6 +301,7 @@ impl Service {
     #[instrument(skip_all, fields(workflow = %name))]
     pub async fn delete_workflow(&self, caller: &Caller, name: &str) -> Result<(), Error> {
         caller.require(Action::WriteWorkflows)?;
+        let _slot = self.admit()?;
         let mut tx = self.store.begin().await?;
         let workflow = workflows::get(&mut tx, name, false).await?;
         if !caller.can_see(workflow.document.groups()) {
@@ -290,6 +323,7 @@ impl Service {
         search: &JobSearch,
     ) -> Result<(Vec<Job>, i64), Error> {
         caller.require(Action::ReadJobs)?;
+        let _slot = self.admit()?;
         let mut conn = self.store.conn().await?;
         jobs::search(&mut conn, search, caller.visibility_filter()).await
     }
@@ -305,6 +339,7 @@ impl Service {
         skip: i64,
     ) -> Result<(Vec<Workflow>, i64), Error> {
         caller.require(Action::ReadWorkflows)?;
+        let _slot = self.admit()?;
         let mut conn = self.store.conn().await?;
         workflows::search(
             &mut conn,
@@ -317,8 +352,11 @@ impl Service {
         .await
     }
 
-    /// Whether the database answers, within a second.
+    /// Whether the service takes work: not draining, and the database answers within a second.
     pub async fn ready(&self) -> bool {
+        if self.draining.load(Ordering::SeqCst) {
+            return false;
+        }
         let ping = async {
             let mut conn = self.store.conn().await?;
             sqlx::query("select 1")

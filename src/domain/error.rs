@@ -61,6 +61,12 @@ pub enum Error {
     /// Valid credentials that do not allow the call.
     #[error("{0}")]
     PermissionDenied(String),
+    /// The work did not finish in time.
+    #[error("{0}")]
+    DeadlineExceeded(String),
+    /// Too much work in flight; retrying later may succeed.
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// A dependency (the database) cannot be reached; retrying later may succeed.
     #[error("{0}")]
     Unavailable(String),
@@ -80,6 +86,8 @@ pub enum Code {
     Unauthenticated,
     PermissionDenied,
     Unavailable,
+    DeadlineExceeded,
+    ResourceExhausted,
     Internal,
 }
 
@@ -93,7 +101,9 @@ impl Code {
             Code::NotFound => 404,
             Code::AlreadyExists => 409,
             Code::Internal => 500,
+            Code::ResourceExhausted => 429,
             Code::Unavailable => 503,
+            Code::DeadlineExceeded => 504,
         }
     }
 }
@@ -110,6 +120,8 @@ impl Error {
             Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::PermissionDenied(_) => Code::PermissionDenied,
             Error::Unavailable(_) => Code::Unavailable,
+            Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            Error::ResourceExhausted(_) => Code::ResourceExhausted,
             Error::Internal(_) => Code::Internal,
         }
     }

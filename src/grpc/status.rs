@@ -32,6 +32,8 @@ impl From<Error> for Status {
             Error::Unauthenticated(message) => Status::unauthenticated(message),
             Error::PermissionDenied(message) => Status::permission_denied(message),
             Error::Unavailable(message) => Status::unavailable(message),
+            Error::DeadlineExceeded(message) => Status::deadline_exceeded(message),
+            Error::ResourceExhausted(message) => Status::resource_exhausted(message),
             Error::Internal(cause) => {
                 tracing::error!(error = ?cause, "internal error");
                 Status::internal("internal error")

@@ -90,6 +90,8 @@ mod tests {
             (Error::workflow_not_found("x"), 404),
             (Error::AlreadyExists("x".into()), 409),
             (Error::Unavailable("x".into()), 503),
+            (Error::DeadlineExceeded("x".into()), 504),
+            (Error::ResourceExhausted("x".into()), 429),
             (Error::IdempotencyConflict("x".into()), 422),
             (Error::internal(anyhow::anyhow!("boom")), 500),
         ];

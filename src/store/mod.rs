@@ -15,6 +15,16 @@ use crate::domain::Error;
 
 pub type Tx = Transaction<'static, Postgres>;
 
+/// Connection pool settings.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    pub max_connections: u32,
+    /// How long a call waits for a connection before it fails with UNAVAILABLE.
+    pub acquire_timeout: Duration,
+    /// Longest a statement may run before PostgreSQL cancels it.
+    pub statement_timeout: Duration,
+}
+
 /// The service's database: a connection pool with the schema migrated.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -22,11 +32,20 @@ pub struct Store {
 }
 
 impl Store {
-    /// Connects and runs the migrations in `migrations/`.
-    pub async fn connect(options: PgConnectOptions, max_connections: u32) -> anyhow::Result<Self> {
+    /// Connects and runs the migrations in `migrations/`. Later, while the database is down,
+    /// calls fail within `settings.acquire_timeout` and the pool reconnects by itself when it
+    /// is back.
+    pub async fn connect(
+        options: PgConnectOptions,
+        settings: &PoolSettings,
+    ) -> anyhow::Result<Self> {
+        let statement_timeout = format!("{}", settings.statement_timeout.as_millis());
+        let options = options.options([("statement_timeout", statement_timeout.as_str())]);
         let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(5))
+            .max_connections(settings.max_connections)
+            .acquire_timeout(settings.acquire_timeout)
+            // A connection that died with the server is found out before a call uses it.
+            .test_before_acquire(true)
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
@@ -51,6 +70,20 @@ impl Store {
 pub(crate) fn translate(error: sqlx::Error) -> Error {
     match &error {
         sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+            tracing::warn!(error = %error, "database unavailable");
+            Error::Unavailable("database unavailable, try again later".to_owned())
+        }
+        // 57014: statement_timeout cancelled the statement.
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("57014") => {
+            tracing::warn!(error = %error, "statement timed out");
+            Error::DeadlineExceeded("the database did not answer in time".to_owned())
+        }
+        // Class 08 (connection exception) and 57P (the server is shutting down or starting).
+        sqlx::Error::Database(db)
+            if db
+                .code()
+                .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")) =>
+        {
             tracing::warn!(error = %error, "database unavailable");
             Error::Unavailable("database unavailable, try again later".to_owned())
         }

@@ -87,6 +87,11 @@ pub async fn fresh_database() -> String {
 
 impl TestApp {
     pub async fn spawn() -> TestApp {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// A test app whose configuration `adjust` changes first.
+    pub async fn spawn_with(adjust: impl FnOnce(&mut ServeConfig)) -> TestApp {
         let database_url = fresh_database().await;
         let key_dir = tempfile::tempdir().unwrap();
         let secret_file = key_dir.path().join("secret");
@@ -98,6 +103,7 @@ impl TestApp {
         config.http_addr = "127.0.0.1:0".parse().unwrap();
         config.database_url = Some(database_url.clone());
         config.db_max_connections = 16;
+        adjust(&mut config);
         let app = App::build(&config).await.expect("the app builds");
         let addr = app.grpc_addr();
         let http_url = format!("http://{}", app.http_addr());

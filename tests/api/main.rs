@@ -6,6 +6,7 @@ mod corpus;
 mod gateway;
 mod helpers;
 mod idempotency;
+mod limits;
 mod list_jobs;
 mod serve;
 mod start_job;

@@ -256,3 +256,86 @@ fn serve_without_postgres_says_what_to_install() {
     assert!(stderr.contains("DATABASE_URL"), "{stderr}");
     assert!(stderr.contains("/nonexistent/bin"), "{stderr}");
 }
+
+/// Runs `pg_ctl` on the service's own cluster, as the user that owns it.
+fn pg_ctl(data_dir: &Path, args: &[&str]) {
+    let bin = std::env::var("JOB_SERVICE_POSTGRES_BIN_DIR")
+        .expect("scripts/test sets JOB_SERVICE_POSTGRES_BIN_DIR");
+    let cluster = data_dir.join("postgres");
+    let mut command = if nix::unistd::Uid::effective().is_root() {
+        let mut command = Command::new("runuser");
+        command
+            .args(["-u", "postgres", "--"])
+            .arg(format!("{bin}/pg_ctl"));
+        command
+    } else {
+        Command::new(format!("{bin}/pg_ctl"))
+    };
+    let status = command
+        .args(args)
+        .arg("-D")
+        .arg(&cluster)
+        .arg("-l")
+        .arg(cluster.join("server.log"))
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "pg_ctl {args:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn while_the_database_is_down_calls_fail_fast_and_the_service_recovers_by_itself() {
+    let dir = data_dir();
+    let server = start(dir.path());
+    let token = admin_token(dir.path());
+    server
+        .workflows(&token)
+        .create_workflow(pb::CreateWorkflowRequest {
+            workflow: Some(to_struct(&small_workflow("W"))),
+        })
+        .await
+        .unwrap();
+
+    pg_ctl(dir.path(), &["stop", "-m", "immediate", "-w"]);
+    let started = std::time::Instant::now();
+    let status = server
+        .workflows(&token)
+        .get_workflow(pb::GetWorkflowRequest { name: "W".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("database unavailable"),
+        "{}",
+        status.message()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "failed fast: {:?}",
+        started.elapsed()
+    );
+    let ready = reqwest::get(format!("http://{}/health/ready", server.http_addr))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+
+    pg_ctl(dir.path(), &["start", "-w"]);
+    let mut recovered = false;
+    for _ in 0..50 {
+        let answer = server
+            .workflows(&token)
+            .get_workflow(pb::GetWorkflowRequest { name: "W".into() })
+            .await;
+        if answer.is_ok() {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(recovered, "the service answers again without a restart");
+    let ready = reqwest::get(format!("http://{}/health/ready", server.http_addr))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    assert!(server.terminate().success());
+}
