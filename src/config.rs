@@ -113,7 +113,7 @@ pub struct ServeConfig {
 
     /// Largest number of calls in flight at once, both front doors together; more are refused
     /// with RESOURCE_EXHAUSTED / 429 rather than queued.
-    #[arg(long, env = "JOB_SERVICE_MAX_IN_FLIGHT", default_value_t = 512)]
+    #[arg(long, env = "JOB_SERVICE_MAX_IN_FLIGHT", default_value_t = 2048)]
     pub max_in_flight: usize,
 
     /// How long calls in flight at shutdown may take to finish (e.g. `30s`, `2m`).

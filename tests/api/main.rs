@@ -3,6 +3,7 @@
 
 mod auth;
 mod corpus;
+mod faults;
 mod gateway;
 mod helpers;
 mod idempotency;

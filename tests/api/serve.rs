@@ -18,15 +18,15 @@ use tonic_reflection::pb::v1::ServerReflectionRequest;
 
 use crate::helpers::{small_workflow, to_struct, Authed, Bearer};
 
-struct Server {
+pub struct Server {
     child: Child,
-    addr: SocketAddr,
-    http_addr: SocketAddr,
+    pub addr: SocketAddr,
+    pub http_addr: SocketAddr,
 }
 
 /// Starts the binary without DATABASE_URL and waits for its `grpc listening on` and
 /// `http listening on` lines.
-fn start(data_dir: &Path) -> Server {
+pub fn start(data_dir: &Path) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_job-service"))
         .args([
             "serve",
@@ -73,7 +73,7 @@ fn start(data_dir: &Path) -> Server {
 }
 
 /// `job-service token` with the same data dir as the server: an admin token.
-fn admin_token(data_dir: &Path) -> String {
+pub fn admin_token(data_dir: &Path) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_job-service"))
         .args([
             "token",
@@ -98,6 +98,14 @@ fn admin_token(data_dir: &Path) -> String {
     token.trim().to_owned()
 }
 
+impl Drop for Server {
+    /// A test that fails half-way must not leave its server running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Server {
     fn channel(&self) -> Channel {
         Channel::from_shared(format!("http://{}", self.addr))
@@ -109,8 +117,14 @@ impl Server {
         WorkflowServiceClient::with_interceptor(self.channel(), Bearer::new(token))
     }
 
+    /// Kills the process with SIGKILL, as a crash would.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
     /// Sends SIGTERM and returns the exit status.
-    fn terminate(mut self) -> std::process::ExitStatus {
+    pub fn terminate(mut self) -> std::process::ExitStatus {
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.child.id() as i32),
             nix::sys::signal::Signal::SIGTERM,
@@ -120,7 +134,7 @@ impl Server {
     }
 }
 
-fn data_dir() -> tempfile::TempDir {
+pub fn data_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     // When the tests run as root, the cluster runs as `postgres`, which must reach the dir.
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -258,7 +272,7 @@ fn serve_without_postgres_says_what_to_install() {
 }
 
 /// Runs `pg_ctl` on the service's own cluster, as the user that owns it.
-fn pg_ctl(data_dir: &Path, args: &[&str]) {
+pub fn pg_ctl(data_dir: &Path, args: &[&str]) {
     let bin = std::env::var("JOB_SERVICE_POSTGRES_BIN_DIR")
         .expect("scripts/test sets JOB_SERVICE_POSTGRES_BIN_DIR");
     let cluster = data_dir.join("postgres");
