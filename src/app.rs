@@ -26,6 +26,7 @@ pub struct App {
     verifier: Arc<Verifier>,
     drain_timeout: std::time::Duration,
     idempotency_retention: std::time::Duration,
+    http_request_timeout: std::time::Duration,
 }
 
 impl App {
@@ -74,6 +75,7 @@ impl App {
                 verifier,
                 drain_timeout: config.drain_timeout.into(),
                 idempotency_retention: config.idempotency_retention.into(),
+                http_request_timeout: config.http_request_timeout.into(),
             }),
             Err(error) => {
                 if let Some(cluster) = cluster {
@@ -119,7 +121,11 @@ impl App {
             .set_serving::<grpc::WorkflowServiceServer<grpc::GrpcApi>>()
             .await;
         let routes = grpc::router(self.service.clone(), self.verifier.clone(), health)?;
-        let gateway = crate::http::router(self.service.clone(), self.verifier.clone());
+        let gateway = crate::http::router(
+            self.service.clone(),
+            self.verifier.clone(),
+            self.http_request_timeout,
+        );
         // One shutdown signal for both front doors.
         let (draining, drain_started) = tokio::sync::watch::channel(false);
         let service = self.service.clone();

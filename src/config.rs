@@ -120,6 +120,11 @@ pub struct ServeConfig {
     #[arg(long, env = "JOB_SERVICE_DRAIN_TIMEOUT", default_value = "30s")]
     pub drain_timeout: humantime::Duration,
 
+    /// Longest an HTTP request may take before it is cancelled with 504 (gRPC calls follow
+    /// the client's deadline, `grpc-timeout`).
+    #[arg(long, env = "JOB_SERVICE_HTTP_REQUEST_TIMEOUT", default_value = "30s")]
+    pub http_request_timeout: humantime::Duration,
+
     /// How long StartJob idempotency keys are kept (at least 24 hours is promised to clients).
     #[arg(long, env = "JOB_SERVICE_IDEMPOTENCY_RETENTION", default_value = "24h")]
     pub idempotency_retention: humantime::Duration,
@@ -151,6 +156,7 @@ impl fmt::Debug for ServeConfig {
             .field("db_statement_timeout", &self.db_statement_timeout)
             .field("max_in_flight", &self.max_in_flight)
             .field("drain_timeout", &self.drain_timeout)
+            .field("http_request_timeout", &self.http_request_timeout)
             .field("idempotency_retention", &self.idempotency_retention)
             .field("log_format", &self.log_format)
             .finish()

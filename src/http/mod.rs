@@ -9,9 +9,12 @@ pub mod openapi;
 mod workflows;
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
@@ -30,7 +33,7 @@ pub struct HttpState {
     verifier: Arc<Verifier>,
 }
 
-pub fn router(service: Arc<Service>, verifier: Arc<Verifier>) -> Router {
+pub fn router(service: Arc<Service>, verifier: Arc<Verifier>, request_timeout: Duration) -> Router {
     Router::new()
         .route("/operations-manager/jobs/start", post(jobs::start_job))
         .route("/operations-manager/jobs/{id}", get(jobs::get_job))
@@ -59,9 +62,25 @@ pub fn router(service: Arc<Service>, verifier: Arc<Verifier>) -> Router {
                 "this route does not take that method",
             )
         })
+        .layer(axum::middleware::from_fn(
+            move |request: Request, next: Next| within(request_timeout, request, next),
+        ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(HttpState { service, verifier })
+}
+
+/// Runs the request, or answers 504 with the envelope when it takes longer than `timeout`; the
+/// handler's future is dropped then, which rolls back its transaction.
+async fn within(timeout: Duration, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("the request took longer than {timeout:?} and was cancelled"),
+        )
+        .into_response(),
+    }
 }
 
 /// The REST envelope of a success.

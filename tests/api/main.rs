@@ -3,6 +3,7 @@
 
 mod auth;
 mod corpus;
+mod deadlines;
 mod faults;
 mod gateway;
 mod helpers;
