@@ -16,6 +16,8 @@ pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod domain;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod grpc;
 pub mod http;
 pub mod service;

@@ -71,23 +71,27 @@ impl<U: Message + Name + Default> Decoder for StrictDecoder<U> {
     type Error = Status;
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
-        let bytes = buf.copy_to_bytes(buf.remaining());
-        let malformed = |error: prost::DecodeError| {
-            Status::invalid_argument(format!(
-                "the request is not a valid protobuf message: {error}"
-            ))
-        };
-        let message = U::decode(bytes.clone()).map_err(malformed)?;
-        if let Some(descriptor) = POOL.get_message_by_name(&U::full_name()) {
-            let dynamic = DynamicMessage::decode(descriptor, bytes).map_err(malformed)?;
-            let mut violations = Vec::new();
-            unknown_fields(&dynamic, "", &mut violations);
-            if !violations.is_empty() {
-                return Err(Error::InvalidArgument { violations }.into());
-            }
-        }
-        Ok(Some(message))
+        decode_strict(buf.copy_to_bytes(buf.remaining())).map(Some)
     }
+}
+
+/// Decodes `bytes` as a `U`, refusing fields `U` does not have (at any depth).
+pub fn decode_strict<U: Message + Name + Default>(bytes: prost::bytes::Bytes) -> Result<U, Status> {
+    let malformed = |error: prost::DecodeError| {
+        Status::invalid_argument(format!(
+            "the request is not a valid protobuf message: {error}"
+        ))
+    };
+    let message = U::decode(bytes.clone()).map_err(malformed)?;
+    if let Some(descriptor) = POOL.get_message_by_name(&U::full_name()) {
+        let dynamic = DynamicMessage::decode(descriptor, bytes).map_err(malformed)?;
+        let mut violations = Vec::new();
+        unknown_fields(&dynamic, "", &mut violations);
+        if !violations.is_empty() {
+            return Err(Error::InvalidArgument { violations }.into());
+        }
+    }
+    Ok(message)
 }
 
 /// Every unknown field in `message`, named `<path>.#<field number>`.

@@ -43,7 +43,7 @@ pub async fn start_job(
         None => None,
         Some(value) => Some(IdempotencyKey::parse(value.to_str().unwrap_or("\u{0}"))?),
     };
-    let start = StartJob::parse(raw_start_job(body)?)?;
+    let start = parse_start(body)?;
     let started = state.service.start_job(&caller, start, key).await?;
     let body = envelope(
         "Successfully created the requested item",
@@ -132,6 +132,11 @@ pub async fn list_jobs(
         Value::Array(data),
         metadata,
     ))
+}
+
+/// A start request body, checked and parsed.
+pub(super) fn parse_start(body: Value) -> Result<StartJob, Error> {
+    StartJob::parse(raw_start_job(body)?)
 }
 
 fn job_json(job: &Job) -> Result<Value, ApiError> {

@@ -83,6 +83,14 @@ async fn within(timeout: Duration, request: Request, next: Next) -> Response {
     }
 }
 
+/// Parses a StartJob HTTP body as the gateway does (for fuzzing).
+pub fn parse_start_body(bytes: &[u8]) -> Result<crate::domain::StartJob, crate::domain::Error> {
+    let body: Value = serde_json::from_slice(bytes).map_err(|e| {
+        crate::domain::Error::invalid("", format!("the body is not valid JSON: {e}"))
+    })?;
+    jobs::parse_start(body)
+}
+
 /// The REST envelope of a success.
 fn envelope(message: &str, data: Value, metadata: Value) -> Json<Value> {
     Json(json!({"message": message, "data": data, "metadata": metadata}))

@@ -154,7 +154,11 @@ async fn the_gateway_marks_replays_and_answers_conflicts_with_422() {
 
 #[tokio::test]
 async fn racing_starts_make_one_job_per_key() {
-    let app = TestApp::spawn().await;
+    // The 1000 calls queue for 16 connections: give them time, this test is about exactly-once.
+    let app = TestApp::spawn_with(|config| {
+        config.db_acquire_timeout = std::time::Duration::from_secs(120).into()
+    })
+    .await;
     app.create_workflow(&small_workflow("W")).await;
     // 1000 calls at once: 200 keys used three times each, and 400 calls without a key.
     let mut calls = tokio::task::JoinSet::new();
