@@ -156,6 +156,9 @@ impl App {
         tracing::info!("grpc listening on {addr}");
         tracing::info!("http listening on {http_addr}");
         let grpc = tonic::transport::Server::builder()
+            .layer(tower::util::MapResponseLayer::new(
+                grpc::oversize_is_resource_exhausted,
+            ))
             .add_routes(routes)
             .serve_with_incoming_shutdown(
                 TcpListenerStream::new(self.grpc_listener),

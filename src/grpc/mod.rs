@@ -105,3 +105,25 @@ pub fn router(
         ));
     Ok(routes.routes())
 }
+
+/// tonic answers a request over the message size limit with OUT_OF_RANGE; the gRPC convention,
+/// and our contract, is RESOURCE_EXHAUSTED. Rewrites that one answer on its way out.
+pub fn oversize_is_resource_exhausted<B>(
+    mut response: axum::http::Response<B>,
+) -> axum::http::Response<B> {
+    let headers = response.headers();
+    let oversize = headers.get("grpc-status").is_some_and(|s| s == "11")
+        && headers
+            .get("grpc-message")
+            .and_then(|m| m.to_str().ok())
+            .is_some_and(|m| {
+                m.contains("message%20length%20too%20large")
+                    || m.contains("message length too large")
+            });
+    if oversize {
+        response
+            .headers_mut()
+            .insert("grpc-status", axum::http::HeaderValue::from_static("8"));
+    }
+    response
+}
