@@ -1,0 +1,143 @@
+//! Closed-loop load generator for StartJob, over gRPC or the JSON gateway.
+//!
+//! `concurrency` workers each send one request, wait for the answer, and send the next, for
+//! `duration` seconds. Prints one JSON line: requests, errors, throughput and latency
+//! percentiles. Reads `JOB_SERVICE_GRPC_ADDR`, `JOB_SERVICE_HTTP_URL` and `JOB_SERVICE_TOKEN`.
+//!
+//! cargo run --release --example loadgen -- grpc 16 10 'Workflow Name' '{"adapterId": "x"}'
+
+use std::time::{Duration, Instant};
+
+use job_service::grpc::{pb, JobServiceClient};
+use serde_json::{json, Value};
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let [_, target, concurrency, seconds, workflow, variables] = args.as_slice() else {
+        eprintln!("usage: loadgen grpc|http CONCURRENCY SECONDS WORKFLOW VARIABLES_JSON");
+        std::process::exit(2);
+    };
+    let concurrency: usize = concurrency.parse().expect("CONCURRENCY is a number");
+    let duration = Duration::from_secs(seconds.parse().expect("SECONDS is a number"));
+    let variables: Value = serde_json::from_str(variables).expect("VARIABLES_JSON is JSON");
+    let token = std::env::var("JOB_SERVICE_TOKEN").expect("JOB_SERVICE_TOKEN is set");
+    let grpc_addr =
+        std::env::var("JOB_SERVICE_GRPC_ADDR").unwrap_or_else(|_| "127.0.0.1:50051".into());
+    let http_url =
+        std::env::var("JOB_SERVICE_HTTP_URL").unwrap_or_else(|_| "http://127.0.0.1:8080".into());
+
+    let deadline = Instant::now() + duration;
+    let started = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (target, workflow, variables, token) = (
+            target.clone(),
+            workflow.clone(),
+            variables.clone(),
+            token.clone(),
+        );
+        let (grpc_addr, http_url) = (grpc_addr.clone(), http_url.clone());
+        workers.spawn(async move {
+            let mut latencies = Vec::new();
+            let mut errors = 0u64;
+            // One connection per worker, as separate clients would have.
+            let channel = Channel::from_shared(format!("http://{grpc_addr}"))
+                .unwrap()
+                .connect_lazy();
+            let mut grpc = JobServiceClient::new(channel);
+            let http = reqwest::Client::builder()
+                .http2_prior_knowledge()
+                .build()
+                .unwrap();
+            let bearer: MetadataValue<_> = format!("Bearer {token}").parse().unwrap();
+            let body = json!({"workflow": workflow, "options": {"variables": variables}});
+            let pb_variables = to_struct(&variables);
+            while Instant::now() < deadline {
+                let sent = Instant::now();
+                let ok = if target == "grpc" {
+                    let mut request = tonic::Request::new(pb::StartJobRequest {
+                        workflow: workflow.clone(),
+                        options: Some(pb::JobOptions {
+                            variables: Some(pb_variables.clone()),
+                            ..Default::default()
+                        }),
+                    });
+                    request
+                        .metadata_mut()
+                        .insert("authorization", bearer.clone());
+                    grpc.start_job(request).await.is_ok()
+                } else {
+                    http.post(format!("{http_url}/operations-manager/jobs/start"))
+                        .bearer_auth(&token)
+                        .json(&body)
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().is_success())
+                };
+                if ok {
+                    latencies.push(sent.elapsed().as_micros() as u64);
+                } else {
+                    errors += 1;
+                }
+            }
+            (latencies, errors)
+        });
+    }
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    while let Some(done) = workers.join_next().await {
+        let (l, e) = done.unwrap();
+        latencies.extend(l);
+        errors += e;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    let percentile = |p: f64| -> f64 {
+        if latencies.is_empty() {
+            return 0.0;
+        }
+        let index = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
+        latencies[index] as f64 / 1000.0
+    };
+    println!(
+        "{}",
+        json!({
+            "target": target,
+            "concurrency": concurrency,
+            "seconds": elapsed,
+            "requests": latencies.len(),
+            "errors": errors,
+            "throughput": latencies.len() as f64 / elapsed,
+            "p50_ms": percentile(0.50),
+            "p99_ms": percentile(0.99),
+            "p999_ms": percentile(0.999),
+        })
+    );
+}
+
+fn to_struct(value: &Value) -> prost_types::Struct {
+    let Value::Object(map) = value else {
+        return prost_types::Struct::default();
+    };
+    prost_types::Struct {
+        fields: map.iter().map(|(k, v)| (k.clone(), to_value(v))).collect(),
+    }
+}
+
+fn to_value(value: &Value) -> prost_types::Value {
+    use prost_types::value::Kind;
+    let kind = match value {
+        Value::Null => Kind::NullValue(0),
+        Value::Bool(b) => Kind::BoolValue(*b),
+        Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        Value::String(s) => Kind::StringValue(s.clone()),
+        Value::Array(items) => Kind::ListValue(prost_types::ListValue {
+            values: items.iter().map(to_value).collect(),
+        }),
+        Value::Object(_) => Kind::StructValue(to_struct(value)),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
