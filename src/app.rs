@@ -6,8 +6,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use sqlx::postgres::PgConnectOptions;
 use axum::serve::ListenerExt;
+use sqlx::postgres::PgConnectOptions;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
@@ -171,8 +171,8 @@ impl App {
             }),
             gateway,
         )
-            .with_graceful_shutdown(signal(drain_started.clone()))
-            .into_future();
+        .with_graceful_shutdown(signal(drain_started.clone()))
+        .into_future();
         let server = async {
             let (grpc, http) = tokio::join!(grpc, http);
             grpc.context("grpc server failed")?;

@@ -47,6 +47,7 @@ pub fn build_job(workflow: &[u8], variables: &[u8]) {
         groups: Vec::new(),
         roles: vec!["admin".into()],
     };
+    let workflow = crate::domain::CompiledWorkflow::compile(workflow);
     if let Ok(job) = Job::start(&workflow, options, &caller, chrono::Utc::now()) {
         // The stored form must read back as the same job.
         let text = serde_json::to_string(&job).expect("a job serializes");

@@ -2,6 +2,7 @@
 
 use chrono::Utc;
 use serde_json::Value;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use tracing::instrument;
 
 use crate::domain::page::{self, JobCursor};
 use crate::domain::search::JobSearch;
+use crate::domain::CompiledWorkflow;
 use crate::domain::{
     Action, Caller, Error, IdempotencyKey, Job, JobId, StartJob, Workflow, WorkflowDocument,
 };
@@ -45,7 +47,13 @@ pub struct Service {
     in_flight: Arc<Semaphore>,
     /// Set when shutdown begins: readiness turns false so load balancers stop sending work.
     draining: AtomicBool,
+    /// Compiled workflows by name, with the revision they were compiled from.
+    workflows: std::sync::Mutex<HashMap<String, (i64, Arc<CompiledWorkflow>)>>,
 }
+
+/// Most workflows kept compiled; past it the cache starts afresh (simple, and a real
+/// deployment has far fewer workflows).
+const WORKFLOW_CACHE_SIZE: usize = 4096;
 
 impl Service {
     pub fn new(store: Store, max_in_flight: usize) -> Self {
@@ -53,6 +61,7 @@ impl Service {
             store,
             in_flight: Arc::new(Semaphore::new(max_in_flight.max(1))),
             draining: AtomicBool::new(false),
+            workflows: std::sync::Mutex::default(),
         }
     }
 
@@ -111,11 +120,14 @@ impl Service {
                 });
             }
         }
-        let workflow = workflows::get(&mut tx, &request.workflow, true).await?;
-        if !caller.can_see(workflow.document.groups()) {
+        let (revision, groups) = workflows::lock_for_start(&mut tx, &request.workflow).await?;
+        if !caller.can_see(&groups) {
             return Err(Error::workflow_not_found(&request.workflow));
         }
-        let job = Job::start(&workflow.document, request.options, caller, Utc::now())?;
+        let workflow = self
+            .compiled_workflow(&mut tx, &request.workflow, revision)
+            .await?;
+        let job = Job::start(&workflow, request.options, caller, Utc::now())?;
         jobs::insert(&mut tx, &job).await?;
         if let (Some(key), Some(fingerprint)) = (&key, &fingerprint) {
             idempotency::insert(&mut tx, &caller.sub, key, fingerprint, &job.id).await?;
@@ -124,6 +136,33 @@ impl Service {
         tracing::Span::current().record("job_id", job.id.as_str());
         tracing::info!("job started");
         Ok(Started { job, created: true })
+    }
+
+    /// The workflow `name` at `revision`, parsed and compiled: from the cache when it holds that
+    /// revision, else read (the caller holds the row lock) and cached. A revision changes
+    /// whenever the workflow is replaced, whichever instance does it, so the cache is never
+    /// stale.
+    async fn compiled_workflow(
+        &self,
+        tx: &mut crate::store::Tx,
+        name: &str,
+        revision: i64,
+    ) -> Result<Arc<CompiledWorkflow>, Error> {
+        if let Some((cached_revision, compiled)) =
+            self.workflows.lock().expect("cache lock").get(name)
+        {
+            if *cached_revision == revision {
+                return Ok(compiled.clone());
+            }
+        }
+        let workflow = workflows::get(tx, name).await?;
+        let compiled = Arc::new(CompiledWorkflow::compile(workflow.document));
+        let mut cache = self.workflows.lock().expect("cache lock");
+        if cache.len() >= WORKFLOW_CACHE_SIZE {
+            cache.clear();
+        }
+        cache.insert(name.to_owned(), (revision, compiled.clone()));
+        Ok(compiled)
     }
 
     /// Forgets idempotency keys older than `retention`.
@@ -258,7 +297,7 @@ impl Service {
         caller.require(Action::ReadWorkflows)?;
         let _slot = self.admit()?;
         let mut conn = self.store.conn().await?;
-        let workflow = workflows::get(&mut conn, name, false).await?;
+        let workflow = workflows::get(&mut conn, name).await?;
         if !caller.can_see(workflow.document.groups()) {
             return Err(Error::workflow_not_found(name));
         }
@@ -303,7 +342,7 @@ impl Service {
         caller.require(Action::WriteWorkflows)?;
         let _slot = self.admit()?;
         let mut tx = self.store.begin().await?;
-        let workflow = workflows::get(&mut tx, name, false).await?;
+        let workflow = workflows::get(&mut tx, name).await?;
         if !caller.can_see(workflow.document.groups()) {
             return Err(Error::workflow_not_found(name));
         }

@@ -13,7 +13,7 @@ use super::caller::Caller;
 use super::error::{Error, Violations};
 use super::ids::{is_object_id, JobId};
 use super::json::{index, reject_nul};
-use super::workflow::{WorkflowDocument, WORKFLOW_START};
+use super::workflow::{CompiledWorkflow, WorkflowDocument, WORKFLOW_START};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -234,16 +234,17 @@ impl Job {
     /// INVALID_ARGUMENT when the variables do not match the workflow's `inputSchema`, and with
     /// FAILED_PRECONDITION when the task graph cannot run.
     pub fn start(
-        workflow: &WorkflowDocument,
+        compiled: &CompiledWorkflow,
         options: JobOptions,
         caller: &Caller,
         now: DateTime<Utc>,
     ) -> Result<Job, Error> {
-        let violations = workflow.check_variables(&options.variables, "options.variables");
+        let violations = compiled.check_variables(&options.variables, "options.variables");
         if !violations.is_empty() {
             return Err(Error::InvalidArgument { violations });
         }
-        let problems = workflow.graph_problems();
+        let workflow = compiled.document();
+        let problems = compiled.graph_problems().to_vec();
         if !problems.is_empty() {
             let listed: Vec<_> = problems.iter().map(|p| p.description.as_str()).collect();
             return Err(Error::FailedPrecondition {
@@ -454,7 +455,13 @@ mod tests {
     #[test]
     fn a_new_job_takes_the_workflow_and_the_caller() {
         let caller = Caller::test_admin();
-        let job = Job::start(&workflow(), options(), &caller, Utc::now()).unwrap();
+        let job = Job::start(
+            &CompiledWorkflow::compile(workflow()),
+            options(),
+            &caller,
+            Utc::now(),
+        )
+        .unwrap();
         assert!(is_object_id(&job.id));
         assert_eq!(job.name, "Port Turn Up");
         assert_eq!(job.job_type, "automation");
@@ -474,7 +481,13 @@ mod tests {
 
     #[test]
     fn tasks_get_status_grouped_transitions_and_previous() {
-        let job = Job::start(&workflow(), options(), &Caller::test_admin(), Utc::now()).unwrap();
+        let job = Job::start(
+            &CompiledWorkflow::compile(workflow()),
+            options(),
+            &Caller::test_admin(),
+            Utc::now(),
+        )
+        .unwrap();
         assert_eq!(job.tasks["workflow_start"].status, TaskStatus::Complete);
         assert_eq!(job.tasks["a1"].status, TaskStatus::Incomplete);
         let a1 = serde_json::to_value(&job.tasks["a1"]).unwrap();
@@ -499,7 +512,13 @@ mod tests {
             groups: Some(vec!["bbbbbbbbbbbbbbbbbbbbbbbb".into()]),
             ..options()
         };
-        let job = Job::start(&workflow(), options, &Caller::test_admin(), Utc::now()).unwrap();
+        let job = Job::start(
+            &CompiledWorkflow::compile(workflow()),
+            options,
+            &Caller::test_admin(),
+            Utc::now(),
+        )
+        .unwrap();
         assert_eq!(job.description, "nightly");
         assert_eq!(job.job_type, "resource:compliance");
         assert_eq!(job.groups, ["bbbbbbbbbbbbbbbbbbbbbbbb"]);
@@ -507,7 +526,13 @@ mod tests {
 
     #[test]
     fn the_document_round_trips_through_json_with_rest_field_names() {
-        let job = Job::start(&workflow(), options(), &Caller::test_admin(), Utc::now()).unwrap();
+        let job = Job::start(
+            &CompiledWorkflow::compile(workflow()),
+            options(),
+            &Caller::test_admin(),
+            Utc::now(),
+        )
+        .unwrap();
         let value = serde_json::to_value(&job).unwrap();
         for key in [
             "_id",
@@ -561,7 +586,13 @@ mod tests {
         doc["transitions"].as_object_mut().unwrap().remove("b2");
         doc["transitions"]["a1"]["zzzz"] = json!({"state": "error", "type": "standard"});
         let broken = WorkflowDocument::parse(Value::Object(doc), "workflow").unwrap();
-        let err = Job::start(&broken, options(), &Caller::test_admin(), Utc::now()).unwrap_err();
+        let err = Job::start(
+            &CompiledWorkflow::compile(broken),
+            options(),
+            &Caller::test_admin(),
+            Utc::now(),
+        )
+        .unwrap_err();
         let Error::FailedPrecondition { problems, .. } = err else {
             panic!()
         };
@@ -574,7 +605,13 @@ mod tests {
             variables: json!({"device": 7}).as_object().unwrap().clone(),
             ..JobOptions::default()
         };
-        let err = Job::start(&workflow(), options, &Caller::test_admin(), Utc::now()).unwrap_err();
+        let err = Job::start(
+            &CompiledWorkflow::compile(workflow()),
+            options,
+            &Caller::test_admin(),
+            Utc::now(),
+        )
+        .unwrap_err();
         let Error::InvalidArgument { violations } = err else {
             panic!()
         };

@@ -18,4 +18,4 @@ pub use error::{Code, Error, FieldViolation, Problem, Violations};
 pub use idempotency::IdempotencyKey;
 pub use ids::JobId;
 pub use job::{Job, JobStatus, RawJobOptions, RawStartJob, StartJob};
-pub use workflow::{Workflow, WorkflowDocument};
+pub use workflow::{CompiledWorkflow, Workflow, WorkflowDocument};

@@ -242,6 +242,51 @@ impl WorkflowDocument {
         }
         seen
     }
+}
+
+/// A workflow ready to start jobs from: its `inputSchema` compiled and its task graph checked
+/// once, so that each start does neither again.
+pub struct CompiledWorkflow {
+    document: WorkflowDocument,
+    /// `None`: no schema. `Err`: a schema that does not compile (checked when stored, so only
+    /// a document written by another version can have one).
+    input_schema: Result<Option<jsonschema::Validator>, String>,
+    problems: Vec<Problem>,
+}
+
+impl std::fmt::Debug for CompiledWorkflow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompiledWorkflow")
+            .field("name", &self.document.name())
+            .field("problems", &self.problems)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CompiledWorkflow {
+    pub fn compile(document: WorkflowDocument) -> Self {
+        let input_schema = match document.input_schema() {
+            None => Ok(None),
+            Some(schema) => compile_input_schema(schema)
+                .map(Some)
+                .map_err(|error| error.to_string()),
+        };
+        let problems = document.graph_problems();
+        CompiledWorkflow {
+            document,
+            input_schema,
+            problems,
+        }
+    }
+
+    pub fn document(&self) -> &WorkflowDocument {
+        &self.document
+    }
+
+    /// What keeps the task graph from running; empty when a job can start from it.
+    pub fn graph_problems(&self) -> &[Problem] {
+        &self.problems
+    }
 
     /// Checks job variables against `inputSchema`, one violation per problem, each named by
     /// its path under `path` (`options.variables.deviceName`).
@@ -250,12 +295,9 @@ impl WorkflowDocument {
         variables: &Map<String, Value>,
         path: &str,
     ) -> Vec<FieldViolation> {
-        let Some(schema) = self.input_schema() else {
-            return Vec::new();
-        };
-        let validator = match compile_input_schema(schema) {
-            Ok(validator) => validator,
-            // Checked when the workflow was stored; a schema that fails now cannot judge input.
+        let validator = match &self.input_schema {
+            Ok(None) => return Vec::new(),
+            Ok(Some(validator)) => validator,
             Err(error) => {
                 return vec![FieldViolation::new(
                     path,
@@ -571,7 +613,8 @@ mod tests {
 
     #[test]
     fn variables_are_checked_against_the_input_schema_by_path() {
-        let parsed = WorkflowDocument::parse(minimal(), "workflow").unwrap();
+        let parsed =
+            CompiledWorkflow::compile(WorkflowDocument::parse(minimal(), "workflow").unwrap());
         let missing = parsed.check_variables(&Map::new(), "options.variables");
         assert_eq!(missing[0].field, "options.variables.device");
         let wrong = parsed.check_variables(

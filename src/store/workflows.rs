@@ -48,21 +48,17 @@ pub async fn insert(
     })
 }
 
-/// The workflow named `name`. With `for_start`, the row is locked against deletion until the
-/// transaction ends, so a job never starts from a workflow deleted under it.
-pub async fn get(conn: &mut PgConnection, name: &str, for_start: bool) -> Result<Workflow, Error> {
-    let sql = if for_start {
-        "select document, created_at, updated_at from workflows where name = $1 for key share"
-    } else {
-        "select document, created_at, updated_at from workflows where name = $1"
-    };
-    sqlx::query_as::<_, WorkflowRow>(sql)
-        .bind(name)
-        .fetch_optional(conn)
-        .await
-        .map_err(translate)?
-        .map(Workflow::from)
-        .ok_or_else(|| Error::workflow_not_found(name))
+/// The workflow named `name`.
+pub async fn get(conn: &mut PgConnection, name: &str) -> Result<Workflow, Error> {
+    sqlx::query_as::<_, WorkflowRow>(
+        "select document, created_at, updated_at from workflows where name = $1",
+    )
+    .bind(name)
+    .fetch_optional(conn)
+    .await
+    .map_err(translate)?
+    .map(Workflow::from)
+    .ok_or_else(|| Error::workflow_not_found(name))
 }
 
 /// Up to `limit` workflows in name order, after `after` when given; with `visible_to`, only
@@ -135,4 +131,19 @@ pub async fn search(
     .await
     .map_err(translate)?;
     Ok((rows.into_iter().map(Workflow::from).collect(), total))
+}
+
+/// Locks the workflow named `name` against deletion until the transaction ends (a job never
+/// starts from a workflow deleted under it) and returns its revision and groups, without the
+/// document: a start reads the document only when its cache lacks that revision.
+pub async fn lock_for_start(
+    conn: &mut PgConnection,
+    name: &str,
+) -> Result<(i64, Vec<String>), Error> {
+    sqlx::query_as("select revision, groups from workflows where name = $1 for key share")
+        .bind(name)
+        .fetch_optional(conn)
+        .await
+        .map_err(translate)?
+        .ok_or_else(|| Error::workflow_not_found(name))
 }

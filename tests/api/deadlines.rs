@@ -76,6 +76,7 @@ async fn an_http_request_past_its_timeout_is_answered_504_and_rolled_back() {
     assert_eq!(reply["data"], serde_json::Value::Null);
     assert!(started.elapsed() < Duration::from_secs(3));
 
+    tokio::time::sleep(Duration::from_secs(1)).await;
     blocker.rollback().await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let jobs: i64 = sqlx::query_scalar("select count(*) from jobs")

@@ -52,6 +52,7 @@ pub struct TestApp {
     pub jobs: JobServiceClient<Authed>,
     pub workflows: WorkflowServiceClient<Authed>,
     pub admin_token: String,
+    database_url: String,
     pub service: std::sync::Arc<job_service::service::Service>,
     keys: KeyConfig,
     _key_dir: tempfile::TempDir,
@@ -92,7 +93,15 @@ impl TestApp {
 
     /// A test app whose configuration `adjust` changes first.
     pub async fn spawn_with(adjust: impl FnOnce(&mut ServeConfig)) -> TestApp {
-        let database_url = fresh_database().await;
+        Self::spawn_on(fresh_database().await, adjust).await
+    }
+
+    /// Another instance of the service on this app's database, as a second replica would be.
+    pub async fn another_instance(&self) -> TestApp {
+        Self::spawn_on(self.database_url.clone(), |_| {}).await
+    }
+
+    async fn spawn_on(database_url: String, adjust: impl FnOnce(&mut ServeConfig)) -> TestApp {
         let key_dir = tempfile::tempdir().unwrap();
         let secret_file = key_dir.path().join("secret");
         std::fs::write(&secret_file, format!("{:064x}", rand::random::<u128>())).unwrap();
@@ -139,6 +148,7 @@ impl TestApp {
             jobs: JobServiceClient::with_interceptor(channel.clone(), bearer.clone()),
             workflows: WorkflowServiceClient::with_interceptor(channel, bearer),
             admin_token,
+            database_url: database_url.clone(),
             service,
             keys: config.keys.clone(),
             _key_dir: key_dir,

@@ -227,3 +227,34 @@ async fn list_workflows_pages_through_every_workflow_in_name_order() {
         .unwrap_err();
     assert_eq!(violated_fields(&bad), ["page_token"]);
 }
+
+#[tokio::test]
+async fn a_workflow_replaced_through_another_instance_is_never_served_stale() {
+    let a = TestApp::spawn().await;
+    let b = a.another_instance().await;
+    a.create_workflow(&small_workflow("Shared")).await;
+    a.start_job("Shared", json!({"device": "r1"}))
+        .await
+        .expect("starts, and A caches the workflow");
+
+    b.workflows
+        .clone()
+        .delete_workflow(pb::DeleteWorkflowRequest {
+            name: "Shared".into(),
+        })
+        .await
+        .unwrap();
+    let mut replaced = small_workflow("Shared");
+    replaced["inputSchema"] =
+        json!({"type": "object", "properties": {"site": {"type": "string"}}, "required": ["site"]});
+    b.create_workflow(&replaced).await;
+
+    let stale = a
+        .start_job("Shared", json!({"device": "r1"}))
+        .await
+        .unwrap_err();
+    assert_eq!(violated_fields(&stale), ["options.variables.site"]);
+    a.start_job("Shared", json!({"site": "lab"}))
+        .await
+        .expect("starts from the new workflow");
+}
