@@ -54,7 +54,9 @@ async fn main() {
                 .unwrap();
             let bearer: MetadataValue<_> = format!("Bearer {token}").parse().unwrap();
             let body = json!({"workflow": workflow, "options": {"variables": variables}});
-            let pb_variables = to_struct(&variables);
+            let pb_variables = job_service::grpc::map_to_struct(
+                variables.as_object().expect("VARIABLES_JSON is an object"),
+            );
             while Instant::now() < deadline {
                 let sent = Instant::now();
                 let ok = if target == "grpc" {
@@ -116,28 +118,4 @@ async fn main() {
             "p999_ms": percentile(0.999),
         })
     );
-}
-
-fn to_struct(value: &Value) -> prost_types::Struct {
-    let Value::Object(map) = value else {
-        return prost_types::Struct::default();
-    };
-    prost_types::Struct {
-        fields: map.iter().map(|(k, v)| (k.clone(), to_value(v))).collect(),
-    }
-}
-
-fn to_value(value: &Value) -> prost_types::Value {
-    use prost_types::value::Kind;
-    let kind = match value {
-        Value::Null => Kind::NullValue(0),
-        Value::Bool(b) => Kind::BoolValue(*b),
-        Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
-        Value::String(s) => Kind::StringValue(s.clone()),
-        Value::Array(items) => Kind::ListValue(prost_types::ListValue {
-            values: items.iter().map(to_value).collect(),
-        }),
-        Value::Object(_) => Kind::StructValue(to_struct(value)),
-    };
-    prost_types::Value { kind: Some(kind) }
 }

@@ -26,6 +26,9 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(
     "/operations_manager_descriptor.bin"
 ));
 
+/// JSON <-> `google.protobuf.Struct`/`Value`, as the service converts them (whole numbers come
+/// back as integers), for clients written in Rust.
+pub use convert::{json_to_proto, map_to_struct, proto_to_json, struct_to_map};
 pub use pb::job_service_client::JobServiceClient;
 pub use pb::job_service_server::JobServiceServer;
 pub use pb::workflow_service_client::WorkflowServiceClient;

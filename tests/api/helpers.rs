@@ -257,50 +257,15 @@ pub async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
 }
 
 pub fn to_struct(value: &Value) -> prost_types::Struct {
-    match to_value(value).kind {
-        Some(prost_types::value::Kind::StructValue(s)) => s,
-        _ => panic!("not a JSON object: {value}"),
-    }
+    job_service::grpc::map_to_struct(value.as_object().expect("a JSON object"))
 }
 
-pub fn to_value(value: &Value) -> prost_types::Value {
-    use prost_types::value::Kind;
-    let kind = match value {
-        Value::Null => Kind::NullValue(0),
-        Value::Bool(b) => Kind::BoolValue(*b),
-        Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap()),
-        Value::String(s) => Kind::StringValue(s.clone()),
-        Value::Array(items) => Kind::ListValue(prost_types::ListValue {
-            values: items.iter().map(to_value).collect(),
-        }),
-        Value::Object(map) => Kind::StructValue(prost_types::Struct {
-            fields: map.iter().map(|(k, v)| (k.clone(), to_value(v))).collect(),
-        }),
-    };
-    prost_types::Value { kind: Some(kind) }
-}
-
+/// JSON of a protobuf Struct, as the service reads it: whole numbers as integers.
 pub fn from_struct(s: &prost_types::Struct) -> Value {
-    Value::Object(
-        s.fields
-            .iter()
-            .map(|(k, v)| (k.clone(), from_value(v)))
-            .collect(),
-    )
-}
-
-/// JSON of a protobuf value, as a client would read it: whole numbers as integers.
-pub fn from_value(value: &prost_types::Value) -> Value {
-    use prost_types::value::Kind;
-    match &value.kind {
-        None | Some(Kind::NullValue(_)) => Value::Null,
-        Some(Kind::BoolValue(b)) => Value::Bool(*b),
-        Some(Kind::NumberValue(n)) if n.fract() == 0.0 => Value::from(*n as i64),
-        Some(Kind::NumberValue(n)) => Value::from(*n),
-        Some(Kind::StringValue(s)) => Value::String(s.clone()),
-        Some(Kind::ListValue(list)) => Value::Array(list.values.iter().map(from_value).collect()),
-        Some(Kind::StructValue(s)) => from_struct(s),
-    }
+    let mut violations = job_service::domain::Violations::default();
+    let value = Value::Object(job_service::grpc::struct_to_map(s, "", &mut violations));
+    assert!(violations.is_empty(), "{violations:?}");
+    value
 }
 
 /// The field violations of an INVALID_ARGUMENT status.
