@@ -48,6 +48,9 @@ async fn a_grpc_deadline_cancels_the_start_and_stores_nothing() {
         started.elapsed()
     );
 
+    // The server's own timer starts when the request arrives, a little after the client's:
+    // release the lock only once the server's deadline has surely passed too.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     blocker.rollback().await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let jobs: i64 = sqlx::query_scalar("select count(*) from jobs")
