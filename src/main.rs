@@ -3,6 +3,11 @@ use job_service::app::App;
 use job_service::config::{Cli, Command};
 use job_service::telemetry;
 
+/// Each start allocates and frees many small JSON values; mimalloc spends far less time on that
+/// than the system allocator (malloc and free took a fifth of the CPU under load).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let Cli { command } = Cli::parse();
