@@ -24,6 +24,13 @@ impl IdempotencyKey {
         Ok(IdempotencyKey(key.to_owned()))
     }
 
+    /// A key from an HTTP header or gRPC metadata value, as raw bytes.
+    pub fn from_header(bytes: &[u8]) -> Result<Self, Error> {
+        std::str::from_utf8(bytes)
+            .map_err(|_| Error::invalid(FIELD, "must be 1 to 255 visible ASCII characters"))
+            .and_then(Self::parse)
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

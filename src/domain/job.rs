@@ -12,7 +12,7 @@ use serde_json::{Map, Number, Value};
 use super::caller::Caller;
 use super::error::{Error, Violations};
 use super::ids::{is_object_id, JobId};
-use super::json::{index, reject_nul};
+use super::json::{index, reject_nul_in};
 use super::workflow::{CompiledWorkflow, WorkflowDocument, WORKFLOW_START};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -202,11 +202,7 @@ impl StartJob {
             violations.push("options.type", "must not be empty when given");
         }
         let variables = options.variables.unwrap_or_default();
-        reject_nul(
-            &Value::Object(variables.clone()),
-            "options.variables",
-            &mut violations,
-        );
+        reject_nul_in(&variables, "options.variables", &mut violations);
         if let Some(groups) = &options.groups {
             for (i, group) in groups.iter().enumerate() {
                 if !is_object_id(group) {

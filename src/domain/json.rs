@@ -1,6 +1,6 @@
 //! Checks on free-form JSON that every document passes before it is stored.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::error::Violations;
 
@@ -29,17 +29,20 @@ pub fn reject_nul(value: &Value, path: &str, violations: &mut Violations) {
                 reject_nul(item, &index(path, i), violations);
             }
         }
-        Value::Object(map) => {
-            for (key, item) in map {
-                let item_path = join(path, key);
-                if key.contains('\0') {
-                    violations.push(item_path, "key must not contain the character U+0000");
-                } else {
-                    reject_nul(item, &item_path, violations);
-                }
-            }
-        }
+        Value::Object(map) => reject_nul_in(map, path, violations),
         _ => {}
+    }
+}
+
+/// [`reject_nul`] for every key and value of the object at `path`.
+pub fn reject_nul_in(map: &Map<String, Value>, path: &str, violations: &mut Violations) {
+    for (key, item) in map {
+        let item_path = join(path, key);
+        if key.contains('\0') {
+            violations.push(item_path, "key must not contain the character U+0000");
+        } else {
+            reject_nul(item, &item_path, violations);
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use super::error::{Error, FieldViolation, Problem, Violations};
 use super::ids::is_object_id;
-use super::json::{index, join, reject_nul, type_name};
+use super::json::{index, join, reject_nul_in, type_name};
 
 pub const WORKFLOW_START: &str = "workflow_start";
 pub const WORKFLOW_END: &str = "workflow_end";
@@ -45,14 +45,7 @@ impl WorkflowDocument {
                 format!("must be a workflow object, not {}", type_name(&value)),
             ));
         };
-        for (key, item) in &document {
-            let item_path = join(path, key);
-            if key.contains('\0') {
-                violations.push(item_path, "key must not contain the character U+0000");
-            } else {
-                reject_nul(item, &item_path, &mut violations);
-            }
-        }
+        reject_nul_in(&document, path, &mut violations);
 
         let name = match document.get("name") {
             Some(Value::String(name)) if !name.trim().is_empty() => name.clone(),

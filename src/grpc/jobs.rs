@@ -18,7 +18,7 @@ impl JobService for GrpcApi {
         let caller = self.caller(&request)?;
         let key = match request.metadata().get(idempotency::FIELD) {
             None => None,
-            Some(value) => Some(IdempotencyKey::parse(value.to_str().unwrap_or("\u{0}"))?),
+            Some(value) => Some(IdempotencyKey::from_header(value.as_bytes())?),
         };
         let start = StartJob::parse(RawStartJob::try_from(request.into_inner())?)?;
         let started = self.service.start_job(&caller, start, key).await?;

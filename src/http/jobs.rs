@@ -41,7 +41,7 @@ pub async fn start_job(
 ) -> Result<Response, ApiError> {
     let key = match headers.get("idempotency-key") {
         None => None,
-        Some(value) => Some(IdempotencyKey::parse(value.to_str().unwrap_or("\u{0}"))?),
+        Some(value) => Some(IdempotencyKey::from_header(value.as_bytes())?),
     };
     let start = parse_start(body)?;
     let started = state.service.start_job(&caller, start, key).await?;

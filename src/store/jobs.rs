@@ -73,12 +73,7 @@ pub async fn list(
     if let Some(time) = filter.created_before {
         query.push(" and created_at < ").push_bind(time);
     }
-    if let Some(groups) = visible_to {
-        query
-            .push(" and (cardinality(groups) = 0 or groups && ")
-            .push_bind(groups.to_vec())
-            .push(")");
-    }
+    push_visible_to(&mut query, visible_to);
     if let Some(cursor) = after {
         query
             .push(" and (created_at, id) < (")
@@ -96,6 +91,16 @@ pub async fn list(
         .await
         .map(|rows| rows.into_iter().map(|json| json.0).collect())
         .map_err(translate)
+}
+
+/// Group-based access: only jobs without groups or sharing one of `visible_to` (`None`: all).
+fn push_visible_to(query: &mut QueryBuilder<'_, Postgres>, visible_to: Option<&[String]>) {
+    if let Some(groups) = visible_to {
+        query
+            .push(" and (cardinality(groups) = 0 or groups && ")
+            .push_bind(groups.to_vec())
+            .push(")");
+    }
 }
 
 /// The SQL expression of a searchable field.
@@ -149,12 +154,7 @@ fn push_search_conditions(
             }
         }
     }
-    if let Some(groups) = visible_to {
-        query
-            .push(" and (cardinality(groups) = 0 or groups && ")
-            .push_bind(groups.to_vec())
-            .push(")");
-    }
+    push_visible_to(query, visible_to);
 }
 
 /// A page of a REST search and the number of jobs matching it in all.
