@@ -133,17 +133,28 @@ pub async fn search(
     Ok((rows.into_iter().map(Workflow::from).collect(), total))
 }
 
-/// Locks the workflow named `name` against deletion until the transaction ends (a job never
-/// starts from a workflow deleted under it) and returns its revision and groups, without the
-/// document: a start reads the document only when its cache lacks that revision.
+/// What a start needs of a workflow before it reads the document (only when its cache lacks
+/// that revision).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StartTarget {
+    pub name: String,
+    pub revision: i64,
+    pub groups: Vec<String>,
+}
+
+/// Locks the workflows named in `names` that exist against deletion until the transaction
+/// ends (a job never starts from a workflow deleted under it) and returns their revision and
+/// groups, without the documents.
 pub async fn lock_for_start(
     conn: &mut PgConnection,
-    name: &str,
-) -> Result<(i64, Vec<String>), Error> {
-    sqlx::query_as("select revision, groups from workflows where name = $1 for key share")
-        .bind(name)
-        .fetch_optional(conn)
-        .await
-        .map_err(translate)?
-        .ok_or_else(|| Error::workflow_not_found(name))
+    names: &[&str],
+) -> Result<Vec<StartTarget>, Error> {
+    sqlx::query_as(
+        "select name, revision, groups from workflows where name = any($1) order by name
+         for key share",
+    )
+    .bind(names)
+    .fetch_all(conn)
+    .await
+    .map_err(translate)
 }

@@ -6,6 +6,7 @@ mod corpus;
 mod deadlines;
 mod faults;
 mod gateway;
+mod group_commit;
 mod helpers;
 mod idempotency;
 mod limits;

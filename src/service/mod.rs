@@ -1,8 +1,10 @@
-//! The use cases both front doors call. Each owns its transaction.
+//! The use cases both front doors call. Each owns its transaction, except StartJob, whose
+//! transactions are shared by the starts that arrive together (`group_commit`).
+
+mod group_commit;
 
 use chrono::Utc;
 use serde_json::Value;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -11,12 +13,13 @@ use tracing::instrument;
 
 use crate::domain::page::{self, JobCursor};
 use crate::domain::search::JobSearch;
-use crate::domain::CompiledWorkflow;
 use crate::domain::{
     Action, Caller, Error, IdempotencyKey, Job, JobId, StartJob, Workflow, WorkflowDocument,
 };
+use crate::store::idempotency::{self, ScopedKey};
 use crate::store::jobs::{self, JobFilter};
-use crate::store::{idempotency, workflows, Store};
+use crate::store::{workflows, Store};
+use group_commit::GroupCommit;
 
 /// A page of results and the token of the next page (`None` on the last page).
 #[derive(Debug)]
@@ -47,21 +50,19 @@ pub struct Service {
     in_flight: Arc<Semaphore>,
     /// Set when shutdown begins: readiness turns false so load balancers stop sending work.
     draining: AtomicBool,
-    /// Compiled workflows by name, with the revision they were compiled from.
-    workflows: std::sync::Mutex<HashMap<String, (i64, Arc<CompiledWorkflow>)>>,
+    /// StartJobs are committed in batches.
+    starts: GroupCommit,
 }
 
-/// Most workflows kept compiled; past it the cache starts afresh (simple, and a real
-/// deployment has far fewer workflows).
-const WORKFLOW_CACHE_SIZE: usize = 4096;
-
 impl Service {
+    /// The service over `store`. Needs a Tokio runtime: it starts the task that commits
+    /// StartJobs.
     pub fn new(store: Store, max_in_flight: usize) -> Self {
         Service {
+            starts: GroupCommit::spawn(store.clone(), max_in_flight),
             store,
             in_flight: Arc::new(Semaphore::new(max_in_flight.max(1))),
             draining: AtomicBool::new(false),
-            workflows: std::sync::Mutex::default(),
         }
     }
 
@@ -79,7 +80,8 @@ impl Service {
     }
 
     /// Starts a job: the workflow is read, the job built, stored and returned in one
-    /// transaction. The returned job is committed.
+    /// transaction, shared with other starts arriving at the same time (group commit). The
+    /// returned job is committed.
     ///
     /// With an idempotency key, the key is stored in the same transaction; a later call by the
     /// same caller with the same key and the same request returns the first job
@@ -97,72 +99,21 @@ impl Service {
         if let Some(groups) = &request.options.groups {
             caller.require_own_groups(groups, "options.groups")?;
         }
-        let mut tx = self.store.begin().await?;
-        let fingerprint = key.as_ref().map(|_| request.fingerprint());
-        if let (Some(key), Some(fingerprint)) = (&key, &fingerprint) {
-            idempotency::lock(&mut tx, &caller.sub, key).await?;
-            if let Some((stored, job_id)) = idempotency::find(&mut tx, &caller.sub, key).await? {
-                if &stored != fingerprint {
-                    return Err(Error::IdempotencyConflict(format!(
-                        "idempotency key {} was used for a different request",
-                        key.as_str()
-                    )));
-                }
-                let id = JobId::parse(&job_id).map_err(|e| Error::internal(anyhow::anyhow!(e)))?;
-                let job = jobs::get(&mut tx, &id).await?.ok_or_else(|| {
-                    Error::internal(anyhow::anyhow!("idempotency key without its job"))
-                })?;
-                tracing::Span::current().record("job_id", job.id.as_str());
-                tracing::info!("idempotent replay");
-                return Ok(Started {
-                    job,
-                    created: false,
-                });
-            }
+        let key = key.map(|key| {
+            let scoped = ScopedKey {
+                caller: caller.sub.clone(),
+                key: key.as_str().to_owned(),
+            };
+            (scoped, request.fingerprint())
+        });
+        let started = self.starts.start(caller.clone(), request, key).await?;
+        tracing::Span::current().record("job_id", started.job.id.as_str());
+        if started.created {
+            tracing::info!("job started");
+        } else {
+            tracing::info!("idempotent replay");
         }
-        let (revision, groups) = workflows::lock_for_start(&mut tx, &request.workflow).await?;
-        if !caller.can_see(&groups) {
-            return Err(Error::workflow_not_found(&request.workflow));
-        }
-        let workflow = self
-            .compiled_workflow(&mut tx, &request.workflow, revision)
-            .await?;
-        let job = Job::start(&workflow, request.options, caller, Utc::now())?;
-        jobs::insert(&mut tx, &job).await?;
-        if let (Some(key), Some(fingerprint)) = (&key, &fingerprint) {
-            idempotency::insert(&mut tx, &caller.sub, key, fingerprint, &job.id).await?;
-        }
-        tx.commit().await.map_err(crate::store::translate)?;
-        tracing::Span::current().record("job_id", job.id.as_str());
-        tracing::info!("job started");
-        Ok(Started { job, created: true })
-    }
-
-    /// The workflow `name` at `revision`, parsed and compiled: from the cache when it holds that
-    /// revision, else read (the caller holds the row lock) and cached. A revision changes
-    /// whenever the workflow is replaced, whichever instance does it, so the cache is never
-    /// stale.
-    async fn compiled_workflow(
-        &self,
-        tx: &mut crate::store::Tx,
-        name: &str,
-        revision: i64,
-    ) -> Result<Arc<CompiledWorkflow>, Error> {
-        if let Some((cached_revision, compiled)) =
-            self.workflows.lock().expect("cache lock").get(name)
-        {
-            if *cached_revision == revision {
-                return Ok(compiled.clone());
-            }
-        }
-        let workflow = workflows::get(tx, name).await?;
-        let compiled = Arc::new(CompiledWorkflow::compile(workflow.document));
-        let mut cache = self.workflows.lock().expect("cache lock");
-        if cache.len() >= WORKFLOW_CACHE_SIZE {
-            cache.clear();
-        }
-        cache.insert(name.to_owned(), (revision, compiled.clone()));
-        Ok(compiled)
+        Ok(started)
     }
 
     /// Forgets idempotency keys older than `retention`.

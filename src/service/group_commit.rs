@@ -1,0 +1,347 @@
+//! Group commit of StartJob: starts that arrive while earlier ones are being committed wait in
+//! a queue and are then written together, in one transaction of a handful of statements,
+//! instead of one transaction of five or six statements each. Durability is unchanged: a start
+//! is answered only after the transaction holding its job has committed.
+//!
+//! Each start in a batch keeps its own outcome: a workflow that does not exist, variables that
+//! fail the schema or a reused idempotency key fail that start alone. Only a failure of the
+//! transaction itself fails the batch; a transient one (database unavailable, too slow) is
+//! returned to every start in it, any other is retried start by start so that one bad start
+//! cannot fail the others.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use chrono::Utc;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use super::Started;
+use crate::domain::{Caller, CompiledWorkflow, Error, Job, StartJob};
+use crate::store::idempotency::{self, ScopedKey, StoredKey};
+use crate::store::workflows::{self, StartTarget};
+use crate::store::{jobs, Store, Tx};
+
+/// Most starts committed in one transaction.
+const MAX_BATCH: usize = 64;
+/// Transactions of batches in flight at once: while some wait for their commit to reach the
+/// disk, the next batch is already gathering.
+const CONCURRENT_BATCHES: usize = 4;
+/// Most workflows kept compiled; past it the cache starts afresh (simple, and a real
+/// deployment has far fewer workflows).
+const WORKFLOW_CACHE_SIZE: usize = 4096;
+
+/// One StartJob waiting for its batch.
+struct Pending {
+    caller: Caller,
+    request: StartJob,
+    /// The idempotency key and the fingerprint of the request, when the call has a key.
+    key: Option<(ScopedKey, String)>,
+    reply: oneshot::Sender<Result<Started, Error>>,
+}
+
+/// The queue of starts and the task that commits them in batches.
+#[derive(Debug)]
+pub(super) struct GroupCommit {
+    queue: mpsc::Sender<Pending>,
+}
+
+impl GroupCommit {
+    /// Starts the committing task; it ends when this handle is dropped and the queue is empty.
+    pub(super) fn spawn(store: Store, queue_size: usize) -> Self {
+        let (queue, receiver) = mpsc::channel(queue_size.max(1));
+        let committer = Arc::new(Committer {
+            store,
+            workflows: Mutex::default(),
+        });
+        tokio::spawn(run(receiver, committer));
+        GroupCommit { queue }
+    }
+
+    /// Queues a start and waits for its outcome, which is known only once its batch has
+    /// committed (or failed). If the caller gives up first (deadline, disconnect), its start is
+    /// dropped from the batch unless the batch already wrote it.
+    pub(super) async fn start(
+        &self,
+        caller: Caller,
+        request: StartJob,
+        key: Option<(ScopedKey, String)>,
+    ) -> Result<Started, Error> {
+        let (reply, outcome) = oneshot::channel();
+        self.queue
+            .send(Pending {
+                caller,
+                request,
+                key,
+                reply,
+            })
+            .await
+            .map_err(|_| Error::Unavailable("the service is shutting down".to_owned()))?;
+        outcome
+            .await
+            .map_err(|_| Error::internal(anyhow::anyhow!("a batch of starts was abandoned")))?
+    }
+}
+
+/// Takes whatever has queued up (at most MAX_BATCH) each time a batch slot is free.
+async fn run(mut queue: mpsc::Receiver<Pending>, committer: Arc<Committer>) {
+    let slots = Arc::new(Semaphore::new(CONCURRENT_BATCHES));
+    loop {
+        let slot = slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        if queue.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            return;
+        }
+        let committer = committer.clone();
+        tokio::spawn(async move {
+            committer.commit(batch).await;
+            drop(slot);
+        });
+    }
+}
+
+#[derive(Debug)]
+struct Committer {
+    store: Store,
+    /// Compiled workflows by name, with the revision they were compiled from.
+    workflows: Mutex<HashMap<String, (i64, Arc<CompiledWorkflow>)>>,
+}
+
+impl Committer {
+    async fn commit(&self, batch: Vec<Pending>) {
+        // Starts whose callers have given up are not written at all.
+        let batch: Vec<Pending> = batch.into_iter().filter(|p| !p.reply.is_closed()).collect();
+        if batch.is_empty() {
+            return;
+        }
+        tracing::debug!(size = batch.len(), "committing a batch of starts");
+        match self.try_commit(&batch).await {
+            Ok(outcomes) => answer(batch, outcomes),
+            Err(Error::Unavailable(message)) => {
+                answer_all(batch, || Error::Unavailable(message.clone()))
+            }
+            Err(Error::DeadlineExceeded(message)) => {
+                answer_all(batch, || Error::DeadlineExceeded(message.clone()))
+            }
+            Err(error) if batch.len() == 1 => answer(batch, vec![Err(error)]),
+            Err(error) => {
+                tracing::warn!(error = %error, size = batch.len(), "a batch of starts failed; retrying each alone");
+                for pending in batch {
+                    let outcome = match self.try_commit(std::slice::from_ref(&pending)).await {
+                        Ok(mut outcomes) => outcomes.pop().expect("one outcome per start"),
+                        Err(error) => Err(error),
+                    };
+                    let _ = pending.reply.send(outcome);
+                }
+            }
+        }
+    }
+
+    /// Writes the batch in one transaction and returns each start's outcome, in batch order.
+    /// An error is a failure of the transaction: nothing of the batch was written.
+    async fn try_commit(&self, batch: &[Pending]) -> Result<Vec<Result<Started, Error>>, Error> {
+        let mut outcomes: Vec<Option<Result<Started, Error>>> =
+            batch.iter().map(|_| None).collect();
+        let mut tx = self.store.begin().await?;
+
+        // Idempotency keys: held until commit, so racing calls with one key (here or on
+        // another instance) see each other's job; stored keys are replays or conflicts.
+        let keys: Vec<ScopedKey> = batch
+            .iter()
+            .filter_map(|p| p.key.as_ref().map(|(key, _)| key.clone()))
+            .collect();
+        if !keys.is_empty() {
+            idempotency::lock_many(&mut tx, &keys).await?;
+            let stored = idempotency::find_many(&mut tx, &keys).await?;
+            if !stored.is_empty() {
+                self.replay(&mut tx, batch, &stored, &mut outcomes).await?;
+            }
+        }
+
+        // The workflows, locked against deletion until commit.
+        let mut names: Vec<&str> = batch
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, outcome)| outcome.is_none())
+            .map(|(p, _)| p.request.workflow.as_str())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        let targets: HashMap<String, StartTarget> = workflows::lock_for_start(&mut tx, &names)
+            .await?
+            .into_iter()
+            .map(|target| (target.name.clone(), target))
+            .collect();
+
+        let now = Utc::now();
+        let mut made: Vec<(usize, Job)> = Vec::with_capacity(batch.len());
+        // Keys first used in this batch: a second start with one of them replays the first.
+        let mut made_by_key: HashMap<&ScopedKey, (&str, usize)> = HashMap::new();
+        for (i, pending) in batch.iter().enumerate() {
+            if outcomes[i].is_some() {
+                continue;
+            }
+            if pending.reply.is_closed() {
+                outcomes[i] = Some(Err(Error::DeadlineExceeded(
+                    "the caller gave up".to_owned(),
+                )));
+                continue;
+            }
+            if let Some((key, fingerprint)) = &pending.key {
+                if let Some((first_fingerprint, job)) = made_by_key.get(key) {
+                    outcomes[i] = Some(if first_fingerprint == fingerprint {
+                        Ok(Started {
+                            job: made[*job].1.clone(),
+                            created: false,
+                        })
+                    } else {
+                        Err(conflict(key))
+                    });
+                    continue;
+                }
+            }
+            let workflow = &pending.request.workflow;
+            let Some(target) = targets
+                .get(workflow)
+                .filter(|target| pending.caller.can_see(&target.groups))
+            else {
+                outcomes[i] = Some(Err(Error::workflow_not_found(workflow)));
+                continue;
+            };
+            let compiled = self.compiled_workflow(&mut tx, target).await?;
+            match Job::start(
+                &compiled,
+                pending.request.options.clone(),
+                &pending.caller,
+                now,
+            ) {
+                Ok(job) => {
+                    if let Some((key, fingerprint)) = &pending.key {
+                        made_by_key.insert(key, (fingerprint.as_str(), made.len()));
+                    }
+                    made.push((i, job));
+                }
+                Err(error) => outcomes[i] = Some(Err(error)),
+            }
+        }
+
+        if !made.is_empty() {
+            let jobs: Vec<&Job> = made.iter().map(|(_, job)| job).collect();
+            jobs::insert_many(&mut tx, &jobs).await?;
+            let keys: Vec<(ScopedKey, StoredKey)> = made
+                .iter()
+                .filter_map(|(i, job)| {
+                    batch[*i].key.as_ref().map(|(key, fingerprint)| {
+                        (
+                            key.clone(),
+                            StoredKey {
+                                fingerprint: fingerprint.clone(),
+                                job_id: job.id.clone(),
+                            },
+                        )
+                    })
+                })
+                .collect();
+            if !keys.is_empty() {
+                idempotency::insert_many(&mut tx, &keys).await?;
+            }
+        }
+        tx.commit().await.map_err(crate::store::translate)?;
+
+        for (i, job) in made {
+            outcomes[i] = Some(Ok(Started { job, created: true }));
+        }
+        Ok(outcomes
+            .into_iter()
+            .map(|outcome| outcome.expect("every start has an outcome"))
+            .collect())
+    }
+
+    /// Fills the outcomes of starts whose key is already stored: the stored job when the
+    /// request is the same, a conflict when it is not.
+    async fn replay(
+        &self,
+        tx: &mut Tx,
+        batch: &[Pending],
+        stored: &HashMap<ScopedKey, StoredKey>,
+        outcomes: &mut [Option<Result<Started, Error>>],
+    ) -> Result<(), Error> {
+        let ids: Vec<&str> = stored.values().map(|s| s.job_id.as_str()).collect();
+        let jobs: HashMap<String, Job> = jobs::get_many(tx, &ids)
+            .await?
+            .into_iter()
+            .map(|job| (job.id.clone(), job))
+            .collect();
+        for (pending, outcome) in batch.iter().zip(outcomes.iter_mut()) {
+            let Some((key, fingerprint)) = &pending.key else {
+                continue;
+            };
+            let Some(stored) = stored.get(key) else {
+                continue;
+            };
+            *outcome = Some(if &stored.fingerprint != fingerprint {
+                Err(conflict(key))
+            } else {
+                match jobs.get(&stored.job_id) {
+                    Some(job) => Ok(Started {
+                        job: job.clone(),
+                        created: false,
+                    }),
+                    None => Err(Error::internal(anyhow::anyhow!(
+                        "idempotency key without its job"
+                    ))),
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// The workflow at the target's revision, parsed and compiled: from the cache when it
+    /// holds that revision, else read (the transaction holds the row lock) and cached. A
+    /// revision changes whenever the workflow is replaced, whichever instance does it, so the
+    /// cache is never stale.
+    async fn compiled_workflow(
+        &self,
+        tx: &mut Tx,
+        target: &StartTarget,
+    ) -> Result<Arc<CompiledWorkflow>, Error> {
+        if let Some((revision, compiled)) =
+            self.workflows.lock().expect("cache lock").get(&target.name)
+        {
+            if *revision == target.revision {
+                return Ok(compiled.clone());
+            }
+        }
+        let workflow = workflows::get(tx, &target.name).await?;
+        let compiled = Arc::new(CompiledWorkflow::compile(workflow.document));
+        let mut cache = self.workflows.lock().expect("cache lock");
+        if cache.len() >= WORKFLOW_CACHE_SIZE {
+            cache.clear();
+        }
+        cache.insert(target.name.clone(), (target.revision, compiled.clone()));
+        Ok(compiled)
+    }
+}
+
+fn conflict(key: &ScopedKey) -> Error {
+    Error::IdempotencyConflict(format!(
+        "idempotency key {} was used for a different request",
+        key.key
+    ))
+}
+
+fn answer(batch: Vec<Pending>, outcomes: Vec<Result<Started, Error>>) {
+    for (pending, outcome) in batch.into_iter().zip(outcomes) {
+        // A caller that has gone away no longer needs its answer.
+        let _ = pending.reply.send(outcome);
+    }
+}
+
+fn answer_all(batch: Vec<Pending>, error: impl Fn() -> Error) {
+    for pending in batch {
+        let _ = pending.reply.send(Err(error()));
+    }
+}
