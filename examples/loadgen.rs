@@ -4,14 +4,62 @@
 //! `duration` seconds. Prints one JSON line: requests, errors, throughput and latency
 //! percentiles. Reads `JOB_SERVICE_GRPC_ADDR`, `JOB_SERVICE_HTTP_URL` and `JOB_SERVICE_TOKEN`.
 //!
+//! Like pgbench's client, it does not parse the answers: it reads every byte of each but does
+//! not decode the job, so the service under test keeps the CPU that decoding would take from it.
+//!
 //! cargo run --release --example loadgen -- grpc 16 10 'Workflow Name' '{"adapterId": "x"}'
 
 use std::time::{Duration, Instant};
 
-use job_service::grpc::{pb, JobServiceClient};
+use job_service::grpc::pb;
+use prost::bytes::Buf;
+use prost::Message;
 use serde_json::{json, Value};
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
+use tonic::Status;
+
+/// Encodes StartJob requests; takes each answer as its size in bytes, undecoded.
+#[derive(Clone, Copy, Default)]
+struct UndecodedReply;
+
+impl Codec for UndecodedReply {
+    type Encode = pb::StartJobRequest;
+    type Decode = usize;
+    type Encoder = Self;
+    type Decoder = Self;
+
+    fn encoder(&mut self) -> Self {
+        *self
+    }
+
+    fn decoder(&mut self) -> Self {
+        *self
+    }
+}
+
+impl Encoder for UndecodedReply {
+    type Item = pb::StartJobRequest;
+    type Error = Status;
+
+    fn encode(&mut self, item: Self::Item, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        item.encode(buf)
+            .map_err(|e| Status::internal(e.to_string()))
+    }
+}
+
+impl Decoder for UndecodedReply {
+    type Item = usize;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<usize>, Status> {
+        let size = buf.remaining();
+        buf.advance(size);
+        Ok(Some(size))
+    }
+}
 
 #[tokio::main]
 async fn main() {
@@ -47,7 +95,8 @@ async fn main() {
             let channel = Channel::from_shared(format!("http://{grpc_addr}"))
                 .unwrap()
                 .connect_lazy();
-            let mut grpc = JobServiceClient::new(channel);
+            let mut grpc = tonic::client::Grpc::new(channel);
+            let start_job = PathAndQuery::from_static("/operations_manager.v1.JobService/StartJob");
             let http = reqwest::Client::builder()
                 .http2_prior_knowledge()
                 .build()
@@ -70,14 +119,27 @@ async fn main() {
                     request
                         .metadata_mut()
                         .insert("authorization", bearer.clone());
-                    grpc.start_job(request).await.is_ok()
+                    match grpc.ready().await {
+                        Ok(()) => grpc
+                            .unary(request, start_job.clone(), UndecodedReply)
+                            .await
+                            .is_ok_and(|reply| *reply.get_ref() > 0),
+                        Err(_) => false,
+                    }
                 } else {
-                    http.post(format!("{http_url}/operations-manager/jobs/start"))
+                    match http
+                        .post(format!("{http_url}/operations-manager/jobs/start"))
                         .bearer_auth(&token)
                         .json(&body)
                         .send()
                         .await
-                        .is_ok_and(|r| r.status().is_success())
+                        .ok()
+                        .filter(|r| r.status().is_success())
+                        .map(|r| r.bytes())
+                    {
+                        Some(body) => body.await.is_ok_and(|body| !body.is_empty()),
+                        None => false,
+                    }
                 };
                 if ok {
                     latencies.push(sent.elapsed().as_micros() as u64);

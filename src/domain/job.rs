@@ -4,6 +4,7 @@
 //! there is one document and no second mapping to keep in step.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
@@ -101,8 +102,9 @@ pub struct Job {
     #[serde(rename = "type")]
     pub job_type: String,
     pub status: JobStatus,
-    pub tasks: BTreeMap<String, JobTask>,
-    pub transitions: Map<String, Value>,
+    /// Shared with every job started from the same workflow revision: a start builds neither.
+    pub tasks: Arc<BTreeMap<String, JobTask>>,
+    pub transitions: Arc<Map<String, Value>>,
     pub variables: Map<String, Value>,
     pub groups: Vec<String>,
     pub watchers: Vec<String>,
@@ -285,8 +287,8 @@ impl Job {
                 .job_type
                 .unwrap_or_else(|| workflow.workflow_type().to_owned()),
             status: JobStatus::Running,
-            tasks: build_tasks(workflow),
-            transitions: workflow.transitions().clone(),
+            tasks: compiled.job_tasks().clone(),
+            transitions: compiled.job_transitions().clone(),
             variables,
             groups: options.groups.unwrap_or_else(|| workflow.groups().to_vec()),
             watchers: vec![caller.sub.clone()],
@@ -322,7 +324,7 @@ impl Job {
 
 /// Each task of the workflow with its run state, its outgoing transitions grouped by end state
 /// and the tasks leading into it (`previous`), also grouped by end state.
-fn build_tasks(workflow: &WorkflowDocument) -> BTreeMap<String, JobTask> {
+pub(super) fn build_tasks(workflow: &WorkflowDocument) -> BTreeMap<String, JobTask> {
     let tasks = workflow.tasks();
     let mut outgoing: BTreeMap<&str, BTreeMap<String, Vec<TaskTransition>>> = BTreeMap::new();
     let mut previous: BTreeMap<&str, BTreeMap<String, Vec<String>>> = BTreeMap::new();

@@ -3,11 +3,15 @@
 //! The document is kept whole (fields the service does not model are stored and returned
 //! unchanged); parsing checks the parts the service relies on and reads out the few it uses.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use super::error::{Error, FieldViolation, Problem, Violations};
 use super::ids::is_object_id;
+use super::job::JobTask;
 use super::json::{index, join, reject_nul_in, type_name};
 
 pub const WORKFLOW_START: &str = "workflow_start";
@@ -245,6 +249,10 @@ pub struct CompiledWorkflow {
     /// a document written by another version can have one).
     input_schema: Result<Option<jsonschema::Validator>, String>,
     problems: Vec<Problem>,
+    /// The tasks and transitions of every job started from this workflow: they depend on the
+    /// workflow alone, so they are built once and shared.
+    job_tasks: Arc<BTreeMap<String, JobTask>>,
+    job_transitions: Arc<Map<String, Value>>,
 }
 
 impl std::fmt::Debug for CompiledWorkflow {
@@ -266,10 +274,20 @@ impl CompiledWorkflow {
         };
         let problems = document.graph_problems();
         CompiledWorkflow {
+            job_tasks: Arc::new(super::job::build_tasks(&document)),
+            job_transitions: Arc::new(document.transitions().clone()),
             document,
             input_schema,
             problems,
         }
+    }
+
+    pub fn job_tasks(&self) -> &Arc<BTreeMap<String, JobTask>> {
+        &self.job_tasks
+    }
+
+    pub fn job_transitions(&self) -> &Arc<Map<String, Value>> {
+        &self.job_transitions
     }
 
     pub fn document(&self) -> &WorkflowDocument {

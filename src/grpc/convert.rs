@@ -178,58 +178,63 @@ impl From<TaskStatus> for pb::TaskStatus {
     }
 }
 
-impl From<JobTask> for pb::JobTask {
-    fn from(task: JobTask) -> Self {
-        let mut extra = task.fields;
-        let mut take_string = |key: &str| match extra.get(key) {
-            Some(Value::String(_)) => match extra.remove(key) {
-                Some(Value::String(s)) => s,
-                _ => String::new(),
-            },
+/// Task fields that have their own proto field when they hold a string.
+const TASK_STRING_FIELDS: [&str; 6] = ["name", "summary", "description", "app", "type", "location"];
+
+impl From<&JobTask> for pb::JobTask {
+    /// Tasks are shared by every job of a workflow revision, so they are read, not taken.
+    fn from(task: &JobTask) -> Self {
+        let string = |key: &str| match task.fields.get(key) {
+            Some(Value::String(s)) => s.clone(),
             _ => String::new(),
         };
-        let name = take_string("name");
-        let summary = take_string("summary");
-        let description = take_string("description");
-        let app = take_string("app");
-        let r#type = take_string("type");
-        let location = take_string("location");
-        let variables = match extra.get("variables") {
-            Some(Value::Object(_)) => match extra.remove("variables") {
-                Some(Value::Object(map)) => Some(map_to_struct(&map)),
-                _ => None,
-            },
+        let variables = match task.fields.get("variables") {
+            Some(Value::Object(map)) => Some(map_to_struct(map)),
             _ => None,
         };
+        // Whatever has no proto field of its own, including a named field of another type.
+        let extra = task
+            .fields
+            .iter()
+            .filter(|(key, value)| match value {
+                Value::String(_) => !TASK_STRING_FIELDS.contains(&key.as_str()),
+                Value::Object(_) => key.as_str() != "variables",
+                _ => true,
+            })
+            .map(|(key, value)| (key.clone(), json_to_proto(value)))
+            .collect();
         pb::JobTask {
-            name,
-            summary,
-            description,
-            app,
-            r#type,
-            location,
+            name: string("name"),
+            summary: string("summary"),
+            description: string("description"),
+            app: string("app"),
+            r#type: string("type"),
+            location: string("location"),
             status: pb::TaskStatus::from(task.status) as i32,
             transitions: task
                 .transitions
-                .into_iter()
+                .iter()
                 .map(|(state, list)| {
                     let transitions = list
-                        .into_iter()
+                        .iter()
                         .map(|t| pb::TaskTransition {
-                            task: t.task,
-                            r#type: t.transition_type,
+                            task: t.task.clone(),
+                            r#type: t.transition_type.clone(),
                         })
                         .collect();
-                    (state, pb::TaskTransitionList { transitions })
+                    (state.clone(), pb::TaskTransitionList { transitions })
                 })
                 .collect(),
             previous: task
                 .previous
-                .into_iter()
-                .map(|(state, tasks)| (state, pb::TaskIdList { tasks }))
+                .iter()
+                .map(|(state, tasks)| {
+                    let tasks = tasks.clone();
+                    (state.clone(), pb::TaskIdList { tasks })
+                })
                 .collect(),
             variables,
-            extra: Some(map_to_struct(&extra)),
+            extra: Some(prost_types::Struct { fields: extra }),
         }
     }
 }
@@ -269,8 +274,8 @@ impl From<Job> for pb::Job {
             status: pb::JobStatus::from(job.status) as i32,
             tasks: job
                 .tasks
-                .into_iter()
-                .map(|(id, task)| (id, pb::JobTask::from(task)))
+                .iter()
+                .map(|(id, task)| (id.clone(), pb::JobTask::from(task)))
                 .collect(),
             transitions: job
                 .transitions
