@@ -47,10 +47,13 @@ pub(super) struct GroupCommit {
 
 impl GroupCommit {
     /// Starts the committing task; it ends when this handle is dropped and the queue is empty.
-    pub(super) fn spawn(store: Store, queue_size: usize) -> Self {
+    /// Batches have connections of their own, one per batch in flight: they neither wait for
+    /// nor hold up the connections of other calls, and only these few connections grow the
+    /// buffers that whole batches need.
+    pub(super) fn spawn(store: &Store, queue_size: usize) -> Self {
         let (queue, receiver) = mpsc::channel(queue_size.max(1));
         let committer = Arc::new(Committer {
-            store,
+            store: store.dedicated(CONCURRENT_BATCHES as u32),
             workflows: Mutex::default(),
         });
         tokio::spawn(run(receiver, committer));

@@ -59,7 +59,7 @@ impl Service {
     /// StartJobs.
     pub fn new(store: Store, max_in_flight: usize) -> Self {
         Service {
-            starts: GroupCommit::spawn(store.clone(), max_in_flight),
+            starts: GroupCommit::spawn(&store, max_in_flight),
             store,
             in_flight: Arc::new(Semaphore::new(max_in_flight.max(1))),
             draining: AtomicBool::new(false),

@@ -64,6 +64,18 @@ impl Store {
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
+
+    /// A store of its own `connections` connections to the same database, with the same
+    /// settings: work that has it never waits for a connection the rest of the service holds,
+    /// and the other way round.
+    pub fn dedicated(&self, connections: u32) -> Store {
+        let pool = PgPoolOptions::new()
+            .max_connections(connections)
+            .acquire_timeout(self.pool.options().get_acquire_timeout())
+            .test_before_acquire(true)
+            .connect_lazy_with((*self.pool.connect_options()).clone());
+        Store { pool }
+    }
 }
 
 /// The one place a database error becomes a domain error.
