@@ -4,6 +4,7 @@
 mod auth;
 mod corpus;
 mod deadlines;
+mod examples;
 mod faults;
 mod gateway;
 mod group_commit;

@@ -27,7 +27,8 @@ pub struct Server {
 /// Starts the binary without DATABASE_URL and waits for its `grpc listening on` and
 /// `http listening on` lines.
 pub fn start(data_dir: &Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_job-service"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_job-service"));
+    command
         .args([
             "serve",
             "--grpc-addr",
@@ -37,7 +38,14 @@ pub fn start(data_dir: &Path) -> Server {
             "--data-dir",
         ])
         .arg(data_dir)
-        .env_remove("DATABASE_URL")
+        .env_remove("DATABASE_URL");
+    listening(command)
+}
+
+/// Spawns `command`, a `job-service serve` with port 0 for both front doors, and waits for its
+/// `grpc listening on` and `http listening on` lines.
+pub fn listening(mut command: Command) -> Server {
+    let mut child = command
         .env("NO_COLOR", "1")
         .stderr(Stdio::piped())
         .spawn()
@@ -113,7 +121,7 @@ impl Server {
             .connect_lazy()
     }
 
-    fn workflows(&self, token: &str) -> WorkflowServiceClient<Authed> {
+    pub fn workflows(&self, token: &str) -> WorkflowServiceClient<Authed> {
         WorkflowServiceClient::with_interceptor(self.channel(), Bearer::new(token))
     }
 
