@@ -1,16 +1,26 @@
-//! Closed-loop load generator for StartJob, over gRPC or the JSON gateway.
+//! Closed-loop load generator for the job service.
 //!
 //! `concurrency` workers each send one request, wait for the answer, and send the next, for
-//! `duration` seconds. Prints one JSON line: requests, errors, throughput and latency
+//! `seconds` seconds. Prints one JSON line: requests, errors, throughput and latency
 //! percentiles. Reads `JOB_SERVICE_GRPC_ADDR`, `JOB_SERVICE_HTTP_URL` and `JOB_SERVICE_TOKEN`.
 //!
 //! Like pgbench's client, it does not parse the answers: it reads every byte of each but does
-//! not decode the job, so the service under test keeps the CPU that decoding would take from it.
+//! not decode the jobs, so the service under test keeps the CPU that decoding would take.
 //!
-//! cargo run --release --example loadgen -- grpc 16 10 'Workflow Name' '{"adapterId": "x"}'
+//! ```text
+//! loadgen grpc CONCURRENCY SECONDS WORKFLOW VARIABLES_JSON   # StartJob over gRPC
+//! loadgen http CONCURRENCY SECONDS WORKFLOW VARIABLES_JSON   # POST /operations-manager/jobs/start
+//! loadgen get  CONCURRENCY SECONDS IDS_FILE                  # GetJob, ids (one per line) in turn
+//! loadgen list CONCURRENCY SECONDS [CREATED_AT_MICROS JOB_ID] # ListJobs, 50 a page, the page
+//!                                                            # after that job, else the first
+//! ```
 
+use std::marker::PhantomData;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chrono::DateTime;
+use job_service::domain::page::JobCursor;
 use job_service::grpc::pb;
 use prost::bytes::Buf;
 use prost::Message;
@@ -21,36 +31,41 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::Status;
 
-/// Encodes StartJob requests; takes each answer as its size in bytes, undecoded.
-#[derive(Clone, Copy, Default)]
-struct UndecodedReply;
+/// Encodes requests of type `T`; takes each answer as its size in bytes, undecoded.
+struct Undecoded<T>(PhantomData<T>);
 
-impl Codec for UndecodedReply {
-    type Encode = pb::StartJobRequest;
+impl<T> Default for Undecoded<T> {
+    fn default() -> Self {
+        Undecoded(PhantomData)
+    }
+}
+
+impl<T: Message + Send + 'static> Codec for Undecoded<T> {
+    type Encode = T;
     type Decode = usize;
     type Encoder = Self;
     type Decoder = Self;
 
     fn encoder(&mut self) -> Self {
-        *self
+        Self::default()
     }
 
     fn decoder(&mut self) -> Self {
-        *self
+        Self::default()
     }
 }
 
-impl Encoder for UndecodedReply {
-    type Item = pb::StartJobRequest;
+impl<T: Message> Encoder for Undecoded<T> {
+    type Item = T;
     type Error = Status;
 
-    fn encode(&mut self, item: Self::Item, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
+    fn encode(&mut self, item: T, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
         item.encode(buf)
             .map_err(|e| Status::internal(e.to_string()))
     }
 }
 
-impl Decoder for UndecodedReply {
+impl<T> Decoder for Undecoded<T> {
     type Item = usize;
     type Error = Status;
 
@@ -61,16 +76,155 @@ impl Decoder for UndecodedReply {
     }
 }
 
+/// What each request asks for.
+enum Load {
+    StartGrpc(pb::StartJobRequest),
+    StartHttp(Value),
+    Get(Vec<String>),
+    List(pb::ListJobsRequest),
+}
+
+/// One worker's connection(s), as a separate client would have.
+struct Client {
+    grpc: tonic::client::Grpc<Channel>,
+    http: reqwest::Client,
+    bearer: MetadataValue<tonic::metadata::Ascii>,
+    token: String,
+    http_url: String,
+}
+
+impl Client {
+    async fn grpc<T: Message + Send + 'static>(&mut self, path: &'static str, message: T) -> bool {
+        let mut request = tonic::Request::new(message);
+        request
+            .metadata_mut()
+            .insert("authorization", self.bearer.clone());
+        if self.grpc.ready().await.is_err() {
+            return false;
+        }
+        self.grpc
+            .unary(
+                request,
+                PathAndQuery::from_static(path),
+                Undecoded::<T>::default(),
+            )
+            .await
+            .is_ok_and(|reply| *reply.get_ref() > 0)
+    }
+
+    async fn http_start(&self, body: &Value) -> bool {
+        let sent = self
+            .http
+            .post(format!("{}/operations-manager/jobs/start", self.http_url))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await;
+        match sent {
+            Ok(response) if response.status().is_success() => {
+                response.bytes().await.is_ok_and(|body| !body.is_empty())
+            }
+            _ => false,
+        }
+    }
+
+    /// Sends the `n`th request of `load`.
+    async fn send(&mut self, load: &Load, n: usize) -> bool {
+        match load {
+            Load::StartGrpc(request) => {
+                self.grpc(
+                    "/operations_manager.v1.JobService/StartJob",
+                    request.clone(),
+                )
+                .await
+            }
+            Load::StartHttp(body) => self.http_start(body).await,
+            Load::Get(ids) => {
+                let id = ids[n % ids.len()].clone();
+                self.grpc(
+                    "/operations_manager.v1.JobService/GetJob",
+                    pb::GetJobRequest { id },
+                )
+                .await
+            }
+            Load::List(request) => {
+                self.grpc(
+                    "/operations_manager.v1.JobService/ListJobs",
+                    request.clone(),
+                )
+                .await
+            }
+        }
+    }
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: loadgen grpc|http CONCURRENCY SECONDS WORKFLOW VARIABLES_JSON\n       \
+         loadgen get CONCURRENCY SECONDS IDS_FILE\n       \
+         loadgen list CONCURRENCY SECONDS [CREATED_AT_MICROS JOB_ID]"
+    );
+    std::process::exit(2);
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let [_, target, concurrency, seconds, workflow, variables] = args.as_slice() else {
-        eprintln!("usage: loadgen grpc|http CONCURRENCY SECONDS WORKFLOW VARIABLES_JSON");
-        std::process::exit(2);
+    let (Some(target), Some(concurrency), Some(seconds)) = (args.get(1), args.get(2), args.get(3))
+    else {
+        usage()
     };
+    let rest = &args[4..];
     let concurrency: usize = concurrency.parse().expect("CONCURRENCY is a number");
     let duration = Duration::from_secs(seconds.parse().expect("SECONDS is a number"));
-    let variables: Value = serde_json::from_str(variables).expect("VARIABLES_JSON is JSON");
+    let load = match (target.as_str(), rest) {
+        ("grpc" | "http", [workflow, variables]) => {
+            let variables: Value = serde_json::from_str(variables).expect("VARIABLES_JSON is JSON");
+            if target == "http" {
+                Load::StartHttp(json!({"workflow": workflow, "options": {"variables": variables}}))
+            } else {
+                Load::StartGrpc(pb::StartJobRequest {
+                    workflow: workflow.clone(),
+                    options: Some(pb::JobOptions {
+                        variables: Some(job_service::grpc::map_to_struct(
+                            variables.as_object().expect("VARIABLES_JSON is an object"),
+                        )),
+                        ..Default::default()
+                    }),
+                })
+            }
+        }
+        ("get", [file]) => {
+            let ids: Vec<String> = std::fs::read_to_string(file)
+                .expect("IDS_FILE can be read")
+                .lines()
+                .map(str::to_owned)
+                .collect();
+            assert!(!ids.is_empty(), "IDS_FILE holds no id");
+            Load::Get(ids)
+        }
+        ("list", after) => {
+            let page_token = match after {
+                [] => String::new(),
+                [micros, id] => JobCursor {
+                    created_at: DateTime::from_timestamp_micros(
+                        micros.parse().expect("CREATED_AT_MICROS is a number"),
+                    )
+                    .expect("CREATED_AT_MICROS is a time"),
+                    id: id.clone(),
+                }
+                .encode(),
+                _ => usage(),
+            };
+            Load::List(pb::ListJobsRequest {
+                page_size: 50,
+                page_token,
+                ..Default::default()
+            })
+        }
+        _ => usage(),
+    };
+    let load = Arc::new(load);
     let token = std::env::var("JOB_SERVICE_TOKEN").expect("JOB_SERVICE_TOKEN is set");
     let grpc_addr =
         std::env::var("JOB_SERVICE_GRPC_ADDR").unwrap_or_else(|_| "127.0.0.1:50051".into());
@@ -80,72 +234,34 @@ async fn main() {
     let deadline = Instant::now() + duration;
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..concurrency {
-        let (target, workflow, variables, token) = (
-            target.clone(),
-            workflow.clone(),
-            variables.clone(),
-            token.clone(),
-        );
-        let (grpc_addr, http_url) = (grpc_addr.clone(), http_url.clone());
+    for worker in 0..concurrency {
+        let channel = Channel::from_shared(format!("http://{grpc_addr}"))
+            .unwrap()
+            .connect_lazy();
+        let mut client = Client {
+            grpc: tonic::client::Grpc::new(channel),
+            http: reqwest::Client::builder()
+                .http2_prior_knowledge()
+                .build()
+                .unwrap(),
+            bearer: format!("Bearer {token}").parse().unwrap(),
+            token: token.clone(),
+            http_url: http_url.clone(),
+        };
+        let load = load.clone();
         workers.spawn(async move {
             let mut latencies = Vec::new();
             let mut errors = 0u64;
-            // One connection per worker, as separate clients would have.
-            let channel = Channel::from_shared(format!("http://{grpc_addr}"))
-                .unwrap()
-                .connect_lazy();
-            let mut grpc = tonic::client::Grpc::new(channel);
-            let start_job = PathAndQuery::from_static("/operations_manager.v1.JobService/StartJob");
-            let http = reqwest::Client::builder()
-                .http2_prior_knowledge()
-                .build()
-                .unwrap();
-            let bearer: MetadataValue<_> = format!("Bearer {token}").parse().unwrap();
-            let body = json!({"workflow": workflow, "options": {"variables": variables}});
-            let pb_variables = job_service::grpc::map_to_struct(
-                variables.as_object().expect("VARIABLES_JSON is an object"),
-            );
+            // Workers start at different ids of a get load.
+            let mut n = worker * 7919;
             while Instant::now() < deadline {
                 let sent = Instant::now();
-                let ok = if target == "grpc" {
-                    let mut request = tonic::Request::new(pb::StartJobRequest {
-                        workflow: workflow.clone(),
-                        options: Some(pb::JobOptions {
-                            variables: Some(pb_variables.clone()),
-                            ..Default::default()
-                        }),
-                    });
-                    request
-                        .metadata_mut()
-                        .insert("authorization", bearer.clone());
-                    match grpc.ready().await {
-                        Ok(()) => grpc
-                            .unary(request, start_job.clone(), UndecodedReply)
-                            .await
-                            .is_ok_and(|reply| *reply.get_ref() > 0),
-                        Err(_) => false,
-                    }
-                } else {
-                    match http
-                        .post(format!("{http_url}/operations-manager/jobs/start"))
-                        .bearer_auth(&token)
-                        .json(&body)
-                        .send()
-                        .await
-                        .ok()
-                        .filter(|r| r.status().is_success())
-                        .map(|r| r.bytes())
-                    {
-                        Some(body) => body.await.is_ok_and(|body| !body.is_empty()),
-                        None => false,
-                    }
-                };
-                if ok {
+                if client.send(&load, n).await {
                     latencies.push(sent.elapsed().as_micros() as u64);
                 } else {
                     errors += 1;
                 }
+                n += 1;
             }
             (latencies, errors)
         });
