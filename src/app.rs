@@ -15,6 +15,7 @@ use crate::auth::Verifier;
 use crate::cluster::ManagedPostgres;
 use crate::config::ServeConfig;
 use crate::grpc;
+use crate::metrics::Metrics;
 use crate::service::Service;
 use crate::store::{PoolSettings, Store};
 
@@ -23,6 +24,7 @@ pub struct App {
     grpc_listener: TcpListener,
     http_listener: TcpListener,
     service: Arc<Service>,
+    metrics: Arc<Metrics>,
     cluster: Option<ManagedPostgres>,
     verifier: Arc<Verifier>,
     drain_timeout: std::time::Duration,
@@ -71,6 +73,10 @@ impl App {
             Ok((store, grpc_listener, http_listener)) => Ok(App {
                 grpc_listener,
                 http_listener,
+                metrics: Arc::new(Metrics::new({
+                    let store = store.clone();
+                    move || store.pool_stats()
+                })),
                 service: Arc::new(Service::new(store, config.max_in_flight)),
                 cluster,
                 verifier,
@@ -121,9 +127,15 @@ impl App {
         health_reporter
             .set_serving::<grpc::WorkflowServiceServer<grpc::GrpcApi>>()
             .await;
-        let routes = grpc::router(self.service.clone(), self.verifier.clone(), health)?;
+        let routes = grpc::router(
+            self.service.clone(),
+            self.metrics.clone(),
+            self.verifier.clone(),
+            health,
+        )?;
         let gateway = crate::http::router(
             self.service.clone(),
+            self.metrics.clone(),
             self.verifier.clone(),
             self.http_request_timeout,
         );
@@ -157,6 +169,8 @@ impl App {
         tracing::info!("grpc listening on {addr}");
         tracing::info!("http listening on {http_addr}");
         let grpc = tonic::transport::Server::builder()
+            // Outermost (tonic's first layer wraps the others), so it sees the final status.
+            .layer(grpc::ObserveLayer::new(self.metrics.clone()))
             .layer(tower::util::MapResponseLayer::new(
                 grpc::oversize_is_resource_exhausted,
             ))

@@ -22,6 +22,7 @@ impl JobService for GrpcApi {
         };
         let start = StartJob::parse(RawStartJob::try_from(request.into_inner())?)?;
         let started = self.service.start_job(&caller, start, key).await?;
+        self.metrics.job_started(started.created);
         Ok(Response::new(pb::StartJobResponse {
             job: Some(started.job.into()),
             created: started.created,

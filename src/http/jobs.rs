@@ -45,6 +45,7 @@ pub async fn start_job(
     };
     let start = parse_start(body)?;
     let started = state.service.start_job(&caller, start, key).await?;
+    state.metrics.job_started(started.created);
     let body = envelope(
         "Successfully created the requested item",
         job_json(&started.job)?,

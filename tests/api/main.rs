@@ -10,6 +10,7 @@ mod helpers;
 mod idempotency;
 mod limits;
 mod list_jobs;
+mod metrics;
 mod serve;
 mod start_job;
 mod workflows;
