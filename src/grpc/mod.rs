@@ -76,6 +76,7 @@ impl tonic::service::Interceptor for Authenticate {
             })?),
         };
         let caller = self.0.verify(header)?;
+        crate::observe::record_caller(&caller);
         request.extensions_mut().insert(caller);
         Ok(request)
     }

@@ -1,5 +1,6 @@
 //! The tower layer around every gRPC call, health, reflection and refused calls included: it
-//! counts the call by method and status code and times it.
+//! runs the call in its span (request id from the `x-request-id` metadata or new, returned in
+//! the response metadata), counts it by method and status code and times it.
 //!
 //! A gRPC status travels in the response headers (an error answered at once, "trailers only")
 //! or in the trailers after the messages; the response body is wrapped so the call ends when
@@ -15,9 +16,10 @@ use std::time::{Duration, Instant};
 use axum::http::{HeaderMap, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use prost::Message;
+use tracing::Instrument;
 
 use crate::metrics::{Endpoint, GrpcMethod, Metrics, Outcome};
-use crate::observe::Call;
+use crate::observe::{call_span, request_id, Call, REQUEST_ID};
 
 /// Wraps the gRPC server's routes in [`Observe`].
 #[derive(Clone)]
@@ -71,13 +73,17 @@ where
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let endpoint = Endpoint::Grpc(self.methods.method(request.uri().path()));
         let deadline = grpc_timeout(request.headers()).map(|timeout| Instant::now() + timeout);
+        let request_id = request_id(request.headers());
+        let span = call_span("grpc", request.uri().path(), &request_id);
         let call = GrpcCall {
-            call: Some(Call::start(self.metrics.clone(), endpoint)),
+            call: Some(Call::start(self.metrics.clone(), endpoint, span.clone())),
             deadline,
         };
-        let response = self.inner.call(request);
-        Box::pin(async move {
-            let response = response.await?;
+        // Interceptors run here, in the call's span, as well as the handlers below.
+        let response = span.in_scope(|| self.inner.call(request));
+        let future = async move {
+            let mut response = response.await?;
+            response.headers_mut().insert(REQUEST_ID, request_id);
             let call = match grpc_status(response.headers()) {
                 Some(code) => {
                     call.finish(code);
@@ -86,7 +92,8 @@ where
                 None => Some(call),
             };
             Ok(response.map(|inner| ObservedBody { inner, call }))
-        })
+        };
+        Box::pin(future.instrument(span))
     }
 }
 

@@ -80,7 +80,6 @@ pub fn router(
             move |request: Request, next: Next| within(request_timeout, request, next),
         ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
         // Outermost, so that every answer counts, refusals and timeouts included.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -1,14 +1,16 @@
-//! The middleware around every HTTP request, refused ones and unknown routes included: it counts
-//! the request by method, route template and status and times it. And `GET /metrics`.
+//! The middleware around every HTTP request, refused ones and unknown routes included: it runs
+//! the request in its span (request id from the `X-Request-Id` header or new, returned in the
+//! response), counts it by method, route template and status and times it. And `GET /metrics`.
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use tracing::Instrument;
 
 use super::HttpState;
 use crate::metrics::{Endpoint, HttpRoute, Outcome, CONTENT_TYPE};
-use crate::observe::Call;
+use crate::observe::{call_span, request_id, Call, REQUEST_ID};
 
 pub async fn observe(State(state): State<HttpState>, request: Request, next: Next) -> Response {
     let route = HttpRoute {
@@ -21,8 +23,15 @@ pub async fn observe(State(state): State<HttpState>, request: Request, next: Nex
             .map_or("unmatched", MatchedPath::as_str)
             .to_owned(),
     };
-    let call = Call::start(state.metrics.clone(), Endpoint::Http(route));
-    let response = next.run(request).await;
+    let request_id = request_id(request.headers());
+    let span = call_span(
+        "http",
+        &format!("{} {}", route.method, route.route),
+        &request_id,
+    );
+    let call = Call::start(state.metrics.clone(), Endpoint::Http(route), span.clone());
+    let mut response = next.run(request).instrument(span).await;
+    response.headers_mut().insert(REQUEST_ID, request_id);
     call.finish(Outcome::Http(response.status().as_u16()));
     response
 }

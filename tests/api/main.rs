@@ -13,4 +13,5 @@ mod list_jobs;
 mod metrics;
 mod serve;
 mod start_job;
+mod telemetry;
 mod workflows;
