@@ -12,6 +12,7 @@
 //! - [`http`]: the JSON gateway mirroring the REST routes, and its OpenAPI document.
 //! - [`metrics`]: the Prometheus registry both front doors count in, served at `GET /metrics`.
 //! - [`observe`]: what both front doors record of every call.
+//! - [`tls`]: TLS and mutual TLS on both front doors.
 
 pub mod app;
 pub mod auth;
@@ -27,3 +28,4 @@ pub mod observe;
 pub mod service;
 pub mod store;
 pub mod telemetry;
+pub mod tls;

@@ -14,4 +14,5 @@ mod metrics;
 mod serve;
 mod start_job;
 mod telemetry;
+mod tls;
 mod workflows;
