@@ -135,6 +135,11 @@ pub struct ServeConfig {
 
     #[command(flatten)]
     pub tls: TlsConfig,
+
+    /// Base URL of an OpenTelemetry collector (OTLP over HTTP, e.g. `http://127.0.0.1:4318`):
+    /// each call's span is sent to `<URL>/v1/traces`. Needs a build with `--features otel`.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// TLS on both front doors. Without a certificate, both serve plaintext (h2c and HTTP/1.1).
@@ -196,6 +201,7 @@ impl fmt::Debug for ServeConfig {
             .field("idempotency_retention", &self.idempotency_retention)
             .field("log_format", &self.log_format)
             .field("tls", &self.tls)
+            .field("otlp_endpoint", &self.otlp_endpoint)
             .finish()
     }
 }

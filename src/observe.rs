@@ -36,7 +36,7 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
 /// (`/operations_manager.v1.JobService/StartJob`) or the HTTP method and route template
 /// (`GET /operations-manager/jobs/{id}`).
 pub fn call_span(protocol: &'static str, method: &str, request_id: &HeaderValue) -> Span {
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "call",
         protocol,
         method,
@@ -44,7 +44,16 @@ pub fn call_span(protocol: &'static str, method: &str, request_id: &HeaderValue)
         caller = Empty,
         job_id = Empty,
         status = Empty,
-    )
+        otel.name = Empty,
+        otel.kind = Empty,
+    );
+    // A collector shows a span by its name: the method, rather than `call` for all. Recorded
+    // only then, so that log lines do not repeat the method.
+    if crate::telemetry::exporting() {
+        span.record("otel.name", method);
+        span.record("otel.kind", "server");
+    }
+    span
 }
 
 /// Names the caller (its `sub`) in the current call's span. Front doors call it once the

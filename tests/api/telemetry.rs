@@ -212,3 +212,73 @@ async fn every_json_log_line_of_a_call_carries_its_request_id() {
         assert_eq!(span["job_id"], job_id.as_str(), "{finished}");
     }
 }
+
+#[cfg(not(feature = "otel"))]
+#[test]
+fn an_otlp_endpoint_without_the_otel_feature_is_refused_at_start() {
+    let dir = data_dir();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_job-service"))
+        .args([
+            "serve",
+            "--otlp-endpoint",
+            "http://127.0.0.1:4318",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--otlp-endpoint") && stderr.contains("--features otel"),
+        "{stderr}"
+    );
+}
+
+/// With `--features otel`: the spans of calls reach a collector (here, a stand-in that keeps
+/// what is posted to `/v1/traces`).
+#[cfg(feature = "otel")]
+#[tokio::test(flavor = "multi_thread")]
+async fn spans_go_to_the_otlp_endpoint() {
+    use std::sync::{Arc, Mutex};
+
+    let received: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+    let kept = received.clone();
+    let collector = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| async move {
+            kept.lock().unwrap().push(body.to_vec());
+            ""
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, collector).await });
+
+    let dir = data_dir();
+    let server = start_with(dir.path(), &["--otlp-endpoint", &endpoint]);
+    let token = admin_token(dir.path());
+    let answer = reqwest::Client::new()
+        .get(format!(
+            "http://{}/operations-manager/jobs",
+            server.http_addr
+        ))
+        .bearer_auth(&token)
+        .header("X-Request-Id", "exported-call")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    // Spans still batched are sent at shutdown.
+    assert!(server.terminate().success());
+
+    let bodies = received.lock().unwrap();
+    let contains = |needle: &str| {
+        bodies
+            .iter()
+            .any(|body| body.windows(needle.len()).any(|w| w == needle.as_bytes()))
+    };
+    assert!(contains("exported-call"), "{} posts", bodies.len());
+    assert!(contains("GET /operations-manager/jobs"));
+    assert!(contains("job-service"));
+}
