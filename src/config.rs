@@ -150,6 +150,7 @@ pub struct TlsConfig {
     #[arg(
         id = "tls_cert",
         long = "tls-cert",
+        value_name = "FILE",
         env = "JOB_SERVICE_TLS_CERT",
         requires = "tls_key"
     )]
@@ -159,6 +160,7 @@ pub struct TlsConfig {
     #[arg(
         id = "tls_key",
         long = "tls-key",
+        value_name = "FILE",
         env = "JOB_SERVICE_TLS_KEY",
         requires = "tls_cert"
     )]
@@ -169,6 +171,7 @@ pub struct TlsConfig {
     #[arg(
         id = "tls_client_ca",
         long = "tls-client-ca",
+        value_name = "FILE",
         env = "JOB_SERVICE_TLS_CLIENT_CA",
         requires = "tls_cert"
     )]
