@@ -15,25 +15,30 @@ use crate::auth::Verifier;
 use crate::cluster::ManagedPostgres;
 use crate::config::ServeConfig;
 use crate::grpc;
+use crate::metrics::Metrics;
 use crate::service::Service;
 use crate::store::{PoolSettings, Store};
+use crate::tls::Tls;
 
 /// A built application: database ready and migrated, listener bound.
 pub struct App {
     grpc_listener: TcpListener,
     http_listener: TcpListener,
     service: Arc<Service>,
+    metrics: Arc<Metrics>,
     cluster: Option<ManagedPostgres>,
     verifier: Arc<Verifier>,
     drain_timeout: std::time::Duration,
     idempotency_retention: std::time::Duration,
     http_request_timeout: std::time::Duration,
+    tls: Option<Tls>,
 }
 
 impl App {
     pub async fn build(config: &ServeConfig) -> anyhow::Result<App> {
         let verifier =
             Arc::new(Verifier::from_config(&config.keys).context("cannot load the token keys")?);
+        let tls = Tls::from_config(&config.tls).context("cannot set up TLS")?;
         let (options, cluster) = match &config.database_url {
             Some(url) => (
                 PgConnectOptions::from_str(url)
@@ -71,12 +76,17 @@ impl App {
             Ok((store, grpc_listener, http_listener)) => Ok(App {
                 grpc_listener,
                 http_listener,
+                metrics: Arc::new(Metrics::new({
+                    let store = store.clone();
+                    move || store.pool_stats()
+                })),
                 service: Arc::new(Service::new(store, config.max_in_flight)),
                 cluster,
                 verifier,
                 drain_timeout: config.drain_timeout.into(),
                 idempotency_retention: config.idempotency_retention.into(),
                 http_request_timeout: config.http_request_timeout.into(),
+                tls,
             }),
             Err(error) => {
                 if let Some(cluster) = cluster {
@@ -121,9 +131,15 @@ impl App {
         health_reporter
             .set_serving::<grpc::WorkflowServiceServer<grpc::GrpcApi>>()
             .await;
-        let routes = grpc::router(self.service.clone(), self.verifier.clone(), health)?;
+        let routes = grpc::router(
+            self.service.clone(),
+            self.metrics.clone(),
+            self.verifier.clone(),
+            health,
+        )?;
         let gateway = crate::http::router(
             self.service.clone(),
+            self.metrics.clone(),
             self.verifier.clone(),
             self.http_request_timeout,
         );
@@ -154,25 +170,50 @@ impl App {
             self.idempotency_retention,
             drain_started.clone(),
         ));
+        if self.tls.is_some() {
+            tracing::info!("both front doors serve TLS only");
+        }
         tracing::info!("grpc listening on {addr}");
         tracing::info!("http listening on {http_addr}");
         let grpc = tonic::transport::Server::builder()
+            // Outermost (tonic's first layer wraps the others), so it sees the final status.
+            .layer(grpc::ObserveLayer::new(self.metrics.clone()))
             .layer(tower::util::MapResponseLayer::new(
                 grpc::oversize_is_resource_exhausted,
             ))
-            .add_routes(routes)
-            .serve_with_incoming_shutdown(
-                no_delay(TcpListenerStream::new(self.grpc_listener)),
-                signal(drain_started.clone()),
-            );
-        let http = axum::serve(
-            self.http_listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            }),
-            gateway,
-        )
-        .with_graceful_shutdown(signal(drain_started.clone()))
-        .into_future();
+            .add_routes(routes);
+        // The same servers over TLS connections or plain TCP ones.
+        type Served<E> = std::pin::Pin<Box<dyn Future<Output = Result<(), E>> + Send>>;
+        let (grpc, http): (Served<tonic::transport::Error>, Served<std::io::Error>) =
+            match &self.tls {
+                Some(tls) => (
+                    Box::pin(grpc.serve_with_incoming_shutdown(
+                        tls.grpc_incoming(self.grpc_listener).into_stream(),
+                        signal(drain_started.clone()),
+                    )),
+                    Box::pin(
+                        axum::serve(tls.http_incoming(self.http_listener), gateway)
+                            .with_graceful_shutdown(signal(drain_started.clone()))
+                            .into_future(),
+                    ),
+                ),
+                None => (
+                    Box::pin(grpc.serve_with_incoming_shutdown(
+                        no_delay(TcpListenerStream::new(self.grpc_listener)),
+                        signal(drain_started.clone()),
+                    )),
+                    Box::pin(
+                        axum::serve(
+                            self.http_listener.tap_io(|tcp| {
+                                let _ = tcp.set_nodelay(true);
+                            }),
+                            gateway,
+                        )
+                        .with_graceful_shutdown(signal(drain_started.clone()))
+                        .into_future(),
+                    ),
+                ),
+            };
         let server = async {
             let (grpc, http) = tokio::join!(grpc, http);
             grpc.context("grpc server failed")?;

@@ -132,6 +132,50 @@ pub struct ServeConfig {
     /// Log line format.
     #[arg(long, env = "JOB_SERVICE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    #[command(flatten)]
+    pub tls: TlsConfig,
+
+    /// Base URL of an OpenTelemetry collector (OTLP over HTTP, e.g. `http://127.0.0.1:4318`):
+    /// each call's span is sent to `<URL>/v1/traces`. Needs a build with `--features otel`.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+}
+
+/// TLS on both front doors. Without a certificate, both serve plaintext (h2c and HTTP/1.1).
+#[derive(Args, Debug, Clone, Default)]
+pub struct TlsConfig {
+    /// PEM file of the certificate chain both front doors present (the server's certificate
+    /// first). With it, gRPC and HTTP are served over TLS only.
+    #[arg(
+        id = "tls_cert",
+        long = "tls-cert",
+        value_name = "FILE",
+        env = "JOB_SERVICE_TLS_CERT",
+        requires = "tls_key"
+    )]
+    pub cert: Option<PathBuf>,
+
+    /// PEM file of the private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        id = "tls_key",
+        long = "tls-key",
+        value_name = "FILE",
+        env = "JOB_SERVICE_TLS_KEY",
+        requires = "tls_cert"
+    )]
+    pub key: Option<PathBuf>,
+
+    /// PEM file of the CA certificates that sign client certificates: with it, every client
+    /// must present a certificate one of them signed (mutual TLS).
+    #[arg(
+        id = "tls_client_ca",
+        long = "tls-client-ca",
+        value_name = "FILE",
+        env = "JOB_SERVICE_TLS_CLIENT_CA",
+        requires = "tls_cert"
+    )]
+    pub client_ca: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -159,6 +203,8 @@ impl fmt::Debug for ServeConfig {
             .field("http_request_timeout", &self.http_request_timeout)
             .field("idempotency_retention", &self.idempotency_retention)
             .field("log_format", &self.log_format)
+            .field("tls", &self.tls)
+            .field("otlp_endpoint", &self.otlp_endpoint)
             .finish()
     }
 }
@@ -202,6 +248,20 @@ mod tests {
         config.database_url = Some("postgres://app:s3cret@db/jobs".into());
         let text = format!("{config:?}");
         assert!(!text.contains("s3cret"), "{text}");
+    }
+
+    #[test]
+    fn tls_needs_both_a_certificate_and_a_key() {
+        let serve = |args: &[&str]| {
+            Cli::try_parse_from(["job-service", "serve"].iter().chain(args))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        assert!(serve(&["--tls-cert", "c.pem", "--tls-key", "k.pem"]).is_ok());
+        let error = serve(&["--tls-cert", "c.pem"]).unwrap_err();
+        assert!(error.contains("--tls-key"), "{error}");
+        let error = serve(&["--tls-client-ca", "ca.pem"]).unwrap_err();
+        assert!(error.contains("--tls-cert"), "{error}");
     }
 
     #[test]

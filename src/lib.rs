@@ -10,6 +10,9 @@
 //! - [`store`]: SQL only; translates database errors into domain errors.
 //! - [`grpc`]: generated code, thin adapters, proto <-> domain conversions.
 //! - [`http`]: the JSON gateway mirroring the REST routes, and its OpenAPI document.
+//! - [`metrics`]: the Prometheus registry both front doors count in, served at `GET /metrics`.
+//! - [`observe`]: what both front doors record of every call.
+//! - [`tls`]: TLS and mutual TLS on both front doors.
 
 pub mod app;
 pub mod auth;
@@ -20,6 +23,9 @@ pub mod domain;
 pub mod fuzzing;
 pub mod grpc;
 pub mod http;
+pub mod metrics;
+pub mod observe;
 pub mod service;
 pub mod store;
 pub mod telemetry;
+pub mod tls;

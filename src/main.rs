@@ -13,12 +13,20 @@ async fn main() -> std::process::ExitCode {
     let Cli { command } = Cli::parse();
     match command {
         Command::Serve(config) => {
-            telemetry::init(config.log_format);
+            let telemetry =
+                match telemetry::init(config.log_format, config.otlp_endpoint.as_deref()) {
+                    Ok(telemetry) => telemetry,
+                    Err(error) => {
+                        eprintln!("error: {error:#}");
+                        return std::process::ExitCode::FAILURE;
+                    }
+                };
             let result = async {
                 let app = App::build(&config).await?;
                 app.run(shutdown_signal()).await
             }
             .await;
+            let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
             match result {
                 Ok(()) => std::process::ExitCode::SUCCESS,
                 Err(error) => {

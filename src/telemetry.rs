@@ -1,16 +1,99 @@
-//! Logging: text or JSON lines on stderr, filtered by `RUST_LOG` (default `info`).
+//! Logging: text or JSON lines on stderr, filtered by `RUST_LOG` (default `info`). Built with
+//! the `otel` feature, the spans (one per call, see [`crate::observe`]) can also go to an
+//! OpenTelemetry collector over OTLP (HTTP/protobuf).
 
-use tracing_subscriber::EnvFilter;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::LogFormat;
 
-pub fn init(format: LogFormat) {
+/// Whether spans go to a collector: [`crate::observe`] then names them for it.
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+pub fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
+
+/// What must outlive the service: the exporter, flushed by [`Telemetry::shutdown`].
+#[derive(Default)]
+pub struct Telemetry {
+    #[cfg(feature = "otel")]
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Sends the spans not yet exported. Blocks: call it from a blocking thread.
+    pub fn shutdown(self) {
+        #[cfg(feature = "otel")]
+        if let Some(provider) = self.provider {
+            if let Err(error) = provider.shutdown() {
+                eprintln!("warning: cannot flush the spans to the collector: {error}");
+            }
+        }
+    }
+}
+
+/// Installs the global subscriber. `otlp_endpoint`: the collector's base URL
+/// (`http://127.0.0.1:4318`); spans go to `<endpoint>/v1/traces`.
+pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> anyhow::Result<Telemetry> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = match format {
+        LogFormat::Text => logs.boxed(),
+        LogFormat::Json => logs.json().boxed(),
+    };
+    let registry = tracing_subscriber::registry().with(filter).with(logs);
+    match otlp_endpoint {
+        None => {
+            registry.init();
+            Ok(Telemetry::default())
+        }
+        #[cfg(feature = "otel")]
+        Some(endpoint) => {
+            let provider = otlp::provider(endpoint)?;
+            let tracer = opentelemetry::trace::TracerProvider::tracer(&provider, "job-service");
+            registry
+                .with(tracing_opentelemetry::layer().with_tracer(tracer))
+                .init();
+            EXPORTING.store(true, Ordering::Relaxed);
+            Ok(Telemetry {
+                provider: Some(provider),
+            })
+        }
+        #[cfg(not(feature = "otel"))]
+        Some(_) => anyhow::bail!(
+            "--otlp-endpoint (OTEL_EXPORTER_OTLP_ENDPOINT) is set, but this build has no \
+             OpenTelemetry export: build with `cargo build --release --features otel`"
+        ),
+    }
+}
+
+#[cfg(feature = "otel")]
+mod otlp {
+    use anyhow::{bail, Context};
+    use opentelemetry_otlp::WithExportConfig;
+    use opentelemetry_sdk::trace::SdkTracerProvider;
+    use opentelemetry_sdk::Resource;
+
+    /// Spans batched and sent to `<endpoint>/v1/traces` from a thread of the exporter's own.
+    pub fn provider(endpoint: &str) -> anyhow::Result<SdkTracerProvider> {
+        if !endpoint.starts_with("http://") {
+            bail!(
+                "--otlp-endpoint {endpoint}: must be an http:// URL of an OTLP/HTTP collector \
+                 (https is not built in)"
+            );
+        }
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')))
+            .build()
+            .with_context(|| format!("--otlp-endpoint {endpoint}"))?;
+        Ok(SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(Resource::builder().with_service_name("job-service").build())
+            .build())
     }
 }

@@ -6,6 +6,7 @@ use super::convert::{job_status_filter, time_from_proto};
 use super::pb::{self, job_service_server::JobService};
 use super::GrpcApi;
 use crate::domain::{idempotency, IdempotencyKey, RawStartJob, StartJob};
+use crate::observe::record_job_id;
 use crate::service::ListJobs;
 use crate::store::jobs::JobFilter;
 
@@ -22,6 +23,8 @@ impl JobService for GrpcApi {
         };
         let start = StartJob::parse(RawStartJob::try_from(request.into_inner())?)?;
         let started = self.service.start_job(&caller, start, key).await?;
+        self.metrics.job_started(started.created);
+        record_job_id(&started.job.id);
         Ok(Response::new(pb::StartJobResponse {
             job: Some(started.job.into()),
             created: started.created,
@@ -37,6 +40,7 @@ impl JobService for GrpcApi {
             .service
             .get_job(&caller, &request.into_inner().id)
             .await?;
+        record_job_id(&job.id);
         Ok(Response::new(pb::GetJobResponse {
             job: Some(job.into()),
         }))

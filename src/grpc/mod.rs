@@ -4,6 +4,7 @@
 pub mod codec;
 mod convert;
 mod jobs;
+mod observe;
 mod status;
 mod workflows;
 
@@ -11,6 +12,7 @@ use std::sync::Arc;
 
 use crate::auth::Verifier;
 use crate::domain::Caller;
+use crate::metrics::Metrics;
 use crate::service::Service;
 
 /// Code generated from `proto/operations_manager/v1/*.proto`.
@@ -29,20 +31,22 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(
 /// JSON <-> `google.protobuf.Struct`/`Value`, as the service converts them (whole numbers come
 /// back as integers), for clients written in Rust.
 pub use convert::{json_to_proto, map_to_struct, proto_to_json, struct_to_map};
+pub use observe::ObserveLayer;
 pub use pb::job_service_client::JobServiceClient;
 pub use pb::job_service_server::JobServiceServer;
 pub use pb::workflow_service_client::WorkflowServiceClient;
 pub use pb::workflow_service_server::WorkflowServiceServer;
 
-/// What every adapter holds: the use cases.
+/// What every adapter holds: the use cases, and the metrics they add to.
 #[derive(Clone)]
 pub struct GrpcApi {
     service: Arc<Service>,
+    metrics: Arc<Metrics>,
 }
 
 impl GrpcApi {
-    pub fn new(service: Arc<Service>) -> Self {
-        GrpcApi { service }
+    pub fn new(service: Arc<Service>, metrics: Arc<Metrics>) -> Self {
+        GrpcApi { service, metrics }
     }
 
     /// The identity a call acts for, put there by [`Authenticate`].
@@ -72,6 +76,7 @@ impl tonic::service::Interceptor for Authenticate {
             })?),
         };
         let caller = self.0.verify(header)?;
+        crate::observe::record_caller(&caller);
         request.extensions_mut().insert(caller);
         Ok(request)
     }
@@ -81,12 +86,13 @@ impl tonic::service::Interceptor for Authenticate {
 /// version works).
 pub fn router(
     service: Arc<Service>,
+    metrics: Arc<Metrics>,
     verifier: Arc<Verifier>,
     health: tonic_health::pb::health_server::HealthServer<
         impl tonic_health::pb::health_server::Health,
     >,
 ) -> anyhow::Result<tonic::service::Routes> {
-    let api = GrpcApi::new(service);
+    let api = GrpcApi::new(service, metrics);
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)

@@ -23,7 +23,9 @@ impl FromRequestParts<HttpState> for Authenticated {
                 Error::Unauthenticated("malformed authorization: not ASCII".into())
             })?),
         };
-        Ok(Authenticated(state.verifier.verify(header)?))
+        let caller = state.verifier.verify(header)?;
+        crate::observe::record_caller(&caller);
+        Ok(Authenticated(caller))
     }
 }
 

@@ -12,6 +12,7 @@ use super::{envelope, query_pairs, HttpState};
 use crate::domain::json::{index, type_name};
 use crate::domain::search::JobSearch;
 use crate::domain::{Error, IdempotencyKey, Job, RawJobOptions, RawStartJob, StartJob, Violations};
+use crate::observe::record_job_id;
 
 /// `POST /operations-manager/jobs/start`
 #[utoipa::path(
@@ -45,6 +46,8 @@ pub async fn start_job(
     };
     let start = parse_start(body)?;
     let started = state.service.start_job(&caller, start, key).await?;
+    state.metrics.job_started(started.created);
+    record_job_id(&started.job.id);
     let body = envelope(
         "Successfully created the requested item",
         job_json(&started.job)?,
@@ -78,6 +81,7 @@ pub async fn get_job(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let job = state.service.get_job(&caller, &id).await?;
+    record_job_id(&job.id);
     Ok(envelope(
         "Successfully retrieved item",
         job_json(&job)?,

@@ -5,6 +5,7 @@ mod error;
 mod extract;
 mod health;
 mod jobs;
+mod observe;
 pub mod openapi;
 mod workflows;
 
@@ -22,6 +23,7 @@ use serde_json::{json, Value};
 pub use error::ApiError;
 
 use crate::auth::Verifier;
+use crate::metrics::Metrics;
 use crate::service::Service;
 
 /// Largest request body: 4 MiB, as for gRPC messages.
@@ -31,9 +33,20 @@ pub const BODY_LIMIT: usize = 4 * 1024 * 1024;
 pub struct HttpState {
     service: Arc<Service>,
     verifier: Arc<Verifier>,
+    metrics: Arc<Metrics>,
 }
 
-pub fn router(service: Arc<Service>, verifier: Arc<Verifier>, request_timeout: Duration) -> Router {
+pub fn router(
+    service: Arc<Service>,
+    metrics: Arc<Metrics>,
+    verifier: Arc<Verifier>,
+    request_timeout: Duration,
+) -> Router {
+    let state = HttpState {
+        service,
+        verifier,
+        metrics,
+    };
     Router::new()
         .route("/operations-manager/jobs/start", post(jobs::start_job))
         .route("/operations-manager/jobs/{id}", get(jobs::get_job))
@@ -55,6 +68,7 @@ pub fn router(service: Arc<Service>, verifier: Arc<Verifier>, request_timeout: D
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/openapi.json", get(openapi::document))
+        .route("/metrics", get(observe::metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -66,8 +80,12 @@ pub fn router(service: Arc<Service>, verifier: Arc<Verifier>, request_timeout: D
             move |request: Request, next: Next| within(request_timeout, request, next),
         ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
-        .with_state(HttpState { service, verifier })
+        // Outermost, so that every answer counts, refusals and timeouts included.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            observe::observe,
+        ))
+        .with_state(state)
 }
 
 /// Runs the request, or answers 504 with the envelope when it takes longer than `timeout`; the

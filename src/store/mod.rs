@@ -76,6 +76,25 @@ impl Store {
             .connect_lazy_with((*self.pool.connect_options()).clone());
         Store { pool }
     }
+
+    /// How many connections the pool holds now, how many of them are idle, and its limit.
+    pub fn pool_stats(&self) -> PoolStats {
+        PoolStats {
+            size: self.pool.size(),
+            idle: self.pool.num_idle() as u32,
+            max: self.pool.options().get_max_connections(),
+        }
+    }
+}
+
+/// A snapshot of the connection pool, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Connections open, idle or in use.
+    pub size: u32,
+    pub idle: u32,
+    /// The most connections the pool opens.
+    pub max: u32,
 }
 
 /// The one place a database error becomes a domain error.

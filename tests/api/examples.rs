@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 
 use crate::helpers::{fresh_database, small_workflow, to_struct};
-use crate::serve::{listening, Server};
+use crate::serve::{listening, serve_command, Server};
 
 /// The name in `examples/workflows/create-network.json`.
 const WORKFLOW: &str = "Example: Create Network";
@@ -32,15 +32,8 @@ impl Service {
         let secret = keys.path().join("secret");
         std::fs::write(&secret, format!("{:064x}", rand::random::<u128>())).unwrap();
         let database_url = fresh_database().await;
-        let mut command = Command::new(env!("CARGO_BIN_EXE_job-service"));
+        let mut command = serve_command();
         command
-            .args([
-                "serve",
-                "--grpc-addr",
-                "127.0.0.1:0",
-                "--http-addr",
-                "127.0.0.1:0",
-            ])
             .args(["--database-url", &database_url])
             .arg("--jwt-secret-file")
             .arg(&secret)

@@ -7,7 +7,7 @@ use job_service::grpc::pb;
 use serde_json::{json, Value};
 use tonic::Code;
 
-use crate::helpers::{small_workflow, to_struct, TestApp};
+use crate::helpers::{small_workflow, start_request, to_struct, TestApp};
 
 fn start(
     workflow: &str,
@@ -15,20 +15,12 @@ fn start(
     variables: Value,
     key: Option<&str>,
 ) -> tonic::Request<pb::StartJobRequest> {
-    let mut request = tonic::Request::new(pb::StartJobRequest {
-        workflow: workflow.into(),
-        options: Some(pb::JobOptions {
-            description: Some(description.into()),
-            variables: Some(to_struct(&variables)),
-            ..Default::default()
-        }),
-    });
-    if let Some(key) = key {
-        request
-            .metadata_mut()
-            .insert("idempotency-key", key.parse().unwrap());
-    }
-    request
+    let options = pb::JobOptions {
+        description: Some(description.into()),
+        variables: Some(to_struct(&variables)),
+        ..Default::default()
+    };
+    start_request(workflow, options, key)
 }
 
 /// What each of a set of concurrent starts should get.

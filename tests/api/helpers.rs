@@ -45,7 +45,8 @@ impl tonic::service::Interceptor for Bearer {
 
 pub struct TestApp {
     pub addr: SocketAddr,
-    /// Base URL of the JSON gateway, e.g. `http://127.0.0.1:41234`.
+    /// Base URL of the JSON gateway, e.g. `http://127.0.0.1:41234` (`https://localhost:41234`
+    /// over TLS).
     pub http_url: String,
     pub http: reqwest::Client,
     /// Clients that call as an admin.
@@ -115,17 +116,25 @@ impl TestApp {
         adjust(&mut config);
         let app = App::build(&config).await.expect("the app builds");
         let addr = app.grpc_addr();
-        let http_url = format!("http://{}", app.http_addr());
+        // Over TLS, the test certificate names localhost, and the tests bring their own clients.
+        let tls = config.tls.cert.is_some();
+        let http_url = match tls {
+            true => format!("https://localhost:{}", app.http_addr().port()),
+            false => format!("http://{}", app.http_addr()),
+        };
         let service = app.service();
         let (shutdown, stop) = oneshot::channel::<()>();
         let server = tokio::spawn(app.run(async {
             let _ = stop.await;
         }));
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .expect("the server accepts connections");
+        let channel = Channel::from_shared(format!("http://{addr}")).unwrap();
+        let channel = match tls {
+            true => channel.connect_lazy(),
+            false => channel
+                .connect()
+                .await
+                .expect("the server accepts connections"),
+        };
         let db = PgPool::connect_with(PgConnectOptions::from_str(&database_url).unwrap())
             .await
             .unwrap();
@@ -244,6 +253,24 @@ impl Drop for TestApp {
             let _ = shutdown.send(());
         }
     }
+}
+
+/// A StartJob request, with an `idempotency-key` when `key` is given.
+pub fn start_request(
+    workflow: &str,
+    options: pb::JobOptions,
+    key: Option<&str>,
+) -> tonic::Request<pb::StartJobRequest> {
+    let mut request = tonic::Request::new(pb::StartJobRequest {
+        workflow: workflow.into(),
+        options: Some(options),
+    });
+    if let Some(key) = key {
+        request
+            .metadata_mut()
+            .insert("idempotency-key", key.parse().unwrap());
+    }
+    request
 }
 
 /// Sends a request: status and JSON body (every answer of the gateway is JSON).

@@ -6,22 +6,14 @@ use job_service::grpc::pb;
 use serde_json::json;
 use tonic::Code;
 
-use crate::helpers::{send, small_workflow, to_struct, TestApp};
+use crate::helpers::{send, small_workflow, start_request, to_struct, TestApp};
 
 fn keyed(workflow: &str, device: &str, key: Option<&str>) -> tonic::Request<pb::StartJobRequest> {
-    let mut request = tonic::Request::new(pb::StartJobRequest {
-        workflow: workflow.into(),
-        options: Some(pb::JobOptions {
-            variables: Some(to_struct(&json!({"device": device}))),
-            ..Default::default()
-        }),
-    });
-    if let Some(key) = key {
-        request
-            .metadata_mut()
-            .insert("idempotency-key", key.parse().unwrap());
-    }
-    request
+    let options = pb::JobOptions {
+        variables: Some(to_struct(&json!({"device": device}))),
+        ..Default::default()
+    };
+    start_request(workflow, options, key)
 }
 
 async fn job_count(app: &TestApp) -> i64 {

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use job_service::grpc::pb;
@@ -22,24 +23,38 @@ pub struct Server {
     child: Child,
     pub addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// Every line the service wrote on stderr so far.
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 /// Starts the binary without DATABASE_URL and waits for its `grpc listening on` and
 /// `http listening on` lines.
 pub fn start(data_dir: &Path) -> Server {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_job-service"));
+    start_with(data_dir, &[])
+}
+
+/// [`start`] with more arguments for `serve`.
+pub fn start_with(data_dir: &Path, args: &[&str]) -> Server {
+    let mut command = serve_command();
     command
-        .args([
-            "serve",
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
+        .arg("--data-dir")
         .arg(data_dir)
+        .args(args)
         .env_remove("DATABASE_URL");
     listening(command)
+}
+
+/// `job-service serve` with port 0 for both front doors; more arguments may follow.
+pub fn serve_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_job-service"));
+    command.args([
+        "serve",
+        "--grpc-addr",
+        "127.0.0.1:0",
+        "--http-addr",
+        "127.0.0.1:0",
+    ]);
+    command
 }
 
 /// Spawns `command`, a `job-service serve` with port 0 for both front doors, and waits for its
@@ -52,13 +67,18 @@ pub fn listening(mut command: Command) -> Server {
         .unwrap();
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let lines = log.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             for front_door in ["grpc", "http"] {
-                if let Some((_, addr)) = line.split_once(&format!("{front_door} listening on ")) {
-                    let _ = tx.send((front_door, addr.trim().to_owned()));
+                if let Some((_, rest)) = line.split_once(&format!("{front_door} listening on ")) {
+                    // Text lines end with the address; in JSON lines a quote follows it.
+                    let addr = rest.split(['"', ' ']).next().unwrap_or_default();
+                    let _ = tx.send((front_door, addr.to_owned()));
                 }
             }
+            lines.lock().unwrap().push(line);
         }
     });
     let (mut addr, mut http_addr) = (None, None);
@@ -77,6 +97,7 @@ pub fn listening(mut command: Command) -> Server {
         child,
         addr: addr.unwrap(),
         http_addr: http_addr.unwrap(),
+        log,
     }
 }
 
@@ -115,7 +136,7 @@ impl Drop for Server {
 }
 
 impl Server {
-    fn channel(&self) -> Channel {
+    pub fn channel(&self) -> Channel {
         Channel::from_shared(format!("http://{}", self.addr))
             .unwrap()
             .connect_lazy()
@@ -129,6 +150,24 @@ impl Server {
     pub fn kill(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
+    }
+
+    /// Sends SIGTERM, waits for the exit, and returns the exit status and every line the
+    /// service wrote on stderr.
+    pub fn terminate_with_log(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let status = self.child.wait().unwrap();
+        // The reader thread sees the end of stderr once the process is gone.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while Arc::strong_count(&self.log) > 1 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let lines = self.log.lock().unwrap().clone();
+        (status, lines)
     }
 
     /// Sends SIGTERM and returns the exit status.

@@ -1,0 +1,265 @@
+//! TLS on both front doors (rustls with ring): the certificate chain and key from PEM files and,
+//! with a client CA, mutual TLS (every client must present a certificate that CA signed).
+//!
+//! One acceptor serves both listeners: it accepts TCP connections, turns Nagle's algorithm off,
+//! and runs each handshake in a task of its own (with a timeout), so a slow or silent client
+//! never holds up the others. The gRPC server takes the finished connections as a stream, the
+//! gateway as an [`axum::serve::Listener`]; neither knows TLS is there.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::server::WebPkiClientVerifier;
+use tokio_rustls::rustls::{self, RootCertStore, ServerConfig};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_stream::StreamExt as _;
+
+use crate::config::TlsConfig;
+
+/// Longest a client may take to finish its handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connections accepted but not yet taken by the server wait here.
+const BACKLOG: usize = 128;
+
+/// The TLS settings of both front doors.
+#[derive(Clone)]
+pub struct Tls {
+    grpc: TlsAcceptor,
+    http: TlsAcceptor,
+}
+
+impl Tls {
+    /// TLS as configured, or `None` when no certificate is given. Errors name the setting and
+    /// the file at fault.
+    pub fn from_config(config: &TlsConfig) -> anyhow::Result<Option<Tls>> {
+        let (cert, key) = match (&config.cert, &config.key) {
+            (None, None) if config.client_ca.is_some() => {
+                bail!("--tls-client-ca needs --tls-cert and --tls-key")
+            }
+            (None, None) => return Ok(None),
+            (Some(cert), Some(key)) => (cert, key),
+            (Some(_), None) => bail!("--tls-cert needs --tls-key"),
+            (None, Some(_)) => bail!("--tls-key needs --tls-cert"),
+        };
+        let chain = read_certificates(cert, "--tls-cert")?;
+        let key = read_key(key)?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .context("the TLS library supports no protocol version")?;
+        let builder = match &config.client_ca {
+            None => builder.with_no_client_auth(),
+            Some(path) => {
+                let mut roots = RootCertStore::empty();
+                for certificate in read_certificates(path, "--tls-client-ca")? {
+                    roots.add(certificate).with_context(|| {
+                        format!("--tls-client-ca {}: not a CA certificate", path.display())
+                    })?;
+                }
+                let verifier = WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
+                    .build()
+                    .with_context(|| format!("--tls-client-ca {}", path.display()))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let server = builder.with_single_cert(chain, key).with_context(|| {
+            format!(
+                "--tls-key {} does not go with the certificate in --tls-cert {}",
+                config.key.as_deref().unwrap_or(Path::new("")).display(),
+                cert.display()
+            )
+        })?;
+        // gRPC needs HTTP/2; the gateway speaks both.
+        let mut grpc = server.clone();
+        grpc.alpn_protocols = vec![b"h2".to_vec()];
+        let mut http = server;
+        http.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Some(Tls {
+            grpc: TlsAcceptor::from(Arc::new(grpc)),
+            http: TlsAcceptor::from(Arc::new(http)),
+        }))
+    }
+
+    /// The gRPC listener's connections, handshakes done.
+    pub fn grpc_incoming(&self, listener: TcpListener) -> Incoming {
+        Incoming::spawn(listener, self.grpc.clone())
+    }
+
+    /// The gateway's connections, handshakes done.
+    pub fn http_incoming(&self, listener: TcpListener) -> Incoming {
+        Incoming::spawn(listener, self.http.clone())
+    }
+}
+
+fn read_pem(path: &Path, flag: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read {flag} {}", path.display()))
+}
+
+fn read_certificates(path: &Path, flag: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let pem = read_pem(path, flag)?;
+    let certificates = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("{flag} {}: malformed PEM", path.display()))?;
+    if certificates.is_empty() {
+        bail!("{flag} {}: no PEM certificate in it", path.display());
+    }
+    Ok(certificates)
+}
+
+fn read_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
+    let pem = read_pem(path, "--tls-key")?;
+    PrivateKeyDer::from_pem_slice(&pem).with_context(|| {
+        format!(
+            "--tls-key {}: no PEM private key in it (PKCS#8, PKCS#1 or SEC1)",
+            path.display()
+        )
+    })
+}
+
+/// Connections that finished their TLS handshake. Dropping it (the server stops accepting)
+/// stops the accept loop, closes the listener and abandons handshakes under way.
+pub struct Incoming {
+    connections: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    local_addr: SocketAddr,
+}
+
+impl Incoming {
+    fn spawn(listener: TcpListener, acceptor: TlsAcceptor) -> Incoming {
+        let local_addr = listener
+            .local_addr()
+            .expect("a bound listener has an address");
+        let (sender, connections) = mpsc::channel(BACKLOG);
+        tokio::spawn(accept_loop(listener, acceptor, sender));
+        Incoming {
+            connections,
+            local_addr,
+        }
+    }
+
+    /// The connections as a stream, for tonic.
+    pub fn into_stream(self) -> impl tokio_stream::Stream<Item = io::Result<TlsStream<TcpStream>>> {
+        tokio_stream::wrappers::ReceiverStream::new(self.connections)
+            .map(|(connection, _)| Ok(connection))
+    }
+}
+
+impl axum::serve::Listener for Incoming {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.connections.recv().await {
+            Some(connection) => connection,
+            // The accept loop only stops when this listener is dropped.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.local_addr)
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    sender: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
+) {
+    let mut handshakes = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = sender.closed() => return,
+            // Reap finished handshakes so the set does not grow.
+            Some(_) = handshakes.join_next() => continue,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors and the like: wait a little rather than spin.
+                tracing::warn!(error = %error, "cannot accept a connection");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        // A small answer goes out at once instead of waiting for the client's delayed ACK.
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let sender = sender.clone();
+        handshakes.spawn(async move {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(connection)) => {
+                    let _ = sender.send((connection, peer)).await;
+                }
+                Ok(Err(error)) => {
+                    tracing::debug!(%peer, error = %error, "tls handshake failed")
+                }
+                Err(_) => tracing::debug!(%peer, "tls handshake timed out"),
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn config(cert: Option<&Path>, key: Option<&Path>, client_ca: Option<&Path>) -> TlsConfig {
+        TlsConfig {
+            cert: cert.map(Path::to_owned),
+            key: key.map(Path::to_owned),
+            client_ca: client_ca.map(Path::to_owned),
+        }
+    }
+
+    fn error(config: &TlsConfig) -> String {
+        format!("{:#}", Tls::from_config(config).err().expect("an error"))
+    }
+
+    #[test]
+    fn no_certificate_means_no_tls() {
+        assert!(Tls::from_config(&TlsConfig::default()).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_missing_file_is_named_with_its_setting() {
+        let missing = PathBuf::from("/nonexistent/server.pem");
+        let text = error(&config(Some(&missing), Some(&missing), None));
+        assert!(
+            text.contains("--tls-cert /nonexistent/server.pem"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_file_without_pem_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("empty.pem");
+        std::fs::write(&file, "not pem").unwrap();
+        let text = error(&config(Some(&file), Some(&file), None));
+        assert!(
+            text.contains("--tls-cert") && text.contains("no PEM certificate"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn half_a_configuration_is_refused() {
+        let path = PathBuf::from("x.pem");
+        assert!(error(&config(Some(&path), None, None)).contains("--tls-key"));
+        assert!(error(&config(None, Some(&path), None)).contains("--tls-cert"));
+        assert!(error(&config(None, None, Some(&path))).contains("--tls-cert"));
+    }
+}
