@@ -2,8 +2,7 @@
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::response::Response;
 use serde_json::{json, Map, Value};
 
 use super::error::ApiError;
@@ -11,7 +10,7 @@ use super::extract::{Authenticated, JsonBody};
 use super::{envelope, query_pairs, HttpState};
 use crate::domain::json::{index, type_name};
 use crate::domain::search::JobSearch;
-use crate::domain::{Error, IdempotencyKey, Job, RawJobOptions, RawStartJob, StartJob, Violations};
+use crate::domain::{Error, IdempotencyKey, RawJobOptions, RawStartJob, StartJob, Violations};
 use crate::observe::record_job_id;
 
 /// `POST /operations-manager/jobs/start`
@@ -48,16 +47,18 @@ pub async fn start_job(
     let started = state.service.start_job(&caller, start, key).await?;
     state.metrics.job_started(started.created);
     record_job_id(&started.job.id);
-    let body = envelope(
+    let mut body = envelope(
         "Successfully created the requested item",
-        job_json(&started.job)?,
+        &started.job,
         json!({}),
     );
-    if started.created {
-        Ok(body.into_response())
-    } else {
-        Ok(([("idempotent-replayed", "true")], body).into_response())
+    if !started.created {
+        body.headers_mut().insert(
+            "idempotent-replayed",
+            axum::http::HeaderValue::from_static("true"),
+        );
     }
+    Ok(body)
 }
 
 /// `GET /operations-manager/jobs/{id}`
@@ -79,14 +80,10 @@ pub async fn get_job(
     State(state): State<HttpState>,
     Authenticated(caller): Authenticated,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let job = state.service.get_job(&caller, &id).await?;
     record_job_id(&job.id);
-    Ok(envelope(
-        "Successfully retrieved item",
-        job_json(&job)?,
-        json!({}),
-    ))
+    Ok(envelope("Successfully retrieved item", &job, json!({})))
 }
 
 /// `GET /operations-manager/jobs`
@@ -117,11 +114,10 @@ pub async fn list_jobs(
     State(state): State<HttpState>,
     Authenticated(caller): Authenticated,
     RawQuery(query): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let search = JobSearch::parse(&query_pairs(query.as_deref()))?;
     let (jobs, total) = state.service.search_jobs(&caller, &search).await?;
     let count = jobs.len() as i64;
-    let data = jobs.iter().map(job_json).collect::<Result<Vec<_>, _>>()?;
     let next = search.skip + count;
     let metadata = json!({
         "skip": search.skip,
@@ -131,20 +127,12 @@ pub async fn list_jobs(
         "nextPageSkip": if next < total { Value::from(next) } else { Value::Null },
         "previousPageSkip": if search.skip > 0 { Value::from((search.skip - search.limit).max(0)) } else { Value::Null },
     });
-    Ok(envelope(
-        "Successfully retrieved items",
-        Value::Array(data),
-        metadata,
-    ))
+    Ok(envelope("Successfully retrieved items", &jobs, metadata))
 }
 
 /// A start request body, checked and parsed.
 pub(super) fn parse_start(body: Value) -> Result<StartJob, Error> {
     StartJob::parse(raw_start_job(body)?)
-}
-
-fn job_json(job: &Job) -> Result<Value, ApiError> {
-    serde_json::to_value(job).map_err(|e| ApiError::from(Error::internal(e)))
 }
 
 /// The body of a start request, checked as the reference schema says: an object with exactly

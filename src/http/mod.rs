@@ -18,7 +18,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 pub use error::ApiError;
 
@@ -110,8 +110,22 @@ pub fn parse_start_body(bytes: &[u8]) -> Result<crate::domain::StartJob, crate::
 }
 
 /// The REST envelope of a success.
-fn envelope(message: &str, data: Value, metadata: Value) -> Json<Value> {
-    Json(json!({"message": message, "data": data, "metadata": metadata}))
+#[derive(serde::Serialize)]
+struct Envelope<T> {
+    message: &'static str,
+    data: T,
+    metadata: Value,
+}
+
+/// The REST envelope of a success as the response. `data` is written straight into the body,
+/// with no JSON tree built in between.
+fn envelope<T: serde::Serialize>(message: &'static str, data: T, metadata: Value) -> Response {
+    Json(Envelope {
+        message,
+        data,
+        metadata,
+    })
+    .into_response()
 }
 
 /// Query parameters as (name, value) pairs, decoded, in order.

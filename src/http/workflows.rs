@@ -1,6 +1,7 @@
 //! Workflow routes, as Automation Studio and the workflow builder expose them.
 
 use axum::extract::{Path, RawQuery, State};
+use axum::response::Response;
 use axum::Json;
 use serde_json::{json, Value};
 
@@ -67,7 +68,7 @@ pub async fn import(
     State(state): State<HttpState>,
     Authenticated(caller): Authenticated,
     JsonBody(body): JsonBody,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let documents = match only_field(body, "automations")? {
         Value::Array(documents) => documents,
         other => {
@@ -189,7 +190,7 @@ pub async fn delete(
     State(state): State<HttpState>,
     Authenticated(caller): Authenticated,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     state.service.delete_workflow(&caller, &name).await?;
     Ok(envelope(
         "Successfully deleted the requested item",
