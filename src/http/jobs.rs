@@ -49,7 +49,7 @@ pub async fn start_job(
     record_job_id(&started.job.id);
     let mut body = envelope(
         "Successfully created the requested item",
-        &started.job,
+        &started.document,
         json!({}),
     );
     if !started.created {

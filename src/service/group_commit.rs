@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
+use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::Started;
@@ -180,7 +181,7 @@ impl Committer {
             .collect();
 
         let now = Utc::now();
-        let mut made: Vec<(usize, Job)> = Vec::with_capacity(batch.len());
+        let mut made: Vec<(usize, Job, Box<RawValue>)> = Vec::with_capacity(batch.len());
         // Keys first used in this batch: a second start with one of them replays the first.
         let mut made_by_key: HashMap<&ScopedKey, (&str, usize)> = HashMap::new();
         for (i, pending) in batch.iter().enumerate() {
@@ -194,10 +195,12 @@ impl Committer {
                 continue;
             }
             if let Some((key, fingerprint)) = &pending.key {
-                if let Some((first_fingerprint, job)) = made_by_key.get(key) {
+                if let Some((first_fingerprint, first)) = made_by_key.get(key) {
                     outcomes[i] = Some(if first_fingerprint == fingerprint {
+                        let (_, job, document) = &made[*first];
                         Ok(Started {
-                            job: made[*job].1.clone(),
+                            job: job.clone(),
+                            document: document.clone(),
                             created: false,
                         })
                     } else {
@@ -222,21 +225,25 @@ impl Committer {
                 now,
             ) {
                 Ok(job) => {
+                    let document = encode(&job)?;
                     if let Some((key, fingerprint)) = &pending.key {
                         made_by_key.insert(key, (fingerprint.as_str(), made.len()));
                     }
-                    made.push((i, job));
+                    made.push((i, job, document));
                 }
                 Err(error) => outcomes[i] = Some(Err(error)),
             }
         }
 
         if !made.is_empty() {
-            let jobs: Vec<&Job> = made.iter().map(|(_, job)| job).collect();
+            let jobs: Vec<(&Job, &RawValue)> = made
+                .iter()
+                .map(|(_, job, document)| (job, &**document))
+                .collect();
             jobs::insert_many(&mut tx, &jobs).await?;
             let keys: Vec<(ScopedKey, StoredKey)> = made
                 .iter()
-                .filter_map(|(i, job)| {
+                .filter_map(|(i, job, _)| {
                     batch[*i].key.as_ref().map(|(key, fingerprint)| {
                         (
                             key.clone(),
@@ -254,8 +261,12 @@ impl Committer {
         }
         tx.commit().await.map_err(crate::store::translate)?;
 
-        for (i, job) in made {
-            outcomes[i] = Some(Ok(Started { job, created: true }));
+        for (i, job, document) in made {
+            outcomes[i] = Some(Ok(Started {
+                job,
+                document,
+                created: true,
+            }));
         }
         Ok(outcomes
             .into_iter()
@@ -289,8 +300,9 @@ impl Committer {
                 Err(conflict(key))
             } else {
                 match jobs.get(&stored.job_id) {
-                    Some(job) => Ok(Started {
+                    Some(job) => encode(job).map(|document| Started {
                         job: job.clone(),
+                        document,
                         created: false,
                     }),
                     None => Err(Error::internal(anyhow::anyhow!(
@@ -327,6 +339,11 @@ impl Committer {
         cache.insert(target.name.clone(), (target.revision, compiled.clone()));
         Ok(compiled)
     }
+}
+
+/// The job's REST document, encoded once: it is both what is stored and what HTTP answers.
+fn encode(job: &Job) -> Result<Box<RawValue>, Error> {
+    serde_json::value::to_raw_value(job).map_err(Error::internal)
 }
 
 fn conflict(key: &ScopedKey) -> Error {

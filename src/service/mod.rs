@@ -4,6 +4,7 @@
 mod group_commit;
 
 use chrono::Utc;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -32,6 +33,8 @@ pub struct Page<T> {
 #[derive(Debug)]
 pub struct Started {
     pub job: Job,
+    /// The job's REST document, as stored: encoded once for the database and the answer.
+    pub document: Box<RawValue>,
     pub created: bool,
 }
 

@@ -1,6 +1,7 @@
 //! The `jobs` table.
 
 use chrono::{DateTime, Utc};
+use serde_json::value::RawValue;
 use sqlx::types::Json;
 use sqlx::{PgConnection, Postgres, QueryBuilder};
 
@@ -19,9 +20,14 @@ pub struct JobFilter {
     pub created_before: Option<DateTime<Utc>>,
 }
 
-/// Inserts `jobs` with one statement (one round trip whatever their number). Groups travel
-/// as JSON arrays because PostgreSQL arrays cannot hold rows of different lengths.
-pub async fn insert_many(conn: &mut PgConnection, jobs: &[&Job]) -> Result<(), Error> {
+/// Inserts `jobs`, each with its document already encoded, with one statement (one round trip
+/// whatever their number). Groups travel as JSON arrays because PostgreSQL arrays cannot hold
+/// rows of different lengths.
+pub async fn insert_many(conn: &mut PgConnection, jobs: &[(&Job, &RawValue)]) -> Result<(), Error> {
+    let (jobs, documents): (Vec<&Job>, Vec<Json<&RawValue>>) = jobs
+        .iter()
+        .map(|(job, document)| (*job, Json(*document)))
+        .unzip();
     let ids: Vec<&str> = jobs.iter().map(|job| job.id.as_str()).collect();
     let names: Vec<&str> = jobs.iter().map(|job| job.name.as_str()).collect();
     let statuses: Vec<&str> = jobs.iter().map(|job| job.status.as_str()).collect();
@@ -29,7 +35,6 @@ pub async fn insert_many(conn: &mut PgConnection, jobs: &[&Job]) -> Result<(), E
     let created: Vec<DateTime<Utc>> = jobs.iter().map(|job| job.created).collect();
     let updated: Vec<DateTime<Utc>> = jobs.iter().map(|job| job.last_updated).collect();
     let created_by: Vec<&str> = jobs.iter().map(|job| job.created_by.as_str()).collect();
-    let documents: Vec<Json<&Job>> = jobs.iter().map(|job| Json(*job)).collect();
     sqlx::query(
         "insert into jobs (id, workflow_name, status, groups, created_at, updated_at, created_by, document)
          select id, workflow_name, status, array(select jsonb_array_elements_text(groups)),
