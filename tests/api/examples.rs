@@ -4,15 +4,15 @@
 //!
 //! scripts/test installs their dependencies first; a missing interpreter fails these tests.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use job_service::grpc::pb;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
 use crate::helpers::{fresh_database, small_workflow, to_struct};
-use crate::serve::{listening, serve_command, Server};
+use crate::serve::{listening, serve_command, token, Server};
 
 /// The name in `examples/workflows/create-network.json`.
 const WORKFLOW: &str = "Example: Create Network";
@@ -40,21 +40,18 @@ impl Service {
             .arg("--data-dir")
             .arg(keys.path());
         let server = listening(command);
-        let output = Command::new(env!("CARGO_BIN_EXE_job-service"))
-            .args(["token", "--username", "examples", "--roles", "engineering"])
-            .arg("--jwt-secret-file")
-            .arg(&secret)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let token = token([
+            OsStr::new("--username"),
+            "examples".as_ref(),
+            "--roles".as_ref(),
+            "engineering".as_ref(),
+            "--jwt-secret-file".as_ref(),
+            secret.as_os_str(),
+        ]);
         Service {
             server,
             db: PgPool::connect(&database_url).await.unwrap(),
-            token: String::from_utf8(output.stdout).unwrap().trim().to_owned(),
+            token,
             _keys: keys,
         }
     }

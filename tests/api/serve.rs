@@ -1,6 +1,7 @@
 //! `job-service serve` as a user runs it: its own PostgreSQL under the data dir, kept across
 //! restarts, stopped on exit.
 
+use std::ffi::{OsStr, OsString};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -103,18 +104,19 @@ pub fn listening(mut command: Command) -> Server {
 
 /// `job-service token` with the same data dir as the server: an admin token.
 pub fn admin_token(data_dir: &Path) -> String {
+    let mut args: Vec<OsString> = ["--username", "admin", "--roles", "admin", "--ttl", "15m"]
+        .into_iter()
+        .map(OsString::from)
+        .collect();
+    args.extend([OsString::from("--data-dir"), data_dir.into()]);
+    token(args)
+}
+
+/// `job-service token` with `args`: the token, after checking that stdout holds only it.
+pub fn token(args: impl IntoIterator<Item = impl AsRef<OsStr>>) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_job-service"))
-        .args([
-            "token",
-            "--username",
-            "admin",
-            "--roles",
-            "admin",
-            "--ttl",
-            "15m",
-            "--data-dir",
-        ])
-        .arg(data_dir)
+        .arg("token")
+        .args(args)
         .output()
         .unwrap();
     assert!(
