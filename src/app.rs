@@ -73,21 +73,24 @@ impl App {
         }
         .await;
         match built {
-            Ok((store, grpc_listener, http_listener)) => Ok(App {
-                grpc_listener,
-                http_listener,
-                metrics: Arc::new(Metrics::new({
-                    let store = store.clone();
-                    move || store.pool_stats()
-                })),
-                service: Arc::new(Service::new(store, config.max_in_flight)),
-                cluster,
-                verifier,
-                drain_timeout: config.drain_timeout.into(),
-                idempotency_retention: config.idempotency_retention.into(),
-                http_request_timeout: config.http_request_timeout.into(),
-                tls,
-            }),
+            Ok((store, grpc_listener, http_listener)) => {
+                let service = Arc::new(Service::new(store, config.max_in_flight));
+                Ok(App {
+                    grpc_listener,
+                    http_listener,
+                    metrics: Arc::new(Metrics::new({
+                        let service = service.clone();
+                        move || service.pool_stats()
+                    })),
+                    service,
+                    cluster,
+                    verifier,
+                    drain_timeout: config.drain_timeout.into(),
+                    idempotency_retention: config.idempotency_retention.into(),
+                    http_request_timeout: config.http_request_timeout.into(),
+                    tls,
+                })
+            }
             Err(error) => {
                 if let Some(cluster) = cluster {
                     if let Err(stop_error) = cluster.stop().await {

@@ -20,7 +20,7 @@ use super::Started;
 use crate::domain::{Caller, CompiledWorkflow, Error, Job, StartJob};
 use crate::store::idempotency::{self, ScopedKey, StoredKey};
 use crate::store::workflows::{self, StartTarget};
-use crate::store::{jobs, Store, Tx};
+use crate::store::{jobs, PoolStats, Store, Tx};
 
 /// Most starts committed in one transaction.
 const MAX_BATCH: usize = 64;
@@ -44,6 +44,8 @@ struct Pending {
 #[derive(Debug)]
 pub(super) struct GroupCommit {
     queue: mpsc::Sender<Pending>,
+    /// The batches' own connections.
+    store: Store,
 }
 
 impl GroupCommit {
@@ -53,12 +55,18 @@ impl GroupCommit {
     /// buffers that whole batches need.
     pub(super) fn spawn(store: &Store, queue_size: usize) -> Self {
         let (queue, receiver) = mpsc::channel(queue_size.max(1));
+        let store = store.dedicated(CONCURRENT_BATCHES as u32);
         let committer = Arc::new(Committer {
-            store: store.dedicated(CONCURRENT_BATCHES as u32),
+            store: store.clone(),
             workflows: Mutex::default(),
         });
         tokio::spawn(run(receiver, committer));
-        GroupCommit { queue }
+        GroupCommit { queue, store }
+    }
+
+    /// The batches' connections.
+    pub(super) fn pool_stats(&self) -> PoolStats {
+        self.store.pool_stats()
     }
 
     /// Queues a start and waits for its outcome, which is known only once its batch has

@@ -19,7 +19,7 @@ use crate::domain::{
 };
 use crate::store::idempotency::{self, ScopedKey};
 use crate::store::jobs::{self, JobFilter};
-use crate::store::{workflows, Store};
+use crate::store::{workflows, PoolStats, Store};
 use group_commit::GroupCommit;
 
 /// A page of results and the token of the next page (`None` on the last page).
@@ -75,6 +75,12 @@ impl Service {
         self.in_flight.clone().try_acquire_owned().map_err(|_| {
             Error::ResourceExhausted("too many calls in flight, try again shortly".to_owned())
         })
+    }
+
+    /// The database connections of the service: those of its calls and those of its batches of
+    /// starts, together.
+    pub fn pool_stats(&self) -> PoolStats {
+        self.store.pool_stats() + self.starts.pool_stats()
     }
 
     /// Marks the service as shutting down: readiness answers false from now on.

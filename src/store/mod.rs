@@ -87,7 +87,7 @@ impl Store {
     }
 }
 
-/// A snapshot of the connection pool, for metrics.
+/// A snapshot of the connection pool(s), for metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolStats {
     /// Connections open, idle or in use.
@@ -95,6 +95,19 @@ pub struct PoolStats {
     pub idle: u32,
     /// The most connections the pool opens.
     pub max: u32,
+}
+
+impl std::ops::Add for PoolStats {
+    type Output = PoolStats;
+
+    /// Two pools counted as one.
+    fn add(self, other: PoolStats) -> PoolStats {
+        PoolStats {
+            size: self.size + other.size,
+            idle: self.idle + other.idle,
+            max: self.max + other.max,
+        }
+    }
 }
 
 /// The one place a database error becomes a domain error.
