@@ -145,6 +145,93 @@ pub struct Job {
     pub validation_errors: Vec<Value>,
 }
 
+/// A job's own fields: its document without `tasks` and `transitions`, which every job of a
+/// workflow revision shares and which are stored once per graph (`job_graphs`). Serializes
+/// with the same names as [`Job`]; a test checks the two stay in step.
+#[derive(Debug, Serialize)]
+pub struct JobRecord<'a> {
+    #[serde(rename = "_id")]
+    id: &'a str,
+    uuid: &'a str,
+    name: &'a str,
+    description: &'a str,
+    #[serde(rename = "type")]
+    job_type: &'a str,
+    status: JobStatus,
+    variables: &'a Map<String, Value>,
+    groups: &'a [String],
+    watchers: &'a [String],
+    ancestors: &'a [String],
+    parent: &'a Value,
+    metrics: &'a JobMetrics,
+    error: &'a [Value],
+    warnings: &'a [Value],
+    #[serde(with = "millis_rfc3339")]
+    created: DateTime<Utc>,
+    created_by: &'a str,
+    #[serde(with = "millis_rfc3339")]
+    last_updated: DateTime<Utc>,
+    last_updated_by: &'a str,
+    #[serde(rename = "canvasVersion")]
+    canvas_version: i64,
+    #[serde(rename = "encodingVersion")]
+    encoding_version: i64,
+    font_size: i64,
+    #[serde(rename = "preAutomationTime")]
+    pre_automation_time: &'a Number,
+    sla: &'a Number,
+    decorators: &'a [Decorator],
+    tags: &'a [Value],
+    #[serde(rename = "errorHandler")]
+    error_handler: &'a Value,
+    #[serde(rename = "createdVersion")]
+    created_version: &'a str,
+    #[serde(rename = "lastUpdatedVersion")]
+    last_updated_version: &'a str,
+    #[serde(rename = "migrationVersion")]
+    migration_version: i64,
+    #[serde(rename = "validationErrors")]
+    validation_errors: &'a [Value],
+}
+
+impl Job {
+    /// The job's own fields, as stored beside its graph.
+    pub fn record(&self) -> JobRecord<'_> {
+        JobRecord {
+            id: &self.id,
+            uuid: &self.uuid,
+            name: &self.name,
+            description: &self.description,
+            job_type: &self.job_type,
+            status: self.status,
+            variables: &self.variables,
+            groups: &self.groups,
+            watchers: &self.watchers,
+            ancestors: &self.ancestors,
+            parent: &self.parent,
+            metrics: &self.metrics,
+            error: &self.error,
+            warnings: &self.warnings,
+            created: self.created,
+            created_by: &self.created_by,
+            last_updated: self.last_updated,
+            last_updated_by: &self.last_updated_by,
+            canvas_version: self.canvas_version,
+            encoding_version: self.encoding_version,
+            font_size: self.font_size,
+            pre_automation_time: &self.pre_automation_time,
+            sla: &self.sla,
+            decorators: &self.decorators,
+            tags: &self.tags,
+            error_handler: &self.error_handler,
+            created_version: &self.created_version,
+            last_updated_version: &self.last_updated_version,
+            migration_version: self.migration_version,
+            validation_errors: &self.validation_errors,
+        }
+    }
+}
+
 /// The shape version of job documents this service writes.
 pub const JOB_DOCUMENT_VERSION: i64 = 1;
 
@@ -545,6 +632,23 @@ mod tests {
         assert!(value["created"].as_str().unwrap().ends_with('Z'));
         let back: Job = serde_json::from_value(value).unwrap();
         assert_eq!(back, job);
+    }
+
+    #[test]
+    fn the_record_is_the_document_without_the_graph() {
+        let job = Job::start(
+            &CompiledWorkflow::compile(workflow()),
+            options(),
+            &Caller::test_admin(),
+            Utc::now(),
+        )
+        .unwrap();
+        let mut document = serde_json::to_value(&job).unwrap();
+        let record = serde_json::to_value(job.record()).unwrap();
+        let whole = document.as_object_mut().unwrap();
+        assert!(whole.remove("tasks").is_some());
+        assert!(whole.remove("transitions").is_some());
+        assert_eq!(record, document);
     }
 
     #[test]

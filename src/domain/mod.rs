@@ -17,5 +17,5 @@ pub use caller::Caller;
 pub use error::{Code, Error, FieldViolation, Problem, Violations};
 pub use idempotency::IdempotencyKey;
 pub use ids::JobId;
-pub use job::{Job, JobStatus, RawJobOptions, RawStartJob, StartJob};
-pub use workflow::{CompiledWorkflow, Workflow, WorkflowDocument};
+pub use job::{Job, JobRecord, JobStatus, RawJobOptions, RawStartJob, StartJob};
+pub use workflow::{CompiledWorkflow, JobGraph, Workflow, WorkflowDocument};

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
 use super::error::{Error, FieldViolation, Problem, Violations};
 use super::ids::is_object_id;
@@ -253,6 +255,39 @@ pub struct CompiledWorkflow {
     /// workflow alone, so they are built once and shared.
     job_tasks: Arc<BTreeMap<String, JobTask>>,
     job_transitions: Arc<Map<String, Value>>,
+    /// The same graph as stored: once per distinct graph, shared by its jobs.
+    job_graph: JobGraph,
+}
+
+/// A job task graph as stored: its tasks and transitions as JSON, and an id that is a SHA-256
+/// of both, so equal graphs have one id whichever instance computed it.
+#[derive(Debug)]
+pub struct JobGraph {
+    pub id: String,
+    pub tasks: Box<RawValue>,
+    pub transitions: Box<RawValue>,
+}
+
+impl JobGraph {
+    fn new(tasks: &BTreeMap<String, JobTask>, transitions: &Map<String, Value>) -> Self {
+        let tasks = serde_json::value::to_raw_value(tasks).expect("a task graph is JSON");
+        let transitions =
+            serde_json::value::to_raw_value(transitions).expect("transitions are JSON");
+        let mut digest = Sha256::new();
+        digest.update(tasks.get().as_bytes());
+        digest.update([0x1f]);
+        digest.update(transitions.get().as_bytes());
+        let id = digest
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        JobGraph {
+            id,
+            tasks,
+            transitions,
+        }
+    }
 }
 
 impl std::fmt::Debug for CompiledWorkflow {
@@ -273,9 +308,12 @@ impl CompiledWorkflow {
                 .map_err(|error| error.to_string()),
         };
         let problems = document.graph_problems();
+        let job_tasks = super::job::build_tasks(&document);
+        let job_transitions = document.transitions().clone();
         CompiledWorkflow {
-            job_tasks: Arc::new(super::job::build_tasks(&document)),
-            job_transitions: Arc::new(document.transitions().clone()),
+            job_graph: JobGraph::new(&job_tasks, &job_transitions),
+            job_tasks: Arc::new(job_tasks),
+            job_transitions: Arc::new(job_transitions),
             document,
             input_schema,
             problems,
@@ -288,6 +326,10 @@ impl CompiledWorkflow {
 
     pub fn job_transitions(&self) -> &Arc<Map<String, Value>> {
         &self.job_transitions
+    }
+
+    pub fn job_graph(&self) -> &JobGraph {
+        &self.job_graph
     }
 
     pub fn document(&self) -> &WorkflowDocument {

@@ -49,7 +49,7 @@ pub async fn start_job(
     record_job_id(&started.job.id);
     let mut body = envelope(
         "Successfully created the requested item",
-        &started.document,
+        &started.job,
         json!({}),
     );
     if !started.created {

@@ -9,15 +9,14 @@
 //! returned to every start in it, any other is retried start by start so that one bad start
 //! cannot fail the others.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
-use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::Started;
-use crate::domain::{Caller, CompiledWorkflow, Error, Job, StartJob};
+use crate::domain::{Caller, CompiledWorkflow, Error, Job, JobGraph, StartJob};
 use crate::store::idempotency::{self, ScopedKey, StoredKey};
 use crate::store::workflows::{self, StartTarget};
 use crate::store::{jobs, PoolStats, Store, Tx};
@@ -59,6 +58,7 @@ impl GroupCommit {
         let committer = Arc::new(Committer {
             store: store.clone(),
             workflows: Mutex::default(),
+            stored_graphs: Mutex::default(),
         });
         tokio::spawn(run(receiver, committer));
         GroupCommit { queue, store }
@@ -120,6 +120,9 @@ struct Committer {
     store: Store,
     /// Compiled workflows by name, with the revision they were compiled from.
     workflows: Mutex<HashMap<String, (i64, Arc<CompiledWorkflow>)>>,
+    /// Ids of the job graphs known to be stored (committed): starts from them need not store
+    /// them again.
+    stored_graphs: Mutex<HashSet<String>>,
 }
 
 impl Committer {
@@ -189,7 +192,7 @@ impl Committer {
             .collect();
 
         let now = Utc::now();
-        let mut made: Vec<(usize, Job, Box<RawValue>)> = Vec::with_capacity(batch.len());
+        let mut made: Vec<(usize, Job, Arc<CompiledWorkflow>)> = Vec::with_capacity(batch.len());
         // Keys first used in this batch: a second start with one of them replays the first.
         let mut made_by_key: HashMap<&ScopedKey, (&str, usize)> = HashMap::new();
         for (i, pending) in batch.iter().enumerate() {
@@ -205,10 +208,8 @@ impl Committer {
             if let Some((key, fingerprint)) = &pending.key {
                 if let Some((first_fingerprint, first)) = made_by_key.get(key) {
                     outcomes[i] = Some(if first_fingerprint == fingerprint {
-                        let (_, job, document) = &made[*first];
                         Ok(Started {
-                            job: job.clone(),
-                            document: document.clone(),
+                            job: made[*first].1.clone(),
                             created: false,
                         })
                     } else {
@@ -233,20 +234,33 @@ impl Committer {
                 now,
             ) {
                 Ok(job) => {
-                    let document = encode(&job)?;
                     if let Some((key, fingerprint)) = &pending.key {
                         made_by_key.insert(key, (fingerprint.as_str(), made.len()));
                     }
-                    made.push((i, job, document));
+                    made.push((i, job, compiled));
                 }
                 Err(error) => outcomes[i] = Some(Err(error)),
             }
         }
 
         if !made.is_empty() {
-            let jobs: Vec<(&Job, &RawValue)> = made
+            // Each distinct graph is stored once, by whichever start first uses it.
+            let mut new_graphs: Vec<&JobGraph> = Vec::new();
+            {
+                let stored = self.stored_graphs.lock().expect("graph set lock");
+                for (_, _, compiled) in &made {
+                    let graph = compiled.job_graph();
+                    if !stored.contains(&graph.id) && !new_graphs.iter().any(|g| g.id == graph.id) {
+                        new_graphs.push(graph);
+                    }
+                }
+            }
+            if !new_graphs.is_empty() {
+                jobs::insert_graphs(&mut tx, &new_graphs).await?;
+            }
+            let jobs: Vec<(&Job, &str)> = made
                 .iter()
-                .map(|(_, job, document)| (job, &**document))
+                .map(|(_, job, compiled)| (job, compiled.job_graph().id.as_str()))
                 .collect();
             jobs::insert_many(&mut tx, &jobs).await?;
             let keys: Vec<(ScopedKey, StoredKey)> = made
@@ -269,12 +283,17 @@ impl Committer {
         }
         tx.commit().await.map_err(crate::store::translate)?;
 
-        for (i, job, document) in made {
-            outcomes[i] = Some(Ok(Started {
-                job,
-                document,
-                created: true,
-            }));
+        if !made.is_empty() {
+            let mut stored = self.stored_graphs.lock().expect("graph set lock");
+            if stored.len() >= WORKFLOW_CACHE_SIZE {
+                stored.clear();
+            }
+            for (_, _, compiled) in &made {
+                stored.insert(compiled.job_graph().id.clone());
+            }
+        }
+        for (i, job, _) in made {
+            outcomes[i] = Some(Ok(Started { job, created: true }));
         }
         Ok(outcomes
             .into_iter()
@@ -308,9 +327,8 @@ impl Committer {
                 Err(conflict(key))
             } else {
                 match jobs.get(&stored.job_id) {
-                    Some(job) => encode(job).map(|document| Started {
+                    Some(job) => Ok(Started {
                         job: job.clone(),
-                        document,
                         created: false,
                     }),
                     None => Err(Error::internal(anyhow::anyhow!(
@@ -347,11 +365,6 @@ impl Committer {
         cache.insert(target.name.clone(), (target.revision, compiled.clone()));
         Ok(compiled)
     }
-}
-
-/// The job's REST document, encoded once: it is both what is stored and what HTTP answers.
-fn encode(job: &Job) -> Result<Box<RawValue>, Error> {
-    serde_json::value::to_raw_value(job).map_err(Error::internal)
 }
 
 fn conflict(key: &ScopedKey) -> Error {

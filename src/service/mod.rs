@@ -4,7 +4,6 @@
 mod group_commit;
 
 use chrono::Utc;
-use serde_json::value::RawValue;
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -33,8 +32,6 @@ pub struct Page<T> {
 #[derive(Debug)]
 pub struct Started {
     pub job: Job,
-    /// The job's REST document, as stored: encoded once for the database and the answer.
-    pub document: Box<RawValue>,
     pub created: bool,
 }
 

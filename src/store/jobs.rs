@@ -1,4 +1,5 @@
-//! The `jobs` table.
+//! The `jobs` table, the task graphs its jobs share (`job_graphs`), and the view of whole job
+//! documents (`job_documents`), which every read goes through.
 
 use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
@@ -9,7 +10,7 @@ use super::translate;
 use crate::domain::job::Job;
 use crate::domain::page::JobCursor;
 use crate::domain::search::{Condition, JobField, JobSearch};
-use crate::domain::{Error, JobId, JobStatus};
+use crate::domain::{Error, JobGraph, JobId, JobRecord, JobStatus};
 
 /// Which jobs ListJobs returns.
 #[derive(Debug, Clone, Default)]
@@ -20,28 +21,56 @@ pub struct JobFilter {
     pub created_before: Option<DateTime<Utc>>,
 }
 
-/// Inserts `jobs`, each with its document already encoded, with one statement (one round trip
-/// whatever their number). Groups travel as JSON arrays because PostgreSQL arrays cannot hold
-/// rows of different lengths.
-pub async fn insert_many(conn: &mut PgConnection, jobs: &[(&Job, &RawValue)]) -> Result<(), Error> {
-    let (jobs, documents): (Vec<&Job>, Vec<Json<&RawValue>>) = jobs
+/// Stores `graphs`, those not stored yet (graphs are never changed or deleted, so one already
+/// there is the same).
+pub async fn insert_graphs(conn: &mut PgConnection, graphs: &[&JobGraph]) -> Result<(), Error> {
+    let ids: Vec<&str> = graphs.iter().map(|graph| graph.id.as_str()).collect();
+    let tasks: Vec<Json<&RawValue>> = graphs.iter().map(|graph| Json(&*graph.tasks)).collect();
+    let transitions: Vec<Json<&RawValue>> = graphs
         .iter()
-        .map(|(job, document)| (*job, Json(*document)))
-        .unzip();
-    let ids: Vec<&str> = jobs.iter().map(|job| job.id.as_str()).collect();
-    let names: Vec<&str> = jobs.iter().map(|job| job.name.as_str()).collect();
-    let statuses: Vec<&str> = jobs.iter().map(|job| job.status.as_str()).collect();
-    let groups: Vec<Json<&Vec<String>>> = jobs.iter().map(|job| Json(&job.groups)).collect();
-    let created: Vec<DateTime<Utc>> = jobs.iter().map(|job| job.created).collect();
-    let updated: Vec<DateTime<Utc>> = jobs.iter().map(|job| job.last_updated).collect();
-    let created_by: Vec<&str> = jobs.iter().map(|job| job.created_by.as_str()).collect();
+        .map(|graph| Json(&*graph.transitions))
+        .collect();
     sqlx::query(
-        "insert into jobs (id, workflow_name, status, groups, created_at, updated_at, created_by, document)
+        "insert into job_graphs (id, tasks, transitions)
+         select * from unnest($1::text[], $2::jsonb[], $3::jsonb[])
+         on conflict (id) do nothing",
+    )
+    .bind(&ids)
+    .bind(&tasks)
+    .bind(&transitions)
+    .execute(conn)
+    .await
+    .map_err(translate)?;
+    Ok(())
+}
+
+/// Inserts `jobs`, each with the id of its (stored) graph, with one statement: one round trip
+/// whatever their number. Each row holds the job's own fields (`Job::record`), not its graph.
+/// Groups travel as JSON arrays because PostgreSQL arrays cannot hold rows of different
+/// lengths.
+pub async fn insert_many(conn: &mut PgConnection, jobs: &[(&Job, &str)]) -> Result<(), Error> {
+    let ids: Vec<&str> = jobs.iter().map(|(job, _)| job.id.as_str()).collect();
+    let names: Vec<&str> = jobs.iter().map(|(job, _)| job.name.as_str()).collect();
+    let statuses: Vec<&str> = jobs.iter().map(|(job, _)| job.status.as_str()).collect();
+    let groups: Vec<Json<&Vec<String>>> = jobs.iter().map(|(job, _)| Json(&job.groups)).collect();
+    let created: Vec<DateTime<Utc>> = jobs.iter().map(|(job, _)| job.created).collect();
+    let updated: Vec<DateTime<Utc>> = jobs.iter().map(|(job, _)| job.last_updated).collect();
+    let created_by: Vec<&str> = jobs
+        .iter()
+        .map(|(job, _)| job.created_by.as_str())
+        .collect();
+    let documents: Vec<Json<JobRecord<'_>>> =
+        jobs.iter().map(|(job, _)| Json(job.record())).collect();
+    let graph_ids: Vec<&str> = jobs.iter().map(|(_, graph)| *graph).collect();
+    sqlx::query(
+        "insert into jobs (id, workflow_name, status, groups, created_at, updated_at, created_by,
+                           document, graph_id)
          select id, workflow_name, status, array(select jsonb_array_elements_text(groups)),
-                created_at, updated_at, created_by, document
+                created_at, updated_at, created_by, document, graph_id
          from unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::timestamptz[],
-                     $6::timestamptz[], $7::text[], $8::jsonb[])
-              as j(id, workflow_name, status, groups, created_at, updated_at, created_by, document)",
+                     $6::timestamptz[], $7::text[], $8::jsonb[], $9::text[])
+              as j(id, workflow_name, status, groups, created_at, updated_at, created_by,
+                   document, graph_id)",
     )
     .bind(&ids)
     .bind(&names)
@@ -51,6 +80,7 @@ pub async fn insert_many(conn: &mut PgConnection, jobs: &[(&Job, &RawValue)]) ->
     .bind(&updated)
     .bind(&created_by)
     .bind(&documents)
+    .bind(&graph_ids)
     .execute(conn)
     .await
     .map_err(translate)?;
@@ -58,7 +88,7 @@ pub async fn insert_many(conn: &mut PgConnection, jobs: &[(&Job, &RawValue)]) ->
 }
 
 pub async fn get(conn: &mut PgConnection, id: &JobId) -> Result<Option<Job>, Error> {
-    sqlx::query_scalar::<_, Json<Job>>("select document from jobs where id = $1")
+    sqlx::query_scalar::<_, Json<Job>>("select document from job_documents where id = $1")
         .bind(id.as_str())
         .fetch_optional(conn)
         .await
@@ -68,7 +98,7 @@ pub async fn get(conn: &mut PgConnection, id: &JobId) -> Result<Option<Job>, Err
 
 /// The jobs with these ids that exist, in no particular order.
 pub async fn get_many(conn: &mut PgConnection, ids: &[&str]) -> Result<Vec<Job>, Error> {
-    sqlx::query_scalar::<_, Json<Job>>("select document from jobs where id = any($1)")
+    sqlx::query_scalar::<_, Json<Job>>("select document from job_documents where id = any($1)")
         .bind(ids)
         .fetch_all(conn)
         .await
@@ -87,7 +117,7 @@ pub async fn list(
     limit: i64,
 ) -> Result<Vec<Job>, Error> {
     let mut query: QueryBuilder<Postgres> =
-        QueryBuilder::new("select document from jobs where true");
+        QueryBuilder::new("select document from job_documents where true");
     if let Some(status) = filter.status {
         query.push(" and status = ").push_bind(status.as_str());
     }
@@ -200,7 +230,7 @@ pub async fn search(
         .await
         .map_err(translate)?;
 
-    let mut query: QueryBuilder<Postgres> = QueryBuilder::new("select document from jobs");
+    let mut query: QueryBuilder<Postgres> = QueryBuilder::new("select document from job_documents");
     push_search_conditions(&mut query, search, visible_to);
     let direction = if search.descending { "desc" } else { "asc" };
     query

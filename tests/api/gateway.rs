@@ -100,7 +100,7 @@ async fn a_job_started_over_grpc_reads_the_same_over_http_and_back() {
     assert_eq!(status, 200);
     assert_eq!(reply["message"], "Successfully retrieved item");
     let http_job = &reply["data"];
-    let stored: Value = sqlx::query_scalar("select document from jobs where id = $1")
+    let stored: Value = sqlx::query_scalar("select document from job_documents where id = $1")
         .bind(&grpc_job.id)
         .fetch_one(&app.db)
         .await

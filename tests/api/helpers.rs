@@ -102,7 +102,7 @@ impl TestApp {
         Self::spawn_on(self.database_url.clone(), |_| {}).await
     }
 
-    async fn spawn_on(database_url: String, adjust: impl FnOnce(&mut ServeConfig)) -> TestApp {
+    pub async fn spawn_on(database_url: String, adjust: impl FnOnce(&mut ServeConfig)) -> TestApp {
         let key_dir = tempfile::tempdir().unwrap();
         let secret_file = key_dir.path().join("secret");
         std::fs::write(&secret_file, format!("{:064x}", rand::random::<u128>())).unwrap();

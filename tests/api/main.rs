@@ -15,6 +15,7 @@ mod list_jobs;
 mod metrics;
 mod serve;
 mod start_job;
+mod storage;
 mod telemetry;
 mod tls;
 mod workflows;

@@ -70,11 +70,13 @@ async fn start_job_returns_the_stored_job_with_its_task_graph() {
     );
 
     // The job is in the database, as the REST document, exactly as returned.
-    let row = sqlx::query("select status, workflow_name, groups, document from jobs where id = $1")
-        .bind(&job.id)
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
+    let row = sqlx::query(
+        "select status, workflow_name, groups, document from job_documents where id = $1",
+    )
+    .bind(&job.id)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
     assert_eq!(row.get::<String, _>("status"), "running");
     assert_eq!(row.get::<String, _>("workflow_name"), "Port Turn Up");
     assert_eq!(row.get::<Vec<String>, _>("groups"), job.groups);
