@@ -103,7 +103,11 @@ pub struct Job {
     pub job_type: String,
     pub status: JobStatus,
     /// Shared with every job started from the same workflow revision: a start builds neither.
+    /// Stored once per graph, so a stored job's own fields come without them (`default`) and
+    /// its graph is put back when it is read.
+    #[serde(default)]
     pub tasks: Arc<BTreeMap<String, JobTask>>,
+    #[serde(default)]
     pub transitions: Arc<Map<String, Value>>,
     pub variables: Map<String, Value>,
     pub groups: Vec<String>,

@@ -9,7 +9,7 @@
 //! returned to every start in it, any other is retried start by start so that one bad start
 //! cannot fail the others.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
@@ -18,8 +18,9 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use super::Started;
 use crate::domain::{Caller, CompiledWorkflow, Error, Job, JobGraph, StartJob};
 use crate::store::idempotency::{self, ScopedKey, StoredKey};
+use crate::store::jobs::{self, GraphCache};
 use crate::store::workflows::{self, StartTarget};
-use crate::store::{jobs, PoolStats, Store, Tx};
+use crate::store::{PoolStats, Store, Tx};
 
 /// Most starts committed in one transaction.
 const MAX_BATCH: usize = 64;
@@ -52,13 +53,13 @@ impl GroupCommit {
     /// Batches have connections of their own, one per batch in flight: they neither wait for
     /// nor hold up the connections of other calls, and only these few connections grow the
     /// buffers that whole batches need.
-    pub(super) fn spawn(store: &Store, queue_size: usize) -> Self {
+    pub(super) fn spawn(store: &Store, graphs: Arc<GraphCache>, queue_size: usize) -> Self {
         let (queue, receiver) = mpsc::channel(queue_size.max(1));
         let store = store.dedicated(CONCURRENT_BATCHES as u32);
         let committer = Arc::new(Committer {
             store: store.clone(),
             workflows: Mutex::default(),
-            stored_graphs: Mutex::default(),
+            graphs,
         });
         tokio::spawn(run(receiver, committer));
         GroupCommit { queue, store }
@@ -120,9 +121,8 @@ struct Committer {
     store: Store,
     /// Compiled workflows by name, with the revision they were compiled from.
     workflows: Mutex<HashMap<String, (i64, Arc<CompiledWorkflow>)>>,
-    /// Ids of the job graphs known to be stored (committed): starts from them need not store
-    /// them again.
-    stored_graphs: Mutex<HashSet<String>>,
+    /// The job graphs known to be stored: starts from them need not store them again.
+    graphs: Arc<GraphCache>,
 }
 
 impl Committer {
@@ -246,13 +246,11 @@ impl Committer {
         if !made.is_empty() {
             // Each distinct graph is stored once, by whichever start first uses it.
             let mut new_graphs: Vec<&JobGraph> = Vec::new();
-            {
-                let stored = self.stored_graphs.lock().expect("graph set lock");
-                for (_, _, compiled) in &made {
-                    let graph = compiled.job_graph();
-                    if !stored.contains(&graph.id) && !new_graphs.iter().any(|g| g.id == graph.id) {
-                        new_graphs.push(graph);
-                    }
+            for (_, _, compiled) in &made {
+                let graph = compiled.job_graph();
+                if !self.graphs.contains(&graph.id) && !new_graphs.iter().any(|g| g.id == graph.id)
+                {
+                    new_graphs.push(graph);
                 }
             }
             if !new_graphs.is_empty() {
@@ -283,13 +281,11 @@ impl Committer {
         }
         tx.commit().await.map_err(crate::store::translate)?;
 
-        if !made.is_empty() {
-            let mut stored = self.stored_graphs.lock().expect("graph set lock");
-            if stored.len() >= WORKFLOW_CACHE_SIZE {
-                stored.clear();
-            }
-            for (_, _, compiled) in &made {
-                stored.insert(compiled.job_graph().id.clone());
+        for (_, _, compiled) in &made {
+            let graph = compiled.job_graph();
+            if !self.graphs.contains(&graph.id) {
+                self.graphs
+                    .insert(graph, compiled.job_tasks(), compiled.job_transitions());
             }
         }
         for (i, job, _) in made {
@@ -311,7 +307,7 @@ impl Committer {
         outcomes: &mut [Option<Result<Started, Error>>],
     ) -> Result<(), Error> {
         let ids: Vec<&str> = stored.values().map(|s| s.job_id.as_str()).collect();
-        let jobs: HashMap<String, Job> = jobs::get_many(tx, &ids)
+        let jobs: HashMap<String, Job> = jobs::get_many(tx, &self.graphs, &ids)
             .await?
             .into_iter()
             .map(|job| (job.id.clone(), job))

@@ -17,7 +17,7 @@ use crate::domain::{
     Action, Caller, Error, IdempotencyKey, Job, JobId, StartJob, Workflow, WorkflowDocument,
 };
 use crate::store::idempotency::{self, ScopedKey};
-use crate::store::jobs::{self, JobFilter};
+use crate::store::jobs::{self, GraphCache, JobFilter};
 use crate::store::{workflows, PoolStats, Store};
 use group_commit::GroupCommit;
 
@@ -52,14 +52,18 @@ pub struct Service {
     draining: AtomicBool,
     /// StartJobs are committed in batches.
     starts: GroupCommit,
+    /// The task graphs of stored jobs, shared by the jobs read with them.
+    graphs: Arc<GraphCache>,
 }
 
 impl Service {
     /// The service over `store`. Needs a Tokio runtime: it starts the task that commits
     /// StartJobs.
     pub fn new(store: Store, max_in_flight: usize) -> Self {
+        let graphs = Arc::new(GraphCache::default());
         Service {
-            starts: GroupCommit::spawn(&store, max_in_flight),
+            starts: GroupCommit::spawn(&store, graphs.clone(), max_in_flight),
+            graphs,
             store,
             in_flight: Arc::new(Semaphore::new(max_in_flight.max(1))),
             draining: AtomicBool::new(false),
@@ -138,7 +142,7 @@ impl Service {
         let _slot = self.admit()?;
         let id = JobId::parse(id).map_err(|reason| Error::invalid("id", reason))?;
         let mut conn = self.store.conn().await?;
-        jobs::get(&mut conn, &id)
+        jobs::get(&mut conn, &self.graphs, &id)
             .await?
             .filter(|job| caller.can_see(&job.groups))
             .ok_or_else(|| Error::NotFound(format!("Cannot find job {id}")))
@@ -167,6 +171,7 @@ impl Service {
         // One more row than asked says whether there is a next page.
         let mut items = jobs::list(
             &mut conn,
+            &self.graphs,
             &request.filter,
             caller.visibility_filter(),
             after.as_ref(),
@@ -321,7 +326,7 @@ impl Service {
         caller.require(Action::ReadJobs)?;
         let _slot = self.admit()?;
         let mut conn = self.store.conn().await?;
-        jobs::search(&mut conn, search, caller.visibility_filter()).await
+        jobs::search(&mut conn, &self.graphs, search, caller.visibility_filter()).await
     }
 
     /// A REST workflow search by exact name or name prefix, with offset paging.

@@ -1,13 +1,18 @@
 //! The `jobs` table, the task graphs its jobs share (`job_graphs`), and the view of whole job
-//! documents (`job_documents`), which every read goes through.
+//! documents (`job_documents`) for people reading the database. The service reads a job's own
+//! fields and takes its graph from a cache ([`GraphCache`]): each graph is read and parsed once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 use sqlx::types::Json;
 use sqlx::{PgConnection, Postgres, QueryBuilder};
 
 use super::translate;
-use crate::domain::job::Job;
+use crate::domain::job::{Job, JobTask};
 use crate::domain::page::JobCursor;
 use crate::domain::search::{Condition, JobField, JobSearch};
 use crate::domain::{Error, JobGraph, JobId, JobRecord, JobStatus};
@@ -87,23 +92,139 @@ pub async fn insert_many(conn: &mut PgConnection, jobs: &[(&Job, &str)]) -> Resu
     Ok(())
 }
 
-pub async fn get(conn: &mut PgConnection, id: &JobId) -> Result<Option<Job>, Error> {
-    sqlx::query_scalar::<_, Json<Job>>("select document from job_documents where id = $1")
+pub async fn get(
+    conn: &mut PgConnection,
+    graphs: &GraphCache,
+    id: &JobId,
+) -> Result<Option<Job>, Error> {
+    let row = sqlx::query_as::<_, JobRow>("select document, graph_id from jobs where id = $1")
         .bind(id.as_str())
-        .fetch_optional(conn)
+        .fetch_optional(&mut *conn)
         .await
-        .map(|row| row.map(|json| json.0))
-        .map_err(translate)
+        .map_err(translate)?;
+    match row {
+        None => Ok(None),
+        Some(row) => Ok(graphs.complete(conn, vec![row]).await?.pop()),
+    }
 }
 
 /// The jobs with these ids that exist, in no particular order.
-pub async fn get_many(conn: &mut PgConnection, ids: &[&str]) -> Result<Vec<Job>, Error> {
-    sqlx::query_scalar::<_, Json<Job>>("select document from job_documents where id = any($1)")
-        .bind(ids)
-        .fetch_all(conn)
-        .await
-        .map(|rows| rows.into_iter().map(|json| json.0).collect())
-        .map_err(translate)
+pub async fn get_many(
+    conn: &mut PgConnection,
+    graphs: &GraphCache,
+    ids: &[&str],
+) -> Result<Vec<Job>, Error> {
+    let rows =
+        sqlx::query_as::<_, JobRow>("select document, graph_id from jobs where id = any($1)")
+            .bind(ids)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(translate)?;
+    graphs.complete(conn, rows).await
+}
+
+/// A stored job: its own fields, and the id of its graph.
+#[derive(sqlx::FromRow)]
+pub struct JobRow {
+    document: Json<Job>,
+    graph_id: String,
+}
+
+/// The task graphs of stored jobs, by id, read once and shared by every job read with them.
+/// Graphs never change (an id is a digest of the content), so what is cached is never stale.
+#[derive(Debug, Default)]
+pub struct GraphCache {
+    graphs: Mutex<HashMap<String, SharedGraph>>,
+}
+
+/// A graph's tasks and transitions, as jobs hold them.
+type SharedGraph = (Arc<BTreeMap<String, JobTask>>, Arc<Map<String, Value>>);
+
+/// A row of `job_graphs`: id, tasks, transitions.
+type GraphRow = (
+    String,
+    Json<BTreeMap<String, JobTask>>,
+    Json<Map<String, Value>>,
+);
+
+/// Most graphs kept; past it the cache starts afresh (each is a workflow revision's graph).
+const GRAPH_CACHE_SIZE: usize = 4096;
+
+impl GraphCache {
+    /// Whether the graph `id` is known to be stored.
+    pub fn contains(&self, id: &str) -> bool {
+        self.graphs
+            .lock()
+            .expect("graph cache lock")
+            .contains_key(id)
+    }
+
+    /// Remembers a graph that was just stored with its jobs.
+    pub fn insert(
+        &self,
+        graph: &JobGraph,
+        tasks: &Arc<BTreeMap<String, JobTask>>,
+        transitions: &Arc<Map<String, Value>>,
+    ) {
+        let mut graphs = self.graphs.lock().expect("graph cache lock");
+        if graphs.len() >= GRAPH_CACHE_SIZE {
+            graphs.clear();
+        }
+        graphs.insert(graph.id.clone(), (tasks.clone(), transitions.clone()));
+    }
+
+    /// The jobs of `rows`, whole: each with its graph, read from the database when not cached.
+    pub async fn complete(
+        &self,
+        conn: &mut PgConnection,
+        rows: Vec<JobRow>,
+    ) -> Result<Vec<Job>, Error> {
+        let mut missing: Vec<&str> = {
+            let graphs = self.graphs.lock().expect("graph cache lock");
+            rows.iter()
+                .map(|row| row.graph_id.as_str())
+                .filter(|id| !graphs.contains_key(*id))
+                .collect()
+        };
+        missing.sort_unstable();
+        missing.dedup();
+        let mut fetched: HashMap<String, SharedGraph> = HashMap::new();
+        if !missing.is_empty() {
+            let stored: Vec<GraphRow> =
+                sqlx::query_as("select id, tasks, transitions from job_graphs where id = any($1)")
+                    .bind(&missing)
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(translate)?;
+            fetched = stored
+                .into_iter()
+                .map(|(id, tasks, transitions)| (id, (Arc::new(tasks.0), Arc::new(transitions.0))))
+                .collect();
+        }
+        let mut graphs = self.graphs.lock().expect("graph cache lock");
+        if graphs.len() + fetched.len() > GRAPH_CACHE_SIZE {
+            graphs.clear();
+        }
+        graphs.extend(
+            fetched
+                .iter()
+                .map(|(id, graph)| (id.clone(), graph.clone())),
+        );
+        rows.into_iter()
+            .map(|row| {
+                let (tasks, transitions) = graphs
+                    .get(&row.graph_id)
+                    .or_else(|| fetched.get(&row.graph_id))
+                    .ok_or_else(|| {
+                        Error::internal(anyhow::anyhow!("job graph {} is missing", row.graph_id))
+                    })?;
+                let mut job = row.document.0;
+                job.tasks = tasks.clone();
+                job.transitions = transitions.clone();
+                Ok(job)
+            })
+            .collect()
+    }
 }
 
 /// Up to `limit` jobs newest first (creation time, then id), after `after` when given; with
@@ -111,13 +232,14 @@ pub async fn get_many(conn: &mut PgConnection, ids: &[&str]) -> Result<Vec<Job>,
 /// added only when set, so the planner can use the matching index.
 pub async fn list(
     conn: &mut PgConnection,
+    graphs: &GraphCache,
     filter: &JobFilter,
     visible_to: Option<&[String]>,
     after: Option<&JobCursor>,
     limit: i64,
 ) -> Result<Vec<Job>, Error> {
     let mut query: QueryBuilder<Postgres> =
-        QueryBuilder::new("select document from job_documents where true");
+        QueryBuilder::new("select document, graph_id from jobs where true");
     if let Some(status) = filter.status {
         query.push(" and status = ").push_bind(status.as_str());
     }
@@ -144,12 +266,12 @@ pub async fn list(
     query
         .push(" order by created_at desc, id desc limit ")
         .push_bind(limit);
-    query
-        .build_query_scalar::<Json<Job>>()
-        .fetch_all(conn)
+    let rows = query
+        .build_query_as::<JobRow>()
+        .fetch_all(&mut *conn)
         .await
-        .map(|rows| rows.into_iter().map(|json| json.0).collect())
-        .map_err(translate)
+        .map_err(translate)?;
+    graphs.complete(conn, rows).await
 }
 
 /// Group-based access: only jobs without groups or sharing one of `visible_to` (`None`: all).
@@ -219,6 +341,7 @@ fn push_search_conditions(
 /// A page of a REST search and the number of jobs matching it in all.
 pub async fn search(
     conn: &mut PgConnection,
+    graphs: &GraphCache,
     search: &JobSearch,
     visible_to: Option<&[String]>,
 ) -> Result<(Vec<Job>, i64), Error> {
@@ -230,7 +353,8 @@ pub async fn search(
         .await
         .map_err(translate)?;
 
-    let mut query: QueryBuilder<Postgres> = QueryBuilder::new("select document from job_documents");
+    let mut query: QueryBuilder<Postgres> =
+        QueryBuilder::new("select document, graph_id from jobs");
     push_search_conditions(&mut query, search, visible_to);
     let direction = if search.descending { "desc" } else { "asc" };
     query
@@ -241,13 +365,10 @@ pub async fn search(
         .push_bind(search.limit)
         .push(" offset ")
         .push_bind(search.skip);
-    let jobs = query
-        .build_query_scalar::<Json<Job>>()
+    let rows = query
+        .build_query_as::<JobRow>()
         .fetch_all(&mut *conn)
         .await
-        .map_err(translate)?
-        .into_iter()
-        .map(|json| json.0)
-        .collect();
-    Ok((jobs, total))
+        .map_err(translate)?;
+    Ok((graphs.complete(conn, rows).await?, total))
 }

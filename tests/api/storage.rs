@@ -64,6 +64,19 @@ async fn jobs_of_one_graph_share_one_stored_copy_and_keep_their_snapshot() {
         .unwrap();
     assert_eq!(again, first, "a job reads back exactly as it was started");
     assert_eq!(again.tasks.len(), 3);
+    // A job whose graph another instance stored reads back whole too.
+    let from_b = a
+        .jobs
+        .clone()
+        .get_job(pb::GetJobRequest {
+            id: second.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    assert_eq!(from_b, second);
 }
 
 /// A job as an earlier version stored it: the whole document in `jobs.document`.
