@@ -541,6 +541,17 @@ mod tests {
         }
     }
 
+    /// A job started by an admin from `workflow()` with `options()`.
+    fn started() -> Job {
+        Job::start(
+            &CompiledWorkflow::compile(workflow()),
+            options(),
+            &Caller::test_admin(),
+            Utc::now(),
+        )
+        .unwrap()
+    }
+
     #[test]
     fn a_new_job_takes_the_workflow_and_the_caller() {
         let caller = Caller::test_admin();
@@ -570,13 +581,7 @@ mod tests {
 
     #[test]
     fn tasks_get_status_grouped_transitions_and_previous() {
-        let job = Job::start(
-            &CompiledWorkflow::compile(workflow()),
-            options(),
-            &Caller::test_admin(),
-            Utc::now(),
-        )
-        .unwrap();
+        let job = started();
         assert_eq!(job.tasks["workflow_start"].status, TaskStatus::Complete);
         assert_eq!(job.tasks["a1"].status, TaskStatus::Incomplete);
         let a1 = serde_json::to_value(&job.tasks["a1"]).unwrap();
@@ -615,13 +620,7 @@ mod tests {
 
     #[test]
     fn the_document_round_trips_through_json_with_rest_field_names() {
-        let job = Job::start(
-            &CompiledWorkflow::compile(workflow()),
-            options(),
-            &Caller::test_admin(),
-            Utc::now(),
-        )
-        .unwrap();
+        let job = started();
         let value = serde_json::to_value(&job).unwrap();
         for key in [
             "_id",
@@ -640,13 +639,7 @@ mod tests {
 
     #[test]
     fn the_record_is_the_document_without_the_graph() {
-        let job = Job::start(
-            &CompiledWorkflow::compile(workflow()),
-            options(),
-            &Caller::test_admin(),
-            Utc::now(),
-        )
-        .unwrap();
+        let job = started();
         let mut document = serde_json::to_value(&job).unwrap();
         let record = serde_json::to_value(job.record()).unwrap();
         let whole = document.as_object_mut().unwrap();
