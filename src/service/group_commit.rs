@@ -254,6 +254,9 @@ impl Committer {
                 }
             }
             if !new_graphs.is_empty() {
+                // In one order, so that two batches storing the same new graphs cannot
+                // deadlock.
+                new_graphs.sort_unstable_by(|a, b| a.id.cmp(&b.id));
                 jobs::insert_graphs(&mut tx, &new_graphs).await?;
             }
             let jobs: Vec<(&Job, &str)> = made
