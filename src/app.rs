@@ -34,6 +34,21 @@ pub struct App {
     tls: Option<Tls>,
 }
 
+/// Sets the health of both services and of the server as a whole (the empty service name).
+async fn report_health(
+    reporter: &tonic_health::server::HealthReporter,
+    status: tonic_health::ServingStatus,
+) {
+    use tonic::server::NamedService;
+    for service in [
+        grpc::JobServiceServer::<grpc::GrpcApi>::NAME,
+        grpc::WorkflowServiceServer::<grpc::GrpcApi>::NAME,
+        "",
+    ] {
+        reporter.set_service_status(service, status).await;
+    }
+}
+
 impl App {
     pub async fn build(config: &ServeConfig) -> anyhow::Result<App> {
         let verifier =
@@ -128,12 +143,7 @@ impl App {
         let addr = self.grpc_addr();
         let http_addr = self.http_addr();
         let (health_reporter, health) = tonic_health::server::health_reporter();
-        health_reporter
-            .set_serving::<grpc::JobServiceServer<grpc::GrpcApi>>()
-            .await;
-        health_reporter
-            .set_serving::<grpc::WorkflowServiceServer<grpc::GrpcApi>>()
-            .await;
+        report_health(&health_reporter, tonic_health::ServingStatus::Serving).await;
         let routes = grpc::router(
             self.service.clone(),
             self.metrics.clone(),
@@ -154,15 +164,7 @@ impl App {
             shutdown.await;
             // Tell health checkers first, then stop accepting.
             service.start_draining();
-            reporter
-                .set_not_serving::<grpc::JobServiceServer<grpc::GrpcApi>>()
-                .await;
-            reporter
-                .set_not_serving::<grpc::WorkflowServiceServer<grpc::GrpcApi>>()
-                .await;
-            reporter
-                .set_service_status("", tonic_health::ServingStatus::NotServing)
-                .await;
+            report_health(&reporter, tonic_health::ServingStatus::NotServing).await;
             let _ = draining.send(true);
         });
         let signal = |mut receiver: tokio::sync::watch::Receiver<bool>| async move {

@@ -218,9 +218,7 @@ fn create_secret(path: &Path) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let secret: String = (0..32)
-        .map(|_| format!("{:02x}", rand::random::<u8>()))
-        .collect();
+    let secret = hex::encode(rand::random::<[u8; 32]>());
     match std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -274,7 +274,7 @@ fn socket_dir_for(cluster_dir: &Path) -> anyhow::Result<PathBuf> {
     }
     use sha2::Digest;
     let digest = sha2::Sha256::digest(cluster_dir.as_os_str().as_encoded_bytes());
-    let name: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    let name = hex::encode(&digest[..6]);
     Ok(std::env::temp_dir().join(format!("job-service-pg-{name}")))
 }
 

@@ -95,7 +95,8 @@ impl Outcome {
     }
 }
 
-/// The names of the gRPC status codes, as in `google/rpc/code.proto`.
+/// The names of the gRPC status codes, as in `google/rpc/code.proto`. Listed here because
+/// `tonic::Code` names them only in CamelCase.
 pub fn grpc_code_name(code: i32) -> &'static str {
     match code {
         0 => "OK",

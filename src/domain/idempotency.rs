@@ -49,7 +49,7 @@ impl StartJob {
             "groups": options.groups,
         });
         let digest = Sha256::digest(canonical.to_string().as_bytes());
-        digest.iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(digest)
     }
 }
 

@@ -24,7 +24,7 @@ impl JobId {
         let seconds = u32::try_from(now.timestamp().max(0)).unwrap_or(u32::MAX);
         bytes[..4].copy_from_slice(&seconds.to_be_bytes());
         rand::rng().fill_bytes(&mut bytes[4..]);
-        JobId(bytes.iter().map(|b| format!("{b:02x}")).collect())
+        JobId(hex::encode(bytes))
     }
 
     pub fn parse(s: &str) -> Result<Self, &'static str> {
@@ -50,7 +50,7 @@ impl fmt::Display for JobId {
 /// the username, so the same name always maps to the same id.
 pub fn account_id_for_username(username: &str) -> String {
     let digest = Sha256::digest(username.as_bytes());
-    digest.iter().take(12).map(|b| format!("{b:02x}")).collect()
+    hex::encode(&digest[..12])
 }
 
 #[cfg(test)]

@@ -277,11 +277,7 @@ impl JobGraph {
         digest.update(tasks.get().as_bytes());
         digest.update([0x1f]);
         digest.update(transitions.get().as_bytes());
-        let id = digest
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let id = hex::encode(digest.finalize());
         JobGraph {
             id,
             tasks,

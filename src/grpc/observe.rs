@@ -173,6 +173,7 @@ fn grpc_status(headers: &HeaderMap) -> Option<i32> {
 }
 
 /// The `grpc-timeout` header: up to 8 digits and a unit (`H`, `M`, `S`, `m`, `u`, `n`).
+/// Written here because tonic parses it only inside its server, with no public function.
 fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get("grpc-timeout")?.to_str().ok()?;
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);

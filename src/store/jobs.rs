@@ -179,16 +179,23 @@ impl GraphCache {
         conn: &mut PgConnection,
         rows: Vec<JobRow>,
     ) -> Result<Vec<Job>, Error> {
-        let mut missing: Vec<&str> = {
+        // The graphs these rows need, taken from the cache now: a later clear of the cache
+        // cannot lose them.
+        let mut found: HashMap<String, SharedGraph> = HashMap::new();
+        let mut missing: Vec<&str> = Vec::new();
+        {
             let graphs = self.graphs.lock().expect("graph cache lock");
-            rows.iter()
-                .map(|row| row.graph_id.as_str())
-                .filter(|id| !graphs.contains_key(*id))
-                .collect()
-        };
+            for row in &rows {
+                match graphs.get(&row.graph_id) {
+                    Some(graph) => {
+                        found.insert(row.graph_id.clone(), graph.clone());
+                    }
+                    None => missing.push(&row.graph_id),
+                }
+            }
+        }
         missing.sort_unstable();
         missing.dedup();
-        let mut fetched: HashMap<String, SharedGraph> = HashMap::new();
         if !missing.is_empty() {
             let stored: Vec<GraphRow> =
                 sqlx::query_as("select id, tasks, transitions from job_graphs where id = any($1)")
@@ -196,28 +203,21 @@ impl GraphCache {
                     .fetch_all(&mut *conn)
                     .await
                     .map_err(translate)?;
-            fetched = stored
-                .into_iter()
-                .map(|(id, tasks, transitions)| (id, (Arc::new(tasks.0), Arc::new(transitions.0))))
-                .collect();
+            let mut graphs = self.graphs.lock().expect("graph cache lock");
+            if graphs.len() + stored.len() > GRAPH_CACHE_SIZE {
+                graphs.clear();
+            }
+            for (id, tasks, transitions) in stored {
+                let graph = (Arc::new(tasks.0), Arc::new(transitions.0));
+                graphs.insert(id.clone(), graph.clone());
+                found.insert(id, graph);
+            }
         }
-        let mut graphs = self.graphs.lock().expect("graph cache lock");
-        if graphs.len() + fetched.len() > GRAPH_CACHE_SIZE {
-            graphs.clear();
-        }
-        graphs.extend(
-            fetched
-                .iter()
-                .map(|(id, graph)| (id.clone(), graph.clone())),
-        );
         rows.into_iter()
             .map(|row| {
-                let (tasks, transitions) = graphs
-                    .get(&row.graph_id)
-                    .or_else(|| fetched.get(&row.graph_id))
-                    .ok_or_else(|| {
-                        Error::internal(anyhow::anyhow!("job graph {} is missing", row.graph_id))
-                    })?;
+                let (tasks, transitions) = found.get(&row.graph_id).ok_or_else(|| {
+                    Error::internal(anyhow::anyhow!("job graph {} is missing", row.graph_id))
+                })?;
                 let mut job = row.document.0;
                 job.tasks = tasks.clone();
                 job.transitions = transitions.clone();

@@ -10,7 +10,7 @@ use crate::helpers::{from_struct, small_workflow, to_struct, TestApp};
 const GROUP_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaa";
 const GROUP_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbb";
 
-fn start_request(workflow: &str, groups: &[&str]) -> pb::StartJobRequest {
+fn grouped_start(workflow: &str, groups: &[&str]) -> pb::StartJobRequest {
     pb::StartJobRequest {
         workflow: workflow.into(),
         options: Some(pb::JobOptions {
@@ -73,7 +73,7 @@ async fn calls_without_valid_credentials_are_unauthenticated_and_change_nothing(
         (Some(format!("Bearer {foreign}")), "signature"),
     ];
     for (header, needle) in cases {
-        let mut request = tonic::Request::new(start_request("W", &[]));
+        let mut request = tonic::Request::new(grouped_start("W", &[]));
         if let Some(header) = header {
             request
                 .metadata_mut()
@@ -121,7 +121,7 @@ async fn methods_outside_the_callers_roles_are_permission_denied() {
 
     let denied = app
         .jobs_as(&reader)
-        .start_job(start_request("W", &[]))
+        .start_job(grouped_start("W", &[]))
         .await
         .unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied);
@@ -146,7 +146,7 @@ async fn methods_outside_the_callers_roles_are_permission_denied() {
     // Roles are checked before the data: a missing workflow is still PERMISSION_DENIED.
     let denied = app
         .jobs_as(&reader)
-        .start_job(start_request("Nope", &[]))
+        .start_job(grouped_start("Nope", &[]))
         .await
         .unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied);
@@ -157,7 +157,7 @@ async fn methods_outside_the_callers_roles_are_permission_denied() {
         .await
         .unwrap();
     app.jobs_as(&operator)
-        .start_job(start_request("W", &[]))
+        .start_job(grouped_start("W", &[]))
         .await
         .unwrap();
     let engineer = app.token("engineer", &["engineering"], &[]);
@@ -181,7 +181,7 @@ async fn the_callers_identity_fills_the_job() {
     let token = sign(app.keys(), &claims).unwrap();
     let job = app
         .jobs_as(&token)
-        .start_job(start_request("W", &[]))
+        .start_job(grouped_start("W", &[]))
         .await
         .unwrap()
         .into_inner()
@@ -234,7 +234,7 @@ async fn a_user_of_group_a_cannot_see_or_start_from_group_b_workflows() {
 
     let refused = app
         .jobs_as(&alice)
-        .start_job(start_request("Only B", &[]))
+        .start_job(grouped_start("Only B", &[]))
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::NotFound);
@@ -242,7 +242,7 @@ async fn a_user_of_group_a_cannot_see_or_start_from_group_b_workflows() {
 
     let job = app
         .jobs_as(&alice)
-        .start_job(start_request("Only A", &[]))
+        .start_job(grouped_start("Only A", &[]))
         .await
         .unwrap()
         .into_inner()
@@ -258,7 +258,7 @@ async fn a_user_may_only_give_a_job_its_own_groups() {
     let alice = app.token("alice", &["operations"], &[GROUP_A]);
     let refused = app
         .jobs_as(&alice)
-        .start_job(start_request("W", &[GROUP_A, GROUP_B]))
+        .start_job(grouped_start("W", &[GROUP_A, GROUP_B]))
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::PermissionDenied);
@@ -270,7 +270,7 @@ async fn a_user_may_only_give_a_job_its_own_groups() {
 
     let own = app
         .jobs_as(&alice)
-        .start_job(start_request("W", &[GROUP_A]))
+        .start_job(grouped_start("W", &[GROUP_A]))
         .await
         .unwrap()
         .into_inner()
@@ -281,7 +281,7 @@ async fn a_user_may_only_give_a_job_its_own_groups() {
     let any = app
         .jobs
         .clone()
-        .start_job(start_request("W", &[GROUP_B]))
+        .start_job(grouped_start("W", &[GROUP_B]))
         .await
         .unwrap()
         .into_inner()
@@ -297,7 +297,7 @@ async fn a_user_of_group_a_cannot_see_group_b_jobs() {
     let b_job = app
         .jobs
         .clone()
-        .start_job(start_request("W", &[GROUP_B]))
+        .start_job(grouped_start("W", &[GROUP_B]))
         .await
         .unwrap()
         .into_inner()
@@ -306,7 +306,7 @@ async fn a_user_of_group_a_cannot_see_group_b_jobs() {
     let a_job = app
         .jobs
         .clone()
-        .start_job(start_request("W", &[GROUP_A]))
+        .start_job(grouped_start("W", &[GROUP_A]))
         .await
         .unwrap()
         .into_inner()
@@ -315,7 +315,7 @@ async fn a_user_of_group_a_cannot_see_group_b_jobs() {
     let open_job = app
         .jobs
         .clone()
-        .start_job(start_request("W", &[]))
+        .start_job(grouped_start("W", &[]))
         .await
         .unwrap()
         .into_inner()

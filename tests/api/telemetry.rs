@@ -4,17 +4,15 @@
 use job_service::grpc::pb;
 use serde_json::{json, Value};
 
-use crate::helpers::{small_workflow, to_struct, Bearer, TestApp};
+use crate::helpers::{small_workflow, start_request, to_struct, Bearer, TestApp};
 use crate::serve::{admin_token, data_dir, start_with};
 
-fn start_request(workflow: &str) -> tonic::Request<pb::StartJobRequest> {
-    tonic::Request::new(pb::StartJobRequest {
-        workflow: workflow.into(),
-        options: Some(pb::JobOptions {
-            variables: Some(to_struct(&json!({"device": "r1"}))),
-            ..Default::default()
-        }),
-    })
+fn start(workflow: &str) -> tonic::Request<pb::StartJobRequest> {
+    let options = pb::JobOptions {
+        variables: Some(to_struct(&json!({"device": "r1"}))),
+        ..Default::default()
+    };
+    start_request(workflow, options, None)
 }
 
 fn is_uuid(value: &str) -> bool {
@@ -26,7 +24,7 @@ async fn grpc_answers_carry_the_request_id_given_or_a_new_one() {
     let app = TestApp::spawn().await;
     app.create_workflow(&small_workflow("W")).await;
 
-    let mut request = start_request("W");
+    let mut request = start("W");
     request
         .metadata_mut()
         .insert("x-request-id", "grpc-given-1".parse().unwrap());
@@ -36,17 +34,12 @@ async fn grpc_answers_carry_the_request_id_given_or_a_new_one() {
         "grpc-given-1"
     );
 
-    let response = app
-        .jobs
-        .clone()
-        .start_job(start_request("W"))
-        .await
-        .unwrap();
+    let response = app.jobs.clone().start_job(start("W")).await.unwrap();
     let generated = response.metadata().get("x-request-id").unwrap();
     assert!(is_uuid(generated.to_str().unwrap()), "{generated:?}");
 
     // Errors too, also those refused before any handler runs.
-    let mut request = start_request("Nowhere");
+    let mut request = start("Nowhere");
     request
         .metadata_mut()
         .insert("x-request-id", "grpc-given-2".parse().unwrap());
@@ -57,7 +50,7 @@ async fn grpc_answers_carry_the_request_id_given_or_a_new_one() {
         "grpc-given-2"
     );
     let status = job_service::grpc::JobServiceClient::new(app.channel())
-        .start_job(start_request("W"))
+        .start_job(start("W"))
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unauthenticated);
@@ -151,7 +144,7 @@ async fn every_json_log_line_of_a_call_carries_its_request_id() {
         server.channel(),
         Bearer::new(&token),
     );
-    let response = jobs.start_job(start_request("Logged")).await.unwrap();
+    let response = jobs.start_job(start("Logged")).await.unwrap();
     let grpc_request_id = response
         .metadata()
         .get("x-request-id")
