@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{KeyConfig, TokenConfig};
 use crate::domain::ids::account_id_for_username;
+use crate::domain::storable;
 use crate::domain::{Caller, Error};
 
 /// The name of the generated secret in the data dir.
@@ -36,6 +37,12 @@ pub struct Claims {
     pub roles: Vec<String>,
     /// Expiry, seconds since the epoch.
     pub exp: u64,
+    /// Not before, seconds since the epoch: the token is refused until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    /// Issued at, seconds since the epoch: a token issued in the future is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
 }
 
 impl Claims {
@@ -56,6 +63,8 @@ impl Claims {
             groups,
             roles,
             exp: (now + ttl).as_secs(),
+            nbf: None,
+            iat: Some(now.as_secs()),
         }
     }
 }
@@ -65,6 +74,8 @@ pub struct Verifier {
     key: DecodingKey,
     algorithm: Algorithm,
     validation: Validation,
+    /// The clock skew accepted on `exp`, `nbf` and `iat`, in seconds.
+    leeway: u64,
 }
 
 impl Verifier {
@@ -85,15 +96,18 @@ impl Verifier {
                 Algorithm::HS256,
             ),
         };
+        let leeway = Duration::from(config.jwt_leeway).as_secs();
         let mut validation = Validation::new(algorithm);
-        validation.leeway = Duration::from(config.jwt_leeway).as_secs();
+        validation.leeway = leeway;
         validation.set_required_spec_claims(&["exp"]);
         validation.validate_exp = true;
+        validation.validate_nbf = true;
         validation.validate_aud = false;
         Ok(Verifier {
             key,
             algorithm,
             validation,
+            leeway,
         })
     }
 
@@ -133,21 +147,60 @@ impl Verifier {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|error| {
             unauthenticated(match error.kind() {
                 ErrorKind::ExpiredSignature => "token expired".to_owned(),
+                ErrorKind::ImmatureSignature => "token is not valid yet".to_owned(),
                 ErrorKind::InvalidSignature => "token signature does not verify".to_owned(),
                 ErrorKind::MissingRequiredClaim(claim) => format!("token has no {claim} claim"),
                 ErrorKind::Json(_) | ErrorKind::InvalidClaimFormat(_) => {
-                    "malformed token claims: expected sub, exp and optional username, groups, roles".to_owned()
+                    "malformed token claims: expected sub, exp and optional username, groups, roles, nbf, iat".to_owned()
                 }
                 _ => "malformed token".to_owned(),
             })
         })?;
         let claims = data.claims;
+        // jsonwebtoken checks exp and nbf, not iat: a token issued in the future was made by a
+        // clock that is wrong, or made to outlive a revocation by being dated ahead.
+        if claims
+            .iat
+            .is_some_and(|iat| iat > now_seconds().saturating_add(self.leeway))
+        {
+            return Err(unauthenticated("token was issued in the future".into()));
+        }
+        // The caller's identity is stored and compared in the database, which cannot hold
+        // U+0000: such a token names no caller the service can serve.
+        if let Some(claim) = claim_with_nul(&claims) {
+            return Err(unauthenticated(format!(
+                "token claim {claim} must not contain the character U+0000"
+            )));
+        }
         Ok(Caller {
             username: claims.username.unwrap_or_else(|| claims.sub.clone()),
             sub: claims.sub,
             groups: claims.groups,
             roles: claims.roles,
         })
+    }
+}
+
+fn now_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+/// The name of the first identity claim holding U+0000, if any.
+fn claim_with_nul(claims: &Claims) -> Option<&'static str> {
+    let has_nul = |s: &str| storable::check_text(s).is_err();
+    if has_nul(&claims.sub) {
+        Some("sub")
+    } else if claims.username.as_deref().is_some_and(has_nul) {
+        Some("username")
+    } else if claims.groups.iter().any(|g| has_nul(g)) {
+        Some("groups")
+    } else if claims.roles.iter().any(|r| has_nul(r)) {
+        Some("roles")
+    } else {
+        None
     }
 }
 
@@ -345,6 +398,76 @@ mod tests {
             .unwrap()
             .verify(Some(&format!("Bearer {token}")))
             .is_ok());
+    }
+
+    fn verify_claims(config: &KeyConfig, claims: &Claims) -> Result<Caller, Error> {
+        Verifier::from_config(config)
+            .unwrap()
+            .verify(Some(&format!("Bearer {}", sign(config, claims).unwrap())))
+    }
+
+    #[test]
+    fn a_token_not_valid_yet_is_refused_beyond_the_leeway() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = keys(dir.path());
+        let mut claims = Claims::new("pat", None, vec![], vec![], Duration::from_secs(3600));
+        claims.nbf = Some(now_seconds() + 600);
+        expect_unauthenticated(verify_claims(&config, &claims), "token is not valid yet");
+        // Within the default leeway of 5 seconds, and in the past: accepted.
+        claims.nbf = Some(now_seconds() + 2);
+        assert!(verify_claims(&config, &claims).is_ok());
+        claims.nbf = Some(now_seconds() - 60);
+        assert!(verify_claims(&config, &claims).is_ok());
+    }
+
+    #[test]
+    fn a_token_issued_in_the_future_is_refused_beyond_the_leeway() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = keys(dir.path());
+        let mut claims = Claims::new("pat", None, vec![], vec![], Duration::from_secs(3600));
+        claims.iat = Some(now_seconds() + 600);
+        expect_unauthenticated(
+            verify_claims(&config, &claims),
+            "token was issued in the future",
+        );
+        claims.iat = Some(now_seconds() + 2);
+        assert!(verify_claims(&config, &claims).is_ok());
+        claims.iat = None;
+        assert!(verify_claims(&config, &claims).is_ok());
+    }
+
+    #[test]
+    fn the_leeway_flag_widens_nbf_and_iat_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = keys(dir.path());
+        config.jwt_leeway = Duration::from_secs(900).into();
+        let mut claims = Claims::new("pat", None, vec![], vec![], Duration::from_secs(3600));
+        claims.nbf = Some(now_seconds() + 600);
+        claims.iat = Some(now_seconds() + 600);
+        assert!(verify_claims(&config, &claims).is_ok());
+    }
+
+    #[test]
+    fn identity_claims_holding_nul_are_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = keys(dir.path());
+        let base = Claims::new("pat", None, vec![], vec![], Duration::from_secs(60));
+        let cases: [(&str, fn(&mut Claims)); 4] = [
+            ("sub", |c| c.sub = "a\0b".into()),
+            ("username", |c| c.username = Some("pat\0".into())),
+            ("groups", |c| {
+                c.groups = vec!["aaaaaaaaaaaaaaaaaaaaaaaa".into(), "\0".into()]
+            }),
+            ("roles", |c| c.roles = vec!["admin\0".into()]),
+        ];
+        for (claim, change) in cases {
+            let mut claims = base.clone();
+            change(&mut claims);
+            expect_unauthenticated(
+                verify_claims(&config, &claims),
+                &format!("token claim {claim} must not contain the character U+0000"),
+            );
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod job;
 pub mod json;
 pub mod page;
 pub mod search;
+pub mod storable;
 pub mod workflow;
 
 pub use access::Action;

@@ -363,3 +363,122 @@ async fn a_user_of_group_a_cannot_see_group_b_jobs() {
         .jobs;
     assert_eq!(all.len(), 3, "an admin sees every group");
 }
+
+/// Claims for an admin named `pat`, valid for an hour, changed by `change`, signed by the app.
+fn admin_token_with(app: &TestApp, change: impl FnOnce(&mut Claims)) -> String {
+    let mut claims = Claims::new(
+        "pat",
+        None,
+        vec![],
+        vec!["admin".into()],
+        std::time::Duration::from_secs(3600),
+    );
+    change(&mut claims);
+    sign(app.keys(), &claims).unwrap()
+}
+
+fn seconds_from_now(seconds: i64) -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    now.checked_add_signed(seconds).unwrap()
+}
+
+/// Both front doors answer `token` with 401 and a message holding `needle`, and nothing runs.
+async fn expect_refused_on_both_front_doors(app: &TestApp, token: &str, needle: &str) {
+    let status = app
+        .jobs_as(token)
+        .start_job(grouped_start("W", &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{needle}: {status:?}");
+    assert!(status.message().contains(needle), "{needle}: {status:?}");
+    let (status, body) = crate::helpers::send(
+        app.http
+            .get(format!("{}/operations-manager/jobs", app.http_url))
+            .bearer_auth(token),
+    )
+    .await;
+    assert_eq!(status, 401, "{needle}: {body}");
+    assert!(
+        body["message"].as_str().unwrap().contains(needle),
+        "{needle}: {body}"
+    );
+    assert_eq!(body["data"], serde_json::Value::Null);
+}
+
+#[tokio::test]
+async fn tokens_not_valid_yet_or_issued_in_the_future_are_refused_beyond_the_leeway() {
+    let app = TestApp::spawn().await;
+    app.create_workflow(&small_workflow("W")).await;
+    let not_yet = admin_token_with(&app, |c| c.nbf = Some(seconds_from_now(600)));
+    expect_refused_on_both_front_doors(&app, &not_yet, "token is not valid yet").await;
+    let from_the_future = admin_token_with(&app, |c| c.iat = Some(seconds_from_now(600)));
+    expect_refused_on_both_front_doors(&app, &from_the_future, "token was issued in the future")
+        .await;
+    let jobs: i64 = sqlx::query_scalar("select count(*) from jobs")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(jobs, 0);
+
+    // Within the leeway (5s by default) and in the past, both claims are fine.
+    let skewed = admin_token_with(&app, |c| {
+        c.nbf = Some(seconds_from_now(2));
+        c.iat = Some(seconds_from_now(2));
+    });
+    app.jobs_as(&skewed)
+        .start_job(grouped_start("W", &[]))
+        .await
+        .unwrap();
+    let settled = admin_token_with(&app, |c| {
+        c.nbf = Some(seconds_from_now(-60));
+        c.iat = Some(seconds_from_now(-60));
+    });
+    let (status, body) = crate::helpers::send(
+        app.http
+            .get(format!("{}/operations-manager/jobs", app.http_url))
+            .bearer_auth(&settled),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn the_leeway_flag_applies_to_nbf_and_iat() {
+    let app = TestApp::spawn_with(|config| {
+        config.keys.jwt_leeway = std::time::Duration::from_secs(900).into();
+    })
+    .await;
+    app.create_workflow(&small_workflow("W")).await;
+    let early = admin_token_with(&app, |c| {
+        c.nbf = Some(seconds_from_now(600));
+        c.iat = Some(seconds_from_now(600));
+    });
+    app.jobs_as(&early)
+        .start_job(grouped_start("W", &[]))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn tokens_whose_identity_holds_nul_are_unauthenticated() {
+    let app = TestApp::spawn().await;
+    app.create_workflow(&small_workflow("W")).await;
+    let changes: [(&str, fn(&mut Claims)); 4] = [
+        ("sub", |c| c.sub = "0123456789abcdef0123456\0".into()),
+        ("username", |c| c.username = Some("pat\0".into())),
+        ("groups", |c| c.groups = vec![format!("{GROUP_A}\0")]),
+        ("roles", |c| c.roles = vec!["admin".into(), "\0".into()]),
+    ];
+    for (claim, change) in changes {
+        let token = admin_token_with(&app, change);
+        expect_refused_on_both_front_doors(
+            &app,
+            &token,
+            &format!("token claim {claim} must not contain the character U+0000"),
+        )
+        .await;
+    }
+}
