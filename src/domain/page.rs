@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 
 use super::error::Error;
 use super::ids::is_object_id;
+use super::storable;
 
 pub const DEFAULT_PAGE_SIZE: i64 = 50;
 pub const MAX_PAGE_SIZE: i64 = 1000;
@@ -44,7 +45,10 @@ impl JobCursor {
             return Err(bad());
         };
         let micros: i64 = micros.parse().map_err(|_| bad())?;
-        let created_at = DateTime::from_timestamp_micros(micros).ok_or_else(bad)?;
+        // A forged token may name any time: only one the service could have stored is taken.
+        let created_at = DateTime::from_timestamp_micros(micros)
+            .and_then(|time| storable::check_time(time).ok())
+            .ok_or_else(bad)?;
         if !is_object_id(id) {
             return Err(bad());
         }
@@ -64,7 +68,10 @@ pub fn decode_name_cursor(token: &str, field: &str) -> Result<String, Error> {
     let bad = || Error::invalid(field, "is not a page token this service issued");
     let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
     let text = String::from_utf8(bytes).map_err(|_| bad())?;
-    text.strip_prefix("w1:").map(str::to_owned).ok_or_else(bad)
+    let name = text.strip_prefix("w1:").ok_or_else(bad)?;
+    // No stored name holds U+0000: a token with one is forged.
+    storable::check_text(name).map_err(|_| bad())?;
+    Ok(name.to_owned())
 }
 
 #[cfg(test)]
@@ -89,6 +96,22 @@ mod tests {
             let err = JobCursor::decode(token, "page_token").unwrap_err();
             assert!(err.to_string().contains("page_token"), "{token}: {err}");
         }
+    }
+
+    #[test]
+    fn forged_tokens_with_values_the_database_cannot_take_are_rejected() {
+        for micros in [
+            i64::MIN,
+            i64::MAX,
+            -62_135_596_800_000_001,
+            253_402_300_800_000_000,
+        ] {
+            let token = URL_SAFE_NO_PAD.encode(format!("j1:{micros}:0123456789abcdef01234567"));
+            let err = JobCursor::decode(&token, "page_token").unwrap_err();
+            assert!(err.to_string().contains("page_token"), "{micros}: {err}");
+        }
+        let err = decode_name_cursor(&encode_name_cursor("a\0b"), "page_token").unwrap_err();
+        assert!(err.to_string().contains("page_token"), "{err}");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use super::error::{Error, Violations};
 use super::job::JobStatus;
 use super::page::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
+use super::storable;
 
 /// Fields of a job a search can name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,11 +162,13 @@ fn parse_condition(name: &str, value: &str) -> Result<Condition, String> {
     let condition = match operator {
         "equals" => {
             text_only()?;
+            storable::check_text(value)?;
             check_status(field, value)?;
             Condition::Equals(field, value.to_owned())
         }
         "in" => {
             text_only()?;
+            storable::check_text(value)?;
             let values: Vec<String> = value.split(',').map(str::to_owned).collect();
             for value in &values {
                 check_status(field, value)?;
@@ -174,6 +177,7 @@ fn parse_condition(name: &str, value: &str) -> Result<Condition, String> {
         }
         "starts-with" => {
             text_only()?;
+            storable::check_text(value)?;
             Condition::StartsWith(field, value.to_owned())
         }
         "gt" | "lt" => {
@@ -207,14 +211,19 @@ fn check_status(field: JobField, value: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// An RFC 3339 time or epoch milliseconds.
+/// An RFC 3339 time or epoch milliseconds, within the times the service stores.
 fn parse_time(value: &str) -> Result<DateTime<Utc>, String> {
-    if let Ok(millis) = value.parse::<i64>() {
-        return DateTime::from_timestamp_millis(millis).ok_or_else(|| "is out of range".to_owned());
-    }
-    DateTime::parse_from_rfc3339(value)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| "must be an RFC 3339 time or epoch milliseconds".to_owned())
+    let time = match value.parse::<i64>() {
+        Ok(millis) => DateTime::from_timestamp_millis(millis),
+        Err(_) => Some(
+            DateTime::parse_from_rfc3339(value)
+                .map_err(|_| "must be an RFC 3339 time or epoch milliseconds".to_owned())?
+                .with_timezone(&Utc),
+        ),
+    };
+    time.ok_or(storable::TIME_RANGE_DESCRIPTION)
+        .and_then(storable::check_time)
+        .map_err(str::to_owned)
 }
 
 #[cfg(test)]
@@ -290,6 +299,38 @@ mod tests {
                 "sort"
             ]
         );
+    }
+
+    #[test]
+    fn values_the_database_cannot_take_are_named() {
+        let err = JobSearch::parse(&params(&[
+            ("equals[name]", "a\0b"),
+            ("in[_id]", "x,\0"),
+            ("starts-with[description]", "\0"),
+            ("gt[created]", "-99999999999999999"),
+            ("lt[created]", "-62135596800001"),
+            ("gt[last_updated]", "253402300800000"),
+            ("lt[last_updated]", "0000-12-31T23:59:59Z"),
+        ]))
+        .unwrap_err();
+        assert_eq!(
+            fields(err),
+            [
+                "equals[name]",
+                "in[_id]",
+                "starts-with[description]",
+                "gt[created]",
+                "lt[created]",
+                "gt[last_updated]",
+                "lt[last_updated]"
+            ]
+        );
+        let edges = JobSearch::parse(&params(&[
+            ("gt[created]", "-62135596800000"),
+            ("lt[created]", "9999-12-31T23:59:59.999999Z"),
+        ]))
+        .unwrap();
+        assert_eq!(edges.conditions.len(), 2);
     }
 
     #[test]

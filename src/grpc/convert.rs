@@ -11,6 +11,7 @@ use serde_json::{Map, Number, Value};
 use super::pb;
 use crate::domain::job::{JobTask, TaskStatus};
 use crate::domain::json::{index, join};
+use crate::domain::storable;
 use crate::domain::{Error, Job, JobStatus, RawJobOptions, RawStartJob, Violations, Workflow};
 
 /// Largest integer a double holds exactly (2^53).
@@ -91,11 +92,20 @@ pub fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
     }
 }
 
+/// A time a caller sent, within the range `google/protobuf/timestamp.proto` allows (which is
+/// the range the service stores): seconds from 0001-01-01T00:00:00Z to
+/// 9999-12-31T23:59:59Z, nanos from 0 to 999,999,999.
 pub fn time_from_proto(ts: &prost_types::Timestamp, field: &str) -> Result<DateTime<Utc>, Error> {
-    u32::try_from(ts.nanos)
-        .ok()
-        .and_then(|nanos| DateTime::from_timestamp(ts.seconds, nanos))
-        .ok_or_else(|| Error::invalid(field, "is not a valid timestamp"))
+    if !(0..1_000_000_000).contains(&ts.nanos) {
+        return Err(Error::invalid(
+            field,
+            "is not a valid timestamp: nanos must be from 0 to 999999999",
+        ));
+    }
+    let nanos = u32::try_from(ts.nanos).unwrap_or_default();
+    let time = DateTime::from_timestamp(ts.seconds, nanos)
+        .ok_or_else(|| Error::invalid(field, storable::TIME_RANGE_DESCRIPTION))?;
+    storable::time(time, field)
 }
 
 // ---- requests ----
@@ -367,6 +377,29 @@ mod tests {
         proto_to_json(&value, "options.variables.x", &mut violations);
         let err = violations.into_result(()).unwrap_err();
         assert!(err.to_string().contains("options.variables.x"));
+    }
+
+    #[test]
+    fn timestamps_outside_the_proto_range_are_rejected_by_field() {
+        let ts = |seconds, nanos| prost_types::Timestamp { seconds, nanos };
+        for (seconds, nanos) in [(-62_135_596_800, 0), (253_402_300_799, 999_999_999), (0, 0)] {
+            assert!(time_from_proto(&ts(seconds, nanos), "created_after").is_ok());
+        }
+        for (seconds, nanos) in [
+            (-62_135_596_801, 0),
+            (253_402_300_800, 0),
+            (i64::MIN, 0),
+            (i64::MAX, 0),
+            (-8_334_632_851_200, 0),
+            (0, -1),
+            (0, 1_000_000_000),
+        ] {
+            let err = time_from_proto(&ts(seconds, nanos), "created_after").unwrap_err();
+            assert!(
+                err.to_string().contains("created_after"),
+                "{seconds}: {err}"
+            );
+        }
     }
 
     #[test]

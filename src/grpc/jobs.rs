@@ -5,7 +5,7 @@ use tonic::{Request, Response, Status};
 use super::convert::{job_status_filter, time_from_proto};
 use super::pb::{self, job_service_server::JobService};
 use super::GrpcApi;
-use crate::domain::{idempotency, IdempotencyKey, RawStartJob, StartJob};
+use crate::domain::{idempotency, storable, IdempotencyKey, RawStartJob, StartJob};
 use crate::observe::record_job_id;
 use crate::service::ListJobs;
 use crate::store::jobs::JobFilter;
@@ -55,7 +55,10 @@ impl JobService for GrpcApi {
         let list = ListJobs {
             filter: JobFilter {
                 status: job_status_filter(request.status)?,
-                workflow: (!request.workflow.is_empty()).then_some(request.workflow),
+                workflow: match request.workflow.as_str() {
+                    "" => None,
+                    name => Some(storable::text(name, "workflow")?.to_owned()),
+                },
                 created_after: request
                     .created_after
                     .map(|t| time_from_proto(&t, "created_after"))

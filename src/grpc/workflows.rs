@@ -5,6 +5,7 @@ use tonic::{Request, Response, Status};
 use super::convert::workflow_document;
 use super::pb::{self, workflow_service_server::WorkflowService};
 use super::GrpcApi;
+use crate::domain::storable;
 
 #[tonic::async_trait]
 impl WorkflowService for GrpcApi {
@@ -28,9 +29,10 @@ impl WorkflowService for GrpcApi {
         request: Request<pb::GetWorkflowRequest>,
     ) -> Result<Response<pb::GetWorkflowResponse>, Status> {
         let caller = self.caller(&request)?;
+        let name = request.into_inner().name;
         let workflow = self
             .service
-            .get_workflow(&caller, &request.into_inner().name)
+            .get_workflow(&caller, storable::text(&name, "name")?)
             .await?;
         Ok(Response::new(pb::GetWorkflowResponse {
             workflow: Some(workflow.into()),
@@ -47,7 +49,7 @@ impl WorkflowService for GrpcApi {
             .service
             .list_workflows(
                 &caller,
-                &request.name_prefix,
+                storable::text(&request.name_prefix, "name_prefix")?,
                 request.page_size,
                 &request.page_token,
             )
@@ -63,8 +65,9 @@ impl WorkflowService for GrpcApi {
         request: Request<pb::DeleteWorkflowRequest>,
     ) -> Result<Response<pb::DeleteWorkflowResponse>, Status> {
         let caller = self.caller(&request)?;
+        let name = request.into_inner().name;
         self.service
-            .delete_workflow(&caller, &request.into_inner().name)
+            .delete_workflow(&caller, storable::text(&name, "name")?)
             .await?;
         Ok(Response::new(pb::DeleteWorkflowResponse {}))
     }

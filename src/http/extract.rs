@@ -1,9 +1,12 @@
-//! Request extractors: the authenticated caller and a JSON body, each failing with the REST
-//! envelope (401, 400, 413, 415) rather than axum's plain-text rejections.
+//! Request extractors: the authenticated caller, path parameters and a JSON body, each failing
+//! with the REST envelope (401, 400, 413, 415) rather than axum's plain-text rejections.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::path::ErrorKind;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request};
 use axum::http::{header, request::Parts, StatusCode};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::error::ApiError;
@@ -26,6 +29,69 @@ impl FromRequestParts<HttpState> for Authenticated {
         let caller = state.verifier.verify(header)?;
         crate::observe::record_caller(&caller);
         Ok(Authenticated(caller))
+    }
+}
+
+/// The parameters of the route's path, as axum's `Path` reads them. A segment it cannot read
+/// (not UTF-8 once percent-decoded, or not of the type asked for) is 400 with the envelope
+/// naming the parameter, as any other bad field.
+pub struct Path<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Path(value)),
+            Err(rejection) => Err(path_rejection(parts, rejection).into()),
+        }
+    }
+}
+
+/// The error of a path axum could not read, naming the parameter.
+fn path_rejection(parts: &Parts, rejection: PathRejection) -> Error {
+    let PathRejection::FailedToDeserializePathParams(failed) = rejection else {
+        // The route has no parameters for its handler: a fault of the service, not the caller.
+        return Error::internal(anyhow::anyhow!("{rejection}"));
+    };
+    let (field, description) = match failed.into_kind() {
+        ErrorKind::InvalidUtf8InPathParam { key } => {
+            (key, "must be UTF-8 once percent-decoded".to_owned())
+        }
+        ErrorKind::ParseErrorAtKey {
+            key, expected_type, ..
+        } => (key, format!("must be {expected_type}")),
+        ErrorKind::DeserializeError { key, message, .. } => (key, message),
+        ErrorKind::ParseError { expected_type, .. } => {
+            (only_parameter(parts), format!("must be {expected_type}"))
+        }
+        other @ (ErrorKind::WrongNumberOfParameters { .. } | ErrorKind::UnsupportedType { .. }) => {
+            return Error::internal(anyhow::anyhow!("{other}"));
+        }
+        other => (only_parameter(parts), other.to_string()),
+    };
+    Error::invalid(field, description)
+}
+
+/// The name of the route's one path parameter (`name` of `/workflows/detailed/{name}`), or ""
+/// when it has none or several.
+fn only_parameter(parts: &Parts) -> String {
+    let Some(path) = parts.extensions.get::<MatchedPath>() else {
+        return String::new();
+    };
+    let mut names = path.as_str().split('/').filter_map(|segment| {
+        segment
+            .strip_prefix('{')
+            .and_then(|s| s.strip_suffix('}'))
+            .map(|name| name.trim_start_matches('*'))
+    });
+    match (names.next(), names.next()) {
+        (Some(name), None) => name.to_owned(),
+        _ => String::new(),
     }
 }
 

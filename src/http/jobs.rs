@@ -1,12 +1,12 @@
 //! `/operations-manager/jobs` routes.
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use serde_json::{json, Map, Value};
 
 use super::error::ApiError;
-use super::extract::{Authenticated, JsonBody};
+use super::extract::{Authenticated, JsonBody, Path};
 use super::{envelope, query_pairs, HttpState};
 use crate::domain::json::{index, type_name};
 use crate::domain::search::JobSearch;

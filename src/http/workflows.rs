@@ -1,16 +1,16 @@
 //! Workflow routes, as Automation Studio and the workflow builder expose them.
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::response::Response;
 use axum::Json;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use super::extract::{Authenticated, JsonBody};
+use super::extract::{Authenticated, JsonBody, Path};
 use super::{envelope, query_pairs, HttpState};
 use crate::domain::json::type_name;
 use crate::domain::page::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
-use crate::domain::{Error, Violations, Workflow};
+use crate::domain::{storable, Error, Violations, Workflow};
 
 /// `POST /automation-studio/automations`
 #[utoipa::path(
@@ -118,8 +118,11 @@ pub async fn list(
     let (mut equals, mut prefix, mut limit, mut skip) = (None, None, DEFAULT_PAGE_SIZE, 0);
     for (name, value) in query_pairs(query.as_deref()) {
         match name.as_str() {
-            "equals[name]" => equals = Some(value),
-            "starts-with[name]" => prefix = Some(value),
+            "equals[name]" | "starts-with[name]" => match storable::check_text(&value) {
+                Err(description) => violations.push(name, description),
+                Ok(()) if name == "equals[name]" => equals = Some(value),
+                Ok(()) => prefix = Some(value),
+            },
             "limit" => match value.parse::<i64>() {
                 Ok(n) if (1..=MAX_PAGE_SIZE).contains(&n) => limit = n,
                 _ => violations.push(
@@ -157,6 +160,7 @@ pub async fn list(
     params(("name" = String, Path, description = "Workflow name")),
     responses(
         (status = 200, description = "The workflow document as stored", body = Object),
+        (status = 400, description = "A name that is not UTF-8 or holds U+0000", body = super::openapi::ErrorEnvelope),
         (status = 401, description = "Missing or invalid bearer token", body = super::openapi::ErrorEnvelope),
         (status = 403, description = "The caller's roles do not allow it", body = super::openapi::ErrorEnvelope),
         (status = 404, description = "No such workflow the caller may see", body = super::openapi::ErrorEnvelope),
@@ -168,7 +172,10 @@ pub async fn get(
     Authenticated(caller): Authenticated,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let workflow = state.service.get_workflow(&caller, &name).await?;
+    let workflow = state
+        .service
+        .get_workflow(&caller, storable::text(&name, "name")?)
+        .await?;
     Ok(Json(Value::Object(workflow.document.into_document())))
 }
 
@@ -180,6 +187,7 @@ pub async fn get(
     params(("name" = String, Path, description = "Workflow name")),
     responses(
         (status = 200, description = "Deleted; jobs started from it are kept", body = super::openapi::EmptyEnvelope),
+        (status = 400, description = "A name that is not UTF-8 or holds U+0000", body = super::openapi::ErrorEnvelope),
         (status = 401, description = "Missing or invalid bearer token", body = super::openapi::ErrorEnvelope),
         (status = 403, description = "The caller's roles do not allow it", body = super::openapi::ErrorEnvelope),
         (status = 404, description = "No such workflow the caller may see", body = super::openapi::ErrorEnvelope),
@@ -191,7 +199,10 @@ pub async fn delete(
     Authenticated(caller): Authenticated,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    state.service.delete_workflow(&caller, &name).await?;
+    state
+        .service
+        .delete_workflow(&caller, storable::text(&name, "name")?)
+        .await?;
     Ok(envelope(
         "Successfully deleted the requested item",
         Value::Null,

@@ -131,9 +131,24 @@ pub(crate) fn translate(error: sqlx::Error) -> Error {
             tracing::warn!(error = %error, "database unavailable");
             Error::Unavailable("database unavailable, try again later".to_owned())
         }
+        // Class 22 (data exception): a value the database cannot take (U+0000 in text, a time
+        // or number out of its range). The edges check what callers send; this catches what
+        // they missed, as the caller's error it is rather than an internal one.
+        sqlx::Error::Database(db) if db.code().is_some_and(|code| code.starts_with("22")) => {
+            tracing::warn!(error = %error, "the database refused a value");
+            Error::invalid("", VALUE_REFUSED)
+        }
+        // A value sqlx cannot encode as a parameter (a time beyond PostgreSQL's range).
+        sqlx::Error::Encode(_) => {
+            tracing::warn!(error = %error, "a value cannot be sent to the database");
+            Error::invalid("", VALUE_REFUSED)
+        }
         _ => Error::internal(error),
     }
 }
+
+/// What a caller hears of a value the database refused.
+const VALUE_REFUSED: &str = "the request holds a value the service cannot store or compare";
 
 /// Whether `error` is a unique-key violation.
 pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {

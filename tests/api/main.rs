@@ -11,6 +11,7 @@ mod group_commit;
 mod helpers;
 mod idempotency;
 mod limits;
+mod hostile_input;
 mod list_jobs;
 mod metrics;
 mod serve;
