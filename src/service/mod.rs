@@ -5,7 +5,7 @@ mod group_commit;
 
 use chrono::Utc;
 use serde_json::Value;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -50,6 +50,10 @@ pub struct Service {
     in_flight: Arc<Semaphore>,
     /// Set when shutdown begins: readiness turns false so load balancers stop sending work.
     draining: AtomicBool,
+    /// `store::resource_errors()` when a write last succeeded in readiness: while the count
+    /// has grown since, a write failed for want of resources (disk full) and readiness probes
+    /// a write before it answers true.
+    writes_probed: AtomicU64,
     /// StartJobs are committed in batches.
     starts: GroupCommit,
     /// The task graphs of stored jobs, shared by the jobs read with them.
@@ -67,6 +71,7 @@ impl Service {
             store,
             in_flight: Arc::new(Semaphore::new(max_in_flight.max(1))),
             draining: AtomicBool::new(false),
+            writes_probed: AtomicU64::new(crate::store::resource_errors()),
         }
     }
 
@@ -354,6 +359,8 @@ impl Service {
     }
 
     /// Whether the service takes work: not draining, and the database answers within a second.
+    /// After a write failed for want of resources (disk full), the database must also take a
+    /// write: until then StartJob would fail, though reads answer.
     pub async fn ready(&self) -> bool {
         if self.draining.load(Ordering::SeqCst) {
             return false;
@@ -364,6 +371,14 @@ impl Service {
                 .execute(&mut *conn)
                 .await
                 .map_err(crate::store::translate)?;
+            drop(conn);
+            let errors = crate::store::resource_errors();
+            if errors != self.writes_probed.load(Ordering::SeqCst) {
+                self.store.probe_write().await?;
+                // Errors counted during the probe are newer than it: they keep the mark.
+                self.writes_probed.store(errors, Ordering::SeqCst);
+                tracing::info!("the database takes writes again");
+            }
             Ok::<_, Error>(())
         };
         matches!(

@@ -56,6 +56,19 @@ impl Store {
         self.pool.begin().await.map_err(translate)
     }
 
+    /// Writes one row (`write_probe`): whether the database takes writes now. A database out of
+    /// disk space answers reads but fails every write.
+    pub async fn probe_write(&self) -> Result<(), Error> {
+        sqlx::query(
+            "insert into write_probe (id, probed_at) values (true, now())
+             on conflict (id) do update set probed_at = excluded.probed_at",
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(translate)?;
+        Ok(())
+    }
+
     /// A pooled connection for reads that need no transaction.
     pub async fn conn(&self) -> Result<PoolConnection<Postgres>, Error> {
         self.pool.acquire().await.map_err(translate)
@@ -131,6 +144,20 @@ pub(crate) fn translate(error: sqlx::Error) -> Error {
             tracing::warn!(error = %error, "database unavailable");
             Error::Unavailable("database unavailable, try again later".to_owned())
         }
+        // Class 53 (insufficient resources): the database cannot take more now. Counted, so
+        // that readiness probes a write until one succeeds again (`resource_errors`).
+        sqlx::Error::Database(db) if db.code().is_some_and(|code| code.starts_with("53")) => {
+            RESOURCE_ERRORS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tracing::error!(error = %error, "the database is out of resources");
+            let message = match db.code().as_deref() {
+                Some("53100") => "the database is out of disk space, try again later",
+                Some("53200") => "the database is out of memory, try again later",
+                Some("53300") => "the database has too many connections, try again later",
+                Some("53400") => "the database has reached a configured limit, try again later",
+                _ => "the database is out of resources, try again later",
+            };
+            Error::Unavailable(message.to_owned())
+        }
         // Class 22 (data exception): a value the database cannot take (U+0000 in text, a time
         // or number out of its range). The edges check what callers send; this catches what
         // they missed, as the caller's error it is rather than an internal one.
@@ -149,6 +176,19 @@ pub(crate) fn translate(error: sqlx::Error) -> Error {
 
 /// What a caller hears of a value the database refused.
 const VALUE_REFUSED: &str = "the request holds a value the service cannot store or compare";
+
+/// How many class-53 errors (out of disk, memory, connections) the database has answered in
+/// this process. A process-wide count because errors are translated by this free function
+/// at every call site, StartJob's batches included; a service compares it with the count at
+/// its last successful write probe to know whether writes may be failing. With several
+/// services in one process (tests), one that did not see the error merely probes once more.
+static RESOURCE_ERRORS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The number of class-53 errors so far: a service whose last successful write probe came
+/// before the latest such error must assume writes fail until a probe succeeds.
+pub fn resource_errors() -> u64 {
+    RESOURCE_ERRORS.load(std::sync::atomic::Ordering::SeqCst)
+}
 
 /// Whether `error` is a unique-key violation.
 pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {

@@ -4,14 +4,15 @@
 mod auth;
 mod corpus;
 mod deadlines;
+mod disk_full;
 mod examples;
 mod faults;
 mod gateway;
 mod group_commit;
 mod helpers;
+mod hostile_input;
 mod idempotency;
 mod limits;
-mod hostile_input;
 mod list_jobs;
 mod metrics;
 mod serve;
