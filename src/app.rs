@@ -89,14 +89,26 @@ impl App {
         .await;
         match built {
             Ok((store, grpc_listener, http_listener)) => {
-                let service = Arc::new(Service::new(store, config.max_in_flight));
+                let settings = crate::service::Settings {
+                    max_in_flight: config.max_in_flight,
+                    cache_bytes: config.cache_bytes.as_u64(),
+                    max_page_bytes: usize::try_from(config.max_page_bytes.as_u64())
+                        .unwrap_or(usize::MAX),
+                };
+                let service = Arc::new(Service::new(store, settings));
                 Ok(App {
                     grpc_listener,
                     http_listener,
-                    metrics: Arc::new(Metrics::new({
-                        let service = service.clone();
-                        move || service.pool_stats()
-                    })),
+                    metrics: Arc::new(
+                        Metrics::new({
+                            let service = service.clone();
+                            move || service.pool_stats()
+                        })
+                        .with_caches({
+                            let service = service.clone();
+                            move || service.cache_stats()
+                        }),
+                    ),
                     service,
                     cluster,
                     verifier,

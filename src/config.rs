@@ -116,6 +116,16 @@ pub struct ServeConfig {
     #[arg(long, env = "JOB_SERVICE_MAX_IN_FLIGHT", default_value_t = 2048)]
     pub max_in_flight: usize,
 
+    /// Memory for compiled workflows and the task graphs of stored jobs (an estimate), half
+    /// each; the entries used least are dropped first (e.g. `64MiB`).
+    #[arg(long, env = "JOB_SERVICE_CACHE_BYTES", default_value = "64MiB")]
+    pub cache_bytes: bytesize::ByteSize,
+
+    /// Most bytes of items (as JSON) in one page of ListJobs, ListWorkflows and the REST
+    /// searches: a page of large items holds fewer of them (at least one), with a next page.
+    #[arg(long, env = "JOB_SERVICE_MAX_PAGE_BYTES", default_value = "2MiB")]
+    pub max_page_bytes: bytesize::ByteSize,
+
     /// How long calls in flight at shutdown may take to finish (e.g. `30s`, `2m`).
     #[arg(long, env = "JOB_SERVICE_DRAIN_TIMEOUT", default_value = "30s")]
     pub drain_timeout: humantime::Duration,
@@ -236,6 +246,8 @@ mod tests {
         ]);
         let Command::Token(token) = cli.command else {
             panic!("token")
+            .field("cache_bytes", &self.cache_bytes)
+            .field("max_page_bytes", &self.max_page_bytes)
         };
         assert_eq!(token.groups.len(), 2);
         assert_eq!(token.roles, ["operations", "apiread"]);

@@ -52,6 +52,13 @@ pub struct HttpRoute {
     pub route: String,
 }
 
+/// One of the service's memory-bounded caches: `workflows` (compiled workflows) or `graphs`
+/// (the task graphs of stored jobs).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabel {
+    cache: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpResult {
     method: String,
@@ -134,6 +141,9 @@ pub struct Metrics {
     pool_idle: Gauge,
     pool_max: Gauge,
     pool_stats: Box<dyn Fn() -> PoolStats + Send + Sync>,
+    cache_bytes: Family<CacheLabel, Gauge>,
+    /// Each cache's name and estimated bytes, read at each scrape.
+    cache_stats: Box<dyn Fn() -> Vec<(&'static str, u64)> + Send + Sync>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -158,6 +168,8 @@ impl Metrics {
             pool_idle: Gauge::default(),
             pool_max: Gauge::default(),
             pool_stats: Box::new(pool_stats),
+            cache_bytes: Family::default(),
+            cache_stats: Box::new(Vec::new),
         };
         let registry = &mut metrics.registry;
         registry.register(
@@ -210,7 +222,22 @@ impl Metrics {
             "The most database connections the pool opens",
             metrics.pool_max.clone(),
         );
+        registry.register(
+            "cache_bytes",
+            "Estimated memory held by each cache: compiled workflows, task graphs of stored jobs",
+            metrics.cache_bytes.clone(),
+        );
         metrics
+    }
+
+    /// These metrics, with cache gauges that read `cache_stats` (name, estimated bytes) at each
+    /// scrape.
+    pub fn with_caches(
+        mut self,
+        cache_stats: impl Fn() -> Vec<(&'static str, u64)> + Send + Sync + 'static,
+    ) -> Self {
+        self.cache_stats = Box::new(cache_stats);
+        self
     }
 
     /// Counts a call as in flight; [`Metrics::call_finished`] ends it.
@@ -271,6 +298,11 @@ impl Metrics {
         self.pool_size.set(pool.size.into());
         self.pool_idle.set(pool.idle.into());
         self.pool_max.set(pool.max.into());
+        for (cache, bytes) in (self.cache_stats)() {
+            self.cache_bytes
+                .get_or_create(&CacheLabel { cache })
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String does not fail");

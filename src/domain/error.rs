@@ -139,6 +139,78 @@ impl Error {
     pub fn internal(error: impl Into<anyhow::Error>) -> Self {
         Error::Internal(error.into())
     }
+
+    /// The error as it may be shown to a caller: at most [`MAX_LISTED`] violations or problems
+    /// (a last entry says how many more there were), and every text cut to [`MAX_TEXT`]
+    /// characters. Errors repeat what the caller sent (a name, a path, a key); unbounded, a
+    /// 1 MiB name or 60,000 bad transitions make answers of megabytes that standard gRPC
+    /// clients refuse to read, so they would never see the real error.
+    pub fn bounded(self) -> Self {
+        match self {
+            Error::InvalidArgument { violations } => Error::InvalidArgument {
+                violations: bound_list(violations, |v| &mut v.field, |v| &mut v.description, |more| {
+                    FieldViolation::new("", more)
+                }),
+            },
+            Error::FailedPrecondition { message, problems } => Error::FailedPrecondition {
+                message: truncate(message),
+                problems: bound_list(problems, |p| &mut p.subject, |p| &mut p.description, |more| {
+                    Problem {
+                        subject: String::new(),
+                        description: more,
+                    }
+                }),
+            },
+            Error::NotFound(m) => Error::NotFound(truncate(m)),
+            Error::AlreadyExists(m) => Error::AlreadyExists(truncate(m)),
+            Error::IdempotencyConflict(m) => Error::IdempotencyConflict(truncate(m)),
+            Error::Unauthenticated(m) => Error::Unauthenticated(truncate(m)),
+            Error::PermissionDenied(m) => Error::PermissionDenied(truncate(m)),
+            Error::DeadlineExceeded(m) => Error::DeadlineExceeded(truncate(m)),
+            Error::ResourceExhausted(m) => Error::ResourceExhausted(truncate(m)),
+            Error::Unavailable(m) => Error::Unavailable(truncate(m)),
+            internal @ Error::Internal(_) => internal,
+        }
+    }
+}
+
+/// Most violations or problems one error lists.
+pub const MAX_LISTED: usize = 20;
+/// Most characters of one text in an error (a message, a field path, a description).
+pub const MAX_TEXT: usize = 300;
+
+/// `text` cut to [`MAX_TEXT`] characters, with `...` when cut.
+pub fn truncate(mut text: String) -> String {
+    if let Some((at, _)) = text.char_indices().nth(MAX_TEXT) {
+        text.truncate(at);
+        text.push_str("...");
+    }
+    text
+}
+
+/// The first [`MAX_LISTED`] items with their texts cut, then one made by `more` saying how many
+/// were left out.
+fn bound_list<T>(
+    mut items: Vec<T>,
+    first: impl Fn(&mut T) -> &mut String,
+    second: impl Fn(&mut T) -> &mut String,
+    more: impl FnOnce(String) -> T,
+) -> Vec<T> {
+    let left_out = items.len().saturating_sub(MAX_LISTED);
+    items.truncate(MAX_LISTED);
+    for item in &mut items {
+        let text = first(item);
+        *text = truncate(std::mem::take(text));
+        let text = second(item);
+        *text = truncate(std::mem::take(text));
+    }
+    if left_out > 0 {
+        items.push(more(format!(
+            "and {left_out} more problem{} not listed",
+            if left_out == 1 { "" } else { "s" }
+        )));
+    }
+    items
 }
 
 fn summarize(violations: &[FieldViolation]) -> String {
@@ -194,6 +266,28 @@ mod tests {
             err.to_string(),
             "invalid request: options.groups[0]: must be 24 lowercase hex characters (and 1 more problem)"
         );
+    }
+
+    #[test]
+    fn bounded_errors_list_twenty_problems_and_cut_long_texts() {
+        let mut v = Violations::default();
+        v.push("transitions.t0", "x".repeat(1 << 20));
+        for i in 1..60_000 {
+            v.push(format!("transitions.t{i}"), "leads nowhere");
+        }
+        let Error::InvalidArgument { violations } = v.into_result(()).unwrap_err().bounded()
+        else {
+            panic!("still invalid argument")
+        };
+        assert_eq!(violations.len(), MAX_LISTED + 1);
+        assert!(violations[0].description.len() <= MAX_TEXT + 3);
+        assert_eq!(
+            violations[MAX_LISTED].description,
+            "and 59980 more problems not listed"
+        );
+        let long = Error::workflow_not_found(&"n".repeat(1 << 20)).bounded();
+        assert!(long.to_string().len() <= MAX_TEXT + 3, "{}", long.to_string().len());
+        assert!(long.to_string().starts_with("Cannot find workflow nnn"));
     }
 
     #[test]

@@ -415,6 +415,39 @@ impl Job {
 
 /// Each task of the workflow with its run state, its outgoing transitions grouped by end state
 /// and the tasks leading into it (`previous`), also grouped by end state.
+/// An estimate of the memory a job's tasks hold (see [`super::json::heap_size`]), which caches
+/// of task graphs weigh their entries by.
+pub fn tasks_heap_size(tasks: &BTreeMap<String, JobTask>) -> usize {
+    const NODE: usize = std::mem::size_of::<String>() + 16;
+    tasks
+        .iter()
+        .map(|(id, task)| {
+            let transitions: usize = task
+                .transitions
+                .iter()
+                .flat_map(|(state, list)| {
+                    std::iter::once(NODE + state.len()).chain(list.iter().map(|t| {
+                        std::mem::size_of::<TaskTransition>() + t.task.len() + t.transition_type.len()
+                    }))
+                })
+                .sum();
+            let previous: usize = task
+                .previous
+                .iter()
+                .flat_map(|(state, list)| {
+                    std::iter::once(NODE + state.len())
+                        .chain(list.iter().map(|id| std::mem::size_of::<String>() + id.len()))
+                })
+                .sum();
+            NODE + id.len()
+                + std::mem::size_of::<JobTask>()
+                + super::json::map_heap_size(&task.fields)
+                + transitions
+                + previous
+        })
+        .sum()
+}
+
 pub(super) fn build_tasks(workflow: &WorkflowDocument) -> BTreeMap<String, JobTask> {
     let tasks = workflow.tasks();
     let mut outgoing: BTreeMap<&str, BTreeMap<String, Vec<TaskTransition>>> = BTreeMap::new();

@@ -74,6 +74,54 @@ pub fn decode_name_cursor(token: &str, field: &str) -> Result<String, Error> {
     Ok(name.to_owned())
 }
 
+/// The default of the most bytes a page of results holds (its items as JSON): well inside the
+/// 4 MiB that gRPC clients accept in one message by default, also once encoded as protobuf.
+pub const DEFAULT_MAX_PAGE_BYTES: usize = 2 * 1024 * 1024;
+
+/// Cuts `items` (fetched with one extra row) to at most `limit` items and `max_bytes` bytes, as
+/// `size_of` measures them, keeping at least one item; returns whether items were left out,
+/// that is, whether there is a next page. A page of large items holds fewer of them: the page
+/// size is an upper bound.
+pub fn fit_page<T>(
+    items: &mut Vec<T>,
+    limit: i64,
+    max_bytes: usize,
+    size_of: impl Fn(&T) -> usize,
+) -> bool {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let mut bytes = 0usize;
+    let mut keep = 0;
+    for item in items.iter().take(limit) {
+        bytes = bytes.saturating_add(size_of(item));
+        if keep > 0 && bytes > max_bytes {
+            break;
+        }
+        keep += 1;
+    }
+    let more = items.len() > keep;
+    items.truncate(keep);
+    more
+}
+
+/// The length of `value` written as JSON, without keeping the text.
+pub fn json_size<T: serde::Serialize + ?Sized>(value: &T) -> usize {
+    /// Counts what is written and drops it.
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    // Writing to a counter cannot fail, and the values measured are JSON.
+    let _ = serde_json::to_writer(&mut counter, value);
+    counter.0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,6 +160,22 @@ mod tests {
         }
         let err = decode_name_cursor(&encode_name_cursor("a\0b"), "page_token").unwrap_err();
         assert!(err.to_string().contains("page_token"), "{err}");
+    }
+
+    #[test]
+    fn pages_stop_at_their_byte_bound_but_hold_at_least_one_item() {
+        let mut items = vec![400, 400, 400, 400];
+        assert!(fit_page(&mut items, 10, 1000, |n| *n));
+        assert_eq!(items, [400, 400]);
+        let mut huge = vec![5000, 1];
+        assert!(fit_page(&mut huge, 10, 1000, |n| *n));
+        assert_eq!(huge, [5000]);
+        let mut small = vec![1, 1, 1];
+        assert!(fit_page(&mut small, 2, 1000, |n| *n));
+        assert_eq!(small.len(), 2);
+        let mut all = vec![1, 1];
+        assert!(!fit_page(&mut all, 2, 1000, |n| *n));
+        assert_eq!(json_size(&serde_json::json!({"a": [1, 2]})), 11);
     }
 
     #[test]

@@ -316,6 +316,21 @@ impl CompiledWorkflow {
         }
     }
 
+    /// An estimate of the memory this compiled workflow holds: its document, its job graph
+    /// (built and as stored) and its input schema; what the cache of compiled workflows
+    /// weighs it by.
+    pub fn weight(&self) -> usize {
+        use super::json::{heap_size, map_heap_size};
+        // A compiled schema holds about as much again as the schema's JSON.
+        let schema = self.document.input_schema().map_or(0, |s| 2 * heap_size(s));
+        map_heap_size(self.document.document())
+            + super::job::tasks_heap_size(&self.job_tasks)
+            + map_heap_size(&self.job_transitions)
+            + self.job_graph.tasks.get().len()
+            + self.job_graph.transitions.get().len()
+            + schema
+    }
+
     pub fn job_tasks(&self) -> &Arc<BTreeMap<String, JobTask>> {
         &self.job_tasks
     }

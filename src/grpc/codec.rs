@@ -82,8 +82,18 @@ pub fn decode_strict<U: Message + Name + Default>(bytes: prost::bytes::Bytes) ->
             "the request is not a valid protobuf message: {error}"
         ))
     };
+    let descriptor = POOL.get_message_by_name(&U::full_name());
+    if let Some(descriptor) = &descriptor {
+        let mut values = 0;
+        if let Err(violation) = check_shape(&bytes, descriptor, 1, "", &mut values) {
+            return Err(Error::InvalidArgument {
+                violations: vec![violation],
+            }
+            .into());
+        }
+    }
     let message = U::decode(bytes.clone()).map_err(malformed)?;
-    if let Some(descriptor) = POOL.get_message_by_name(&U::full_name()) {
+    if let Some(descriptor) = descriptor {
         let dynamic = DynamicMessage::decode(descriptor, bytes).map_err(malformed)?;
         let mut violations = Vec::new();
         unknown_fields(&dynamic, "", &mut violations);
@@ -92,6 +102,93 @@ pub fn decode_strict<U: Message + Name + Default>(bytes: prost::bytes::Bytes) ->
         }
     }
     Ok(message)
+}
+
+/// Holds a request to the bounds JSON bodies have on the JSON gateway (`domain::json`:
+/// `MAX_DEPTH` levels, `MAX_VALUES` values) by walking its wire form, before anything is
+/// decoded: a message of millions of tiny `google.protobuf.Value`s is refused without being
+/// built. Levels and values are counted as the same document's JSON would be: every message
+/// is a level except `Value` and map entries (the JSON `{"a": 1}` is a `Struct`, a map entry
+/// and a `Value`), and every field occurrence is a value except those inside `Value`s and map
+/// entries. prost has no such bounds (only a recursion limit of 100 messages), hence this
+/// walk. Bytes that are not a valid message are left for the decoder to report.
+fn check_shape(
+    mut bytes: &[u8],
+    descriptor: &prost_reflect::MessageDescriptor,
+    depth: usize,
+    path: &str,
+    values: &mut usize,
+) -> Result<(), FieldViolation> {
+    use crate::domain::json::{MAX_DEPTH, MAX_VALUES};
+    use prost::encoding::decode_varint;
+    let transparent =
+        descriptor.is_map_entry() || descriptor.full_name() == "google.protobuf.Value";
+    // Inside a JSON document, violations name the request field that holds it.
+    let in_json = transparent
+        || matches!(
+            descriptor.full_name(),
+            "google.protobuf.Struct" | "google.protobuf.ListValue"
+        );
+    while !bytes.is_empty() {
+        let Ok(tag) = decode_varint(&mut bytes) else {
+            return Ok(());
+        };
+        let field = descriptor.get_field((tag >> 3) as u32);
+        let field_path = match &field {
+            Some(field) if !in_json => crate::domain::json::join(path, field.name()),
+            _ => path.to_owned(),
+        };
+        if !transparent {
+            *values += 1;
+            if *values > MAX_VALUES {
+                return Err(FieldViolation::new(
+                    field_path,
+                    format!("is past the limit of {MAX_VALUES} values (JSON values and fields) in one request"),
+                ));
+            }
+        }
+        let skip = match tag & 7 {
+            0 => match decode_varint(&mut bytes) {
+                Ok(_) => 0,
+                Err(_) => return Ok(()),
+            },
+            1 => 8,
+            5 => 4,
+            2 => {
+                let Ok(len) = decode_varint(&mut bytes) else {
+                    return Ok(());
+                };
+                let Some(inner) = usize::try_from(len).ok().and_then(|len| bytes.get(..len)) else {
+                    return Ok(());
+                };
+                if let Some(prost_reflect::Kind::Message(inner_descriptor)) =
+                    field.as_ref().map(|field| field.kind())
+                {
+                    let inner_depth = match inner_descriptor.is_map_entry()
+                        || inner_descriptor.full_name() == "google.protobuf.Value"
+                    {
+                        true => depth,
+                        false => depth + 1,
+                    };
+                    if inner_depth > MAX_DEPTH {
+                        return Err(FieldViolation::new(
+                            field_path,
+                            format!("nests objects and arrays deeper than {MAX_DEPTH} levels"),
+                        ));
+                    }
+                    check_shape(inner, &inner_descriptor, inner_depth, &field_path, values)?;
+                }
+                inner.len()
+            }
+            // Groups (deprecated) and invalid wire types: the decoder says what is wrong.
+            _ => return Ok(()),
+        };
+        let Some(rest) = bytes.get(skip..) else {
+            return Ok(());
+        };
+        bytes = rest;
+    }
+    Ok(())
 }
 
 /// Every unknown field in `message`, named `<path>.#<field number>`.
@@ -173,6 +270,46 @@ mod tests {
         unknown_fields(&dynamic, "", &mut out);
         let fields: Vec<_> = out.iter().map(|v| v.field.as_str()).collect();
         assert_eq!(fields, ["#7", "options.#9"]);
+    }
+
+    fn start_with_variable(value: serde_json::Value) -> prost::bytes::Bytes {
+        let variables = crate::grpc::map_to_struct(
+            serde_json::json!({ "x": value }).as_object().unwrap(),
+        );
+        pb::StartJobRequest {
+            workflow: "w".into(),
+            options: Some(pb::JobOptions {
+                variables: Some(variables),
+                ..Default::default()
+            }),
+        }
+        .encode_to_vec()
+        .into()
+    }
+
+    fn refused_field(bytes: prost::bytes::Bytes) -> (String, String) {
+        let status = decode_strict::<pb::StartJobRequest>(bytes).unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        let details = tonic_types::StatusExt::get_error_details(&status);
+        let violation = &details.bad_request().expect("a bad request").field_violations[0];
+        (violation.field.clone(), violation.description.clone())
+    }
+
+    #[test]
+    fn requests_are_held_to_the_json_bounds_of_the_gateway() {
+        let nested = |depth: usize| {
+            (0..depth).fold(serde_json::json!(1), |inner, _| serde_json::json!([inner]))
+        };
+        // Request (1), options (2), variables (3), x's arrays from 4 on: as the HTTP body.
+        assert!(decode_strict::<pb::StartJobRequest>(start_with_variable(nested(29))).is_ok());
+        let (field, description) = refused_field(start_with_variable(nested(30)));
+        assert_eq!(field, "options.variables");
+        assert!(description.contains("deeper than 32"), "{description}");
+
+        let many = serde_json::Value::Array(vec![serde_json::json!(0); 200_000]);
+        let (field, description) = refused_field(start_with_variable(many));
+        assert_eq!(field, "options.variables");
+        assert!(description.contains("100000"), "{description}");
     }
 
     #[test]

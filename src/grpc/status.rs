@@ -7,6 +7,7 @@ use crate::domain::Error;
 
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
+        let error = error.bounded();
         match error {
             Error::InvalidArgument { ref violations } => {
                 let details = ErrorDetails::with_bad_request(

@@ -20,7 +20,7 @@ impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
-            message: message.into(),
+            message: crate::domain::error::truncate(message.into()),
             errors: Vec::new(),
         }
     }
@@ -28,6 +28,7 @@ impl ApiError {
 
 impl From<Error> for ApiError {
     fn from(error: Error) -> Self {
+        let error = error.bounded();
         let status = match &error {
             // The REST routes answer a reused idempotency key with 422, not the table's 400.
             Error::IdempotencyConflict(_) => StatusCode::UNPROCESSABLE_ENTITY,

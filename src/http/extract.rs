@@ -132,12 +132,22 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
                     )
                 }
             })?;
-        let value = serde_json::from_slice(&bytes).map_err(|error| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("the body is not valid JSON: {error}"),
-            )
-        })?;
+        let value = parse_body(&bytes)?;
         Ok(JsonBody(value))
     }
+}
+
+/// A JSON body within the service's bounds on nesting and size (`domain::json`).
+pub fn parse_body(bytes: &[u8]) -> Result<Value, ApiError> {
+    use crate::domain::json::{parse_bounded, BoundedJsonError};
+    parse_bounded(bytes).map_err(|error| match error {
+        BoundedJsonError::Syntax(error) => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("the body is not valid JSON: {error}"),
+        ),
+        BoundedJsonError::Bounds(violation) => Error::InvalidArgument {
+            violations: vec![violation],
+        }
+        .into(),
+    })
 }

@@ -103,8 +103,14 @@ async fn within(timeout: Duration, request: Request, next: Next) -> Response {
 
 /// Parses a StartJob HTTP body as the gateway does (for fuzzing).
 pub fn parse_start_body(bytes: &[u8]) -> Result<crate::domain::StartJob, crate::domain::Error> {
-    let body: Value = serde_json::from_slice(bytes).map_err(|e| {
-        crate::domain::Error::invalid("", format!("the body is not valid JSON: {e}"))
+    use crate::domain::json::{parse_bounded, BoundedJsonError};
+    let body = parse_bounded(bytes).map_err(|error| match error {
+        BoundedJsonError::Syntax(e) => {
+            crate::domain::Error::invalid("", format!("the body is not valid JSON: {e}"))
+        }
+        BoundedJsonError::Bounds(violation) => crate::domain::Error::InvalidArgument {
+            violations: vec![violation],
+        },
     })?;
     jobs::parse_start(body)
 }

@@ -10,7 +10,7 @@
 //! cannot fail the others.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use chrono::Utc;
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use super::Started;
 use crate::domain::{Caller, CompiledWorkflow, Error, Job, JobGraph, StartJob};
 use crate::store::idempotency::{self, ScopedKey, StoredKey};
+use crate::store::cache::{weighted_cache, Weighed, WeightedCache};
 use crate::store::jobs::{self, GraphCache};
 use crate::store::workflows::{self, StartTarget};
 use crate::store::{PoolStats, Store, Tx};
@@ -27,9 +28,6 @@ const MAX_BATCH: usize = 64;
 /// Transactions of batches in flight at once: while some wait for their commit to reach the
 /// disk, the next batch is already gathering.
 const CONCURRENT_BATCHES: usize = 4;
-/// Most workflows kept compiled; past it the cache starts afresh (simple, and a real
-/// deployment has far fewer workflows).
-const WORKFLOW_CACHE_SIZE: usize = 4096;
 
 /// One StartJob waiting for its batch.
 struct Pending {
@@ -46,6 +44,7 @@ pub(super) struct GroupCommit {
     queue: mpsc::Sender<Pending>,
     /// The batches' own connections.
     store: Store,
+    committer: Arc<Committer>,
 }
 
 impl GroupCommit {
@@ -53,16 +52,41 @@ impl GroupCommit {
     /// Batches have connections of their own, one per batch in flight: they neither wait for
     /// nor hold up the connections of other calls, and only these few connections grow the
     /// buffers that whole batches need.
-    pub(super) fn spawn(store: &Store, graphs: Arc<GraphCache>, queue_size: usize) -> Self {
+    /// Compiled workflows are kept within `workflow_cache_bytes` (estimated).
+    pub(super) fn spawn(
+        store: &Store,
+        graphs: Arc<GraphCache>,
+        queue_size: usize,
+        workflow_cache_bytes: u64,
+    ) -> Self {
         let (queue, receiver) = mpsc::channel(queue_size.max(1));
         let store = store.dedicated(CONCURRENT_BATCHES as u32);
         let committer = Arc::new(Committer {
             store: store.clone(),
-            workflows: Mutex::default(),
+            workflows: weighted_cache(workflow_cache_bytes),
             graphs,
         });
-        tokio::spawn(run(receiver, committer));
-        GroupCommit { queue, store }
+        tokio::spawn(run(receiver, committer.clone()));
+        GroupCommit {
+            queue,
+            store,
+            committer,
+        }
+    }
+
+    /// The memory the compiled workflows hold (estimated).
+    pub(super) fn cache_bytes(&self) -> u64 {
+        self.committer.workflows.weight()
+    }
+
+    /// Forgets the compiled workflow `name` and its graph (the workflow was deleted), so that
+    /// what it held is freed now rather than when the caches need the room.
+    pub(super) fn forget_workflow(&self, name: &str) {
+        if let Some((_, compiled)) = self.committer.workflows.remove(name) {
+            self.committer
+                .graphs
+                .forget(&compiled.value.1.job_graph().id);
+        }
     }
 
     /// The batches' connections.
@@ -116,13 +140,21 @@ async fn run(mut queue: mpsc::Receiver<Pending>, committer: Arc<Committer>) {
     }
 }
 
-#[derive(Debug)]
 struct Committer {
     store: Store,
     /// Compiled workflows by name, with the revision they were compiled from.
-    workflows: Mutex<HashMap<String, (i64, Arc<CompiledWorkflow>)>>,
+    workflows: WeightedCache<(i64, Arc<CompiledWorkflow>)>,
     /// The job graphs known to be stored: starts from them need not store them again.
     graphs: Arc<GraphCache>,
+}
+
+impl std::fmt::Debug for Committer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Committer")
+            .field("compiled_workflows", &self.workflows.len())
+            .field("compiled_workflow_bytes", &self.workflows.weight())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Committer {
@@ -326,10 +358,15 @@ impl Committer {
                 Err(conflict(key))
             } else {
                 match jobs.get(&stored.job_id) {
-                    Some(job) => Ok(Started {
+                    // A replay shows the job only to a caller who may still see it, as GetJob.
+                    Some(job) if pending.caller.can_see(&job.groups) => Ok(Started {
                         job: job.clone(),
                         created: false,
                     }),
+                    Some(_) => Err(Error::NotFound(format!(
+                        "Cannot find the job of idempotency key {}",
+                        key.key
+                    ))),
                     None => Err(Error::internal(anyhow::anyhow!(
                         "idempotency key without its job"
                     ))),
@@ -348,20 +385,21 @@ impl Committer {
         tx: &mut Tx,
         target: &StartTarget,
     ) -> Result<Arc<CompiledWorkflow>, Error> {
-        if let Some((revision, compiled)) =
-            self.workflows.lock().expect("cache lock").get(&target.name)
-        {
-            if *revision == target.revision {
-                return Ok(compiled.clone());
+        if let Some(cached) = self.workflows.get(&target.name) {
+            let (revision, compiled) = cached.value;
+            if revision == target.revision {
+                return Ok(compiled);
             }
         }
         let workflow = workflows::get(tx, &target.name).await?;
         let compiled = Arc::new(CompiledWorkflow::compile(workflow.document));
-        let mut cache = self.workflows.lock().expect("cache lock");
-        if cache.len() >= WORKFLOW_CACHE_SIZE {
-            cache.clear();
-        }
-        cache.insert(target.name.clone(), (target.revision, compiled.clone()));
+        self.workflows.insert(
+            target.name.clone(),
+            Weighed {
+                value: (target.revision, compiled.clone()),
+                bytes: compiled.weight() as u64,
+            },
+        );
         Ok(compiled)
     }
 }

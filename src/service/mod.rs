@@ -58,18 +58,48 @@ pub struct Service {
     starts: GroupCommit,
     /// The task graphs of stored jobs, shared by the jobs read with them.
     graphs: Arc<GraphCache>,
+    /// Most bytes of items (as JSON) in one page of results.
+    max_page_bytes: usize,
+}
+
+/// The bounds the service keeps to.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Calls in flight at once, both front doors together.
+    pub max_in_flight: usize,
+    /// Memory (estimated) for compiled workflows and the task graphs of stored jobs.
+    pub cache_bytes: u64,
+    /// Most bytes of items (as JSON) in one page of results.
+    pub max_page_bytes: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            max_in_flight: 2048,
+            cache_bytes: 64 * 1024 * 1024,
+            max_page_bytes: page::DEFAULT_MAX_PAGE_BYTES,
+        }
+    }
 }
 
 impl Service {
     /// The service over `store`. Needs a Tokio runtime: it starts the task that commits
     /// StartJobs.
-    pub fn new(store: Store, max_in_flight: usize) -> Self {
-        let graphs = Arc::new(GraphCache::default());
+    pub fn new(store: Store, settings: Settings) -> Self {
+        // Half of the cache budget for the graphs of stored jobs, half for compiled workflows.
+        let graphs = Arc::new(GraphCache::new(settings.cache_bytes / 2));
         Service {
-            starts: GroupCommit::spawn(&store, graphs.clone(), max_in_flight),
+            starts: GroupCommit::spawn(
+                &store,
+                graphs.clone(),
+                settings.max_in_flight,
+                settings.cache_bytes / 2,
+            ),
             graphs,
             store,
-            in_flight: Arc::new(Semaphore::new(max_in_flight.max(1))),
+            max_page_bytes: settings.max_page_bytes,
+            in_flight: Arc::new(Semaphore::new(settings.max_in_flight.max(1))),
             draining: AtomicBool::new(false),
             writes_probed: AtomicU64::new(crate::store::resource_errors()),
         }
@@ -87,6 +117,15 @@ impl Service {
     /// starts, together.
     pub fn pool_stats(&self) -> PoolStats {
         self.store.pool_stats() + self.starts.pool_stats()
+    }
+
+    /// Each cache's name and the memory it holds (estimated): `workflows`, compiled workflows;
+    /// `graphs`, the task graphs of stored jobs.
+    pub fn cache_stats(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("workflows", self.starts.cache_bytes()),
+            ("graphs", self.graphs.bytes()),
+        ]
     }
 
     /// Marks the service as shutting down: readiness answers false from now on.
@@ -183,7 +222,7 @@ impl Service {
             limit + 1,
         )
         .await?;
-        let next_page_token = next_token(&mut items, limit, |job| {
+        let next_page_token = next_token(&mut items, limit, self.max_page_bytes, job_sizes(), |job| {
             JobCursor {
                 created_at: job.created,
                 id: job.id.clone(),
@@ -209,7 +248,13 @@ impl Service {
         let document = WorkflowDocument::parse(document, field)?;
         caller.require_own_groups(document.groups(), &format!("{field}.groups"))?;
         let mut tx = self.store.begin().await?;
-        let workflow = workflows::insert(&mut tx, &document).await?;
+        let workflow = match workflows::insert(&mut tx, &document).await {
+            Ok(workflow) => workflow,
+            Err(error) => {
+                drop(tx);
+                return Err(self.name_taken(caller, document.name(), error).await);
+            }
+        };
         tx.commit().await.map_err(crate::store::translate)?;
         tracing::info!(workflow = %workflow.document.name(), "workflow created");
         Ok(workflow)
@@ -252,11 +297,40 @@ impl Service {
         let mut tx = self.store.begin().await?;
         let mut stored = Vec::with_capacity(parsed.len());
         for workflow in &parsed {
-            stored.push(workflows::insert(&mut tx, workflow).await?);
+            match workflows::insert(&mut tx, workflow).await {
+                Ok(workflow) => stored.push(workflow),
+                Err(error) => {
+                    drop(tx);
+                    return Err(self.name_taken(caller, workflow.name(), error).await);
+                }
+            }
         }
         tx.commit().await.map_err(crate::store::translate)?;
         tracing::info!("workflows imported");
         Ok(stored)
+    }
+
+    /// `error` of storing the workflow `name`, as `caller` may hear it: a name taken by a
+    /// workflow the caller cannot see is answered PERMISSION_DENIED, the answer to a name the
+    /// caller may not use, so that neither the workflow nor anything of it is confirmed.
+    async fn name_taken(&self, caller: &Caller, name: &str, error: Error) -> Error {
+        if !matches!(error, Error::AlreadyExists(_)) || caller.is_admin() {
+            return error;
+        }
+        let existing = match self.store.conn().await {
+            Ok(mut conn) => workflows::get(&mut conn, name).await,
+            Err(unavailable) => return unavailable,
+        };
+        match existing {
+            Ok(workflow) if caller.can_see(workflow.document.groups()) => error,
+            Ok(_) => Error::PermissionDenied(format!(
+                "{} may not use the workflow name {name}",
+                caller.username
+            )),
+            // Deleted since: nothing is hidden any more.
+            Err(Error::NotFound(_)) => error,
+            Err(other) => other,
+        }
     }
 
     #[instrument(skip_all, fields(workflow = %name))]
@@ -295,7 +369,7 @@ impl Service {
             limit + 1,
         )
         .await?;
-        let next_page_token = next_token(&mut items, limit, |w| {
+        let next_page_token = next_token(&mut items, limit, self.max_page_bytes, workflow_size, |w| {
             page::encode_name_cursor(w.document.name())
         });
         Ok(Page {
@@ -315,6 +389,7 @@ impl Service {
         }
         workflows::delete(&mut tx, name).await?;
         tx.commit().await.map_err(crate::store::translate)?;
+        self.starts.forget_workflow(name);
         tracing::info!("workflow deleted");
         Ok(())
     }
@@ -331,7 +406,11 @@ impl Service {
         caller.require(Action::ReadJobs)?;
         let _slot = self.admit()?;
         let mut conn = self.store.conn().await?;
-        jobs::search(&mut conn, &self.graphs, search, caller.visibility_filter()).await
+        let (mut items, total) =
+            jobs::search(&mut conn, &self.graphs, search, caller.visibility_filter()).await?;
+        // Large jobs make a short page; the caller pages on with `skip`.
+        page::fit_page(&mut items, search.limit, self.max_page_bytes, job_sizes());
+        Ok((items, total))
     }
 
     /// A REST workflow search by exact name or name prefix, with offset paging.
@@ -347,7 +426,7 @@ impl Service {
         caller.require(Action::ReadWorkflows)?;
         let _slot = self.admit()?;
         let mut conn = self.store.conn().await?;
-        workflows::search(
+        let (mut items, total) = workflows::search(
             &mut conn,
             name_equals,
             name_prefix,
@@ -355,7 +434,9 @@ impl Service {
             limit,
             skip,
         )
-        .await
+        .await?;
+        page::fit_page(&mut items, limit, self.max_page_bytes, workflow_size);
+        Ok((items, total))
     }
 
     /// Whether the service takes work: not draining, and the database answers within a second.
@@ -388,18 +469,36 @@ impl Service {
     }
 }
 
-/// Cuts `items` (fetched with one extra row) to `limit` and returns the token of the page
-/// after, when there is one.
+/// Cuts `items` (fetched with one extra row) to `limit` items and `max_bytes` bytes, and
+/// returns the token of the page after, when there is one.
 fn next_token<T>(
     items: &mut Vec<T>,
     limit: i64,
+    max_bytes: usize,
+    size_of: impl Fn(&T) -> usize,
     token_of: impl Fn(&T) -> String,
 ) -> Option<String> {
-    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    if items.len() > limit {
-        items.truncate(limit);
+    if page::fit_page(items, limit, max_bytes, size_of) {
         items.last().map(token_of)
     } else {
         None
     }
+}
+
+/// The size of each job as JSON, measuring each distinct task graph once: the jobs of a page
+/// mostly share a few graphs.
+fn job_sizes() -> impl Fn(&Job) -> usize {
+    let graphs: std::cell::RefCell<std::collections::HashMap<usize, usize>> = Default::default();
+    move |job: &Job| {
+        let graph = Arc::as_ptr(&job.tasks) as usize;
+        let graph_size = *graphs
+            .borrow_mut()
+            .entry(graph)
+            .or_insert_with(|| page::json_size(&*job.tasks) + page::json_size(&*job.transitions));
+        page::json_size(&job.record()) + graph_size
+    }
+}
+
+fn workflow_size(workflow: &Workflow) -> usize {
+    page::json_size(workflow.document.document())
 }

@@ -3,7 +3,7 @@
 //! fields and takes its graph from a cache ([`GraphCache`]): each graph is read and parsed once.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
@@ -11,8 +11,9 @@ use serde_json::{Map, Value};
 use sqlx::types::Json;
 use sqlx::{PgConnection, Postgres, QueryBuilder};
 
+use super::cache::{weighted_cache, Weighed, WeightedCache};
 use super::translate;
-use crate::domain::job::{Job, JobTask};
+use crate::domain::job::{tasks_heap_size, Job, JobTask};
 use crate::domain::page::JobCursor;
 use crate::domain::search::{Condition, JobField, JobSearch};
 use crate::domain::{Error, JobGraph, JobId, JobRecord, JobStatus};
@@ -132,9 +133,19 @@ pub struct JobRow {
 
 /// The task graphs of stored jobs, by id, read once and shared by every job read with them.
 /// Graphs never change (an id is a digest of the content), so what is cached is never stale.
-#[derive(Debug, Default)]
+/// The cache holds at most its budget of memory (as estimated by `tasks_heap_size`), keeping
+/// the graphs used most.
 pub struct GraphCache {
-    graphs: Mutex<HashMap<String, SharedGraph>>,
+    graphs: WeightedCache<SharedGraph>,
+}
+
+impl std::fmt::Debug for GraphCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GraphCache")
+            .field("graphs", &self.graphs.len())
+            .field("bytes", &self.graphs.weight())
+            .finish()
+    }
 }
 
 /// A graph's tasks and transitions, as jobs hold them.
@@ -147,16 +158,22 @@ type GraphRow = (
     Json<Map<String, Value>>,
 );
 
-/// Most graphs kept; past it the cache starts afresh (each is a workflow revision's graph).
-const GRAPH_CACHE_SIZE: usize = 4096;
-
 impl GraphCache {
+    /// A cache of at most `bytes` of graphs (estimated).
+    pub fn new(bytes: u64) -> Self {
+        GraphCache {
+            graphs: weighted_cache(bytes),
+        }
+    }
+
+    /// The memory the cached graphs hold (estimated).
+    pub fn bytes(&self) -> u64 {
+        self.graphs.weight()
+    }
+
     /// Whether the graph `id` is known to be stored.
     pub fn contains(&self, id: &str) -> bool {
-        self.graphs
-            .lock()
-            .expect("graph cache lock")
-            .contains_key(id)
+        self.graphs.contains_key(id)
     }
 
     /// Remembers a graph that was just stored with its jobs.
@@ -166,11 +183,24 @@ impl GraphCache {
         tasks: &Arc<BTreeMap<String, JobTask>>,
         transitions: &Arc<Map<String, Value>>,
     ) {
-        let mut graphs = self.graphs.lock().expect("graph cache lock");
-        if graphs.len() >= GRAPH_CACHE_SIZE {
-            graphs.clear();
-        }
-        graphs.insert(graph.id.clone(), (tasks.clone(), transitions.clone()));
+        self.remember(graph.id.clone(), (tasks.clone(), transitions.clone()));
+    }
+
+    /// Forgets the graph `id` (its workflow was deleted): a job of it that is read later reads
+    /// it again.
+    pub fn forget(&self, id: &str) {
+        self.graphs.remove(id);
+    }
+
+    fn remember(&self, id: String, graph: SharedGraph) {
+        let bytes = tasks_heap_size(&graph.0) + crate::domain::json::map_heap_size(&graph.1);
+        self.graphs.insert(
+            id,
+            Weighed {
+                value: graph,
+                bytes: bytes as u64,
+            },
+        );
     }
 
     /// The jobs of `rows`, whole: each with its graph, read from the database when not cached.
@@ -183,15 +213,12 @@ impl GraphCache {
         // cannot lose them.
         let mut found: HashMap<String, SharedGraph> = HashMap::new();
         let mut missing: Vec<&str> = Vec::new();
-        {
-            let graphs = self.graphs.lock().expect("graph cache lock");
-            for row in &rows {
-                match graphs.get(&row.graph_id) {
-                    Some(graph) => {
-                        found.insert(row.graph_id.clone(), graph.clone());
-                    }
-                    None => missing.push(&row.graph_id),
+        for row in &rows {
+            match self.graphs.get(&row.graph_id) {
+                Some(graph) => {
+                    found.insert(row.graph_id.clone(), graph.value);
                 }
+                None => missing.push(&row.graph_id),
             }
         }
         missing.sort_unstable();
@@ -203,13 +230,9 @@ impl GraphCache {
                     .fetch_all(&mut *conn)
                     .await
                     .map_err(translate)?;
-            let mut graphs = self.graphs.lock().expect("graph cache lock");
-            if graphs.len() + stored.len() > GRAPH_CACHE_SIZE {
-                graphs.clear();
-            }
             for (id, tasks, transitions) in stored {
                 let graph = (Arc::new(tasks.0), Arc::new(transitions.0));
-                graphs.insert(id.clone(), graph.clone());
+                self.remember(id.clone(), graph.clone());
                 found.insert(id, graph);
             }
         }

@@ -1,6 +1,7 @@
 //! PostgreSQL storage: SQL only. Database errors are translated into domain errors here, so
 //! SQLSTATEs and constraint names never leave this module.
 
+pub mod cache;
 pub mod idempotency;
 pub mod jobs;
 pub mod workflows;

@@ -1,7 +1,9 @@
 //! Integration tests: each test runs the service against a fresh PostgreSQL database and talks
 //! to it through the generated gRPC clients, as a user would.
 
+mod access;
 mod auth;
+mod bounds;
 mod corpus;
 mod deadlines;
 mod disk_full;
