@@ -447,12 +447,15 @@ mod tests {
         assert!(verify_claims(&config, &claims).is_ok());
     }
 
+    /// A change made to a token's claims.
+    type ClaimChange = fn(&mut Claims);
+
     #[test]
     fn identity_claims_holding_nul_are_refused_by_name() {
         let dir = tempfile::tempdir().unwrap();
         let config = keys(dir.path());
         let base = Claims::new("pat", None, vec![], vec![], Duration::from_secs(60));
-        let cases: [(&str, fn(&mut Claims)); 4] = [
+        let cases: [(&str, ClaimChange); 4] = [
             ("sub", |c| c.sub = "a\0b".into()),
             ("username", |c| c.username = Some("pat\0".into())),
             ("groups", |c| {

@@ -462,11 +462,14 @@ async fn the_leeway_flag_applies_to_nbf_and_iat() {
         .unwrap();
 }
 
+/// A change made to a token's claims.
+type ClaimChange = fn(&mut Claims);
+
 #[tokio::test]
 async fn tokens_whose_identity_holds_nul_are_unauthenticated() {
     let app = TestApp::spawn().await;
     app.create_workflow(&small_workflow("W")).await;
-    let changes: [(&str, fn(&mut Claims)); 4] = [
+    let changes: [(&str, ClaimChange); 4] = [
         ("sub", |c| c.sub = "0123456789abcdef0123456\0".into()),
         ("username", |c| c.username = Some("pat\0".into())),
         ("groups", |c| c.groups = vec![format!("{GROUP_A}\0")]),
