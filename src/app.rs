@@ -1,15 +1,13 @@
 //! Builds the application (database, listeners) and runs it until the shutdown signal.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use sqlx::postgres::PgConnectOptions;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::auth::Verifier;
 use crate::cluster::ManagedPostgres;
@@ -19,6 +17,7 @@ use crate::metrics::Metrics;
 use crate::service::Service;
 use crate::store::{PoolSettings, Store};
 use crate::tls::Tls;
+use crate::transport::{self, Limits};
 
 /// A built application: database ready and migrated, listener bound.
 pub struct App {
@@ -31,6 +30,7 @@ pub struct App {
     drain_timeout: std::time::Duration,
     idempotency_retention: std::time::Duration,
     http_request_timeout: std::time::Duration,
+    limits: Limits,
     tls: Option<Tls>,
 }
 
@@ -54,6 +54,7 @@ impl App {
         let verifier =
             Arc::new(Verifier::from_config(&config.keys).context("cannot load the token keys")?);
         let tls = Tls::from_config(&config.tls).context("cannot set up TLS")?;
+        let limits = Limits::from_config(config, transport::raise_open_file_limit())?;
         let (options, cluster) = match &config.database_url {
             Some(url) => (
                 PgConnectOptions::from_str(url)
@@ -115,6 +116,7 @@ impl App {
                     drain_timeout: config.drain_timeout.into(),
                     idempotency_retention: config.idempotency_retention.into(),
                     http_request_timeout: config.http_request_timeout.into(),
+                    limits,
                     tls,
                 })
             }
@@ -161,6 +163,7 @@ impl App {
             self.metrics.clone(),
             self.verifier.clone(),
             health,
+            self.limits.request_body_timeout,
         )?;
         let gateway = crate::http::router(
             self.service.clone(),
@@ -192,49 +195,58 @@ impl App {
         }
         tracing::info!("grpc listening on {addr}");
         tracing::info!("http listening on {http_addr}");
-        let grpc = tonic::transport::Server::builder()
-            // Outermost (tonic's first layer wraps the others), so it sees the final status.
+        let limits = self.limits.clone();
+        let grpc = limits
+            .grpc_server()
+            // Outermost but for the call tracking (tonic's first layer wraps the others), so it
+            // sees the final status.
             .layer(grpc::ObserveLayer::new(self.metrics.clone()))
             .layer(tower::util::MapResponseLayer::new(
                 grpc::oversize_is_resource_exhausted,
             ))
             .add_routes(routes);
+        let grpc_listener = transport::Listener::new(
+            self.grpc_listener,
+            limits.max_connections,
+            limits.grpc_idle_timeout,
+        );
+        let http_listener = transport::Listener::new(
+            self.http_listener,
+            limits.max_connections,
+            limits.http_idle_timeout,
+        );
         // The same servers over TLS connections or plain TCP ones.
-        type Served<E> = std::pin::Pin<Box<dyn Future<Output = Result<(), E>> + Send>>;
-        let (grpc, http): (Served<tonic::transport::Error>, Served<std::io::Error>) =
+        type Served<T> = std::pin::Pin<Box<dyn Future<Output = T> + Send>>;
+        let (grpc, http): (Served<Result<(), tonic::transport::Error>>, Served<()>) =
             match &self.tls {
                 Some(tls) => (
                     Box::pin(grpc.serve_with_incoming_shutdown(
-                        tls.grpc_incoming(self.grpc_listener).into_stream(),
+                        tls.grpc_incoming(grpc_listener).into_stream(),
                         signal(drain_started.clone()),
                     )),
-                    Box::pin(
-                        axum::serve(tls.http_incoming(self.http_listener), gateway)
-                            .with_graceful_shutdown(signal(drain_started.clone()))
-                            .into_future(),
-                    ),
+                    Box::pin(transport::serve_http(
+                        tls.http_incoming(http_listener),
+                        gateway,
+                        limits,
+                        signal(drain_started.clone()),
+                    )),
                 ),
                 None => (
                     Box::pin(grpc.serve_with_incoming_shutdown(
-                        no_delay(TcpListenerStream::new(self.grpc_listener)),
+                        transport::plain(grpc_listener).into_stream(),
                         signal(drain_started.clone()),
                     )),
-                    Box::pin(
-                        axum::serve(
-                            self.http_listener.tap_io(|tcp| {
-                                let _ = tcp.set_nodelay(true);
-                            }),
-                            gateway,
-                        )
-                        .with_graceful_shutdown(signal(drain_started.clone()))
-                        .into_future(),
-                    ),
+                    Box::pin(transport::serve_http(
+                        transport::plain(http_listener),
+                        gateway,
+                        limits,
+                        signal(drain_started.clone()),
+                    )),
                 ),
             };
         let server = async {
-            let (grpc, http) = tokio::join!(grpc, http);
-            grpc.context("grpc server failed")?;
-            http.context("http server failed")
+            let (grpc, ()) = tokio::join!(grpc, http);
+            grpc.context("grpc server failed")
         };
         let mut drain_started = drain_started;
         // In-flight calls get `drain_timeout` to finish; a client that keeps an idle connection
@@ -276,18 +288,4 @@ async fn purge_idempotency_keys(
             _ = async { shutdown.wait_for(|started| *started).await.map(|_| ()) } => return,
         }
     }
-}
-
-/// Accepted connections with Nagle's algorithm off: a small answer goes out at once instead of
-/// waiting for the client's delayed ACK (some 40 ms per call otherwise).
-fn no_delay(
-    incoming: TcpListenerStream,
-) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use tokio_stream::StreamExt;
-    incoming.map(|connection| {
-        if let Ok(stream) = &connection {
-            let _ = stream.set_nodelay(true);
-        }
-        connection
-    })
 }

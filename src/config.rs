@@ -18,6 +18,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once at start: the size of the larger variant costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Serve the gRPC API until SIGTERM or SIGINT.
@@ -135,6 +137,43 @@ pub struct ServeConfig {
     #[arg(long, env = "JOB_SERVICE_HTTP_REQUEST_TIMEOUT", default_value = "30s")]
     pub http_request_timeout: humantime::Duration,
 
+    /// Most connections each port holds open at once; more wait in the kernel's accept queue
+    /// until one closes. Unset: a quarter of the process's file descriptor limit (whose soft
+    /// value is raised to the hard one at start).
+    #[arg(
+        long,
+        env = "JOB_SERVICE_MAX_CONNECTIONS",
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub max_connections: Option<u64>,
+
+    /// Most HTTP/2 streams (calls) at once on one connection, on both ports.
+    #[arg(
+        long,
+        env = "JOB_SERVICE_MAX_CONCURRENT_STREAMS",
+        default_value_t = 100,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_concurrent_streams: u32,
+
+    /// Longest an HTTP/1 client may take to send a request's headers.
+    #[arg(long, env = "JOB_SERVICE_HEADER_READ_TIMEOUT", default_value = "10s")]
+    pub header_read_timeout: humantime::Duration,
+
+    /// How long a gateway connection may stay open with no request in flight.
+    #[arg(long, env = "JOB_SERVICE_IDLE_TIMEOUT", default_value = "60s")]
+    pub idle_timeout: humantime::Duration,
+
+    /// How long a gRPC connection may stay open with no call in flight (clients reconnect on
+    /// their next call).
+    #[arg(long, env = "JOB_SERVICE_GRPC_IDLE_TIMEOUT", default_value = "5m")]
+    pub grpc_idle_timeout: humantime::Duration,
+
+    /// Longest a unary gRPC call may take to send its request message, from its headers on;
+    /// past it the call is DEADLINE_EXCEEDED.
+    #[arg(long, env = "JOB_SERVICE_REQUEST_BODY_TIMEOUT", default_value = "10s")]
+    pub request_body_timeout: humantime::Duration,
+
     /// How long StartJob idempotency keys are kept (at least 24 hours is promised to clients).
     #[arg(long, env = "JOB_SERVICE_IDEMPOTENCY_RETENTION", default_value = "24h")]
     pub idempotency_retention: humantime::Duration,
@@ -209,8 +248,16 @@ impl fmt::Debug for ServeConfig {
             .field("db_acquire_timeout", &self.db_acquire_timeout)
             .field("db_statement_timeout", &self.db_statement_timeout)
             .field("max_in_flight", &self.max_in_flight)
+            .field("cache_bytes", &self.cache_bytes)
+            .field("max_page_bytes", &self.max_page_bytes)
             .field("drain_timeout", &self.drain_timeout)
             .field("http_request_timeout", &self.http_request_timeout)
+            .field("max_connections", &self.max_connections)
+            .field("max_concurrent_streams", &self.max_concurrent_streams)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("grpc_idle_timeout", &self.grpc_idle_timeout)
+            .field("request_body_timeout", &self.request_body_timeout)
             .field("idempotency_retention", &self.idempotency_retention)
             .field("log_format", &self.log_format)
             .field("tls", &self.tls)
@@ -246,8 +293,6 @@ mod tests {
         ]);
         let Command::Token(token) = cli.command else {
             panic!("token")
-            .field("cache_bytes", &self.cache_bytes)
-            .field("max_page_bytes", &self.max_page_bytes)
         };
         assert_eq!(token.groups.len(), 2);
         assert_eq!(token.roles, ["operations", "apiread"]);

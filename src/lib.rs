@@ -13,6 +13,8 @@
 //! - [`metrics`]: the Prometheus registry both front doors count in, served at `GET /metrics`.
 //! - [`observe`]: what both front doors record of every call.
 //! - [`tls`]: TLS and mutual TLS on both front doors.
+//! - [`transport`]: bounds on both front doors' connections: a cap a port, idle and header
+//!   timeouts, HTTP/2 stream limits; serves the gateway's connections.
 
 pub mod app;
 pub mod auth;
@@ -29,3 +31,4 @@ pub mod service;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
+pub mod transport;

@@ -1,19 +1,17 @@
 //! TLS on both front doors (rustls with ring): the certificate chain and key from PEM files and,
 //! with a client CA, mutual TLS (every client must present a certificate that CA signed).
 //!
-//! One acceptor serves both listeners: it accepts TCP connections, turns Nagle's algorithm off,
-//! and runs each handshake in a task of its own (with a timeout), so a slow or silent client
-//! never holds up the others. The gRPC server takes the finished connections as a stream, the
-//! gateway as an [`axum::serve::Listener`]; neither knows TLS is there.
+//! One acceptor serves both listeners: it accepts TCP connections (within the port's connection
+//! cap, see [`crate::transport`]) and runs each handshake in a task of its own (with a
+//! timeout), so a slow or silent client never holds up the others. Both servers take the
+//! finished connections as [`Incoming`]; neither knows TLS is there.
 
-use std::io;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
@@ -22,15 +20,12 @@ use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::{self, RootCertStore, ServerConfig};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
-use tokio_stream::StreamExt as _;
 
 use crate::config::TlsConfig;
+use crate::transport::{Connection, Incoming, Listener};
 
 /// Longest a client may take to finish its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Connections accepted but not yet taken by the server wait here.
-const BACKLOG: usize = 128;
 
 /// The TLS settings of both front doors.
 #[derive(Clone)]
@@ -92,13 +87,13 @@ impl Tls {
     }
 
     /// The gRPC listener's connections, handshakes done.
-    pub fn grpc_incoming(&self, listener: TcpListener) -> Incoming {
-        Incoming::spawn(listener, self.grpc.clone())
+    pub fn grpc_incoming(&self, listener: Listener) -> Incoming<TlsStream<TcpStream>> {
+        spawn(listener, self.grpc.clone())
     }
 
     /// The gateway's connections, handshakes done.
-    pub fn http_incoming(&self, listener: TcpListener) -> Incoming {
-        Incoming::spawn(listener, self.http.clone())
+    pub fn http_incoming(&self, listener: Listener) -> Incoming<TlsStream<TcpStream>> {
+        spawn(listener, self.http.clone())
     }
 }
 
@@ -127,80 +122,34 @@ fn read_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
     })
 }
 
-/// Connections that finished their TLS handshake. Dropping it (the server stops accepting)
-/// stops the accept loop, closes the listener and abandons handshakes under way.
-pub struct Incoming {
-    connections: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local_addr: SocketAddr,
-}
-
-impl Incoming {
-    fn spawn(listener: TcpListener, acceptor: TlsAcceptor) -> Incoming {
-        let local_addr = listener
-            .local_addr()
-            .expect("a bound listener has an address");
-        let (sender, connections) = mpsc::channel(BACKLOG);
-        tokio::spawn(accept_loop(listener, acceptor, sender));
-        Incoming {
-            connections,
-            local_addr,
-        }
-    }
-
-    /// The connections as a stream, for tonic.
-    pub fn into_stream(self) -> impl tokio_stream::Stream<Item = io::Result<TlsStream<TcpStream>>> {
-        tokio_stream::wrappers::ReceiverStream::new(self.connections)
-            .map(|(connection, _)| Ok(connection))
-    }
-}
-
-impl axum::serve::Listener for Incoming {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.connections.recv().await {
-            Some(connection) => connection,
-            // The accept loop only stops when this listener is dropped.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        Ok(self.local_addr)
-    }
+/// Connections that finish their TLS handshake. Dropping the [`Incoming`] (the server stops
+/// accepting) stops the accept loop, closes the listener and abandons handshakes under way.
+fn spawn(listener: Listener, acceptor: TlsAcceptor) -> Incoming<TlsStream<TcpStream>> {
+    let (sender, incoming) = Incoming::channel();
+    tokio::spawn(accept_loop(listener, acceptor, sender));
+    incoming
 }
 
 async fn accept_loop(
-    listener: TcpListener,
+    mut listener: Listener,
     acceptor: TlsAcceptor,
-    sender: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
+    sender: mpsc::Sender<Connection<TlsStream<TcpStream>>>,
 ) {
     let mut handshakes = JoinSet::new();
     loop {
-        let accepted = tokio::select! {
+        let (tcp, peer, slot) = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = sender.closed() => return,
             // Reap finished handshakes so the set does not grow.
             Some(_) = handshakes.join_next() => continue,
         };
-        let (tcp, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                // Out of file descriptors and the like: wait a little rather than spin.
-                tracing::warn!(error = %error, "cannot accept a connection");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        // A small answer goes out at once instead of waiting for the client's delayed ACK.
-        let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let sender = sender.clone();
+        // The handshake holds the connection's slot, then the connection does.
         handshakes.spawn(async move {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(connection)) => {
-                    let _ = sender.send((connection, peer)).await;
+                    let _ = sender.send(slot.hold(connection)).await;
                 }
                 Ok(Err(error)) => {
                     tracing::debug!(%peer, error = %error, "tls handshake failed")

@@ -6,9 +6,13 @@ mod convert;
 mod jobs;
 mod observe;
 mod status;
+mod unary;
 mod workflows;
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::service::interceptor::InterceptedService;
 
 use crate::auth::Verifier;
 use crate::domain::Caller;
@@ -83,7 +87,9 @@ impl tonic::service::Interceptor for Authenticate {
 }
 
 /// The router with both services, health and reflection (v1 and v1alpha, so every grpcurl
-/// version works).
+/// version works). Unary methods must send their one request message within
+/// `request_body_timeout` (see `unary`); the token is checked first, so a caller without one is
+/// refused before its message is read.
 pub fn router(
     service: Arc<Service>,
     metrics: Arc<Metrics>,
@@ -91,6 +97,7 @@ pub fn router(
     health: tonic_health::pb::health_server::HealthServer<
         impl tonic_health::pb::health_server::Health,
     >,
+    request_body_timeout: Duration,
 ) -> anyhow::Result<tonic::service::Routes> {
     let api = GrpcApi::new(service, metrics);
     let reflection = || {
@@ -101,15 +108,15 @@ pub fn router(
     };
     let mut routes = tonic::service::RoutesBuilder::default();
     routes
-        .add_service(health)
+        .add_service(unary::UnaryCalls::new(health, request_body_timeout))
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
-        .add_service(JobServiceServer::with_interceptor(
-            api.clone(),
+        .add_service(InterceptedService::new(
+            unary::UnaryCalls::new(JobServiceServer::new(api.clone()), request_body_timeout),
             Authenticate(verifier.clone()),
         ))
-        .add_service(WorkflowServiceServer::with_interceptor(
-            api,
+        .add_service(InterceptedService::new(
+            unary::UnaryCalls::new(WorkflowServiceServer::new(api), request_body_timeout),
             Authenticate(verifier),
         ));
     Ok(routes.routes())

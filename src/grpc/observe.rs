@@ -5,10 +5,16 @@
 //! A gRPC status travels in the response headers (an error answered at once, "trailers only")
 //! or in the trailers after the messages; the response body is wrapped so the call ends when
 //! its trailers go out.
+//!
+//! A call whose client went away is CANCELLED, whatever tonic then makes of it: the request
+//! body is wrapped too, and a call whose body broke off (the client reset the stream or dropped
+//! the connection) and did not succeed counts as cancelled, not as the UNKNOWN or INTERNAL
+//! status tonic derives from the broken stream.
 
 use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -56,9 +62,9 @@ pub struct Observe<S> {
     methods: Arc<KnownMethods>,
 }
 
-impl<S, ReqBody, ResBody> tower::Service<Request<ReqBody>> for Observe<S>
+impl<S, ResBody> tower::Service<Request<tonic::body::Body>> for Observe<S>
 where
-    S: tower::Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S: tower::Service<Request<tonic::body::Body>, Response = Response<ResBody>>,
     S::Future: Send + 'static,
     ResBody: Body + Unpin,
 {
@@ -70,14 +76,22 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, request: Request<tonic::body::Body>) -> Self::Future {
         let endpoint = Endpoint::Grpc(self.methods.method(request.uri().path()));
         let deadline = grpc_timeout(request.headers()).map(|timeout| Instant::now() + timeout);
         let request_id = request_id(request.headers());
         let span = call_span("grpc", request.uri().path(), &request_id);
+        let broke_off = Arc::new(AtomicBool::new(false));
+        let request = request.map(|inner| {
+            tonic::body::Body::new(WatchedBody {
+                inner,
+                broke_off: broke_off.clone(),
+            })
+        });
         let call = GrpcCall {
             call: Some(Call::start(self.metrics.clone(), endpoint, span.clone())),
             deadline,
+            broke_off,
         };
         // Interceptors run here, in the call's span, as well as the handlers below.
         let response = span.in_scope(|| self.inner.call(request));
@@ -102,13 +116,50 @@ where
 struct GrpcCall {
     call: Option<Call>,
     deadline: Option<Instant>,
+    /// Set when the request body broke off: the client went away.
+    broke_off: Arc<AtomicBool>,
 }
 
 impl GrpcCall {
     fn finish(mut self, code: i32) {
         if let Some(call) = self.call.take() {
-            call.finish(Outcome::Grpc(code));
+            let client_gone =
+                code != tonic::Code::Ok as i32 && self.broke_off.load(Ordering::Relaxed);
+            call.finish(match client_gone {
+                true => Outcome::Cancelled,
+                false => Outcome::Grpc(code),
+            });
         }
+    }
+}
+
+/// A request body that notes when it breaks off with an error.
+struct WatchedBody {
+    inner: tonic::body::Body,
+    broke_off: Arc<AtomicBool>,
+}
+
+impl Body for WatchedBody {
+    type Data = <tonic::body::Body as Body>::Data;
+    type Error = <tonic::body::Body as Body>::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Err(_))) = &polled {
+            self.broke_off.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -192,6 +243,31 @@ fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
     })
 }
 
+/// The paths (`/package.Service/Method`) of the methods in these encoded descriptor sets that
+/// `keep` keeps.
+pub(super) fn method_paths(
+    sets: &[&[u8]],
+    keep: impl Fn(&prost_types::MethodDescriptorProto) -> bool,
+) -> HashSet<String> {
+    let mut paths = HashSet::new();
+    for set in sets {
+        let set = prost_types::FileDescriptorSet::decode(*set)
+            .expect("the descriptor sets compiled in are valid");
+        for file in set.file {
+            for service in &file.service {
+                let name = match file.package() {
+                    "" => service.name().to_owned(),
+                    package => format!("{package}.{}", service.name()),
+                };
+                for method in service.method.iter().filter(|method| keep(method)) {
+                    paths.insert(format!("/{name}/{}", method.name()));
+                }
+            }
+        }
+    }
+    paths
+}
+
 /// The method paths the server answers (`/operations_manager.v1.JobService/StartJob`), so a
 /// client calling made-up paths cannot grow the metrics without bound.
 struct KnownMethods(HashSet<String>);
@@ -207,23 +283,7 @@ impl KnownMethods {
     }
 
     fn from_descriptor_sets(sets: &[&[u8]]) -> Self {
-        let mut paths = HashSet::new();
-        for set in sets {
-            let set = prost_types::FileDescriptorSet::decode(*set)
-                .expect("the descriptor sets compiled in are valid");
-            for file in set.file {
-                for service in &file.service {
-                    for method in &service.method {
-                        let service = match file.package() {
-                            "" => service.name().to_owned(),
-                            package => format!("{package}.{}", service.name()),
-                        };
-                        paths.insert(format!("/{service}/{}", method.name()));
-                    }
-                }
-            }
-        }
-        KnownMethods(paths)
+        KnownMethods(method_paths(sets, |_| true))
     }
 
     fn method(&self, path: &str) -> GrpcMethod {

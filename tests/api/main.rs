@@ -22,4 +22,5 @@ mod start_job;
 mod storage;
 mod telemetry;
 mod tls;
+mod transport;
 mod workflows;

@@ -1,0 +1,425 @@
+//! Bounds on connections, streams and time at both front doors: slow and idle connections are
+//! cut, the number of connections a port holds is capped without starving health checks, a
+//! unary call must bring exactly one request message in time, and a client that goes away is
+//! counted as CANCELLED.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, Request};
+use job_service::grpc::pb;
+use prost::Message;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+
+use crate::helpers::TestApp;
+use crate::serve::{listening, serve_command};
+
+const START_JOB: &str = "/operations_manager.v1.JobService/StartJob";
+const GET_JOB: &str = "/operations_manager.v1.JobService/GetJob";
+
+/// The gateway's address (the tests here serve plain HTTP).
+fn http_addr(app: &TestApp) -> SocketAddr {
+    app.http_url
+        .strip_prefix("http://")
+        .and_then(|addr| addr.parse().ok())
+        .expect("a plain HTTP gateway")
+}
+
+/// Reads from `tcp` until the server closes it (EOF or reset) and returns how long that took,
+/// or `None` if it was still open after `within`.
+async fn closed_within(tcp: &mut TcpStream, within: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(within, async {
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return started.elapsed(),
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await
+    .ok()
+}
+
+/// Reads one HTTP/1.1 response with a Content-Length body, leaving the connection open.
+async fn read_response(tcp: &mut TcpStream) -> String {
+    let mut response = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let read = tcp.read(&mut buf).await.unwrap();
+        assert!(
+            read > 0,
+            "the server closed the connection before answering"
+        );
+        response.extend_from_slice(&buf[..read]);
+        let text = String::from_utf8_lossy(&response);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length: usize = head
+                .lines()
+                .find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse().unwrap())
+                })
+                .expect("a content-length");
+            if body.len() >= length {
+                return text.into_owned();
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_half_sent_request_line_is_cut_off_after_the_header_read_timeout() {
+    let app = TestApp::spawn_with(|config| {
+        config.header_read_timeout = Duration::from_millis(500).into();
+        config.idle_timeout = Duration::from_secs(30).into();
+    })
+    .await;
+    let mut slow = TcpStream::connect(http_addr(&app)).await.unwrap();
+    slow.write_all(b"GET /health/live HTTP/1.1\r\nHost: local")
+        .await
+        .unwrap();
+    let closed = closed_within(&mut slow, Duration::from_secs(3))
+        .await
+        .expect("the server cut the slow connection off");
+    assert!(closed >= Duration::from_millis(400), "{closed:?}");
+}
+
+#[tokio::test]
+async fn idle_and_silent_connections_are_closed_after_the_idle_timeout() {
+    let app = TestApp::spawn_with(|config| {
+        config.header_read_timeout = Duration::from_secs(30).into();
+        config.idle_timeout = Duration::from_millis(500).into();
+        config.grpc_idle_timeout = Duration::from_millis(500).into();
+    })
+    .await;
+    // A keep-alive connection after its answer.
+    let mut idle = TcpStream::connect(http_addr(&app)).await.unwrap();
+    idle.write_all(b"GET /health/live HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_response(&mut idle).await.starts_with("HTTP/1.1 200"));
+    let closed = closed_within(&mut idle, Duration::from_secs(3))
+        .await
+        .expect("the server closed the idle keep-alive connection");
+    assert!(closed >= Duration::from_millis(400), "{closed:?}");
+
+    // Connections on which nothing was ever sent, on both ports.
+    for addr in [http_addr(&app), app.addr] {
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        closed_within(&mut silent, Duration::from_secs(3))
+            .await
+            .unwrap_or_else(|| panic!("the server closed the silent connection to {addr}"));
+    }
+
+    // An HTTP/2 connection with no call in flight, though it answers the server's pings.
+    let (mut grpc, connection) = h2_connect(app.addr).await;
+    let (code, _) = grpc_call(
+        &mut grpc,
+        &app,
+        GET_JOB,
+        &[&get_job("0123456789abcdef01234567")],
+    )
+    .await;
+    assert_eq!(code, tonic::Code::NotFound);
+    let _ended = tokio::time::timeout(Duration::from_secs(3), connection)
+        .await
+        .expect("the server closed the idle HTTP/2 connection");
+}
+
+#[tokio::test]
+async fn health_checks_are_answered_while_slow_connections_fill_every_slot() {
+    let app = TestApp::spawn_with(|config| {
+        config.max_connections = Some(8);
+        config.header_read_timeout = Duration::from_millis(500).into();
+        config.idle_timeout = Duration::from_millis(500).into();
+    })
+    .await;
+    let mut slow = Vec::new();
+    for i in 0..8 {
+        let mut tcp = TcpStream::connect(http_addr(&app)).await.unwrap();
+        if i % 2 == 0 {
+            tcp.write_all(b"GET /health/ready HT").await.unwrap();
+        }
+        slow.push(tcp);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let started = Instant::now();
+    let response = app
+        .http
+        .get(format!("{}/health/ready", app.http_url))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .expect("the health check is answered once the slow connections are cut");
+    assert_eq!(response.status(), 200);
+    let waited = started.elapsed();
+    // It waited for a slot: the cap held, and the timeouts freed one.
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(2),
+        "{waited:?}"
+    );
+}
+
+/// The binary with a file descriptor limit of 64: its default cap (a quarter of the limit a
+/// port) keeps it clear of the limit, so 40 slow connections neither make it log accept errors
+/// nor keep its health check from being answered.
+#[tokio::test]
+async fn under_a_low_file_descriptor_limit_slow_connections_neither_starve_health_nor_flood_the_log(
+) {
+    use std::os::unix::process::CommandExt;
+    let mut command = serve_command();
+    command
+        .args(["--header-read-timeout", "300ms", "--idle-timeout", "300ms"])
+        .env("DATABASE_URL", crate::helpers::fresh_database().await)
+        .env("JOB_SERVICE_DB_MAX_CONNECTIONS", "4");
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, 64, 64)
+                .map_err(std::io::Error::from)
+        });
+    }
+    let server = listening(command);
+    let mut slow = Vec::new();
+    for _ in 0..40 {
+        let mut tcp = TcpStream::connect(server.http_addr).await.unwrap();
+        tcp.write_all(b"GET /health/ready HT").await.unwrap();
+        slow.push(tcp);
+    }
+    let response = reqwest::Client::new()
+        .get(format!("http://{}/health/ready", server.http_addr))
+        .timeout(Duration::from_secs(6))
+        .send()
+        .await
+        .expect("the health check is answered");
+    assert_eq!(response.status(), 200);
+    drop(slow);
+    let (_, log) = server.terminate_with_log();
+    let errors: Vec<_> = log.iter().filter(|line| line.contains("accept")).collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+}
+
+/// An HTTP/2 connection over plain TCP, and the task driving it (it ends when the server closes
+/// the connection).
+async fn h2_connect(
+    addr: SocketAddr,
+) -> (
+    h2::client::SendRequest<Bytes>,
+    JoinHandle<Result<(), h2::Error>>,
+) {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (send, connection) = h2::client::handshake(tcp).await.unwrap();
+    (send, tokio::spawn(connection))
+}
+
+/// The headers of a gRPC call to `path`, as the admin.
+fn grpc_request(app: &TestApp, path: &str) -> Request<()> {
+    Request::post(format!("http://{}{path}", app.addr))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("authorization", format!("Bearer {}", app.admin_token))
+        .body(())
+        .unwrap()
+}
+
+/// One length-prefixed gRPC message.
+fn frame(message: &impl Message) -> Vec<u8> {
+    let payload = message.encode_to_vec();
+    let mut framed = vec![0];
+    framed.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    framed.extend_from_slice(&payload);
+    framed
+}
+
+fn get_job(id: &str) -> Vec<u8> {
+    frame(&pb::GetJobRequest { id: id.into() })
+}
+
+/// The status of an answer: in its headers (trailers only) or in its trailers.
+async fn status_of(response: h2::client::ResponseFuture) -> (tonic::Code, String) {
+    let response = response.await.expect("an answer");
+    let from = |headers: &HeaderMap| {
+        tonic::Status::from_header_map(headers).map(|s| (s.code(), s.message().to_owned()))
+    };
+    if let Some(status) = from(response.headers()) {
+        return status;
+    }
+    let mut body = response.into_body();
+    while let Some(data) = body.data().await {
+        data.unwrap();
+    }
+    let trailers = body.trailers().await.unwrap().expect("trailers");
+    from(&trailers).expect("a grpc-status")
+}
+
+/// A whole call whose body is `messages`, one after another: its status.
+async fn grpc_call(
+    send: &mut h2::client::SendRequest<Bytes>,
+    app: &TestApp,
+    path: &str,
+    messages: &[&[u8]],
+) -> (tonic::Code, String) {
+    let ready = send.clone().ready().await.unwrap();
+    *send = ready;
+    let (response, mut body) = send.send_request(grpc_request(app, path), false).unwrap();
+    body.send_data(Bytes::from(messages.concat()), true)
+        .unwrap();
+    status_of(response).await
+}
+
+#[tokio::test]
+async fn both_ports_advertise_max_concurrent_streams() {
+    let app = TestApp::spawn_with(|config| config.max_concurrent_streams = 16).await;
+    let (mut grpc, _connection) = h2_connect(app.addr).await;
+    // The server's SETTINGS have arrived once a call is answered.
+    let (code, _) = grpc_call(
+        &mut grpc,
+        &app,
+        GET_JOB,
+        &[&get_job("0123456789abcdef01234567")],
+    )
+    .await;
+    assert_eq!(code, tonic::Code::NotFound);
+    assert_eq!(grpc.current_max_send_streams(), 16);
+
+    let (http, _connection) = h2_connect(http_addr(&app)).await;
+    let mut http = http.ready().await.unwrap();
+    let (response, _) = http
+        .send_request(
+            Request::get(format!("http://{}/health/live", http_addr(&app)))
+                .body(())
+                .unwrap(),
+            true,
+        )
+        .unwrap();
+    assert_eq!(response.await.unwrap().status(), 200);
+    assert_eq!(http.current_max_send_streams(), 16);
+}
+
+#[tokio::test]
+async fn a_unary_call_whose_message_never_completes_is_deadline_exceeded_after_the_body_timeout() {
+    let app = TestApp::spawn_with(|config| {
+        config.request_body_timeout = Duration::from_millis(500).into();
+    })
+    .await;
+    let (grpc, _connection) = h2_connect(app.addr).await;
+    let mut grpc = grpc.ready().await.unwrap();
+    let (response, mut body) = grpc
+        .send_request(grpc_request(&app, START_JOB), false)
+        .unwrap();
+    // A message of 100 bytes, of which 10 are sent.
+    let mut half = vec![0, 0, 0, 0, 100];
+    half.extend_from_slice(&[0; 10]);
+    body.send_data(Bytes::from(half), false).unwrap();
+    let started = Instant::now();
+    let (code, message) = tokio::time::timeout(Duration::from_secs(3), status_of(response))
+        .await
+        .expect("the server answers the half-sent call");
+    assert_eq!(code, tonic::Code::DeadlineExceeded, "{message}");
+    assert_eq!(message, "the request message did not arrive within 500ms");
+    assert!(started.elapsed() >= Duration::from_millis(400));
+}
+
+#[tokio::test]
+async fn a_unary_call_must_carry_exactly_one_request_message() {
+    let app = TestApp::spawn().await;
+    let (mut grpc, _connection) = h2_connect(app.addr).await;
+    let id = "0123456789abcdef01234567";
+    let (code, message) = grpc_call(&mut grpc, &app, GET_JOB, &[&get_job(id), &get_job(id)]).await;
+    assert_eq!(code, tonic::Code::InvalidArgument, "{message}");
+    assert_eq!(message, "a unary call carries exactly one request message");
+
+    let (code, message) = grpc_call(&mut grpc, &app, GET_JOB, &[]).await;
+    assert_eq!(code, tonic::Code::InvalidArgument, "{message}");
+    assert!(message.contains("carried none"), "{message}");
+
+    // Health checks are unary calls too; one message is answered as before.
+    let check = frame(&tonic_health::pb::HealthCheckRequest {
+        service: String::new(),
+    });
+    let (code, _) = grpc_call(
+        &mut grpc,
+        &app,
+        "/grpc.health.v1.Health/Check",
+        &[&check, &check],
+    )
+    .await;
+    assert_eq!(code, tonic::Code::InvalidArgument);
+    let (code, message) = grpc_call(&mut grpc, &app, GET_JOB, &[&get_job(id)]).await;
+    assert_eq!(code, tonic::Code::NotFound, "{message}");
+}
+
+/// `job_service_grpc_requests_total` of StartJob by status code, from `GET /metrics`.
+async fn start_job_calls(app: &TestApp) -> Vec<(String, f64)> {
+    let text = app
+        .http
+        .get(format!("{}/metrics", app.http_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|line| {
+            line.starts_with("job_service_grpc_requests_total{") && line.contains("StartJob")
+        })
+        .map(|line| {
+            let code = line
+                .split("code=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap();
+            let count = line.rsplit_once(' ').unwrap().1.parse().unwrap();
+            (code.to_owned(), count)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn calls_whose_client_went_away_are_counted_cancelled() {
+    let app = TestApp::spawn().await;
+    let mut half = vec![0, 0, 0, 0, 100];
+    half.extend_from_slice(&[0; 10]);
+
+    // One client resets its stream half-way through the message.
+    let (grpc, _connection) = h2_connect(app.addr).await;
+    let mut grpc = grpc.ready().await.unwrap();
+    let (_response, mut body) = grpc
+        .send_request(grpc_request(&app, START_JOB), false)
+        .unwrap();
+    body.send_data(Bytes::from(half.clone()), false).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    body.send_reset(h2::Reason::CANCEL);
+
+    // Another drops its connection half-way through the message.
+    let (grpc, connection) = h2_connect(app.addr).await;
+    let mut grpc = grpc.ready().await.unwrap();
+    let (_response, mut body) = grpc
+        .send_request(grpc_request(&app, START_JOB), false)
+        .unwrap();
+    body.send_data(Bytes::from(half), false).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    connection.abort();
+    drop((grpc, body));
+
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let calls = start_job_calls(&app).await;
+        let counted: f64 = calls.iter().map(|(_, count)| count).sum();
+        if counted >= 2.0 || Instant::now() > deadline {
+            assert_eq!(calls, [("CANCELLED".to_owned(), 2.0)]);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
