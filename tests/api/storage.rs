@@ -115,7 +115,7 @@ async fn jobs_stored_before_graphs_were_shared_read_back_unchanged() {
     before.migrations = before
         .migrations
         .iter()
-        .filter(|m| m.description != "job graphs")
+        .take_while(|m| m.description != "job graphs")
         .cloned()
         .collect::<Vec<_>>()
         .into();
