@@ -25,7 +25,7 @@ pub struct App {
     http_listener: TcpListener,
     service: Arc<Service>,
     metrics: Arc<Metrics>,
-    cluster: Option<ManagedPostgres>,
+    cluster: Option<Arc<ManagedPostgres>>,
     verifier: Arc<Verifier>,
     drain_timeout: std::time::Duration,
     idempotency_retention: std::time::Duration,
@@ -67,7 +67,7 @@ impl App {
                     config.postgres_bin_dir.as_deref(),
                 )
                 .await?;
-                (cluster.connect_options(), Some(cluster))
+                (cluster.connect_options(), Some(Arc::new(cluster)))
             }
         };
         let built = async {
@@ -190,6 +190,11 @@ impl App {
             self.idempotency_retention,
             drain_started.clone(),
         ));
+        // Restarts the managed cluster if it dies while serving; never once draining starts.
+        let supervisor = self
+            .cluster
+            .clone()
+            .map(|cluster| cluster.supervise(drain_started.clone()));
         if self.tls.is_some() {
             tracing::info!("both front doors serve TLS only");
         }
@@ -264,6 +269,14 @@ impl App {
         };
         tracing::info!("servers stopped");
         purger.abort();
+        if let Some(supervisor) = supervisor {
+            // It stops when draining starts (finishing a restart under way, so that the stop
+            // below stops it); servers that failed without draining leave it to be cut off.
+            if !*drain_started.borrow() {
+                supervisor.abort();
+            }
+            let _ = supervisor.await;
+        }
         if let Some(cluster) = &self.cluster {
             cluster.stop().await?;
         }

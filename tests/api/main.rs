@@ -4,6 +4,7 @@
 mod access;
 mod auth;
 mod bounds;
+mod cluster;
 mod corpus;
 mod deadlines;
 mod disk_full;

@@ -382,7 +382,7 @@ async fn while_the_database_is_down_calls_fail_fast_and_the_service_recovers_by_
         .unwrap();
     assert_eq!(ready.status(), 503);
 
-    pg_ctl(dir.path(), &["start", "-w"]);
+    // The service starts its cluster again itself.
     let mut recovered = false;
     for _ in 0..50 {
         let answer = server
