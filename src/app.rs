@@ -190,6 +190,11 @@ impl App {
             self.idempotency_retention,
             drain_started.clone(),
         ));
+        let health_watcher = tokio::spawn(follow_readiness(
+            self.service.clone(),
+            health_reporter.clone(),
+            drain_started.clone(),
+        ));
         // Restarts the managed cluster if it dies while serving; never once draining starts.
         let supervisor = self
             .cluster
@@ -269,6 +274,7 @@ impl App {
         };
         tracing::info!("servers stopped");
         purger.abort();
+        health_watcher.abort();
         if let Some(supervisor) = supervisor {
             // It stops when draining starts (finishing a restart under way, so that the stop
             // below stops it); servers that failed without draining leave it to be cut off.
@@ -281,6 +287,45 @@ impl App {
             cluster.stop().await?;
         }
         served
+    }
+}
+
+/// How often gRPC health follows readiness.
+const HEALTH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Keeps gRPC health (`grpc.health.v1`) in step with readiness (`GET /health/ready`) until
+/// shutdown starts: `NOT_SERVING` while the database does not answer or does not take writes,
+/// `SERVING` again once it does, so that gRPC load balancers and Kubernetes' gRPC probes see
+/// what HTTP ones see. Each change is logged once.
+async fn follow_readiness(
+    service: Arc<Service>,
+    reporter: tonic_health::server::HealthReporter,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut serving = true;
+    let mut every = tokio::time::interval(HEALTH_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = async { shutdown.wait_for(|started| *started).await.map(|_| ()) } => return,
+        }
+        let ready = service.ready().await;
+        if *shutdown.borrow() {
+            return;
+        }
+        match (serving, ready) {
+            (true, Err(reason)) => {
+                tracing::warn!(reason = %reason, "not ready: grpc health is NOT_SERVING");
+                report_health(&reporter, tonic_health::ServingStatus::NotServing).await;
+                serving = false;
+            }
+            (false, Ok(())) => {
+                tracing::info!("ready again: grpc health is SERVING");
+                report_health(&reporter, tonic_health::ServingStatus::Serving).await;
+                serving = true;
+            }
+            _ => {}
+        }
     }
 }
 

@@ -17,16 +17,15 @@ pub async fn live() -> Json<Value> {
 /// `GET /health/ready`
 #[utoipa::path(get, path = "/health/ready", tag = "health",
     responses(
-        (status = 200, description = "The database answers", body = super::openapi::HealthStatus),
-        (status = 503, description = "The database does not answer", body = super::openapi::HealthStatus),
+        (status = 200, description = "The database answers and takes writes", body = super::openapi::HealthStatus),
+        (status = 503, description = "Shutting down, or the database does not answer or take writes (the reason says which)", body = super::openapi::HealthStatus),
     ))]
 pub async fn ready(State(state): State<HttpState>) -> (StatusCode, Json<Value>) {
-    if state.service.ready().await {
-        (StatusCode::OK, Json(json!({"status": "ready"})))
-    } else {
-        (
+    match state.service.ready().await {
+        Ok(()) => (StatusCode::OK, Json(json!({"status": "ready"}))),
+        Err(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "not ready", "reason": "the database does not answer"})),
-        )
+            Json(json!({"status": "not ready", "reason": reason})),
+        ),
     }
 }

@@ -439,33 +439,40 @@ impl Service {
         Ok((items, total))
     }
 
-    /// Whether the service takes work: not draining, and the database answers within a second.
+    /// Whether the service takes work (`Err` says why not): not draining, and the database
+    /// answers within a second.
     /// After a write failed for want of resources (disk full), the database must also take a
     /// write: until then StartJob would fail, though reads answer.
-    pub async fn ready(&self) -> bool {
+    pub async fn ready(&self) -> Result<(), String> {
         if self.draining.load(Ordering::SeqCst) {
-            return false;
+            return Err("the service is shutting down".to_owned());
         }
         let ping = async {
-            let mut conn = self.store.conn().await?;
+            let mut conn = self
+                .store
+                .conn()
+                .await
+                .map_err(|_| "the database does not answer".to_owned())?;
             sqlx::query("select 1")
                 .execute(&mut *conn)
                 .await
-                .map_err(crate::store::translate)?;
+                .map_err(|_| "the database does not answer".to_owned())?;
             drop(conn);
             let errors = crate::store::resource_errors();
             if errors != self.writes_probed.load(Ordering::SeqCst) {
-                self.store.probe_write().await?;
+                self.store
+                    .probe_write()
+                    .await
+                    .map_err(|error| format!("the database does not take writes: {error}"))?;
                 // Errors counted during the probe are newer than it: they keep the mark.
                 self.writes_probed.store(errors, Ordering::SeqCst);
                 tracing::info!("the database takes writes again");
             }
-            Ok::<_, Error>(())
+            Ok::<_, String>(())
         };
-        matches!(
-            tokio::time::timeout(std::time::Duration::from_secs(1), ping).await,
-            Ok(Ok(()))
-        )
+        tokio::time::timeout(std::time::Duration::from_secs(1), ping)
+            .await
+            .unwrap_or_else(|_| Err("the database did not answer within 1s".to_owned()))
     }
 }
 

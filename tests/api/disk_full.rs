@@ -3,6 +3,9 @@
 //! disk is not filled: triggers raise PostgreSQL's `disk_full` error as a full disk does.
 
 use serde_json::{json, Value};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
 
 use crate::helpers::{send, small_workflow, TestApp};
 
@@ -34,6 +37,28 @@ async fn readiness(app: &TestApp) -> u16 {
     send(app.http.get(format!("{}/health/ready", app.http_url)))
         .await
         .0
+}
+
+/// What gRPC health says of the server as a whole, once it has changed to `expected` (it
+/// follows readiness every 2 s) or after 10 s.
+async fn grpc_health_becomes(app: &TestApp, expected: ServingStatus) -> ServingStatus {
+    let mut health = HealthClient::new(app.channel());
+    let mut status = ServingStatus::Unknown;
+    for _ in 0..50 {
+        status = health
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status();
+        if status == expected {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    status
 }
 
 #[tokio::test]
@@ -78,9 +103,24 @@ async fn a_full_disk_makes_starts_unavailable_and_the_service_not_ready_until_wr
         503,
         "still not ready on a second look"
     );
+    let (_, body) = send(app.http.get(format!("{}/health/ready", app.http_url))).await;
+    let reason = body["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("the database does not take writes"),
+        "{reason}"
+    );
+    assert_eq!(
+        grpc_health_becomes(&app, ServingStatus::NotServing).await,
+        ServingStatus::NotServing,
+        "gRPC health follows readiness"
+    );
 
     free_the_disk(&app).await;
     assert_eq!(readiness(&app).await, 200);
+    assert_eq!(
+        grpc_health_becomes(&app, ServingStatus::Serving).await,
+        ServingStatus::Serving
+    );
     app.start_job("W", json!({"device": "r1"})).await.unwrap();
     let jobs: i64 = sqlx::query_scalar("select count(*) from jobs")
         .fetch_one(&app.db)
