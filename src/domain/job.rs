@@ -328,7 +328,13 @@ impl Job {
         caller: &Caller,
         now: DateTime<Utc>,
     ) -> Result<Job, Error> {
-        let violations = compiled.check_variables(&options.variables, "options.variables");
+        let mut options = options;
+        // Checked as a JSON value without a copy: variables may be megabytes.
+        let variables = Value::Object(std::mem::take(&mut options.variables));
+        let violations = compiled.check_variables(&variables, "options.variables");
+        if let Value::Object(variables) = variables {
+            options.variables = variables;
+        }
         if !violations.is_empty() {
             return Err(Error::InvalidArgument { violations });
         }

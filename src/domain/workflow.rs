@@ -352,13 +352,9 @@ impl CompiledWorkflow {
         &self.problems
     }
 
-    /// Checks job variables against `inputSchema`, one violation per problem, each named by
-    /// its path under `path` (`options.variables.deviceName`).
-    pub fn check_variables(
-        &self,
-        variables: &Map<String, Value>,
-        path: &str,
-    ) -> Vec<FieldViolation> {
+    /// Checks job variables (a JSON object) against `inputSchema`, one violation per problem,
+    /// each named by its path under `path` (`options.variables.deviceName`).
+    pub fn check_variables(&self, variables: &Value, path: &str) -> Vec<FieldViolation> {
         let validator = match &self.input_schema {
             Ok(None) => return Vec::new(),
             Ok(Some(validator)) => validator,
@@ -369,9 +365,8 @@ impl CompiledWorkflow {
                 )]
             }
         };
-        let instance = Value::Object(variables.clone());
         validator
-            .iter_errors(&instance)
+            .iter_errors(variables)
             .map(|error| {
                 let mut field = path.to_owned();
                 for segment in error.instance_path().iter() {
@@ -679,18 +674,12 @@ mod tests {
     fn variables_are_checked_against_the_input_schema_by_path() {
         let parsed =
             CompiledWorkflow::compile(WorkflowDocument::parse(minimal(), "workflow").unwrap());
-        let missing = parsed.check_variables(&Map::new(), "options.variables");
+        let missing = parsed.check_variables(&json!({}), "options.variables");
         assert_eq!(missing[0].field, "options.variables.device");
-        let wrong = parsed.check_variables(
-            json!({"device": 5}).as_object().unwrap(),
-            "options.variables",
-        );
+        let wrong = parsed.check_variables(&json!({"device": 5}), "options.variables");
         assert_eq!(wrong[0].field, "options.variables.device");
         assert!(parsed
-            .check_variables(
-                json!({"device": "r1"}).as_object().unwrap(),
-                "options.variables"
-            )
+            .check_variables(&json!({"device": "r1"}), "options.variables")
             .is_empty());
     }
 }

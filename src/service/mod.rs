@@ -220,6 +220,7 @@ impl Service {
             caller.visibility_filter(),
             after.as_ref(),
             limit + 1,
+            self.max_page_bytes,
         )
         .await?;
         let next_page_token = next_token(&mut items, limit, self.max_page_bytes, job_sizes(), |job| {
@@ -367,6 +368,7 @@ impl Service {
             caller.visibility_filter(),
             after.as_deref(),
             limit + 1,
+            self.max_page_bytes,
         )
         .await?;
         let next_page_token = next_token(&mut items, limit, self.max_page_bytes, workflow_size, |w| {
@@ -406,8 +408,14 @@ impl Service {
         caller.require(Action::ReadJobs)?;
         let _slot = self.admit()?;
         let mut conn = self.store.conn().await?;
-        let (mut items, total) =
-            jobs::search(&mut conn, &self.graphs, search, caller.visibility_filter()).await?;
+        let (mut items, total) = jobs::search(
+            &mut conn,
+            &self.graphs,
+            search,
+            caller.visibility_filter(),
+            self.max_page_bytes,
+        )
+        .await?;
         // Large jobs make a short page; the caller pages on with `skip`.
         page::fit_page(&mut items, search.limit, self.max_page_bytes, job_sizes());
         Ok((items, total))
@@ -431,8 +439,8 @@ impl Service {
             name_equals,
             name_prefix,
             caller.visibility_filter(),
-            limit,
-            skip,
+            (limit, skip),
+            self.max_page_bytes,
         )
         .await?;
         page::fit_page(&mut items, limit, self.max_page_bytes, workflow_size);

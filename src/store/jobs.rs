@@ -12,7 +12,7 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, Postgres, QueryBuilder};
 
 use super::cache::{weighted_cache, Weighed, WeightedCache};
-use super::translate;
+use super::{fetch_bounded, translate};
 use crate::domain::job::{tasks_heap_size, Job, JobTask};
 use crate::domain::page::JobCursor;
 use crate::domain::search::{Condition, JobField, JobSearch};
@@ -124,11 +124,19 @@ pub async fn get_many(
     graphs.complete(conn, rows).await
 }
 
-/// A stored job: its own fields, and the id of its graph.
+/// A stored job: its own fields as stored (parsed once the rows of a page are chosen), and
+/// the id of its graph.
 #[derive(sqlx::FromRow)]
 pub struct JobRow {
-    document: Json<Job>,
+    document: Json<Box<RawValue>>,
     graph_id: String,
+}
+
+impl JobRow {
+    /// The length of the job's own fields as JSON.
+    fn size(&self) -> usize {
+        self.document.0.get().len()
+    }
 }
 
 /// The task graphs of stored jobs, by id, read once and shared by every job read with them.
@@ -241,7 +249,8 @@ impl GraphCache {
                 let (tasks, transitions) = found.get(&row.graph_id).ok_or_else(|| {
                     Error::internal(anyhow::anyhow!("job graph {} is missing", row.graph_id))
                 })?;
-                let mut job = row.document.0;
+                let mut job: Job = serde_json::from_str(row.document.0.get())
+                    .map_err(|error| Error::internal(anyhow::anyhow!("stored job: {error}")))?;
                 job.tasks = tasks.clone();
                 job.transitions = transitions.clone();
                 Ok(job)
@@ -250,9 +259,11 @@ impl GraphCache {
     }
 }
 
-/// Up to `limit` jobs newest first (creation time, then id), after `after` when given; with
-/// `visible_to`, only jobs without groups or sharing one of these groups. Each condition is
-/// added only when set, so the planner can use the matching index.
+/// Up to `limit` jobs newest first (creation time, then id), after `after` when given, and
+/// no more than about `max_bytes` of them ([`fetch_bounded`]); with `visible_to`, only jobs
+/// without groups or sharing one of these groups. Each condition is added only when set, so
+/// the planner can use the matching index.
+#[allow(clippy::too_many_arguments)]
 pub async fn list(
     conn: &mut PgConnection,
     graphs: &GraphCache,
@@ -260,6 +271,7 @@ pub async fn list(
     visible_to: Option<&[String]>,
     after: Option<&JobCursor>,
     limit: i64,
+    max_bytes: usize,
 ) -> Result<Vec<Job>, Error> {
     let mut query: QueryBuilder<Postgres> =
         QueryBuilder::new("select document, graph_id from jobs where true");
@@ -289,11 +301,12 @@ pub async fn list(
     query
         .push(" order by created_at desc, id desc limit ")
         .push_bind(limit);
-    let rows = query
-        .build_query_as::<JobRow>()
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(translate)?;
+    let rows = fetch_bounded(
+        query.build_query_as::<JobRow>().fetch(&mut *conn),
+        max_bytes,
+        JobRow::size,
+    )
+    .await?;
     graphs.complete(conn, rows).await
 }
 
@@ -361,12 +374,14 @@ fn push_search_conditions(
     push_visible_to(query, visible_to);
 }
 
-/// A page of a REST search and the number of jobs matching it in all.
+/// A page of a REST search (no more than about `max_bytes` of it, [`fetch_bounded`]) and the
+/// number of jobs matching it in all.
 pub async fn search(
     conn: &mut PgConnection,
     graphs: &GraphCache,
     search: &JobSearch,
     visible_to: Option<&[String]>,
+    max_bytes: usize,
 ) -> Result<(Vec<Job>, i64), Error> {
     let mut count: QueryBuilder<Postgres> = QueryBuilder::new("select count(*) from jobs");
     push_search_conditions(&mut count, search, visible_to);
@@ -388,10 +403,11 @@ pub async fn search(
         .push_bind(search.limit)
         .push(" offset ")
         .push_bind(search.skip);
-    let rows = query
-        .build_query_as::<JobRow>()
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(translate)?;
+    let rows = fetch_bounded(
+        query.build_query_as::<JobRow>().fetch(&mut *conn),
+        max_bytes,
+        JobRow::size,
+    )
+    .await?;
     Ok((graphs.complete(conn, rows).await?, total))
 }

@@ -124,6 +124,30 @@ impl std::ops::Add for PoolStats {
     }
 }
 
+/// The rows of `rows` in order, taken one at a time, until they weigh more than `max_bytes`
+/// (as `size_of` measures them) and are at least two: the last row taken then tells the caller
+/// that a page cut at `max_bytes` has more after it. A page of large rows (jobs with megabytes
+/// of variables) thus never holds more than about `max_bytes` in memory, whatever its page
+/// size. The rows not taken are read off the connection and dropped one by one.
+pub(crate) async fn fetch_bounded<R>(
+    mut rows: impl tokio_stream::Stream<Item = Result<R, sqlx::Error>> + Unpin,
+    max_bytes: usize,
+    size_of: impl Fn(&R) -> usize,
+) -> Result<Vec<R>, Error> {
+    use tokio_stream::StreamExt;
+    let mut taken = Vec::new();
+    let mut bytes = 0usize;
+    while let Some(row) = rows.next().await {
+        let row = row.map_err(translate)?;
+        bytes = bytes.saturating_add(size_of(&row));
+        taken.push(row);
+        if bytes > max_bytes && taken.len() >= 2 {
+            break;
+        }
+    }
+    Ok(taken)
+}
+
 /// The one place a database error becomes a domain error.
 pub(crate) fn translate(error: sqlx::Error) -> Error {
     match &error {

@@ -1,11 +1,12 @@
 //! The `workflows` table.
 
 use chrono::{DateTime, Utc};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use sqlx::types::Json;
 use sqlx::PgConnection;
 
-use super::{is_unique_violation, translate};
+use super::{fetch_bounded, is_unique_violation, translate};
 use crate::domain::{Error, Workflow, WorkflowDocument};
 
 #[derive(sqlx::FromRow)]
@@ -22,6 +23,30 @@ impl From<WorkflowRow> for Workflow {
             created_at: row.created_at,
             updated_at: row.updated_at,
         }
+    }
+}
+
+/// A workflow of a list: its document as stored, parsed once the rows of a page are chosen.
+#[derive(sqlx::FromRow)]
+struct ListedRow {
+    document: Json<Box<RawValue>>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl ListedRow {
+    fn size(&self) -> usize {
+        self.document.0.get().len()
+    }
+
+    fn into_workflow(self) -> Result<Workflow, Error> {
+        let document = serde_json::from_str(self.document.0.get())
+            .map_err(|error| Error::internal(anyhow::anyhow!("stored workflow: {error}")))?;
+        Ok(Workflow {
+            document: WorkflowDocument::from_stored(document),
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
     }
 }
 
@@ -61,16 +86,18 @@ pub async fn get(conn: &mut PgConnection, name: &str) -> Result<Workflow, Error>
     .ok_or_else(|| Error::workflow_not_found(name))
 }
 
-/// Up to `limit` workflows in name order, after `after` when given; with `visible_to`, only
-/// those without groups or sharing one of these groups.
+/// Up to `limit` workflows in name order, after `after` when given, and no more than about
+/// `max_bytes` of them ([`fetch_bounded`]); with `visible_to`, only those without groups or
+/// sharing one of these groups.
 pub async fn list(
     conn: &mut PgConnection,
     name_prefix: &str,
     visible_to: Option<&[String]>,
     after: Option<&str>,
     limit: i64,
+    max_bytes: usize,
 ) -> Result<Vec<Workflow>, Error> {
-    sqlx::query_as::<_, WorkflowRow>(
+    let rows = sqlx::query_as::<_, ListedRow>(
         "select document, created_at, updated_at from workflows
          where starts_with(name, $1) and ($2::text is null or name > $2)
            and ($4::text[] is null or cardinality(groups) = 0 or groups && $4)
@@ -81,10 +108,12 @@ pub async fn list(
     .bind(after)
     .bind(limit)
     .bind(visible_to)
-    .fetch_all(conn)
-    .await
-    .map(|rows| rows.into_iter().map(Workflow::from).collect())
-    .map_err(translate)
+    .fetch(conn);
+    fetch_bounded(rows, max_bytes, ListedRow::size)
+        .await?
+        .into_iter()
+        .map(ListedRow::into_workflow)
+        .collect()
 }
 
 pub async fn delete(conn: &mut PgConnection, name: &str) -> Result<(), Error> {
@@ -99,14 +128,15 @@ pub async fn delete(conn: &mut PgConnection, name: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// A page of workflows by name (exact or prefix) in name order, and how many match in all.
+/// A page of workflows by name (exact or prefix) in name order (no more than about
+/// `max_bytes` of it, [`fetch_bounded`]), and how many match in all.
 pub async fn search(
     conn: &mut PgConnection,
     name_equals: Option<&str>,
     name_prefix: Option<&str>,
     visible_to: Option<&[String]>,
-    limit: i64,
-    skip: i64,
+    (limit, skip): (i64, i64),
+    max_bytes: usize,
 ) -> Result<(Vec<Workflow>, i64), Error> {
     const FILTER: &str = "($1::text is null or name = $1)
            and ($2::text is null or starts_with(name, $2))
@@ -118,19 +148,23 @@ pub async fn search(
         .fetch_one(&mut *conn)
         .await
         .map_err(translate)?;
-    let rows = sqlx::query_as::<_, WorkflowRow>(&format!(
+    let query = format!(
         "select document, created_at, updated_at from workflows where {FILTER}
          order by name limit $4 offset $5"
-    ))
-    .bind(name_equals)
-    .bind(name_prefix)
-    .bind(visible_to)
-    .bind(limit)
-    .bind(skip)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(translate)?;
-    Ok((rows.into_iter().map(Workflow::from).collect(), total))
+    );
+    let rows = sqlx::query_as::<_, ListedRow>(&query)
+        .bind(name_equals)
+        .bind(name_prefix)
+        .bind(visible_to)
+        .bind(limit)
+        .bind(skip)
+        .fetch(&mut *conn);
+    let items = fetch_bounded(rows, max_bytes, ListedRow::size)
+        .await?
+        .into_iter()
+        .map(ListedRow::into_workflow)
+        .collect::<Result<_, _>>()?;
+    Ok((items, total))
 }
 
 /// What a start needs of a workflow before it reads the document (only when its cache lacks

@@ -77,11 +77,7 @@ async fn a_replayed_key_shows_the_job_only_to_a_caller_who_may_still_see_it() {
         .into_inner();
     assert!(!again.created);
     assert_eq!(again.job.unwrap().id, id);
-    let jobs: i64 = sqlx::query_scalar("select count(*) from jobs")
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
-    assert_eq!(jobs, 1);
+    assert_eq!(app.stored_jobs().await, 1);
 }
 
 #[tokio::test]

@@ -84,11 +84,7 @@ async fn a_request_of_more_than_100000_json_values_is_refused_on_both_doors() {
         .unwrap_err();
     assert_eq!(violated_fields(&status), ["options.variables"]);
     assert!(status.message().contains("100000"), "{}", status.message());
-    let jobs: i64 = sqlx::query_scalar("select count(*) from jobs")
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
-    assert_eq!(jobs, 0);
+    assert_eq!(app.stored_jobs().await, 0);
 }
 
 #[tokio::test]

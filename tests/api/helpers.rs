@@ -208,6 +208,14 @@ impl TestApp {
         send(self.request(reqwest::Method::POST, path).json(body)).await
     }
 
+    /// How many jobs the database holds.
+    pub async fn stored_jobs(&self) -> i64 {
+        sqlx::query_scalar("select count(*) from jobs")
+            .fetch_one(&self.db)
+            .await
+            .unwrap()
+    }
+
     pub fn channel(&self) -> Channel {
         Channel::from_shared(format!("http://{}", self.addr))
             .unwrap()
