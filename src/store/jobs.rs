@@ -12,7 +12,7 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, Postgres, QueryBuilder};
 
 use super::cache::{weighted_cache, Weighed, WeightedCache};
-use super::{fetch_bounded, translate};
+use super::{rows_within, translate};
 use crate::domain::job::{tasks_heap_size, Job, JobTask};
 use crate::domain::page::JobCursor;
 use crate::domain::search::{Condition, JobField, JobSearch};
@@ -124,20 +124,13 @@ pub async fn get_many(
     graphs.complete(conn, rows).await
 }
 
-/// A stored job: its own fields as stored (parsed once the rows of a page are chosen), and
-/// the id of its graph.
+/// A stored job: its own fields as stored, and the id of its graph.
 #[derive(sqlx::FromRow)]
 pub struct JobRow {
     document: Json<Box<RawValue>>,
     graph_id: String,
 }
 
-impl JobRow {
-    /// The length of the job's own fields as JSON.
-    fn size(&self) -> usize {
-        self.document.0.get().len()
-    }
-}
 
 /// The task graphs of stored jobs, by id, read once and shared by every job read with them.
 /// Graphs never change (an id is a digest of the content), so what is cached is never stale.
@@ -260,7 +253,7 @@ impl GraphCache {
 }
 
 /// Up to `limit` jobs newest first (creation time, then id), after `after` when given, and
-/// no more than about `max_bytes` of them ([`fetch_bounded`]); with `visible_to`, only jobs
+/// no more than about `max_bytes` of them ([`rows_within`]); with `visible_to`, only jobs
 /// without groups or sharing one of these groups. Each condition is added only when set, so
 /// the planner can use the matching index.
 #[allow(clippy::too_many_arguments)]
@@ -274,7 +267,7 @@ pub async fn list(
     max_bytes: usize,
 ) -> Result<Vec<Job>, Error> {
     let mut query: QueryBuilder<Postgres> =
-        QueryBuilder::new("select document, graph_id from jobs where true");
+        QueryBuilder::new("select id, document_bytes from jobs where true");
     if let Some(status) = filter.status {
         query.push(" and status = ").push_bind(status.as_str());
     }
@@ -301,13 +294,28 @@ pub async fn list(
     query
         .push(" order by created_at desc, id desc limit ")
         .push_bind(limit);
-    let rows = fetch_bounded(
-        query.build_query_as::<JobRow>().fetch(&mut *conn),
-        max_bytes,
-        JobRow::size,
-    )
-    .await?;
-    graphs.complete(conn, rows).await
+    let sizes: Vec<(String, i32)> = query
+        .build_query_as()
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(translate)?;
+    in_order(conn, graphs, &sizes, max_bytes).await
+}
+
+/// The jobs of a page whose ids and sizes are `sizes`, in that order, as many as
+/// [`rows_within`] `max_bytes` allows.
+async fn in_order(
+    conn: &mut PgConnection,
+    graphs: &GraphCache,
+    sizes: &[(String, i32)],
+    max_bytes: usize,
+) -> Result<Vec<Job>, Error> {
+    let taken = rows_within(sizes.iter().map(|(_, size)| *size), max_bytes);
+    let ids: Vec<&str> = sizes[..taken].iter().map(|(id, _)| id.as_str()).collect();
+    let position: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+    let mut jobs = get_many(conn, graphs, &ids).await?;
+    jobs.sort_unstable_by_key(|job| position.get(job.id.as_str()).copied());
+    Ok(jobs)
 }
 
 /// Group-based access: only jobs without groups or sharing one of `visible_to` (`None`: all).
@@ -374,7 +382,7 @@ fn push_search_conditions(
     push_visible_to(query, visible_to);
 }
 
-/// A page of a REST search (no more than about `max_bytes` of it, [`fetch_bounded`]) and the
+/// A page of a REST search (no more than about `max_bytes` of it, [`rows_within`]) and the
 /// number of jobs matching it in all.
 pub async fn search(
     conn: &mut PgConnection,
@@ -392,7 +400,7 @@ pub async fn search(
         .map_err(translate)?;
 
     let mut query: QueryBuilder<Postgres> =
-        QueryBuilder::new("select document, graph_id from jobs");
+        QueryBuilder::new("select id, document_bytes from jobs");
     push_search_conditions(&mut query, search, visible_to);
     let direction = if search.descending { "desc" } else { "asc" };
     query
@@ -403,11 +411,10 @@ pub async fn search(
         .push_bind(search.limit)
         .push(" offset ")
         .push_bind(search.skip);
-    let rows = fetch_bounded(
-        query.build_query_as::<JobRow>().fetch(&mut *conn),
-        max_bytes,
-        JobRow::size,
-    )
-    .await?;
-    Ok((graphs.complete(conn, rows).await?, total))
+    let sizes: Vec<(String, i32)> = query
+        .build_query_as()
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(translate)?;
+    Ok((in_order(conn, graphs, &sizes, max_bytes).await?, total))
 }

@@ -124,28 +124,23 @@ impl std::ops::Add for PoolStats {
     }
 }
 
-/// The rows of `rows` in order, taken one at a time, until they weigh more than `max_bytes`
-/// (as `size_of` measures them) and are at least two: the last row taken then tells the caller
-/// that a page cut at `max_bytes` has more after it. A page of large rows (jobs with megabytes
-/// of variables) thus never holds more than about `max_bytes` in memory, whatever its page
-/// size. The rows not taken are read off the connection and dropped one by one.
-pub(crate) async fn fetch_bounded<R>(
-    mut rows: impl tokio_stream::Stream<Item = Result<R, sqlx::Error>> + Unpin,
-    max_bytes: usize,
-    size_of: impl Fn(&R) -> usize,
-) -> Result<Vec<R>, Error> {
-    use tokio_stream::StreamExt;
-    let mut taken = Vec::new();
+/// How many of a page's rows to read, given their stored sizes in order: rows until they weigh
+/// more than `max_bytes` and are at least two. The last row read then tells the caller, which
+/// cuts the page at `max_bytes` (with what else it adds to each item), that the page has more
+/// after it. Lists read the sizes of a page's rows first (`document_bytes`, kept by the
+/// database) and then only the documents within the budget, so a page of large rows never
+/// holds, nor makes the database send, much more than `max_bytes`, whatever its page size.
+pub(crate) fn rows_within(sizes: impl IntoIterator<Item = i32>, max_bytes: usize) -> usize {
     let mut bytes = 0usize;
-    while let Some(row) = rows.next().await {
-        let row = row.map_err(translate)?;
-        bytes = bytes.saturating_add(size_of(&row));
-        taken.push(row);
-        if bytes > max_bytes && taken.len() >= 2 {
+    let mut taken = 0;
+    for size in sizes {
+        bytes = bytes.saturating_add(usize::try_from(size).unwrap_or(0));
+        taken += 1;
+        if bytes > max_bytes && taken >= 2 {
             break;
         }
     }
-    Ok(taken)
+    taken
 }
 
 /// The one place a database error becomes a domain error.
@@ -218,4 +213,18 @@ pub fn resource_errors() -> u64 {
 /// Whether `error` is a unique-key violation.
 pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_reads_rows_until_past_its_budget_and_at_least_two() {
+        assert_eq!(rows_within([400, 400, 400, 400], 1000), 3);
+        assert_eq!(rows_within([5000, 1, 1], 1000), 2);
+        assert_eq!(rows_within([1, 1, 1], 1000), 3);
+        assert_eq!(rows_within([], 1000), 0);
+        assert_eq!(rows_within([5000], 1000), 1);
+    }
 }

@@ -1,12 +1,11 @@
 //! The `workflows` table.
 
 use chrono::{DateTime, Utc};
-use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use sqlx::types::Json;
 use sqlx::PgConnection;
 
-use super::{fetch_bounded, is_unique_violation, translate};
+use super::{is_unique_violation, rows_within, translate};
 use crate::domain::{Error, Workflow, WorkflowDocument};
 
 #[derive(sqlx::FromRow)]
@@ -23,30 +22,6 @@ impl From<WorkflowRow> for Workflow {
             created_at: row.created_at,
             updated_at: row.updated_at,
         }
-    }
-}
-
-/// A workflow of a list: its document as stored, parsed once the rows of a page are chosen.
-#[derive(sqlx::FromRow)]
-struct ListedRow {
-    document: Json<Box<RawValue>>,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-}
-
-impl ListedRow {
-    fn size(&self) -> usize {
-        self.document.0.get().len()
-    }
-
-    fn into_workflow(self) -> Result<Workflow, Error> {
-        let document = serde_json::from_str(self.document.0.get())
-            .map_err(|error| Error::internal(anyhow::anyhow!("stored workflow: {error}")))?;
-        Ok(Workflow {
-            document: WorkflowDocument::from_stored(document),
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-        })
     }
 }
 
@@ -87,7 +62,7 @@ pub async fn get(conn: &mut PgConnection, name: &str) -> Result<Workflow, Error>
 }
 
 /// Up to `limit` workflows in name order, after `after` when given, and no more than about
-/// `max_bytes` of them ([`fetch_bounded`]); with `visible_to`, only those without groups or
+/// `max_bytes` of them ([`rows_within`]); with `visible_to`, only those without groups or
 /// sharing one of these groups.
 pub async fn list(
     conn: &mut PgConnection,
@@ -97,8 +72,8 @@ pub async fn list(
     limit: i64,
     max_bytes: usize,
 ) -> Result<Vec<Workflow>, Error> {
-    let rows = sqlx::query_as::<_, ListedRow>(
-        "select document, created_at, updated_at from workflows
+    let sizes: Vec<(String, i32)> = sqlx::query_as(
+        "select name, document_bytes from workflows
          where starts_with(name, $1) and ($2::text is null or name > $2)
            and ($4::text[] is null or cardinality(groups) = 0 or groups && $4)
          order by name
@@ -108,12 +83,37 @@ pub async fn list(
     .bind(after)
     .bind(limit)
     .bind(visible_to)
-    .fetch(conn);
-    fetch_bounded(rows, max_bytes, ListedRow::size)
-        .await?
-        .into_iter()
-        .map(ListedRow::into_workflow)
-        .collect()
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(translate)?;
+    by_name(conn, &sizes, max_bytes).await
+}
+
+/// The workflows of a page whose names (in name order) and sizes are `sizes`, as many as
+/// [`rows_within`] `max_bytes` allows, in that order.
+async fn by_name(
+    conn: &mut PgConnection,
+    sizes: &[(String, i32)],
+    max_bytes: usize,
+) -> Result<Vec<Workflow>, Error> {
+    let taken = rows_within(sizes.iter().map(|(_, size)| *size), max_bytes);
+    let names: Vec<&str> = sizes[..taken].iter().map(|(name, _)| name.as_str()).collect();
+    let mut workflows: Vec<Workflow> = sqlx::query_as::<_, WorkflowRow>(
+        "select document, created_at, updated_at from workflows where name = any($1)",
+    )
+    .bind(&names)
+    .fetch_all(conn)
+    .await
+    .map_err(translate)?
+    .into_iter()
+    .map(Workflow::from)
+    .collect();
+    // In the database's order of names, which the page tokens follow (its collation may not
+    // order as Rust compares strings).
+    let position: std::collections::HashMap<&str, usize> =
+        names.iter().enumerate().map(|(i, name)| (*name, i)).collect();
+    workflows.sort_unstable_by_key(|workflow| position.get(workflow.document.name()).copied());
+    Ok(workflows)
 }
 
 pub async fn delete(conn: &mut PgConnection, name: &str) -> Result<(), Error> {
@@ -129,7 +129,7 @@ pub async fn delete(conn: &mut PgConnection, name: &str) -> Result<(), Error> {
 }
 
 /// A page of workflows by name (exact or prefix) in name order (no more than about
-/// `max_bytes` of it, [`fetch_bounded`]), and how many match in all.
+/// `max_bytes` of it, [`rows_within`]), and how many match in all.
 pub async fn search(
     conn: &mut PgConnection,
     name_equals: Option<&str>,
@@ -149,22 +149,19 @@ pub async fn search(
         .await
         .map_err(translate)?;
     let query = format!(
-        "select document, created_at, updated_at from workflows where {FILTER}
+        "select name, document_bytes from workflows where {FILTER}
          order by name limit $4 offset $5"
     );
-    let rows = sqlx::query_as::<_, ListedRow>(&query)
+    let sizes: Vec<(String, i32)> = sqlx::query_as(&query)
         .bind(name_equals)
         .bind(name_prefix)
         .bind(visible_to)
         .bind(limit)
         .bind(skip)
-        .fetch(&mut *conn);
-    let items = fetch_bounded(rows, max_bytes, ListedRow::size)
-        .await?
-        .into_iter()
-        .map(ListedRow::into_workflow)
-        .collect::<Result<_, _>>()?;
-    Ok((items, total))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(translate)?;
+    Ok((by_name(conn, &sizes, max_bytes).await?, total))
 }
 
 /// What a start needs of a workflow before it reads the document (only when its cache lacks
