@@ -148,18 +148,24 @@ impl Error {
     pub fn bounded(self) -> Self {
         match self {
             Error::InvalidArgument { violations } => Error::InvalidArgument {
-                violations: bound_list(violations, |v| &mut v.field, |v| &mut v.description, |more| {
-                    FieldViolation::new("", more)
-                }),
+                violations: bound_list(
+                    violations,
+                    |v| &mut v.field,
+                    |v| &mut v.description,
+                    |more| FieldViolation::new("", more),
+                ),
             },
             Error::FailedPrecondition { message, problems } => Error::FailedPrecondition {
                 message: truncate(message),
-                problems: bound_list(problems, |p| &mut p.subject, |p| &mut p.description, |more| {
-                    Problem {
+                problems: bound_list(
+                    problems,
+                    |p| &mut p.subject,
+                    |p| &mut p.description,
+                    |more| Problem {
                         subject: String::new(),
                         description: more,
-                    }
-                }),
+                    },
+                ),
             },
             Error::NotFound(m) => Error::NotFound(truncate(m)),
             Error::AlreadyExists(m) => Error::AlreadyExists(truncate(m)),
@@ -275,8 +281,7 @@ mod tests {
         for i in 1..60_000 {
             v.push(format!("transitions.t{i}"), "leads nowhere");
         }
-        let Error::InvalidArgument { violations } = v.into_result(()).unwrap_err().bounded()
-        else {
+        let Error::InvalidArgument { violations } = v.into_result(()).unwrap_err().bounded() else {
             panic!("still invalid argument")
         };
         assert_eq!(violations.len(), MAX_LISTED + 1);
@@ -286,7 +291,11 @@ mod tests {
             "and 59980 more problems not listed"
         );
         let long = Error::workflow_not_found(&"n".repeat(1 << 20)).bounded();
-        assert!(long.to_string().len() <= MAX_TEXT + 3, "{}", long.to_string().len());
+        assert!(
+            long.to_string().len() <= MAX_TEXT + 3,
+            "{}",
+            long.to_string().len()
+        );
         assert!(long.to_string().starts_with("Cannot find workflow nnn"));
     }
 

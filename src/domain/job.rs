@@ -433,7 +433,9 @@ pub fn tasks_heap_size(tasks: &BTreeMap<String, JobTask>) -> usize {
                 .iter()
                 .flat_map(|(state, list)| {
                     std::iter::once(NODE + state.len()).chain(list.iter().map(|t| {
-                        std::mem::size_of::<TaskTransition>() + t.task.len() + t.transition_type.len()
+                        std::mem::size_of::<TaskTransition>()
+                            + t.task.len()
+                            + t.transition_type.len()
                     }))
                 })
                 .sum();
@@ -441,8 +443,10 @@ pub fn tasks_heap_size(tasks: &BTreeMap<String, JobTask>) -> usize {
                 .previous
                 .iter()
                 .flat_map(|(state, list)| {
-                    std::iter::once(NODE + state.len())
-                        .chain(list.iter().map(|id| std::mem::size_of::<String>() + id.len()))
+                    std::iter::once(NODE + state.len()).chain(
+                        list.iter()
+                            .map(|id| std::mem::size_of::<String>() + id.len()),
+                    )
                 })
                 .sum();
             NODE + id.len()

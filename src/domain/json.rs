@@ -258,8 +258,16 @@ mod tests {
         let Err(BoundedJsonError::Bounds(v)) = parse_bounded(deep.as_bytes()) else {
             panic!("too deep")
         };
-        assert!(v.field.starts_with("options.variables.x[0][0]"), "{}", v.field);
-        assert!(v.description.contains("deeper than 32"), "{}", v.description);
+        assert!(
+            v.field.starts_with("options.variables.x[0][0]"),
+            "{}",
+            v.field
+        );
+        assert!(
+            v.description.contains("deeper than 32"),
+            "{}",
+            v.description
+        );
 
         let many = format!("{{\"list\": [{}]}}", vec!["0"; 2 * MAX_VALUES].join(","));
         let Err(BoundedJsonError::Bounds(v)) = parse_bounded(many.as_bytes()) else {

@@ -273,9 +273,8 @@ mod tests {
     }
 
     fn start_with_variable(value: serde_json::Value) -> prost::bytes::Bytes {
-        let variables = crate::grpc::map_to_struct(
-            serde_json::json!({ "x": value }).as_object().unwrap(),
-        );
+        let variables =
+            crate::grpc::map_to_struct(serde_json::json!({ "x": value }).as_object().unwrap());
         pb::StartJobRequest {
             workflow: "w".into(),
             options: Some(pb::JobOptions {
@@ -291,7 +290,10 @@ mod tests {
         let status = decode_strict::<pb::StartJobRequest>(bytes).unwrap_err();
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
         let details = tonic_types::StatusExt::get_error_details(&status);
-        let violation = &details.bad_request().expect("a bad request").field_violations[0];
+        let violation = &details
+            .bad_request()
+            .expect("a bad request")
+            .field_violations[0];
         (violation.field.clone(), violation.description.clone())
     }
 

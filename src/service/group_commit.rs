@@ -17,8 +17,8 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::Started;
 use crate::domain::{Caller, CompiledWorkflow, Error, Job, JobGraph, StartJob};
-use crate::store::idempotency::{self, ScopedKey, StoredKey};
 use crate::store::cache::{weighted_cache, Weighed, WeightedCache};
+use crate::store::idempotency::{self, ScopedKey, StoredKey};
 use crate::store::jobs::{self, GraphCache};
 use crate::store::workflows::{self, StartTarget};
 use crate::store::{PoolStats, Store, Tx};

@@ -223,13 +223,14 @@ impl Service {
             self.max_page_bytes,
         )
         .await?;
-        let next_page_token = next_token(&mut items, limit, self.max_page_bytes, job_sizes(), |job| {
-            JobCursor {
-                created_at: job.created,
-                id: job.id.clone(),
-            }
-            .encode()
-        });
+        let next_page_token =
+            next_token(&mut items, limit, self.max_page_bytes, job_sizes(), |job| {
+                JobCursor {
+                    created_at: job.created,
+                    id: job.id.clone(),
+                }
+                .encode()
+            });
         Ok(Page {
             items,
             next_page_token,
@@ -371,9 +372,10 @@ impl Service {
             self.max_page_bytes,
         )
         .await?;
-        let next_page_token = next_token(&mut items, limit, self.max_page_bytes, workflow_size, |w| {
-            page::encode_name_cursor(w.document.name())
-        });
+        let next_page_token =
+            next_token(&mut items, limit, self.max_page_bytes, workflow_size, |w| {
+                page::encode_name_cursor(w.document.name())
+            });
         Ok(Page {
             items,
             next_page_token,

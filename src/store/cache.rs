@@ -32,5 +32,10 @@ pub fn weighted_cache<V: Clone>(bytes: u64) -> WeightedCache<V> {
         .weight_capacity(bytes.max(1))
         .build()
         .expect("the cache options are valid");
-    quick_cache::sync::Cache::with_options(options, ByWeight, Default::default(), Default::default())
+    quick_cache::sync::Cache::with_options(
+        options,
+        ByWeight,
+        Default::default(),
+        Default::default(),
+    )
 }

@@ -131,7 +131,6 @@ pub struct JobRow {
     graph_id: String,
 }
 
-
 /// The task graphs of stored jobs, by id, read once and shared by every job read with them.
 /// Graphs never change (an id is a digest of the content), so what is cached is never stale.
 /// The cache holds at most its budget of memory (as estimated by `tasks_heap_size`), keeping

@@ -97,7 +97,10 @@ async fn by_name(
     max_bytes: usize,
 ) -> Result<Vec<Workflow>, Error> {
     let taken = rows_within(sizes.iter().map(|(_, size)| *size), max_bytes);
-    let names: Vec<&str> = sizes[..taken].iter().map(|(name, _)| name.as_str()).collect();
+    let names: Vec<&str> = sizes[..taken]
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .collect();
     let mut workflows: Vec<Workflow> = sqlx::query_as::<_, WorkflowRow>(
         "select document, created_at, updated_at from workflows where name = any($1)",
     )
@@ -110,8 +113,11 @@ async fn by_name(
     .collect();
     // In the database's order of names, which the page tokens follow (its collation may not
     // order as Rust compares strings).
-    let position: std::collections::HashMap<&str, usize> =
-        names.iter().enumerate().map(|(i, name)| (*name, i)).collect();
+    let position: std::collections::HashMap<&str, usize> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| (*name, i))
+        .collect();
     workflows.sort_unstable_by_key(|workflow| position.get(workflow.document.name()).copied());
     Ok(workflows)
 }

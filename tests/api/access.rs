@@ -83,7 +83,8 @@ async fn a_replayed_key_shows_the_job_only_to_a_caller_who_may_still_see_it() {
 #[tokio::test]
 async fn a_workflow_name_held_by_a_hidden_workflow_confirms_nothing_about_it() {
     let app = TestApp::spawn().await;
-    app.create_workflow(&workflow_in("Secret plan", GROUP_A)).await;
+    app.create_workflow(&workflow_in("Secret plan", GROUP_A))
+        .await;
     let outsider = app.token("sam", &["engineering"], &[GROUP_B]);
     let insider = app.token("kim", &["engineering"], &[GROUP_A]);
 
@@ -118,7 +119,10 @@ async fn a_workflow_name_held_by_a_hidden_workflow_confirms_nothing_about_it() {
     )
     .await;
     assert_eq!(status, 403, "{body}");
-    assert!(!body["message"].as_str().unwrap().contains("exists"), "{body}");
+    assert!(
+        !body["message"].as_str().unwrap().contains("exists"),
+        "{body}"
+    );
 
     // Nothing of the import was stored, and the hidden workflow is unchanged.
     let names: Vec<String> = sqlx::query_scalar("select name from workflows order by name")

@@ -40,23 +40,35 @@ async fn json_nested_deeper_than_32_levels_is_refused_on_both_doors() {
     let app = TestApp::spawn().await;
     app.create_workflow(&small_workflow("W")).await;
     // The body is level 1, options 2, variables 3: x may hold 29 levels of arrays.
-    let (status, body) = http_start(&app, &start_body(json!({"device": "r1", "x": nested(29)}))).await;
+    let (status, body) =
+        http_start(&app, &start_body(json!({"device": "r1", "x": nested(29)}))).await;
     assert_eq!(status, 200, "{body}");
     grpc_start(&app, json!({"device": "r1", "x": nested(29)}))
         .await
         .expect("29 levels below variables start over gRPC too");
 
-    let (status, body) = http_start(&app, &start_body(json!({"device": "r1", "x": nested(30)}))).await;
+    let (status, body) =
+        http_start(&app, &start_body(json!({"device": "r1", "x": nested(30)}))).await;
     assert_eq!(status, 400, "{body}");
     let fields = error_fields(&body);
-    assert!(fields[0].starts_with("options.variables.x[0]"), "{fields:?}");
-    assert!(body["message"].as_str().unwrap().contains("deeper than 32"), "{body}");
+    assert!(
+        fields[0].starts_with("options.variables.x[0]"),
+        "{fields:?}"
+    );
+    assert!(
+        body["message"].as_str().unwrap().contains("deeper than 32"),
+        "{body}"
+    );
 
     let status = grpc_start(&app, json!({"device": "r1", "x": nested(30)}))
         .await
         .unwrap_err();
     assert_eq!(violated_fields(&status), ["options.variables"]);
-    assert!(status.message().contains("deeper than 32"), "{}", status.message());
+    assert!(
+        status.message().contains("deeper than 32"),
+        "{}",
+        status.message()
+    );
 }
 
 #[tokio::test]
@@ -76,7 +88,10 @@ async fn a_request_of_more_than_100000_json_values_is_refused_on_both_doors() {
     .await;
     assert_eq!(status, 400, "{answer}");
     assert!(error_fields(&answer)[0].starts_with("options.variables.x["));
-    assert!(answer["message"].as_str().unwrap().contains("100000"), "{answer}");
+    assert!(
+        answer["message"].as_str().unwrap().contains("100000"),
+        "{answer}"
+    );
 
     let many = Value::Array(vec![json!(0); 200_000]);
     let status = grpc_start(&app, json!({"device": "r1", "x": many}))
@@ -91,8 +106,11 @@ async fn a_request_of_more_than_100000_json_values_is_refused_on_both_doors() {
 async fn a_job_with_the_deepest_variables_allowed_is_read_back_by_grpcio() {
     let app = TestApp::spawn().await;
     app.create_workflow(&small_workflow("W")).await;
-    let (status, body) =
-        http_start(&app, &start_body(json!({"device": "r1", "x": {"y": nested(28)}}))).await;
+    let (status, body) = http_start(
+        &app,
+        &start_body(json!({"device": "r1", "x": {"y": nested(28)}})),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     let id = body["data"]["_id"].as_str().unwrap().to_owned();
 
@@ -210,7 +228,10 @@ async fn caches_keep_to_their_byte_budget_and_let_go_of_deleted_workflows() {
     let budget = 2 * 1024 * 1024;
     let workflows = cache_bytes(&app, "workflows").await;
     let graphs = cache_bytes(&app, "graphs").await;
-    assert!(workflows > 0 && workflows <= budget, "workflows {workflows}");
+    assert!(
+        workflows > 0 && workflows <= budget,
+        "workflows {workflows}"
+    );
     assert!(graphs > 0 && graphs <= budget, "graphs {graphs}");
 
     for i in 0..12 {
@@ -267,7 +288,12 @@ async fn errors_repeat_a_bounded_part_of_what_the_caller_sent() {
     assert_eq!(fields.len(), 21);
     assert_eq!(fields[0], "options.groups[0]");
     let details = status.get_error_details();
-    let last = details.bad_request().unwrap().field_violations.last().unwrap();
+    let last = details
+        .bad_request()
+        .unwrap()
+        .field_violations
+        .last()
+        .unwrap();
     assert_eq!(last.description, "and 49980 more problems not listed");
 
     let (status, body) = http_start(
@@ -277,19 +303,36 @@ async fn errors_repeat_a_bounded_part_of_what_the_caller_sent() {
     .await;
     assert_eq!(status, 400);
     assert_eq!(error_fields(&body).len(), 21);
-    assert!(body.to_string().len() < 8 * 1024, "{}", body.to_string().len());
+    assert!(
+        body.to_string().len() < 8 * 1024,
+        "{}",
+        body.to_string().len()
+    );
 
     // A workflow with 30,000 transitions to tasks that do not exist cannot start; the answer
     // lists 20 of them.
     let mut workflow = small_workflow("Dangling");
     let targets: serde_json::Map<String, Value> = (0..30_000)
-        .map(|i| (format!("t{i}"), json!({"state": "success", "type": "standard"})))
+        .map(|i| {
+            (
+                format!("t{i}"),
+                json!({"state": "success", "type": "standard"}),
+            )
+        })
         .collect();
     workflow["transitions"]["a1"] = Value::Object(targets);
     let (status, body) = app
-        .post("/automation-studio/automations", &json!({"automation": workflow}))
+        .post(
+            "/automation-studio/automations",
+            &json!({"automation": workflow}),
+        )
         .await;
-    assert_eq!(status, 200, "{}", &body.to_string()[..200.min(body.to_string().len())]);
+    assert_eq!(
+        status,
+        200,
+        "{}",
+        &body.to_string()[..200.min(body.to_string().len())]
+    );
     let status = app
         .start_job("Dangling", json!({"device": "r1"}))
         .await
@@ -303,5 +346,9 @@ async fn errors_repeat_a_bounded_part_of_what_the_caller_sent() {
     )
     .await;
     assert_eq!(status, 400);
-    assert!(body.to_string().len() < 16 * 1024, "{}", body.to_string().len());
+    assert!(
+        body.to_string().len() < 16 * 1024,
+        "{}",
+        body.to_string().len()
+    );
 }
