@@ -151,6 +151,7 @@ mod tests {
                     .unwrap()
                     .clone(),
                 groups: Some(vec!["aaaaaaaaaaaaaaaaaaaaaaaa".into()]),
+                ignored: Vec::new(),
             },
         };
         let canonical = r#"{"workflow":"W","description":"nightly","type":null,"variables":{"a":"x\u0001","z":[1,{"a":null,"b":2.5}]},"groups":["aaaaaaaaaaaaaaaaaaaaaaaa"]}"#;

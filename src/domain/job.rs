@@ -236,6 +236,37 @@ impl Job {
     }
 }
 
+/// Most ignored options a job's `warnings` name one by one; the rest are counted.
+const MAX_IGNORED_LISTED: usize = 20;
+/// Most characters of an ignored option's name a warning repeats.
+const MAX_IGNORED_NAME: usize = 100;
+
+/// The job's `warnings` for options it ignored, in the shape of the REST document's warnings:
+/// `{"task": "job", "message": "option X is not supported and was ignored"}`. At most
+/// [`MAX_IGNORED_LISTED`] are named (names cut to [`MAX_IGNORED_NAME`] characters), then one
+/// says how many more: the job keeps a bounded record of what a caller sent and it dropped.
+fn ignored_options(ignored: &[String]) -> Vec<Value> {
+    let warning = |message: String| serde_json::json!({"task": "job", "message": message});
+    let mut warnings: Vec<Value> = ignored
+        .iter()
+        .take(MAX_IGNORED_LISTED)
+        .map(|name| {
+            let name = match name.char_indices().nth(MAX_IGNORED_NAME) {
+                Some((at, _)) => format!("{}...", &name[..at]),
+                None => name.clone(),
+            };
+            warning(format!("option {name} is not supported and was ignored"))
+        })
+        .collect();
+    if ignored.len() > MAX_IGNORED_LISTED {
+        warnings.push(warning(format!(
+            "{} more options are not supported and were ignored",
+            ignored.len() - MAX_IGNORED_LISTED
+        )));
+    }
+    warnings
+}
+
 /// The shape version of job documents this service writes.
 pub const JOB_DOCUMENT_VERSION: i64 = 1;
 
@@ -247,6 +278,9 @@ pub struct JobOptions {
     pub variables: Map<String, Value>,
     /// `None`: the workflow's groups.
     pub groups: Option<Vec<String>>,
+    /// Option names the service does not know, which the REST request schema allows: not
+    /// stored, and reported in the job's `warnings`.
+    pub ignored: Vec<String>,
 }
 
 /// A StartJob request as it arrives, before parsing: what either front door can fill.
@@ -262,6 +296,8 @@ pub struct RawJobOptions {
     pub job_type: Option<String>,
     pub variables: Option<Map<String, Value>>,
     pub groups: Option<Vec<String>>,
+    /// Names of options the service does not know (the gateway accepts them).
+    pub ignored: Vec<String>,
 }
 
 /// A StartJob request that passed parsing.
@@ -291,6 +327,14 @@ impl StartJob {
                 violations.push(field, "must not contain the character U+0000");
             }
         }
+        for key in &options.ignored {
+            if key.contains('\0') {
+                violations.push(
+                    format!("options.{key}"),
+                    "must not contain the character U+0000",
+                );
+            }
+        }
         if options.job_type.as_deref() == Some("") {
             violations.push("options.type", "must not be empty when given");
         }
@@ -313,6 +357,7 @@ impl StartJob {
                 job_type: options.job_type,
                 variables,
                 groups: options.groups,
+                ignored: options.ignored,
             },
         })
     }
@@ -398,7 +443,7 @@ impl Job {
                 owner: caller.sub.clone(),
             },
             error: Vec::new(),
-            warnings: Vec::new(),
+            warnings: ignored_options(&options.ignored),
             created: now,
             created_by: caller.sub.clone(),
             last_updated: now,

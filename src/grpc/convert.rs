@@ -123,6 +123,8 @@ impl TryFrom<pb::StartJobRequest> for RawStartJob {
                 .map(|v| struct_to_map(&v, "options.variables", &mut violations)),
             // Protobuf cannot tell an empty list from no list: empty means "not given".
             groups: (!options.groups.is_empty()).then_some(options.groups),
+            // The strict codec refuses fields the proto does not have.
+            ignored: Vec::new(),
         });
         violations.into_result(RawStartJob {
             workflow: request.workflow,

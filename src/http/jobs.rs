@@ -237,17 +237,16 @@ fn raw_options(mut options: Map<String, Value>, violations: &mut Violations) -> 
             None
         }
     };
-    for key in options.keys() {
-        violations.push(
-            format!("options.{key}"),
-            "is not a job option: use description, type, variables or groups",
-        );
-    }
+    // The reference schema of `options` allows other keys: they are accepted, kept out of the
+    // job and named in its `warnings`, in name order.
+    let mut ignored: Vec<String> = options.into_iter().map(|(key, _)| key).collect();
+    ignored.sort_unstable();
     RawJobOptions {
         description,
         job_type,
         variables,
         groups,
+        ignored,
     }
 }
 
@@ -290,12 +289,7 @@ mod tests {
             fields(
                 json!({"workflow": "w", "options": {"description": 1, "variables": [], "groups": "g", "priority": 1}})
             ),
-            [
-                "options.description",
-                "options.variables",
-                "options.groups",
-                "options.priority"
-            ]
+            ["options.description", "options.variables", "options.groups"]
         );
         assert_eq!(
             fields(json!({"workflow": "w", "options": {"groups": [1, "nope"]}})),

@@ -72,9 +72,10 @@ pub struct StartJobBody {
     options: JobOptionsBody,
 }
 
-/// Options of the new job.
+/// Options of the new job. Other keys are accepted, as the reference schema allows: they are
+/// not stored, and each is named in the job's `warnings` (`option X is not supported and was
+/// ignored`).
 #[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct JobOptionsBody {
     /// Description of the job (default empty).
     description: Option<String>,
