@@ -2,9 +2,10 @@
 //! passes before it runs.
 //!
 //! Keys: an HS256 secret from a file, or an RS256/ES256 public key (tokens then come from an
-//! identity provider, or from `job-service token` given the private key). With neither, a
-//! random secret is created in the data dir on first use, so a fresh install works with
-//! `job-service token` and nothing else.
+//! identity provider, or from `job-service token` given the private key). With neither, `serve`
+//! creates a random secret in the data dir on first start, and `job-service token` signs with
+//! that secret: it never creates one, since the service would refuse a token signed with a
+//! secret it does not hold.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,15 @@ use crate::domain::{Caller, Error};
 
 /// The name of the generated secret in the data dir.
 const GENERATED_SECRET: &str = "jwt-secret";
+
+/// What to do when no key is configured and the data dir holds no generated secret yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MissingSecret {
+    /// The service on its first start: create the secret it will verify with.
+    Create,
+    /// Signing: a new secret would sign tokens the service refuses, so say where to find its.
+    Refuse,
+}
 
 /// The claims this service reads and writes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -92,7 +102,7 @@ impl Verifier {
                 }
             }
             None => (
-                DecodingKey::from_secret(&secret(config)?)?,
+                DecodingKey::from_secret(&secret(config, MissingSecret::Create)?)?,
                 Algorithm::HS256,
             ),
         };
@@ -229,7 +239,10 @@ pub fn sign(config: &KeyConfig, claims: &Claims) -> anyhow::Result<String> {
         (Some(_), None) => bail!(
             "tokens are verified with a public key; signing one needs the private key: pass --jwt-private-key-file"
         ),
-        (None, None) => (EncodingKey::from_secret(&secret(config)?)?, Algorithm::HS256),
+        (None, None) => (
+            EncodingKey::from_secret(&secret(config, MissingSecret::Refuse)?)?,
+            Algorithm::HS256,
+        ),
     };
     Ok(jsonwebtoken::encode(&Header::new(algorithm), claims, &key)?)
 }
@@ -249,8 +262,9 @@ pub fn token_for(config: &TokenConfig) -> anyhow::Result<String> {
     sign(&config.keys, &claims)
 }
 
-/// The HS256 secret: from --jwt-secret-file, else the data dir's, created on first use.
-fn secret(config: &KeyConfig) -> anyhow::Result<Vec<u8>> {
+/// The HS256 secret: from --jwt-secret-file, else the data dir's, which only the service
+/// creates ([`MissingSecret`]).
+fn secret(config: &KeyConfig, missing: MissingSecret) -> anyhow::Result<Vec<u8>> {
     if let Some(path) = &config.jwt_secret_file {
         let secret = read_key_file(path)?;
         let secret = secret.trim_ascii().to_vec();
@@ -261,7 +275,16 @@ fn secret(config: &KeyConfig) -> anyhow::Result<Vec<u8>> {
     }
     let path = config.data_dir.join(GENERATED_SECRET);
     if !path.exists() {
-        create_secret(&path)?;
+        match missing {
+            MissingSecret::Create => create_secret(&path)?,
+            MissingSecret::Refuse => bail!(
+                "no token-signing key: {} does not exist. The service creates it in its data dir \
+                 on first start; pass that data dir (--data-dir DIR of the serving process, or \
+                 JOB_SERVICE_DATA_DIR), or the service's key (--jwt-secret-file FILE, or \
+                 --jwt-private-key-file FILE with a public key)",
+                std::path::absolute(&path).unwrap_or(path).display()
+            ),
+        }
     }
     Ok(read_key_file(&path)?.trim_ascii().to_vec())
 }
@@ -298,9 +321,17 @@ mod tests {
     use super::*;
     use clap::Parser;
 
-    fn keys(dir: &Path) -> KeyConfig {
+    /// No key configured, and `dir` as the data dir, before the service has started on it.
+    fn unserved_keys(dir: &Path) -> KeyConfig {
         let mut config = crate::config::ServeConfig::parse_from(["serve"]).keys;
         config.data_dir = dir.to_owned();
+        config
+    }
+
+    /// [`unserved_keys`] after the service's first start, which created the secret.
+    fn keys(dir: &Path) -> KeyConfig {
+        let config = unserved_keys(dir);
+        Verifier::from_config(&config).unwrap();
         config
     }
 
@@ -331,7 +362,28 @@ mod tests {
         assert_eq!(caller.sub, account_id_for_username("pat"));
         assert_eq!(caller.groups, ["aaaaaaaaaaaaaaaaaaaaaaaa"]);
         assert_eq!(caller.roles, ["operations"]);
-        assert!(dir.path().join(GENERATED_SECRET).exists());
+    }
+
+    #[test]
+    fn signing_never_creates_a_secret_only_the_service_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = unserved_keys(dir.path());
+        let claims = Claims::new("pat", None, vec![], vec![], Duration::from_secs(60));
+        let refused = sign(&config, &claims).unwrap_err().to_string();
+        let path = dir.path().join(GENERATED_SECRET);
+        assert!(refused.contains(&path.display().to_string()), "{refused}");
+        for hint in ["--data-dir", "JOB_SERVICE_DATA_DIR", "--jwt-secret-file"] {
+            assert!(refused.contains(hint), "{hint} missing from: {refused}");
+        }
+        assert!(!path.exists(), "signing created {}", path.display());
+
+        let verifier = Verifier::from_config(&config).unwrap();
+        assert!(
+            path.exists(),
+            "the service creates the secret on first start"
+        );
+        let token = sign(&config, &claims).unwrap();
+        assert!(verifier.verify(Some(&format!("Bearer {token}"))).is_ok());
     }
 
     #[test]
@@ -376,7 +428,8 @@ mod tests {
     fn a_token_without_exp_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let config = keys(dir.path());
-        let key = EncodingKey::from_secret(&secret(&config).unwrap()).unwrap();
+        let key =
+            EncodingKey::from_secret(&secret(&config, MissingSecret::Refuse).unwrap()).unwrap();
         let token = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
             &serde_json::json!({"sub": "x"}),

@@ -1,7 +1,10 @@
-//! Logging: text or JSON lines on stderr, filtered by `RUST_LOG` (default `info`). Built with
+//! Logging: text or JSON lines on stderr, filtered by `RUST_LOG` (default `info`), coloured only
+//! on a terminal and without `NO_COLOR`. Built with
 //! the `otel` feature, the spans (one per call, see [`crate::observe`]) can also go to an
 //! OpenTelemetry collector over OTLP (HTTP/protobuf).
 
+use std::ffi::OsStr;
+use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tracing_subscriber::layer::SubscriberExt;
@@ -40,7 +43,13 @@ impl Telemetry {
 /// (`http://127.0.0.1:4318`); spans go to `<endpoint>/v1/traces`.
 pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> anyhow::Result<Telemetry> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let ansi = colour(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
+    let logs = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     let logs = match format {
         LogFormat::Text => logs.boxed(),
         LogFormat::Json => logs.json().boxed(),
@@ -71,6 +80,12 @@ pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> anyhow::Result<Te
     }
 }
 
+/// Whether log lines carry ANSI colour: on a terminal only, since in a file or a pipe the codes
+/// are noise, and not when `NO_COLOR` is set to anything but the empty string (no-color.org).
+fn colour(stderr_is_terminal: bool, no_color: Option<&OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(OsStr::is_empty)
+}
+
 #[cfg(feature = "otel")]
 mod otlp {
     use anyhow::{bail, Context};
@@ -95,5 +110,22 @@ mod otlp {
             .with_batch_exporter(exporter)
             .with_resource(Resource::builder().with_service_name("job-service").build())
             .build())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logs_are_coloured_only_on_a_terminal_without_no_color() {
+        assert!(colour(true, None));
+        assert!(
+            colour(true, Some(OsStr::new(""))),
+            "an empty NO_COLOR is unset"
+        );
+        assert!(!colour(true, Some(OsStr::new("1"))));
+        assert!(!colour(false, None), "a file or a pipe gets no colour");
+        assert!(!colour(false, Some(OsStr::new("1"))));
     }
 }

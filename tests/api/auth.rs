@@ -40,8 +40,11 @@ async fn calls_without_valid_credentials_are_unauthenticated_and_change_nothing(
     expired.exp -= 60;
     let expired = sign(app.keys(), &expired).unwrap();
     let other_dir = tempfile::tempdir().unwrap();
+    let other_secret = other_dir.path().join("secret");
+    std::fs::write(&other_secret, format!("{:064x}", rand::random::<u128>())).unwrap();
     let mut other_keys = job_service::config::ServeConfig::defaults().keys;
     other_keys.data_dir = other_dir.path().to_owned();
+    other_keys.jwt_secret_file = Some(other_secret);
     let foreign = sign(
         &other_keys,
         &Claims::new(

@@ -61,11 +61,7 @@ pub fn serve_command() -> Command {
 /// Spawns `command`, a `job-service serve` with port 0 for both front doors, and waits for its
 /// `grpc listening on` and `http listening on` lines.
 pub fn listening(mut command: Command) -> Server {
-    let mut child = command
-        .env("NO_COLOR", "1")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = command.stderr(Stdio::piped()).spawn().unwrap();
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     let log = Arc::new(Mutex::new(Vec::new()));
@@ -281,10 +277,20 @@ async fn serve_refuses_calls_without_a_valid_token() {
         .await
         .unwrap_err();
     assert_eq!(missing.code(), tonic::Code::Unauthenticated);
-    // A token from another data dir is signed with another secret.
+    // A token signed with another secret.
     let other = data_dir();
+    let other_secret = other.path().join("secret");
+    std::fs::write(&other_secret, format!("{:064x}", rand::random::<u128>())).unwrap();
+    let foreign = token([
+        OsStr::new("--username"),
+        "admin".as_ref(),
+        "--roles".as_ref(),
+        "admin".as_ref(),
+        "--jwt-secret-file".as_ref(),
+        other_secret.as_os_str(),
+    ]);
     let foreign = server
-        .workflows(&admin_token(other.path()))
+        .workflows(&foreign)
         .get_workflow(pb::GetWorkflowRequest { name: "Any".into() })
         .await
         .unwrap_err();
@@ -295,6 +301,80 @@ async fn serve_refuses_calls_without_a_valid_token() {
         foreign.message()
     );
     assert!(server.terminate().success());
+}
+
+/// `job-service token` that must fail, run in `cwd` with no key in the environment: its stderr.
+fn token_refused(cwd: &Path, args: &[&OsStr]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_job-service"))
+        .args(["token", "--username", "admin", "--roles", "admin"])
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("JOB_SERVICE_DATA_DIR")
+        .env_remove("JOB_SERVICE_JWT_SECRET_FILE")
+        .env_remove("JOB_SERVICE_JWT_PUBLIC_KEY_FILE")
+        .env_remove("JOB_SERVICE_JWT_PRIVATE_KEY_FILE")
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "token exits non-zero");
+    assert!(output.stdout.is_empty(), "no token is printed");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn token_creates_no_secret_and_says_where_it_looked_until_the_service_has_made_one() {
+    let dir = data_dir();
+    let dir_path = dir.path().canonicalize().unwrap();
+    let expect_hints = |stderr: &str, looked_at: &Path| {
+        assert!(
+            stderr.contains(&looked_at.display().to_string()),
+            "names {}: {stderr}",
+            looked_at.display()
+        );
+        for hint in ["--data-dir", "JOB_SERVICE_DATA_DIR", "--jwt-secret-file"] {
+            assert!(stderr.contains(hint), "{hint} missing from: {stderr}");
+        }
+    };
+    // Run from a directory that is not the service's: the default data dir is ./.job-service.
+    let stderr = token_refused(&dir_path, &[]);
+    expect_hints(&stderr, &dir_path.join(".job-service/jwt-secret"));
+    let stderr = token_refused(&dir_path, &[OsStr::new("--data-dir"), dir_path.as_os_str()]);
+    expect_hints(&stderr, &dir_path.join("jwt-secret"));
+    assert_eq!(
+        std::fs::read_dir(&dir_path).unwrap().count(),
+        0,
+        "token created nothing"
+    );
+
+    let server = start(&dir_path);
+    let token = admin_token(&dir_path);
+    server
+        .workflows(&token)
+        .create_workflow(pb::CreateWorkflowRequest {
+            workflow: Some(to_struct(&small_workflow("Signed"))),
+        })
+        .await
+        .expect("the service accepts the token");
+    assert!(server.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn log_lines_written_to_a_pipe_carry_no_colour_codes() {
+    let dir = data_dir();
+    let mut command = serve_command();
+    command
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env_remove("DATABASE_URL")
+        .env_remove("NO_COLOR");
+    let server = listening(command);
+    let (status, log) = server.terminate_with_log();
+    assert!(status.success());
+    assert!(
+        log.iter().any(|line| line.contains("INFO")),
+        "the service logged: {log:#?}"
+    );
+    let coloured: Vec<_> = log.iter().filter(|line| line.contains("\x1b[")).collect();
+    assert!(coloured.is_empty(), "coloured lines: {coloured:#?}");
 }
 
 #[test]
