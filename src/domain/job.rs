@@ -122,7 +122,9 @@ pub struct Job {
     pub created_by: String,
     #[serde(with = "millis_rfc3339")]
     pub last_updated: DateTime<Utc>,
-    pub last_updated_by: String,
+    /// The user who last changed the job, as the REST document shows a user.
+    #[serde(deserialize_with = "UserRef::stored")]
+    pub last_updated_by: UserRef,
     #[serde(rename = "canvasVersion")]
     pub canvas_version: i64,
     #[serde(rename = "encodingVersion")]
@@ -147,6 +149,77 @@ pub struct Job {
     /// Problems found when the job's input was validated; empty for a job that started.
     #[serde(rename = "validationErrors", default)]
     pub validation_errors: Vec<Value>,
+}
+
+/// A user as the REST job document shows one (`last_updated_by`): what the caller's token says
+/// of them. The reference page's user has more (`provenance`, `firstname`, `email`, ...), which
+/// a token does not carry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRef {
+    /// The account id (`sub`).
+    #[serde(rename = "_id")]
+    pub id: String,
+    pub username: String,
+    #[serde(rename = "memberOf", default)]
+    pub member_of: Vec<GroupMembership>,
+    #[serde(rename = "assignedRoles", default)]
+    pub assigned_roles: Vec<RoleAssignment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupMembership {
+    #[serde(rename = "groupId")]
+    pub group_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleAssignment {
+    #[serde(rename = "roleId")]
+    pub role_id: String,
+}
+
+impl UserRef {
+    /// The caller as a user.
+    pub fn of(caller: &Caller) -> Self {
+        UserRef {
+            id: caller.sub.clone(),
+            username: caller.username.clone(),
+            member_of: caller
+                .groups
+                .iter()
+                .map(|group| GroupMembership {
+                    group_id: group.clone(),
+                })
+                .collect(),
+            assigned_roles: caller
+                .roles
+                .iter()
+                .map(|role| RoleAssignment {
+                    role_id: role.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// A user as stored: an object, or the bare account id that jobs stored before the user
+    /// object was written hold.
+    fn stored<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Stored {
+            User(UserRef),
+            Id(String),
+        }
+        Ok(match Stored::deserialize(deserializer)? {
+            Stored::User(user) => user,
+            Stored::Id(id) => UserRef {
+                id,
+                username: String::new(),
+                member_of: Vec::new(),
+                assigned_roles: Vec::new(),
+            },
+        })
+    }
 }
 
 /// A job's own fields: its document without `tasks` and `transitions`, which every job of a
@@ -175,7 +248,7 @@ pub struct JobRecord<'a> {
     created_by: &'a str,
     #[serde(with = "millis_rfc3339")]
     last_updated: DateTime<Utc>,
-    last_updated_by: &'a str,
+    last_updated_by: &'a UserRef,
     #[serde(rename = "canvasVersion")]
     canvas_version: i64,
     #[serde(rename = "encodingVersion")]
@@ -447,7 +520,7 @@ impl Job {
             created: now,
             created_by: caller.sub.clone(),
             last_updated: now,
-            last_updated_by: caller.sub.clone(),
+            last_updated_by: UserRef::of(caller),
             canvas_version: integer("canvasVersion", 1),
             encoding_version: integer("encodingVersion", 1),
             font_size: integer("font_size", 12),

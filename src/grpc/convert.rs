@@ -310,7 +310,8 @@ impl From<Job> for pb::Job {
             created: Some(timestamp(job.created)),
             created_by: job.created_by,
             last_updated: Some(timestamp(job.last_updated)),
-            last_updated_by: job.last_updated_by,
+            // The REST document's user object; gRPC carries its account id.
+            last_updated_by: job.last_updated_by.id,
             canvas_version: job.canvas_version,
             encoding_version: job.encoding_version,
             font_size: job.font_size,

@@ -200,6 +200,53 @@ async fn the_callers_identity_fills_the_job() {
     let metrics = job.metrics.unwrap();
     assert_eq!(metrics.user, "0123456789abcdef01234567");
     assert_eq!(metrics.owner, "0123456789abcdef01234567");
+
+    // The REST job shows the user as the reference page does, from the token's claims.
+    let (status, reply) = app
+        .get(&format!("/operations-manager/jobs/{}", job.id))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        reply["data"]["last_updated_by"],
+        json!({
+            "_id": "0123456789abcdef01234567",
+            "username": "pat",
+            "memberOf": [{"groupId": GROUP_A}],
+            "assignedRoles": [{"roleId": "operations"}],
+        })
+    );
+    assert_eq!(reply["data"]["created_by"], "0123456789abcdef01234567");
+}
+
+#[tokio::test]
+async fn jobs_stored_with_the_user_as_an_id_read_back_with_a_user_object() {
+    let app = TestApp::spawn().await;
+    app.create_workflow(&small_workflow("W")).await;
+    let job = app.start_job("W", json!({"device": "r1"})).await.unwrap();
+    // As a version before the user object wrote it.
+    sqlx::query(
+        "update jobs set document = jsonb_set(document, '{last_updated_by}', to_jsonb(created_by))
+         where id = $1",
+    )
+    .bind(&job.id)
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let (status, reply) = app
+        .get(&format!("/operations-manager/jobs/{}", job.id))
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["data"]["last_updated_by"]["_id"], json!(job.created_by));
+    let again = app
+        .jobs
+        .clone()
+        .get_job(pb::GetJobRequest { id: job.id })
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    assert_eq!(again.last_updated_by, job.created_by);
 }
 
 #[tokio::test]
