@@ -83,6 +83,73 @@ async fn the_reference_example_request_starts_a_job_with_the_reference_keys() {
     assert_eq!(job["status"], "running");
     assert_eq!(job["tasks"]["workflow_start"]["status"], "complete");
     assert!(job["metrics"]["start_time"].is_i64());
+
+    // Each value has the type the reference job's has, but for the differences README lists.
+    for (key, reference_type) in REFERENCE_JOB_TYPES {
+        let expected = match key {
+            // CONTRACT: a new job's ancestors are [its id], its parent null (it has none).
+            "ancestors" => "array",
+            "parent" => "null",
+            // The workflow's error handler; this workflow has none.
+            "errorHandler" => "null",
+            _ => reference_type,
+        };
+        assert_eq!(json_type(&job[key]), expected, "{key}: {}", job[key]);
+    }
+    let user = job["last_updated_by"].as_object().unwrap();
+    assert!(user["_id"].is_string() && user["username"].is_string());
+    for (key, value) in job["metrics"].as_object().unwrap() {
+        assert_eq!(
+            json_type(value),
+            if key == "progress" || key == "start_time" { "number" } else { "string" },
+            "metrics.{key}"
+        );
+    }
+}
+
+/// The type of each value of the reference page's example job (`ancestors` is null there).
+const REFERENCE_JOB_TYPES: [(&str, &str); 30] = [
+    ("_id", "string"),
+    ("ancestors", "null"),
+    ("canvasVersion", "number"),
+    ("created", "string"),
+    ("createdVersion", "string"),
+    ("created_by", "string"),
+    ("decorators", "array"),
+    ("description", "string"),
+    ("encodingVersion", "number"),
+    ("error", "array"),
+    ("errorHandler", "object"),
+    ("font_size", "number"),
+    ("groups", "array"),
+    ("lastUpdatedVersion", "string"),
+    ("last_updated", "string"),
+    ("last_updated_by", "object"),
+    ("metrics", "object"),
+    ("migrationVersion", "number"),
+    ("name", "string"),
+    ("parent", "object"),
+    ("preAutomationTime", "number"),
+    ("sla", "number"),
+    ("status", "string"),
+    ("tags", "array"),
+    ("tasks", "object"),
+    ("type", "string"),
+    ("uuid", "string"),
+    ("validationErrors", "array"),
+    ("warnings", "array"),
+    ("watchers", "array"),
+];
+
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
 }
 
 #[tokio::test]
