@@ -8,14 +8,14 @@ use serde_json::{json, Value};
 use super::HttpState;
 
 /// `GET /health/live`
-#[utoipa::path(get, path = "/health/live", tag = "health",
+#[utoipa::path(get, path = "/health/live", operation_id = "live", tag = "health",
     responses((status = 200, description = "The process is serving", body = super::openapi::HealthStatus)))]
 pub async fn live() -> Json<Value> {
     Json(json!({"status": "live"}))
 }
 
 /// `GET /health/ready`
-#[utoipa::path(get, path = "/health/ready", tag = "health",
+#[utoipa::path(get, path = "/health/ready", operation_id = "ready", tag = "health",
     responses(
         (status = 200, description = "The database answers and takes writes", body = super::openapi::HealthStatus),
         (status = 503, description = "Shutting down, or the database does not answer or take writes (the reason says which)", body = super::openapi::HealthStatus),

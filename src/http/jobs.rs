@@ -17,9 +17,9 @@ use crate::observe::record_job_id;
 #[utoipa::path(
     post,
     path = "/operations-manager/jobs/start",
+    operation_id = "startJob",
     tag = "jobs",
     request_body(content = super::openapi::StartJobBody, content_type = "application/json"),
-    params(("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters: a retry with the same key and body returns the first job, with Idempotent-Replayed: true")),
     responses(
         (status = 200, description = "The job, started and stored (or, on an idempotent replay, the first job)", body = super::openapi::JobEnvelope),
         (status = 422, description = "The idempotency key was used for a different request", body = super::openapi::ErrorEnvelope),
@@ -65,8 +65,8 @@ pub async fn start_job(
 #[utoipa::path(
     get,
     path = "/operations-manager/jobs/{id}",
+    operation_id = "getJob",
     tag = "jobs",
-    params(("id" = String, Path, description = "Job id: 24 lowercase hex characters")),
     responses(
         (status = 200, description = "The job", body = super::openapi::JobEnvelope),
         (status = 400, description = "Malformed id", body = super::openapi::ErrorEnvelope),
@@ -90,18 +90,8 @@ pub async fn get_job(
 #[utoipa::path(
     get,
     path = "/operations-manager/jobs",
+    operation_id = "listJobs",
     tag = "jobs",
-    params(
-        ("equals[field]" = Option<String>, Query, description = "Jobs whose field equals the value; fields: _id, name, status, type, description, created_by"),
-        ("in[field]" = Option<String>, Query, description = "Jobs whose field is one of the comma-separated values"),
-        ("starts-with[field]" = Option<String>, Query, description = "Jobs whose field starts with the value"),
-        ("gt[field]" = Option<String>, Query, description = "Jobs whose time field (created, last_updated) is after the value (RFC 3339 or epoch ms)"),
-        ("lt[field]" = Option<String>, Query, description = "Jobs whose time field is before the value"),
-        ("limit" = Option<i64>, Query, description = "Page size, 1 to 1000 (default 50)"),
-        ("skip" = Option<i64>, Query, description = "Jobs to skip (default 0)"),
-        ("sort" = Option<String>, Query, description = "Field to sort by (default created)"),
-        ("order" = Option<String>, Query, description = "asc, desc, 1 or -1 (default desc)"),
-    ),
     responses(
         (status = 200, description = "A page of jobs", body = super::openapi::JobListEnvelope),
         (status = 400, description = "Unknown parameter or bad value (named in metadata.errors)", body = super::openapi::ErrorEnvelope),

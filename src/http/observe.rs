@@ -54,6 +54,9 @@ fn method_label(method: &Method) -> &'static str {
 
 /// `GET /metrics`: every metric, in OpenMetrics text (Prometheus reads it). Open to all, like
 /// health: it holds counts and timings, no data.
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "health",
+    responses((status = 200, description = "Every metric, in OpenMetrics text",
+        content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String)))]
 pub async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, CONTENT_TYPE)],

@@ -16,6 +16,7 @@ use crate::domain::{storable, Error, Violations, Workflow};
 #[utoipa::path(
     post,
     path = "/automation-studio/automations",
+    operation_id = "createWorkflow",
     tag = "workflows",
     request_body(content = super::openapi::CreateWorkflowBody, content_type = "application/json"),
     responses(
@@ -51,6 +52,7 @@ pub async fn create(
 #[utoipa::path(
     post,
     path = "/automation-studio/automations/import",
+    operation_id = "importWorkflows",
     tag = "workflows",
     request_body(content = super::openapi::ImportWorkflowsBody, content_type = "application/json"),
     responses(
@@ -94,13 +96,8 @@ pub async fn import(
 #[utoipa::path(
     get,
     path = "/automation-studio/workflows",
+    operation_id = "listWorkflows",
     tag = "workflows",
-    params(
-        ("equals[name]" = Option<String>, Query, description = "The workflow with this name"),
-        ("starts-with[name]" = Option<String>, Query, description = "Workflows whose name starts with this text"),
-        ("limit" = Option<i64>, Query, description = "Page size, 1 to 1000 (default 50)"),
-        ("skip" = Option<i64>, Query, description = "Workflows to skip (default 0)"),
-    ),
     responses(
         (status = 200, description = "A page of workflows in name order", body = super::openapi::WorkflowPage),
         (status = 400, description = "Unknown parameter or bad value", body = super::openapi::ErrorEnvelope),
@@ -156,8 +153,8 @@ pub async fn list(
 #[utoipa::path(
     get,
     path = "/automation-studio/workflows/detailed/{name}",
+    operation_id = "getWorkflow",
     tag = "workflows",
-    params(("name" = String, Path, description = "Workflow name")),
     responses(
         (status = 200, description = "The workflow document as stored", body = Object),
         (status = 400, description = "A name that is not UTF-8 or holds U+0000", body = super::openapi::ErrorEnvelope),
@@ -183,8 +180,8 @@ pub async fn get(
 #[utoipa::path(
     delete,
     path = "/workflow_builder/workflows/delete/{name}",
+    operation_id = "deleteWorkflow",
     tag = "workflows",
-    params(("name" = String, Path, description = "Workflow name")),
     responses(
         (status = 200, description = "Deleted; jobs started from it are kept", body = super::openapi::EmptyEnvelope),
         (status = 400, description = "A name that is not UTF-8 or holds U+0000", body = super::openapi::ErrorEnvelope),
