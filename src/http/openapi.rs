@@ -624,6 +624,12 @@ fn nullable(kind: &str) -> Value {
     schema
 }
 
+/// An optional whole number of a workflow: absent, null, or an integer that fits 64 bits
+/// (signed, or unsigned when positive), written without a fraction.
+fn whole_number() -> Value {
+    json!({"type": ["integer", "null"], "minimum": i64::MIN, "maximum": u64::MAX})
+}
+
 /// An object with no U+0000 in its keys or anywhere in its values.
 fn storable_object() -> Value {
     json!({
@@ -689,9 +695,9 @@ schema!(
             "groups": {"type": ["array", "null"], "items": {"type": "string", "pattern": OBJECT_ID}},
             "tasks": tasks,
             "transitions": transitions,
-            "canvasVersion": nullable("integer"),
-            "encodingVersion": nullable("integer"),
-            "font_size": nullable("integer"),
+            "canvasVersion": whole_number(),
+            "encodingVersion": whole_number(),
+            "font_size": whole_number(),
             "preAutomationTime": nullable("number"),
             "sla": nullable("number"),
             "decorators": {"type": ["array", "null"], "items": decorator},

@@ -18,6 +18,7 @@ mod idempotency;
 mod limits;
 mod list_jobs;
 mod metrics;
+mod openapi;
 mod serve;
 mod start_job;
 mod storage;
