@@ -21,9 +21,11 @@ async fn main() -> std::process::ExitCode {
                         return std::process::ExitCode::FAILURE;
                     }
                 };
+            // Before anything starts: a signal from then on stops the service gracefully.
+            let shutdown = shutdown_signal();
             let result = async {
                 let app = App::build(&config).await?;
-                app.run(shutdown_signal()).await
+                app.run(shutdown).await
             }
             .await;
             let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
@@ -51,13 +53,19 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is called, not when the
+/// future is first polled: a signal that arrives while the service starts, or just after it
+/// says it listens, is kept and answered with a graceful shutdown instead of ending the process
+/// on the spot (with its PostgreSQL left running).
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut terminate = signal(SignalKind::terminate()).expect("can install a SIGTERM handler");
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    let mut interrupt = signal(SignalKind::interrupt()).expect("can install a SIGINT handler");
+    async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        tracing::info!("shutdown signal received, finishing in-flight calls");
     }
-    tracing::info!("shutdown signal received, finishing in-flight calls");
 }

@@ -368,13 +368,42 @@ async fn log_lines_written_to_a_pipe_carry_no_colour_codes() {
         .env_remove("NO_COLOR");
     let server = listening(command);
     let (status, log) = server.terminate_with_log();
-    assert!(status.success());
+    assert!(status.success(), "{status}: {log:#?}");
     assert!(
         log.iter().any(|line| line.contains("INFO")),
         "the service logged: {log:#?}"
     );
     let coloured: Vec<_> = log.iter().filter(|line| line.contains("\x1b[")).collect();
     assert!(coloured.is_empty(), "coloured lines: {coloured:#?}");
+}
+
+#[test]
+fn a_sigterm_while_the_service_starts_stops_it_gracefully_with_its_postgres() {
+    let dir = data_dir();
+    let mut child = serve_command()
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env_remove("DATABASE_URL")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The first line comes while the service prepares its PostgreSQL, long before it listens.
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(!first.contains("listening"), "{first}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}: {first}\n{rest:#?}");
+    assert!(
+        rest.iter().any(|line| line.contains("postgresql cluster stopped")),
+        "{rest:#?}"
+    );
+    assert!(!dir.path().join("postgres/postmaster.pid").exists());
 }
 
 #[test]
