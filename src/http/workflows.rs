@@ -35,7 +35,8 @@ pub async fn create(
     Authenticated(caller): Authenticated,
     JsonBody(body): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
-    let document = only_field(body, "automation")?;
+    let mut document = only_field(body, "automation")?;
+    integer_fields_as_integers(&mut document);
     let workflow = state
         .service
         .create_workflow(&caller, document, "automation")
@@ -72,7 +73,10 @@ pub async fn import(
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let documents = match only_field(body, "automations")? {
-        Value::Array(documents) => documents,
+        Value::Array(mut documents) => {
+            documents.iter_mut().for_each(integer_fields_as_integers);
+            documents
+        }
         other => {
             return Err(Error::invalid(
                 "automations",
@@ -205,6 +209,35 @@ pub async fn delete(
         Value::Null,
         json!({}),
     ))
+}
+
+/// The integer fields of a workflow (`canvasVersion`, `encodingVersion`, `font_size`) given
+/// as whole numbers written with a fraction or exponent (`3.0`, `1e3`), made integers. JSON has
+/// one number type, and JSON Schema (the OpenAPI document) counts `3.0` as an integer; gRPC
+/// clients, whose `Struct` numbers are all doubles, get the same treatment.
+fn integer_fields_as_integers(document: &mut Value) {
+    let Some(document) = document.as_object_mut() else {
+        return;
+    };
+    for key in ["canvasVersion", "encodingVersion", "font_size"] {
+        let Some(value) = document.get_mut(key) else {
+            continue;
+        };
+        let Some(number) = value.as_f64().filter(|_| value.is_f64()) else {
+            continue;
+        };
+        // 2^63 and 2^64 are exact doubles: every whole double in [-2^63, 2^64) fits i64 or u64.
+        if number.fract() != 0.0
+            || !(-9.223_372_036_854_776e18..1.844_674_407_370_955_2e19).contains(&number)
+        {
+            continue;
+        }
+        *value = if number < 0.0 {
+            Value::from(number as i64)
+        } else {
+            Value::from(number as u64)
+        };
+    }
 }
 
 /// The one field of a body such as `{"automation": {...}}`; other keys are refused.

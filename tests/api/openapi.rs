@@ -130,6 +130,8 @@ async fn the_workflow_bodies_the_document_allows_are_the_ones_the_gateway_takes(
         without("tasks"),
         without("transitions"),
         with("name", json!(" ")),
+        with("font_size", json!(12.0)),
+        with("canvasVersion", json!(-3e3)),
         with("font_size", json!(1.5)),
         with("groups", json!(["nope"])),
         with("inputSchema", json!([])),
