@@ -160,7 +160,7 @@ pub async fn list(
     operation_id = "getWorkflow",
     tag = "workflows",
     responses(
-        (status = 200, description = "The workflow document as stored", body = Object),
+        (status = 200, description = "The workflow document as stored", body = super::openapi::Workflow),
         (status = 400, description = "A name that is not UTF-8 or holds U+0000", body = super::openapi::ErrorEnvelope),
         (status = 401, description = "Missing or invalid bearer token", body = super::openapi::ErrorEnvelope),
         (status = 403, description = "The caller's roles do not allow it", body = super::openapi::ErrorEnvelope),
@@ -226,9 +226,11 @@ fn integer_fields_as_integers(document: &mut Value) {
         let Some(number) = value.as_f64().filter(|_| value.is_f64()) else {
             continue;
         };
-        // 2^63 and 2^64 are exact doubles: every whole double in [-2^63, 2^64) fits i64 or u64.
+        // Every whole double in (-2^63, 2^64) fits i64 or u64. The bounds themselves are left
+        // out: integers just past the 64-bit range (-2^63 - 1, 2^64) parse as those doubles.
         if number.fract() != 0.0
-            || !(-9.223_372_036_854_776e18..1.844_674_407_370_955_2e19).contains(&number)
+            || number <= -9.223_372_036_854_776e18
+            || number >= 1.844_674_407_370_955_2e19
         {
             continue;
         }
