@@ -236,7 +236,10 @@ async fn jobs_stored_with_the_user_as_an_id_read_back_with_a_user_object() {
         .get(&format!("/operations-manager/jobs/{}", job.id))
         .await;
     assert_eq!(status, 200, "{reply}");
-    assert_eq!(reply["data"]["last_updated_by"]["_id"], json!(job.created_by));
+    assert_eq!(
+        reply["data"]["last_updated_by"]["_id"],
+        json!(job.created_by)
+    );
     let again = app
         .jobs
         .clone()

@@ -101,7 +101,11 @@ async fn the_reference_example_request_starts_a_job_with_the_reference_keys() {
     for (key, value) in job["metrics"].as_object().unwrap() {
         assert_eq!(
             json_type(value),
-            if key == "progress" || key == "start_time" { "number" } else { "string" },
+            if key == "progress" || key == "start_time" {
+                "number"
+            } else {
+                "string"
+            },
             "metrics.{key}"
         );
     }

@@ -400,7 +400,8 @@ fn a_sigterm_while_the_service_starts_stops_it_gracefully_with_its_postgres() {
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}: {first}\n{rest:#?}");
     assert!(
-        rest.iter().any(|line| line.contains("postgresql cluster stopped")),
+        rest.iter()
+            .any(|line| line.contains("postgresql cluster stopped")),
         "{rest:#?}"
     );
     assert!(!dir.path().join("postgres/postmaster.pid").exists());
