@@ -74,10 +74,6 @@ pub fn decode_name_cursor(token: &str, field: &str) -> Result<String, Error> {
     Ok(name.to_owned())
 }
 
-/// The default of the most bytes a page of results holds (its items as JSON): well inside the
-/// 4 MiB that gRPC clients accept in one message by default, also once encoded as protobuf.
-pub const DEFAULT_MAX_PAGE_BYTES: usize = 2 * 1024 * 1024;
-
 /// Cuts `items` (fetched with one extra row) to at most `limit` items and `max_bytes` bytes, as
 /// `size_of` measures them, keeping at least one item; returns whether items were left out,
 /// that is, whether there is a next page. A page of large items holds fewer of them: the page

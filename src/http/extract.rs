@@ -138,7 +138,7 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
 }
 
 /// A JSON body within the service's bounds on nesting and size (`domain::json`).
-pub fn parse_body(bytes: &[u8]) -> Result<Value, ApiError> {
+fn parse_body(bytes: &[u8]) -> Result<Value, ApiError> {
     use crate::domain::json::{parse_bounded, BoundedJsonError};
     parse_bounded(bytes).map_err(|error| match error {
         BoundedJsonError::Syntax(error) => ApiError::new(

@@ -73,16 +73,6 @@ pub struct Settings {
     pub max_page_bytes: usize,
 }
 
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            max_in_flight: 2048,
-            cache_bytes: 64 * 1024 * 1024,
-            max_page_bytes: page::DEFAULT_MAX_PAGE_BYTES,
-        }
-    }
-}
-
 impl Service {
     /// The service over `store`. Needs a Tokio runtime: it starts the task that commits
     /// StartJobs.

@@ -124,10 +124,10 @@ pub async fn get_many(
     graphs.complete(conn, rows).await
 }
 
-/// A stored job: its own fields as stored, and the id of its graph.
+/// A stored job: its own fields, and the id of its graph.
 #[derive(sqlx::FromRow)]
 pub struct JobRow {
-    document: Json<Box<RawValue>>,
+    document: Json<Job>,
     graph_id: String,
 }
 
@@ -241,8 +241,7 @@ impl GraphCache {
                 let (tasks, transitions) = found.get(&row.graph_id).ok_or_else(|| {
                     Error::internal(anyhow::anyhow!("job graph {} is missing", row.graph_id))
                 })?;
-                let mut job: Job = serde_json::from_str(row.document.0.get())
-                    .map_err(|error| Error::internal(anyhow::anyhow!("stored job: {error}")))?;
+                let mut job = row.document.0;
                 job.tasks = tasks.clone();
                 job.transitions = transitions.clone();
                 Ok(job)
