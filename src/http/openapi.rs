@@ -9,7 +9,6 @@
 
 use std::borrow::Cow;
 
-use axum::Json;
 use serde_json::{json, Value};
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -239,8 +238,20 @@ fn links(operation_id: &str) -> Value {
 /// `GET /openapi.json`
 #[utoipa::path(get, path = "/openapi.json", operation_id = "openapi", tag = "health",
     responses((status = 200, description = "This document", body = Object)))]
-pub async fn document() -> Json<Value> {
-    Json(document_json())
+pub async fn document() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    // Built once: the document never changes while the process runs, and the route needs no
+    // token, so building it per request would be work any caller could ask for in a loop.
+    static DOCUMENT: std::sync::LazyLock<axum::body::Bytes> = std::sync::LazyLock::new(|| {
+        serde_json::to_vec(&document_json())
+            .expect("the document is JSON")
+            .into()
+    });
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        DOCUMENT.clone(),
+    )
+        .into_response()
 }
 
 /// Declares a schema by name, written as JSON Schema. The route annotations name the type; the
