@@ -1,5 +1,6 @@
 //! Searches in the style of the Itential REST routes: `equals[field]`, `in[field]`,
-//! `starts-with[field]`, `gt[field]`, `lt[field]`, `limit`, `skip`, `sort`, `order`.
+//! `starts-with[field]`, `gt[field]`, `lt[field]`, `limit`, `skip`, `sort`, `order` for jobs;
+//! `equals[name]`, `starts-with[name]`, `limit`, `skip` for workflows.
 //!
 //! Parameters are parsed once here; an unknown parameter or a bad value is INVALID_ARGUMENT
 //! naming the parameter, never ignored.
@@ -88,26 +89,18 @@ impl JobSearch {
     /// Parses query parameters (name, value), in order.
     pub fn parse(params: &[(String, String)]) -> Result<Self, Error> {
         let mut search = JobSearch::default();
+        let mut paging = Paging::default();
         let mut violations = Violations::default();
         let mut seen = std::collections::HashSet::new();
         for (name, value) in params {
-            let single = matches!(name.as_str(), "limit" | "skip" | "sort" | "order");
-            if single && !seen.insert(name.as_str()) {
+            if matches!(name.as_str(), "sort" | "order") && !seen.insert(name.as_str()) {
                 violations.push(name, "is given more than once");
                 continue;
             }
+            if paging.take(name, value, &mut violations) {
+                continue;
+            }
             match name.as_str() {
-                "limit" => match value.parse::<i64>() {
-                    Ok(n) if (1..=MAX_PAGE_SIZE).contains(&n) => search.limit = n,
-                    _ => violations.push(
-                        name,
-                        format!("must be a whole number from 1 to {MAX_PAGE_SIZE}"),
-                    ),
-                },
-                "skip" => match value.parse::<i64>() {
-                    Ok(n) if n >= 0 => search.skip = n,
-                    _ => violations.push(name, "must be a whole number, 0 or more"),
-                },
                 "sort" => match JobField::parse(value) {
                     Some(field) => search.sort = field,
                     None => violations.push(
@@ -130,7 +123,93 @@ impl JobSearch {
                 },
             }
         }
+        (search.limit, search.skip) = (paging.limit, paging.skip);
         violations.into_result(search)
+    }
+}
+
+/// A search of workflows by name: `equals[name]`, `starts-with[name]`, `limit`, `skip`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkflowSearch {
+    pub name_equals: Option<String>,
+    pub name_prefix: Option<String>,
+    pub limit: i64,
+    pub skip: i64,
+}
+
+impl WorkflowSearch {
+    /// Parses query parameters (name, value), in order.
+    pub fn parse(params: &[(String, String)]) -> Result<Self, Error> {
+        let (mut name_equals, mut name_prefix) = (None, None);
+        let mut paging = Paging::default();
+        let mut violations = Violations::default();
+        for (name, value) in params {
+            if paging.take(name, value, &mut violations) {
+                continue;
+            }
+            match name.as_str() {
+                "equals[name]" | "starts-with[name]" => match storable::check_text(value) {
+                    Err(description) => violations.push(name, description),
+                    Ok(()) if name == "equals[name]" => name_equals = Some(value.clone()),
+                    Ok(()) => name_prefix = Some(value.clone()),
+                },
+                _ => violations.push(
+                    name,
+                    "is not a parameter here: use equals[name], starts-with[name], limit or skip",
+                ),
+            }
+        }
+        violations.into_result(WorkflowSearch {
+            name_equals,
+            name_prefix,
+            limit: paging.limit,
+            skip: paging.skip,
+        })
+    }
+}
+
+/// `limit` and `skip` of a REST page, read the same way by every list route.
+struct Paging {
+    limit: i64,
+    skip: i64,
+    seen_limit: bool,
+    seen_skip: bool,
+}
+
+impl Default for Paging {
+    fn default() -> Self {
+        Paging {
+            limit: DEFAULT_PAGE_SIZE,
+            skip: 0,
+            seen_limit: false,
+            seen_skip: false,
+        }
+    }
+}
+
+impl Paging {
+    /// Takes the parameter if it is `limit` or `skip` (each at most once), recording a bad
+    /// value; false for any other parameter.
+    fn take(&mut self, name: &str, value: &str, violations: &mut Violations) -> bool {
+        let seen = match name {
+            "limit" => &mut self.seen_limit,
+            "skip" => &mut self.seen_skip,
+            _ => return false,
+        };
+        if std::mem::replace(seen, true) {
+            violations.push(name, "is given more than once");
+            return true;
+        }
+        match (name, value.parse::<i64>()) {
+            ("limit", Ok(n)) if (1..=MAX_PAGE_SIZE).contains(&n) => self.limit = n,
+            ("limit", _) => violations.push(
+                name,
+                format!("must be a whole number from 1 to {MAX_PAGE_SIZE}"),
+            ),
+            (_, Ok(n)) if n >= 0 => self.skip = n,
+            _ => violations.push(name, "must be a whole number, 0 or more"),
+        }
+        true
     }
 }
 
@@ -337,5 +416,35 @@ mod tests {
     fn single_parameters_may_not_repeat() {
         let err = JobSearch::parse(&params(&[("limit", "5"), ("limit", "6")])).unwrap_err();
         assert_eq!(fields(err), ["limit"]);
+        let err = JobSearch::parse(&params(&[("order", "asc"), ("order", "asc")])).unwrap_err();
+        assert_eq!(fields(err), ["order"]);
+        let err = WorkflowSearch::parse(&params(&[("skip", "1"), ("skip", "2")])).unwrap_err();
+        assert_eq!(fields(err), ["skip"]);
+    }
+
+    #[test]
+    fn workflow_searches_take_a_name_and_a_page() {
+        let search = WorkflowSearch::parse(&params(&[
+            ("starts-with[name]", "Port"),
+            ("limit", "5"),
+            ("skip", "10"),
+        ]))
+        .unwrap();
+        assert_eq!(search.name_prefix.as_deref(), Some("Port"));
+        assert_eq!(
+            (search.name_equals, search.limit, search.skip),
+            (None, 5, 10)
+        );
+        let err = WorkflowSearch::parse(&params(&[
+            ("equals[status]", "running"),
+            ("equals[name]", "a\0b"),
+            ("limit", "1001"),
+            ("skip", "x"),
+        ]))
+        .unwrap_err();
+        assert_eq!(
+            fields(err),
+            ["equals[status]", "equals[name]", "limit", "skip"]
+        );
     }
 }

@@ -2,12 +2,13 @@
 
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
-use axum::response::Response;
-use serde_json::{json, Map, Value};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value};
 
 use super::error::ApiError;
 use super::extract::{Authenticated, JsonBody, Path};
-use super::{envelope, query_pairs, HttpState};
+use super::rest::{JobEnvelope, JobListEnvelope, JobListMetadata};
+use super::{query_pairs, HttpState};
 use crate::domain::json::{index, type_name};
 use crate::domain::search::JobSearch;
 use crate::domain::{Error, IdempotencyKey, RawJobOptions, RawStartJob, StartJob, Violations};
@@ -21,15 +22,10 @@ use crate::observe::record_job_id;
     tag = "jobs",
     request_body(content = super::openapi::StartJobBody, content_type = "application/json"),
     responses(
-        (status = 200, description = "The job, started and stored (or, on an idempotent replay, the first job)", body = super::openapi::JobEnvelope),
+        (status = 200, description = "The job, started and stored (or, on an idempotent replay, the first job)", body = super::rest::JobEnvelope),
         (status = 422, description = "The idempotency key was used for a different request", body = super::openapi::ErrorEnvelope),
         (status = 400, description = "Bad input (field violations in metadata.errors), or a task graph that cannot run", body = super::openapi::ErrorEnvelope),
-        (status = 401, description = "Missing or invalid bearer token", body = super::openapi::ErrorEnvelope),
-        (status = 403, description = "The caller's roles or groups do not allow it", body = super::openapi::ErrorEnvelope),
         (status = 404, description = "No such workflow", body = super::openapi::ErrorEnvelope),
-        (status = 413, description = "Body over 4 MiB", body = super::openapi::ErrorEnvelope),
-        (status = 415, description = "Body not sent as application/json", body = super::openapi::ErrorEnvelope),
-        (status = 503, description = "Database unavailable", body = super::openapi::ErrorEnvelope),
     ),
     security(("bearer" = []))
 )]
@@ -47,11 +43,8 @@ pub async fn start_job(
     let started = state.service.start_job(&caller, start, key).await?;
     state.metrics.job_started(started.created);
     record_job_id(&started.job.id);
-    let mut body = envelope(
-        "Successfully created the requested item",
-        &started.job,
-        json!({}),
-    );
+    let mut body =
+        JobEnvelope::new("Successfully created the requested item", started.job).into_response();
     if !started.created {
         body.headers_mut().insert(
             "idempotent-replayed",
@@ -68,10 +61,8 @@ pub async fn start_job(
     operation_id = "getJob",
     tag = "jobs",
     responses(
-        (status = 200, description = "The job", body = super::openapi::JobEnvelope),
+        (status = 200, description = "The job", body = super::rest::JobEnvelope),
         (status = 400, description = "Malformed id", body = super::openapi::ErrorEnvelope),
-        (status = 401, description = "Missing or invalid bearer token", body = super::openapi::ErrorEnvelope),
-        (status = 403, description = "The caller's roles do not allow it", body = super::openapi::ErrorEnvelope),
         (status = 404, description = "No such job the caller may see", body = super::openapi::ErrorEnvelope),
     ),
     security(("bearer" = []))
@@ -80,10 +71,10 @@ pub async fn get_job(
     State(state): State<HttpState>,
     Authenticated(caller): Authenticated,
     Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+) -> Result<JobEnvelope, ApiError> {
     let job = state.service.get_job(&caller, &id).await?;
     record_job_id(&job.id);
-    Ok(envelope("Successfully retrieved item", &job, json!({})))
+    Ok(JobEnvelope::new("Successfully retrieved item", job))
 }
 
 /// `GET /operations-manager/jobs`
@@ -93,10 +84,8 @@ pub async fn get_job(
     operation_id = "listJobs",
     tag = "jobs",
     responses(
-        (status = 200, description = "A page of jobs", body = super::openapi::JobListEnvelope),
+        (status = 200, description = "A page of jobs", body = super::rest::JobListEnvelope),
         (status = 400, description = "Unknown parameter or bad value (named in metadata.errors)", body = super::openapi::ErrorEnvelope),
-        (status = 401, description = "Missing or invalid bearer token", body = super::openapi::ErrorEnvelope),
-        (status = 403, description = "The caller's roles do not allow it", body = super::openapi::ErrorEnvelope),
     ),
     security(("bearer" = []))
 )]
@@ -104,20 +93,15 @@ pub async fn list_jobs(
     State(state): State<HttpState>,
     Authenticated(caller): Authenticated,
     RawQuery(query): RawQuery,
-) -> Result<Response, ApiError> {
+) -> Result<JobListEnvelope, ApiError> {
     let search = JobSearch::parse(&query_pairs(query.as_deref()))?;
     let (jobs, total) = state.service.search_jobs(&caller, &search).await?;
-    let count = jobs.len() as i64;
-    let next = search.skip + count;
-    let metadata = json!({
-        "skip": search.skip,
-        "limit": search.limit,
-        "total": total,
-        "currentPageSize": count,
-        "nextPageSkip": if next < total { Value::from(next) } else { Value::Null },
-        "previousPageSkip": if search.skip > 0 { Value::from((search.skip - search.limit).max(0)) } else { Value::Null },
-    });
-    Ok(envelope("Successfully retrieved items", &jobs, metadata))
+    let metadata = JobListMetadata::new(search.skip, search.limit, jobs.len(), total);
+    Ok(JobListEnvelope {
+        message: "Successfully retrieved items",
+        data: jobs,
+        metadata,
+    })
 }
 
 /// A start request body, checked and parsed.
@@ -243,6 +227,7 @@ fn raw_options(mut options: Map<String, Value>, violations: &mut Violations) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn fields(body: Value) -> Vec<String> {
         match raw_start_job(body).and_then(StartJob::parse) {

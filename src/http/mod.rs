@@ -7,6 +7,7 @@ mod health;
 mod jobs;
 mod observe;
 pub mod openapi;
+pub mod rest;
 mod workflows;
 
 use std::sync::Arc;
@@ -17,8 +18,7 @@ use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use axum::{Json, Router};
-use serde_json::Value;
+use axum::Router;
 
 pub use error::ApiError;
 
@@ -113,25 +113,6 @@ pub fn parse_start_body(bytes: &[u8]) -> Result<crate::domain::StartJob, crate::
         },
     })?;
     jobs::parse_start(body)
-}
-
-/// The REST envelope of a success.
-#[derive(serde::Serialize)]
-struct Envelope<T> {
-    message: &'static str,
-    data: T,
-    metadata: Value,
-}
-
-/// The REST envelope of a success as the response. `data` is written straight into the body,
-/// with no JSON tree built in between.
-fn envelope<T: serde::Serialize>(message: &'static str, data: T, metadata: Value) -> Response {
-    Json(Envelope {
-        message,
-        data,
-        metadata,
-    })
-    .into_response()
 }
 
 /// Query parameters as (name, value) pairs, decoded, in order.

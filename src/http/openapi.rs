@@ -15,7 +15,12 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{RefOr, Response, ResponseBuilder, Schema};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
+use super::rest::{
+    CreatedWorkflow, EmptyEnvelope, HealthStatus, JobEnvelope, JobListEnvelope, JobListMetadata,
+    WorkflowListEnvelope, WorkflowPage,
+};
 use crate::domain::workflow::{TRANSITION_STATES, TRANSITION_TYPES};
+use crate::domain::Job;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -67,10 +72,10 @@ impl Modify for BearerAuth {
     }
 }
 
-/// The answers any route may give, added to every operation rather than repeated in each
-/// annotation: 504 when a request outlives `--http-request-timeout` (every route), and on the
-/// routes that need a token, 429 when `--max-in-flight` calls are already running and 503 when
-/// the database does not answer.
+/// The error answers many routes give, declared once here rather than in each annotation: 504
+/// when a request outlives `--http-request-timeout` (every route); on the routes that need a
+/// token, 401 and 403, 429 when `--max-in-flight` calls are already running and 503 when the
+/// database does not answer; on the routes that take a body, 413 and 415.
 struct CommonResponses;
 
 impl Modify for CommonResponses {
@@ -99,12 +104,26 @@ impl Modify for CommonResponses {
             for operation in operations.into_iter().flatten() {
                 let responses = &mut operation.responses.responses;
                 if operation.security.is_some() {
+                    responses
+                        .entry("401".to_owned())
+                        .or_insert_with(|| error("Missing or invalid bearer token"));
+                    responses
+                        .entry("403".to_owned())
+                        .or_insert_with(|| error("The caller's roles or groups do not allow it"));
                     responses.entry("429".to_owned()).or_insert_with(|| {
                         error("Too many calls in flight (--max-in-flight): retry later")
                     });
                     responses.entry("503".to_owned()).or_insert_with(|| {
                         error("The database does not answer, or the service is shutting down")
                     });
+                }
+                if operation.request_body.is_some() {
+                    responses
+                        .entry("413".to_owned())
+                        .or_insert_with(|| error("Body over 4 MiB"));
+                    responses
+                        .entry("415".to_owned())
+                        .or_insert_with(|| error("Body not sent as application/json"));
                 }
                 responses.entry("504".to_owned()).or_insert_with(|| {
                     error("The request took longer than --http-request-timeout and was cancelled")
@@ -254,15 +273,21 @@ pub async fn document() -> axum::response::Response {
         .into_response()
 }
 
+/// A type with its schema in the served document, written as JSON Schema.
+trait Documented {
+    fn json() -> Value;
+}
+
 /// Declares a schema by name, written as JSON Schema. The route annotations name the type; the
 /// JSON is put into the served document by [`document_json`] (utoipa's schema types cannot hold
 /// every keyword used here, such as a schema that allows any value).
+///
+/// `schema!(for T = ...)` documents `T`, a type the handlers answer with (the REST types of
+/// `rest.rs`, the domain's `Job`); `schema!(T = ...)` declares a schema with no type of its
+/// own: a request body the handler reads field by field, or a part of another schema.
 macro_rules! schema {
-    ($(#[$doc:meta])* $name:ident = $schema:expr) => {
-        $(#[$doc])*
-        pub struct $name;
-
-        impl $name {
+    ($(#[$doc:meta])* for $name:ident = $schema:expr) => {
+        impl Documented for $name {
             fn json() -> Value {
                 $schema
             }
@@ -280,12 +305,18 @@ macro_rules! schema {
             }
         }
     };
+    ($(#[$doc:meta])* $name:ident = $schema:expr) => {
+        $(#[$doc])*
+        pub struct $name;
+
+        schema!(for $name = $schema);
+    };
 }
 
 /// Every schema declared with [`schema!`], by name.
 fn schemas() -> Vec<(&'static str, Value)> {
     macro_rules! all {
-        ($($name:ident),* $(,)?) => { vec![$((stringify!($name), $name::json())),*] };
+        ($($name:ident),* $(,)?) => { vec![$((stringify!($name), <$name as Documented>::json())),*] };
     }
     all!(
         StartJobBody,
@@ -434,7 +465,7 @@ schema!(
 
 schema!(
     /// A job with the REST field names.
-    Job = json!({
+    for Job = json!({
         "type": "object",
         "description": "A job, with the REST document's field names.",
         "required": [
@@ -540,7 +571,7 @@ schema!(
 
 schema!(
     /// One job.
-    JobEnvelope = json!({
+    for JobEnvelope = json!({
         "type": "object",
         "required": ["message", "data", "metadata"],
         "properties": {
@@ -553,7 +584,7 @@ schema!(
 
 schema!(
     /// A page of jobs.
-    JobListEnvelope = json!({
+    for JobListEnvelope = json!({
         "type": "object",
         "required": ["message", "data", "metadata"],
         "properties": {
@@ -566,7 +597,7 @@ schema!(
 
 schema!(
     /// Where a page of jobs is.
-    JobListMetadata = json!({
+    for JobListMetadata = json!({
         "type": "object",
         "required": ["skip", "limit", "total", "currentPageSize", "nextPageSkip", "previousPageSkip"],
         "properties": {
@@ -612,7 +643,7 @@ schema!(
 
 schema!(
     /// A success with no data.
-    EmptyEnvelope = json!({
+    for EmptyEnvelope = json!({
         "type": "object",
         "required": ["message", "data", "metadata"],
         "properties": {
@@ -745,7 +776,7 @@ schema!(
 
 schema!(
     /// A stored workflow and where to edit it.
-    CreatedWorkflow = json!({
+    for CreatedWorkflow = json!({
         "type": "object",
         "required": ["created", "edit"],
         "properties": {
@@ -757,7 +788,7 @@ schema!(
 
 schema!(
     /// Workflows in the envelope.
-    WorkflowListEnvelope = json!({
+    for WorkflowListEnvelope = json!({
         "type": "object",
         "required": ["message", "data", "metadata"],
         "properties": {
@@ -770,7 +801,7 @@ schema!(
 
 schema!(
     /// A page of workflows.
-    WorkflowPage = json!({
+    for WorkflowPage = json!({
         "type": "object",
         "required": ["items", "count", "skip", "limit", "total"],
         "properties": {
@@ -785,7 +816,7 @@ schema!(
 
 schema!(
     /// Liveness or readiness.
-    HealthStatus = json!({
+    for HealthStatus = json!({
         "type": "object",
         "required": ["status"],
         "properties": {

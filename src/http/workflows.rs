@@ -1,15 +1,15 @@
 //! Workflow routes, as Automation Studio and the workflow builder expose them.
 
 use axum::extract::{RawQuery, State};
-use axum::response::Response;
 use axum::Json;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::error::ApiError;
 use super::extract::{Authenticated, JsonBody, Path};
-use super::{envelope, query_pairs, HttpState};
+use super::rest::{CreatedWorkflow, EmptyEnvelope, WorkflowListEnvelope, WorkflowPage};
+use super::{query_pairs, HttpState};
 use crate::domain::json::type_name;
-use crate::domain::page::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
+use crate::domain::search::WorkflowSearch;
 use crate::domain::{storable, Error, Violations, Workflow};
 
 /// `POST /automation-studio/automations`
@@ -20,13 +20,9 @@ use crate::domain::{storable, Error, Violations, Workflow};
     tag = "workflows",
     request_body(content = super::openapi::CreateWorkflowBody, content_type = "application/json"),
     responses(
-        (status = 200, description = "The stored workflow, and where to edit it", body = super::openapi::CreatedWorkflow),
+        (status = 200, description = "The stored workflow, and where to edit it", body = super::rest::CreatedWorkflow),
         (status = 400, description = "Not a workflow (field violations in metadata.errors)", body = super::openapi::ErrorEnvelope),
-        (status = 401, description = "Missing or invalid bearer token", body = super::openapi::ErrorEnvelope),
-        (status = 403, description = "The caller's roles or groups do not allow it", body = super::openapi::ErrorEnvelope),
         (status = 409, description = "A workflow with that name exists", body = super::openapi::ErrorEnvelope),
-        (status = 413, description = "Body over 4 MiB", body = super::openapi::ErrorEnvelope),
-        (status = 415, description = "Body not sent as application/json", body = super::openapi::ErrorEnvelope),
     ),
     security(("bearer" = []))
 )]
@@ -34,7 +30,7 @@ pub async fn create(
     State(state): State<HttpState>,
     Authenticated(caller): Authenticated,
     JsonBody(body): JsonBody,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CreatedWorkflow>, ApiError> {
     let mut document = only_field(body, "automation")?;
     integer_fields_as_integers(&mut document);
     let workflow = state
@@ -43,10 +39,10 @@ pub async fn create(
         .await?;
     let name = workflow.document.name().to_owned();
     let edit: String = form_urlencoded::byte_serialize(name.as_bytes()).collect();
-    Ok(Json(json!({
-        "created": Value::Object(workflow.document.into_document()),
-        "edit": format!("/automation-studio/#/edit?workflow={edit}"),
-    })))
+    Ok(Json(CreatedWorkflow {
+        created: Value::Object(workflow.document.into_document()),
+        edit: format!("/automation-studio/#/edit?workflow={edit}"),
+    }))
 }
 
 /// `POST /automation-studio/automations/import`
@@ -57,13 +53,9 @@ pub async fn create(
     tag = "workflows",
     request_body(content = super::openapi::ImportWorkflowsBody, content_type = "application/json"),
     responses(
-        (status = 200, description = "Every workflow stored (all or none)", body = super::openapi::WorkflowListEnvelope),
+        (status = 200, description = "Every workflow stored (all or none)", body = super::rest::WorkflowListEnvelope),
         (status = 400, description = "A document is not a workflow (paths start automations[i])", body = super::openapi::ErrorEnvelope),
-        (status = 401, description = "Missing or invalid bearer token", body = super::openapi::ErrorEnvelope),
-        (status = 403, description = "The caller's roles or groups do not allow it", body = super::openapi::ErrorEnvelope),
         (status = 409, description = "A name is taken or repeated", body = super::openapi::ErrorEnvelope),
-        (status = 413, description = "Body over 4 MiB", body = super::openapi::ErrorEnvelope),
-        (status = 415, description = "Body not sent as application/json", body = super::openapi::ErrorEnvelope),
     ),
     security(("bearer" = []))
 )]
@@ -71,7 +63,7 @@ pub async fn import(
     State(state): State<HttpState>,
     Authenticated(caller): Authenticated,
     JsonBody(body): JsonBody,
-) -> Result<Response, ApiError> {
+) -> Result<WorkflowListEnvelope, ApiError> {
     let documents = match only_field(body, "automations")? {
         Value::Array(mut documents) => {
             documents.iter_mut().for_each(integer_fields_as_integers);
@@ -89,10 +81,9 @@ pub async fn import(
         .service
         .import_workflows(&caller, documents, "automations")
         .await?;
-    Ok(envelope(
+    Ok(WorkflowListEnvelope::new(
         "Successfully imported the requested items",
         documents_json(workflows),
-        json!({}),
     ))
 }
 
@@ -103,10 +94,8 @@ pub async fn import(
     operation_id = "listWorkflows",
     tag = "workflows",
     responses(
-        (status = 200, description = "A page of workflows in name order", body = super::openapi::WorkflowPage),
+        (status = 200, description = "A page of workflows in name order", body = super::rest::WorkflowPage),
         (status = 400, description = "Unknown parameter or bad value", body = super::openapi::ErrorEnvelope),
-        (status = 401, description = "Missing or invalid bearer token", body = super::openapi::ErrorEnvelope),
-        (status = 403, description = "The caller's roles do not allow it", body = super::openapi::ErrorEnvelope),
     ),
     security(("bearer" = []))
 )]
@@ -114,43 +103,17 @@ pub async fn list(
     State(state): State<HttpState>,
     Authenticated(caller): Authenticated,
     RawQuery(query): RawQuery,
-) -> Result<Json<Value>, ApiError> {
-    let mut violations = Violations::default();
-    let (mut equals, mut prefix, mut limit, mut skip) = (None, None, DEFAULT_PAGE_SIZE, 0);
-    for (name, value) in query_pairs(query.as_deref()) {
-        match name.as_str() {
-            "equals[name]" | "starts-with[name]" => match storable::check_text(&value) {
-                Err(description) => violations.push(name, description),
-                Ok(()) if name == "equals[name]" => equals = Some(value),
-                Ok(()) => prefix = Some(value),
-            },
-            "limit" => match value.parse::<i64>() {
-                Ok(n) if (1..=MAX_PAGE_SIZE).contains(&n) => limit = n,
-                _ => violations.push(
-                    name,
-                    format!("must be a whole number from 1 to {MAX_PAGE_SIZE}"),
-                ),
-            },
-            "skip" => match value.parse::<i64>() {
-                Ok(n) if n >= 0 => skip = n,
-                _ => violations.push(name, "must be a whole number, 0 or more"),
-            },
-            _ => violations.push(
-                name,
-                "is not a parameter here: use equals[name], starts-with[name], limit or skip",
-            ),
-        }
-    }
-    violations.into_result(())?;
-    let (workflows, total) = state
-        .service
-        .search_workflows(&caller, equals.as_deref(), prefix.as_deref(), limit, skip)
-        .await?;
+) -> Result<Json<WorkflowPage>, ApiError> {
+    let search = WorkflowSearch::parse(&query_pairs(query.as_deref()))?;
+    let (workflows, total) = state.service.search_workflows(&caller, &search).await?;
     let items = documents_json(workflows);
-    let count = items.as_array().map_or(0, Vec::len);
-    Ok(Json(
-        json!({"items": items, "count": count, "skip": skip, "limit": limit, "total": total}),
-    ))
+    Ok(Json(WorkflowPage {
+        count: items.len(),
+        items,
+        skip: search.skip,
+        limit: search.limit,
+        total,
+    }))
 }
 
 /// `GET /automation-studio/workflows/detailed/{name}`
@@ -162,8 +125,6 @@ pub async fn list(
     responses(
         (status = 200, description = "The workflow document as stored", body = super::openapi::Workflow),
         (status = 400, description = "A name that is not UTF-8 or holds U+0000", body = super::openapi::ErrorEnvelope),
-        (status = 401, description = "Missing or invalid bearer token", body = super::openapi::ErrorEnvelope),
-        (status = 403, description = "The caller's roles do not allow it", body = super::openapi::ErrorEnvelope),
         (status = 404, description = "No such workflow the caller may see", body = super::openapi::ErrorEnvelope),
     ),
     security(("bearer" = []))
@@ -187,10 +148,8 @@ pub async fn get(
     operation_id = "deleteWorkflow",
     tag = "workflows",
     responses(
-        (status = 200, description = "Deleted; jobs started from it are kept", body = super::openapi::EmptyEnvelope),
+        (status = 200, description = "Deleted; jobs started from it are kept", body = super::rest::EmptyEnvelope),
         (status = 400, description = "A name that is not UTF-8 or holds U+0000", body = super::openapi::ErrorEnvelope),
-        (status = 401, description = "Missing or invalid bearer token", body = super::openapi::ErrorEnvelope),
-        (status = 403, description = "The caller's roles do not allow it", body = super::openapi::ErrorEnvelope),
         (status = 404, description = "No such workflow the caller may see", body = super::openapi::ErrorEnvelope),
     ),
     security(("bearer" = []))
@@ -199,15 +158,14 @@ pub async fn delete(
     State(state): State<HttpState>,
     Authenticated(caller): Authenticated,
     Path(name): Path<String>,
-) -> Result<Response, ApiError> {
+) -> Result<EmptyEnvelope, ApiError> {
     state
         .service
         .delete_workflow(&caller, storable::text(&name, "name")?)
         .await?;
-    Ok(envelope(
+    Ok(EmptyEnvelope::new(
         "Successfully deleted the requested item",
-        Value::Null,
-        json!({}),
+        (),
     ))
 }
 
@@ -264,11 +222,9 @@ fn only_field(body: Value, field: &str) -> Result<Value, Error> {
     violations.into_result(value.unwrap_or_default())
 }
 
-fn documents_json(workflows: Vec<Workflow>) -> Value {
-    Value::Array(
-        workflows
-            .into_iter()
-            .map(|w| Value::Object(w.document.into_document()))
-            .collect(),
-    )
+fn documents_json(workflows: Vec<Workflow>) -> Vec<Value> {
+    workflows
+        .into_iter()
+        .map(|w| Value::Object(w.document.into_document()))
+        .collect()
 }

@@ -12,7 +12,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::instrument;
 
 use crate::domain::page::{self, JobCursor};
-use crate::domain::search::JobSearch;
+use crate::domain::search::{JobSearch, WorkflowSearch};
 use crate::domain::{
     Action, Caller, Error, IdempotencyKey, Job, JobId, StartJob, Workflow, WorkflowDocument,
 };
@@ -418,24 +418,21 @@ impl Service {
     pub async fn search_workflows(
         &self,
         caller: &Caller,
-        name_equals: Option<&str>,
-        name_prefix: Option<&str>,
-        limit: i64,
-        skip: i64,
+        search: &WorkflowSearch,
     ) -> Result<(Vec<Workflow>, i64), Error> {
         caller.require(Action::ReadWorkflows)?;
         let _slot = self.admit()?;
         let mut conn = self.store.conn().await?;
         let (mut items, total) = workflows::search(
             &mut conn,
-            name_equals,
-            name_prefix,
+            search.name_equals.as_deref(),
+            search.name_prefix.as_deref(),
             caller.visibility_filter(),
-            (limit, skip),
+            (search.limit, search.skip),
             self.max_page_bytes,
         )
         .await?;
-        page::fit_page(&mut items, limit, self.max_page_bytes, workflow_size);
+        page::fit_page(&mut items, search.limit, self.max_page_bytes, workflow_size);
         Ok((items, total))
     }
 

@@ -1,0 +1,138 @@
+//! The REST types: the bodies the gateway answers with, as structs that serialize to exactly
+//! the shapes `/openapi.json` documents under the same names (`openapi.rs` attaches each
+//! schema to its type, and the handlers return these types, so the two cannot drift apart
+//! without a route's annotation naming a type it does not return).
+//!
+//! Keys are written in declaration order, which is the order of the reference's answers.
+
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::domain::Job;
+
+/// The REST envelope of a success: `{"message", "data", "metadata"}`.
+#[derive(Debug, Serialize)]
+pub struct Envelope<T, M = NoMetadata> {
+    pub message: &'static str,
+    pub data: T,
+    pub metadata: M,
+}
+
+impl<T> Envelope<T> {
+    /// An envelope whose metadata is `{}`.
+    pub fn new(message: &'static str, data: T) -> Self {
+        Envelope {
+            message,
+            data,
+            metadata: NoMetadata {},
+        }
+    }
+}
+
+impl<T: Serialize, M: Serialize> IntoResponse for Envelope<T, M> {
+    fn into_response(self) -> Response {
+        // `data` is written straight into the body, with no JSON tree built in between.
+        Json(self).into_response()
+    }
+}
+
+/// Metadata of an answer that has none: `{}`.
+#[derive(Debug, Serialize)]
+pub struct NoMetadata {}
+
+/// A started or read job.
+pub type JobEnvelope = Envelope<Job>;
+
+/// A page of jobs.
+pub type JobListEnvelope = Envelope<Vec<Job>, JobListMetadata>;
+
+/// A success with nothing to return (`"data": null`).
+pub type EmptyEnvelope = Envelope<()>;
+
+/// Imported workflow documents, as stored.
+pub type WorkflowListEnvelope = Envelope<Vec<Value>>;
+
+/// Where a page of jobs sits among all that match.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobListMetadata {
+    pub skip: i64,
+    pub limit: i64,
+    pub total: i64,
+    pub current_page_size: i64,
+    /// `skip` of the next page; none on the last page.
+    pub next_page_skip: Option<i64>,
+    /// `skip` of the previous page; none on the first page.
+    pub previous_page_skip: Option<i64>,
+}
+
+impl JobListMetadata {
+    /// The metadata of a page of `count` jobs read at `skip` with `limit`, of `total`.
+    pub fn new(skip: i64, limit: i64, count: usize, total: i64) -> Self {
+        let count = count as i64;
+        let next = skip + count;
+        JobListMetadata {
+            skip,
+            limit,
+            total,
+            current_page_size: count,
+            next_page_skip: (next < total).then_some(next),
+            previous_page_skip: (skip > 0).then(|| (skip - limit).max(0)),
+        }
+    }
+}
+
+/// A page of workflow documents, in name order (Automation Studio's list, not an envelope).
+#[derive(Debug, Serialize)]
+pub struct WorkflowPage {
+    pub items: Vec<Value>,
+    pub count: usize,
+    pub skip: i64,
+    pub limit: i64,
+    pub total: i64,
+}
+
+/// A stored workflow and where to edit it.
+#[derive(Debug, Serialize)]
+pub struct CreatedWorkflow {
+    pub created: Value,
+    pub edit: String,
+}
+
+/// Liveness or readiness.
+#[derive(Debug, Serialize)]
+pub struct HealthStatus {
+    pub status: &'static str,
+    /// Why the service is not ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_metadata_points_at_the_neighbouring_pages() {
+        let first = serde_json::to_value(JobListMetadata::new(0, 10, 10, 25)).unwrap();
+        assert_eq!(
+            first.to_string(),
+            r#"{"skip":0,"limit":10,"total":25,"currentPageSize":10,"nextPageSkip":10,"previousPageSkip":null}"#
+        );
+        let last = JobListMetadata::new(20, 10, 5, 25);
+        assert_eq!(
+            (last.next_page_skip, last.previous_page_skip),
+            (None, Some(10))
+        );
+        let short_skip = JobListMetadata::new(3, 10, 10, 25);
+        assert_eq!(short_skip.previous_page_skip, Some(0));
+    }
+
+    #[test]
+    fn an_empty_envelope_has_null_data_and_empty_metadata() {
+        let body = serde_json::to_string(&EmptyEnvelope::new("done", ())).unwrap();
+        assert_eq!(body, r#"{"message":"done","data":null,"metadata":{}}"#);
+    }
+}
