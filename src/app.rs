@@ -13,7 +13,7 @@ use crate::auth::Verifier;
 use crate::cluster::ManagedPostgres;
 use crate::config::ServeConfig;
 use crate::grpc;
-use crate::metrics::Metrics;
+use crate::observe::metrics::Metrics;
 use crate::service::Service;
 use crate::store::{PoolSettings, Store};
 use crate::tls::Tls;

@@ -10,8 +10,8 @@
 //! - [`store`]: SQL only; translates database errors into domain errors.
 //! - [`grpc`]: generated code, thin adapters, proto <-> domain conversions.
 //! - [`http`]: the JSON gateway mirroring the REST routes, and its OpenAPI document.
-//! - [`metrics`]: the Prometheus registry both front doors count in, served at `GET /metrics`.
-//! - [`observe`]: what both front doors record of every call.
+//! - [`observe`]: observability: what both front doors record of every call, the Prometheus
+//!   registry served at `GET /metrics`, and where logs and spans go.
 //! - [`tls`]: TLS and mutual TLS on both front doors.
 //! - [`transport`]: bounds on both front doors' connections: a cap a port, idle and header
 //!   timeouts, HTTP/2 stream limits; serves the gateway's connections.
@@ -25,10 +25,8 @@ pub mod domain;
 pub mod fuzzing;
 pub mod grpc;
 pub mod http;
-pub mod metrics;
 pub mod observe;
 pub mod service;
 pub mod store;
-pub mod telemetry;
 pub mod tls;
 pub mod transport;

@@ -1,7 +1,7 @@
 use clap::Parser;
 use job_service::app::App;
 use job_service::config::{Cli, Command};
-use job_service::telemetry;
+use job_service::observe::telemetry;
 
 /// Each start allocates and frees many small JSON values; mimalloc spends far less time on that
 /// than the system allocator (malloc and free took a fifth of the CPU under load).

@@ -16,7 +16,7 @@ use tonic::service::interceptor::InterceptedService;
 
 use crate::auth::Verifier;
 use crate::domain::Caller;
-use crate::metrics::Metrics;
+use crate::observe::metrics::Metrics;
 use crate::service::Service;
 
 /// Code generated from `proto/operations_manager/v1/*.proto`.

@@ -24,7 +24,7 @@ use http_body::{Body, Frame, SizeHint};
 use prost::Message;
 use tracing::Instrument;
 
-use crate::metrics::{Endpoint, GrpcMethod, Metrics, Outcome};
+use crate::observe::metrics::{Endpoint, GrpcMethod, Metrics, Outcome};
 use crate::observe::{call_span, request_id, Call, REQUEST_ID};
 
 /// Wraps the gRPC server's routes in [`Observe`].

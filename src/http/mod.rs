@@ -23,7 +23,7 @@ use axum::Router;
 pub use error::ApiError;
 
 use crate::auth::Verifier;
-use crate::metrics::Metrics;
+use crate::observe::metrics::Metrics;
 use crate::service::Service;
 
 /// Largest request body: 4 MiB, as for gRPC messages.

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
 use super::HttpState;
-use crate::metrics::{Endpoint, HttpRoute, Outcome, CONTENT_TYPE};
+use crate::observe::metrics::{Endpoint, HttpRoute, Outcome, CONTENT_TYPE};
 use crate::observe::{call_span, request_id, Call, REQUEST_ID};
 
 pub async fn observe(State(state): State<HttpState>, request: Request, next: Next) -> Response {

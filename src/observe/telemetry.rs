@@ -1,6 +1,6 @@
 //! Logging: text or JSON lines on stderr, filtered by `RUST_LOG` (default `info`), coloured only
 //! on a terminal and without `NO_COLOR`. Built with
-//! the `otel` feature, the spans (one per call, see [`crate::observe`]) can also go to an
+//! the `otel` feature, the spans (one per call, see [`super::call`]) can also go to an
 //! OpenTelemetry collector over OTLP (HTTP/protobuf).
 
 use std::ffi::OsStr;
@@ -13,7 +13,7 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::LogFormat;
 
-/// Whether spans go to a collector: [`crate::observe`] then names them for it.
+/// Whether spans go to a collector: [`super::call`] then names them for it.
 static EXPORTING: AtomicBool = AtomicBool::new(false);
 
 pub fn exporting() -> bool {

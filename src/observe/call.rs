@@ -10,8 +10,8 @@ use axum::http::{HeaderMap, HeaderValue};
 use tracing::field::Empty;
 use tracing::Span;
 
+use super::metrics::{Endpoint, Metrics, Outcome};
 use crate::domain::Caller;
-use crate::metrics::{Endpoint, Metrics, Outcome};
 
 /// The header (HTTP) and metadata key (gRPC) of the request id, in requests and answers.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -49,7 +49,7 @@ pub fn call_span(protocol: &'static str, method: &str, request_id: &HeaderValue)
     );
     // A collector shows a span by its name: the method, rather than `call` for all. Recorded
     // only then, so that log lines do not repeat the method.
-    if crate::telemetry::exporting() {
+    if super::telemetry::exporting() {
         span.record("otel.name", method);
         span.record("otel.kind", "server");
     }
