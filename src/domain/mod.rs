@@ -15,7 +15,7 @@ pub mod workflow;
 
 pub use access::Action;
 pub use caller::Caller;
-pub use error::{Code, Error, FieldViolation, Problem, Violations};
+pub use error::{Code, Error, FieldViolation, GrpcCode, Problem, Violations};
 pub use idempotency::IdempotencyKey;
 pub use ids::JobId;
 pub use job::{Job, JobRecord, JobStatus, RawJobOptions, RawStartJob, StartJob};

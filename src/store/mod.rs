@@ -4,6 +4,7 @@
 pub mod cache;
 pub mod idempotency;
 pub mod jobs;
+mod sqlstate;
 pub mod workflows;
 
 use std::time::Duration;
@@ -150,38 +151,49 @@ pub(crate) fn translate(error: sqlx::Error) -> Error {
             tracing::warn!(error = %error, "database unavailable");
             Error::Unavailable("database unavailable, try again later".to_owned())
         }
-        // 57014: statement_timeout cancelled the statement.
-        sqlx::Error::Database(db) if db.code().as_deref() == Some("57014") => {
+        sqlx::Error::Database(db) if db.code().as_deref() == Some(sqlstate::QUERY_CANCELED) => {
             tracing::warn!(error = %error, "statement timed out");
             Error::DeadlineExceeded("the database did not answer in time".to_owned())
         }
-        // Class 08 (connection exception) and 57P (the server is shutting down or starting).
         sqlx::Error::Database(db)
-            if db
-                .code()
-                .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")) =>
+            if db.code().is_some_and(|code| {
+                code.starts_with(sqlstate::CONNECTION_EXCEPTION)
+                    || code.starts_with(sqlstate::SHUTTING_DOWN_OR_STARTING)
+            }) =>
         {
             tracing::warn!(error = %error, "database unavailable");
             Error::Unavailable("database unavailable, try again later".to_owned())
         }
-        // Class 53 (insufficient resources): the database cannot take more now. Counted, so
-        // that readiness probes a write until one succeeds again (`resource_errors`).
-        sqlx::Error::Database(db) if db.code().is_some_and(|code| code.starts_with("53")) => {
+        // Counted, so that readiness probes a write until one succeeds again
+        // (`resource_errors`).
+        sqlx::Error::Database(db)
+            if db
+                .code()
+                .is_some_and(|code| code.starts_with(sqlstate::INSUFFICIENT_RESOURCES)) =>
+        {
             RESOURCE_ERRORS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             tracing::error!(error = %error, "the database is out of resources");
             let message = match db.code().as_deref() {
-                Some("53100") => "the database is out of disk space, try again later",
-                Some("53200") => "the database is out of memory, try again later",
-                Some("53300") => "the database has too many connections, try again later",
-                Some("53400") => "the database has reached a configured limit, try again later",
+                Some(sqlstate::DISK_FULL) => "the database is out of disk space, try again later",
+                Some(sqlstate::OUT_OF_MEMORY) => "the database is out of memory, try again later",
+                Some(sqlstate::TOO_MANY_CONNECTIONS) => {
+                    "the database has too many connections, try again later"
+                }
+                Some(sqlstate::CONFIGURATION_LIMIT_EXCEEDED) => {
+                    "the database has reached a configured limit, try again later"
+                }
                 _ => "the database is out of resources, try again later",
             };
             Error::Unavailable(message.to_owned())
         }
-        // Class 22 (data exception): a value the database cannot take (U+0000 in text, a time
-        // or number out of its range). The edges check what callers send; this catches what
-        // they missed, as the caller's error it is rather than an internal one.
-        sqlx::Error::Database(db) if db.code().is_some_and(|code| code.starts_with("22")) => {
+        // A value the database cannot take (U+0000 in text, a time or number out of its
+        // range). The edges check what callers send; this catches what they missed, as the
+        // caller's error it is rather than an internal one.
+        sqlx::Error::Database(db)
+            if db
+                .code()
+                .is_some_and(|code| code.starts_with(sqlstate::DATA_EXCEPTION)) =>
+        {
             tracing::warn!(error = %error, "the database refused a value");
             Error::invalid("", VALUE_REFUSED)
         }
@@ -212,7 +224,7 @@ pub fn resource_errors() -> u64 {
 
 /// Whether `error` is a unique-key violation.
 pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
+    matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some(sqlstate::UNIQUE_VIOLATION))
 }
 
 #[cfg(test)]
