@@ -1,5 +1,5 @@
 //! Pure types of the service: workflows, jobs, ids, callers and the one error enum. Nothing
-//! here knows of tonic, axum or sqlx.
+//! here knows of tonic, axum or the database.
 
 pub mod access;
 pub mod caller;

@@ -1,19 +1,29 @@
 //! PostgreSQL storage: SQL only. Database errors are translated into domain errors here, so
-//! SQLSTATEs and constraint names never leave this module.
+//! SQLSTATEs and constraint names never leave this module. The service and the front doors
+//! see [`Store`]'s methods, the functions of the table modules and domain types; the
+//! connection settings, the pool and the cluster the service runs itself ([`cluster`]) stay
+//! here.
 
 pub mod cache;
+pub mod cluster;
 pub mod idempotency;
 pub mod jobs;
 mod sqlstate;
 pub mod workflows;
 
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
+use chrono::{DateTime, Utc};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::domain::Error;
+use cluster::ManagedPostgres;
 
 pub type Tx = Transaction<'static, Postgres>;
 
@@ -34,13 +44,46 @@ pub struct Store {
 }
 
 impl Store {
+    /// Opens the service's database: the one at `database_url` when given, else the cluster of
+    /// the service's own under `data_dir` (started, and initialised first if need be, with the
+    /// server programs in `postgres_bin_dir`, found when `None`), which is returned too: the
+    /// caller supervises it while serving and stops it last. When the store cannot connect,
+    /// the cluster is stopped before the error is returned.
+    pub async fn open(
+        database_url: Option<&str>,
+        data_dir: &Path,
+        postgres_bin_dir: Option<&Path>,
+        settings: &PoolSettings,
+    ) -> anyhow::Result<(Store, Option<Arc<ManagedPostgres>>)> {
+        let (options, cluster) = match database_url {
+            Some(url) => (
+                PgConnectOptions::from_str(url)
+                    .context("DATABASE_URL is not a valid PostgreSQL URL")?,
+                None,
+            ),
+            None => {
+                let cluster = ManagedPostgres::start(data_dir, postgres_bin_dir).await?;
+                (cluster.connect_options(), Some(Arc::new(cluster)))
+            }
+        };
+        match Store::connect(options, settings)
+            .await
+            .context("cannot connect to the database and run the migrations")
+        {
+            Ok(store) => Ok((store, cluster)),
+            Err(error) => {
+                if let Some(cluster) = cluster {
+                    cluster.stop_after_failure().await;
+                }
+                Err(error)
+            }
+        }
+    }
+
     /// Connects and runs the migrations in `migrations/`. Later, while the database is down,
     /// calls fail within `settings.acquire_timeout` and the pool reconnects by itself when it
     /// is back.
-    pub async fn connect(
-        options: PgConnectOptions,
-        settings: &PoolSettings,
-    ) -> anyhow::Result<Self> {
+    async fn connect(options: PgConnectOptions, settings: &PoolSettings) -> anyhow::Result<Self> {
         let statement_timeout = format!("{}", settings.statement_timeout.as_millis());
         let options = options.options([("statement_timeout", statement_timeout.as_str())]);
         let pool = PgPoolOptions::new()
@@ -56,6 +99,29 @@ impl Store {
 
     pub async fn begin(&self) -> Result<Tx, Error> {
         self.pool.begin().await.map_err(translate)
+    }
+
+    /// Commits `tx`, begun with [`Store::begin`]; dropping a transaction instead rolls it back.
+    pub async fn commit(&self, tx: Tx) -> Result<(), Error> {
+        tx.commit().await.map_err(translate)
+    }
+
+    /// Whether the database answers: a connection, and `select 1` on it. Only a failure to
+    /// get the connection is translated (and so logged and counted); the failed statement is
+    /// the answer readiness asks for, not an error of a call.
+    pub async fn ping(&self) -> Result<(), Error> {
+        let mut conn = self.conn().await?;
+        sqlx::query("select 1")
+            .execute(&mut *conn)
+            .await
+            .map_err(|_| Error::Unavailable("the database does not answer".to_owned()))?;
+        Ok(())
+    }
+
+    /// Forgets idempotency keys stored before `before`; their jobs stay. Returns how many
+    /// were removed.
+    pub async fn purge_keys(&self, before: DateTime<Utc>) -> Result<u64, Error> {
+        idempotency::purge(&self.pool, before).await
     }
 
     /// Writes one row (`write_probe`): whether the database takes writes now. A database out of
@@ -74,10 +140,6 @@ impl Store {
     /// A pooled connection for reads that need no transaction.
     pub async fn conn(&self) -> Result<PoolConnection<Postgres>, Error> {
         self.pool.acquire().await.map_err(translate)
-    }
-
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
     }
 
     /// A store of its own `connections` connections to the same database, with the same
