@@ -2,19 +2,17 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use sqlx::postgres::PgConnectOptions;
 use tokio::net::TcpListener;
 
 use crate::auth::Verifier;
-use crate::cluster::ManagedPostgres;
 use crate::config::ServeConfig;
 use crate::grpc;
 use crate::observe::metrics::Metrics;
 use crate::service::Service;
+use crate::store::cluster::ManagedPostgres;
 use crate::store::{PoolSettings, Store};
 use crate::tls::Tls;
 use crate::transport::{self, Limits};
@@ -55,41 +53,30 @@ impl App {
             Arc::new(Verifier::from_config(&config.keys).context("cannot load the token keys")?);
         let tls = Tls::from_config(&config.tls).context("cannot set up TLS")?;
         let limits = Limits::from_config(config, transport::raise_open_file_limit())?;
-        let (options, cluster) = match &config.database_url {
-            Some(url) => (
-                PgConnectOptions::from_str(url)
-                    .context("DATABASE_URL is not a valid PostgreSQL URL")?,
-                None,
-            ),
-            None => {
-                let cluster = ManagedPostgres::start(
-                    &config.keys.data_dir,
-                    config.postgres_bin_dir.as_deref(),
-                )
-                .await?;
-                (cluster.connect_options(), Some(Arc::new(cluster)))
-            }
+        let settings = PoolSettings {
+            max_connections: config.db_max_connections,
+            acquire_timeout: config.db_acquire_timeout.into(),
+            statement_timeout: config.db_statement_timeout.into(),
         };
+        let (store, cluster) = Store::open(
+            config.database_url.as_deref(),
+            &config.keys.data_dir,
+            config.postgres_bin_dir.as_deref(),
+            &settings,
+        )
+        .await?;
         let built = async {
-            let settings = PoolSettings {
-                max_connections: config.db_max_connections,
-                acquire_timeout: config.db_acquire_timeout.into(),
-                statement_timeout: config.db_statement_timeout.into(),
-            };
-            let store = Store::connect(options, &settings)
-                .await
-                .context("cannot connect to the database and run the migrations")?;
             let grpc_listener = TcpListener::bind(config.grpc_addr)
                 .await
                 .with_context(|| format!("cannot listen on {}", config.grpc_addr))?;
             let http_listener = TcpListener::bind(config.http_addr)
                 .await
                 .with_context(|| format!("cannot listen on {}", config.http_addr))?;
-            anyhow::Ok((store, grpc_listener, http_listener))
+            anyhow::Ok((grpc_listener, http_listener))
         }
         .await;
         match built {
-            Ok((store, grpc_listener, http_listener)) => {
+            Ok((grpc_listener, http_listener)) => {
                 let settings = crate::service::Settings {
                     max_in_flight: config.max_in_flight,
                     cache_bytes: config.cache_bytes.as_u64(),
@@ -121,10 +108,9 @@ impl App {
                 })
             }
             Err(error) => {
+                drop(store);
                 if let Some(cluster) = cluster {
-                    if let Err(stop_error) = cluster.stop().await {
-                        tracing::error!(error = ?stop_error, "failed to stop the postgresql cluster");
-                    }
+                    cluster.stop_after_failure().await;
                 }
                 Err(error)
             }

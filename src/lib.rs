@@ -4,10 +4,10 @@
 //! - [`config`]: command line and environment.
 //! - [`auth`]: bearer JWT keys, token signing and verification.
 //! - [`app`]: binds the listener, connects and migrates the database, serves until shutdown.
-//! - [`cluster`]: the PostgreSQL cluster the service runs itself when no database is given.
 //! - [`domain`]: pure types (workflows, jobs, ids, callers) and the one error enum.
 //! - [`service`]: the use cases both front doors call; owns transactions.
-//! - [`store`]: SQL only; translates database errors into domain errors.
+//! - [`store`]: SQL only; translates database errors into domain errors; opens the database,
+//!   or runs the PostgreSQL cluster of the service's own when no database is given.
 //! - [`grpc`]: generated code, thin adapters, proto <-> domain conversions.
 //! - [`http`]: the JSON gateway mirroring the REST routes, and its OpenAPI document.
 //! - [`observe`]: observability: what both front doors record of every call, the Prometheus
@@ -18,7 +18,6 @@
 
 pub mod app;
 pub mod auth;
-pub mod cluster;
 pub mod config;
 pub mod domain;
 #[doc(hidden)]

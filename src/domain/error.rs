@@ -1,5 +1,6 @@
-//! The one error type of the service. Each front door maps it once (`grpc::status`), so the
-//! meaning of a failure cannot drift between protocols.
+//! The one error type of the service and its one code table. Each front door maps it once
+//! (`grpc::status`, `http::error`) by that table, so the meaning of a failure cannot drift
+//! between protocols.
 
 use std::fmt;
 
@@ -75,14 +76,17 @@ pub enum Error {
     Internal(#[source] anyhow::Error),
 }
 
-/// Kinds of failure, named as in `google/rpc/code.proto`. Each front door maps them once: gRPC
-/// to its status codes, HTTP by the standard table below.
+/// Kinds of failure: the rows of the one table both front doors answer by ([`Code::grpc`],
+/// [`Code::http_status`]), so the meaning of a failure cannot drift between protocols. Named as
+/// in `google/rpc/code.proto`, but for [`Code::IdempotencyConflict`], a kind of
+/// FAILED_PRECONDITION that the REST routes answer with 422.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {
     InvalidArgument,
     NotFound,
     AlreadyExists,
     FailedPrecondition,
+    IdempotencyConflict,
     Unauthenticated,
     PermissionDenied,
     Unavailable,
@@ -91,20 +95,66 @@ pub enum Code {
     Internal,
 }
 
+/// A gRPC status code, numbered as in `google/rpc/code.proto`: the gRPC column of the table,
+/// without tonic (`grpc::status` turns the number into tonic's code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i32)]
+pub enum GrpcCode {
+    InvalidArgument = 3,
+    DeadlineExceeded = 4,
+    NotFound = 5,
+    AlreadyExists = 6,
+    PermissionDenied = 7,
+    ResourceExhausted = 8,
+    FailedPrecondition = 9,
+    Internal = 13,
+    Unavailable = 14,
+    Unauthenticated = 16,
+}
+
 impl Code {
-    /// The HTTP status of `google/rpc/code.proto`'s table.
-    pub fn http_status(self) -> u16 {
+    /// Every row of the table.
+    pub const ALL: [Code; 11] = [
+        Code::InvalidArgument,
+        Code::NotFound,
+        Code::AlreadyExists,
+        Code::FailedPrecondition,
+        Code::IdempotencyConflict,
+        Code::Unauthenticated,
+        Code::PermissionDenied,
+        Code::Unavailable,
+        Code::DeadlineExceeded,
+        Code::ResourceExhausted,
+        Code::Internal,
+    ];
+
+    /// The table: each kind of failure with its gRPC code and its HTTP status (that of
+    /// `google/rpc/code.proto`'s mapping, but for the REST routes' 422 for a reused
+    /// idempotency key).
+    const fn row(self) -> (GrpcCode, u16) {
         match self {
-            Code::InvalidArgument | Code::FailedPrecondition => 400,
-            Code::Unauthenticated => 401,
-            Code::PermissionDenied => 403,
-            Code::NotFound => 404,
-            Code::AlreadyExists => 409,
-            Code::Internal => 500,
-            Code::ResourceExhausted => 429,
-            Code::Unavailable => 503,
-            Code::DeadlineExceeded => 504,
+            Code::InvalidArgument => (GrpcCode::InvalidArgument, 400),
+            Code::NotFound => (GrpcCode::NotFound, 404),
+            Code::AlreadyExists => (GrpcCode::AlreadyExists, 409),
+            Code::FailedPrecondition => (GrpcCode::FailedPrecondition, 400),
+            Code::IdempotencyConflict => (GrpcCode::FailedPrecondition, 422),
+            Code::Unauthenticated => (GrpcCode::Unauthenticated, 401),
+            Code::PermissionDenied => (GrpcCode::PermissionDenied, 403),
+            Code::Unavailable => (GrpcCode::Unavailable, 503),
+            Code::DeadlineExceeded => (GrpcCode::DeadlineExceeded, 504),
+            Code::ResourceExhausted => (GrpcCode::ResourceExhausted, 429),
+            Code::Internal => (GrpcCode::Internal, 500),
         }
+    }
+
+    /// The gRPC status code.
+    pub const fn grpc(self) -> GrpcCode {
+        self.row().0
+    }
+
+    /// The HTTP status.
+    pub const fn http_status(self) -> u16 {
+        self.row().1
     }
 }
 
@@ -114,9 +164,8 @@ impl Error {
             Error::InvalidArgument { .. } => Code::InvalidArgument,
             Error::NotFound(_) => Code::NotFound,
             Error::AlreadyExists(_) => Code::AlreadyExists,
-            Error::FailedPrecondition { .. } | Error::IdempotencyConflict(_) => {
-                Code::FailedPrecondition
-            }
+            Error::FailedPrecondition { .. } => Code::FailedPrecondition,
+            Error::IdempotencyConflict(_) => Code::IdempotencyConflict,
             Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::PermissionDenied(_) => Code::PermissionDenied,
             Error::Unavailable(_) => Code::Unavailable,
@@ -297,6 +346,59 @@ mod tests {
             long.to_string().len()
         );
         assert!(long.to_string().starts_with("Cannot find workflow nnn"));
+    }
+
+    #[test]
+    fn every_error_answers_by_its_row_of_the_one_table() {
+        // One error of each variant, with the gRPC code (its number in google/rpc/code.proto)
+        // and the HTTP status it is answered with.
+        let table = [
+            (Error::invalid("options", "is required"), 3, 400),
+            (Error::workflow_not_found("x"), 5, 404),
+            (Error::AlreadyExists("x".into()), 6, 409),
+            (
+                Error::FailedPrecondition {
+                    message: "m".into(),
+                    problems: vec![],
+                },
+                9,
+                400,
+            ),
+            (Error::IdempotencyConflict("x".into()), 9, 422),
+            (Error::Unauthenticated("x".into()), 16, 401),
+            (Error::PermissionDenied("x".into()), 7, 403),
+            (Error::Unavailable("x".into()), 14, 503),
+            (Error::DeadlineExceeded("x".into()), 4, 504),
+            (Error::ResourceExhausted("x".into()), 8, 429),
+            (Error::internal(anyhow::anyhow!("boom")), 13, 500),
+        ];
+        let mut variants = Vec::new();
+        let mut rows = Vec::new();
+        for (error, grpc, http) in table {
+            // Exhaustive: a new variant does not compile until it has a line above.
+            variants.push(match &error {
+                Error::InvalidArgument { .. } => 0,
+                Error::NotFound(_) => 1,
+                Error::AlreadyExists(_) => 2,
+                Error::FailedPrecondition { .. } => 3,
+                Error::IdempotencyConflict(_) => 4,
+                Error::Unauthenticated(_) => 5,
+                Error::PermissionDenied(_) => 6,
+                Error::Unavailable(_) => 7,
+                Error::DeadlineExceeded(_) => 8,
+                Error::ResourceExhausted(_) => 9,
+                Error::Internal(_) => 10,
+            });
+            let code = error.code();
+            assert_eq!(
+                (code.grpc() as i32, code.http_status()),
+                (grpc, http),
+                "{code:?}"
+            );
+            rows.push(code);
+        }
+        assert_eq!(variants, (0..11).collect::<Vec<_>>(), "each variant once");
+        assert_eq!(rows, Code::ALL, "each row once");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Pure types of the service: workflows, jobs, ids, callers and the one error enum. Nothing
-//! here knows of tonic, axum or sqlx.
+//! here knows of tonic, axum or the database.
 
 pub mod access;
 pub mod caller;
@@ -15,7 +15,7 @@ pub mod workflow;
 
 pub use access::Action;
 pub use caller::Caller;
-pub use error::{Code, Error, FieldViolation, Problem, Violations};
+pub use error::{Code, Error, FieldViolation, GrpcCode, Problem, Violations};
 pub use idempotency::IdempotencyKey;
 pub use ids::JobId;
 pub use job::{Job, JobRecord, JobStatus, RawJobOptions, RawStartJob, StartJob};

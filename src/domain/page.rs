@@ -1,10 +1,12 @@
-//! Paging: how many items a page holds and the opaque tokens that say where the next one starts.
+//! Paging: which jobs a list holds, how many items a page holds and the opaque tokens that say
+//! where the next one starts.
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use chrono::{DateTime, Utc};
 
 use super::error::Error;
 use super::ids::is_object_id;
+use super::job::JobStatus;
 use super::storable;
 
 pub const DEFAULT_PAGE_SIZE: i64 = 50;
@@ -17,6 +19,15 @@ pub fn page_size(requested: i32, field: &str) -> Result<i64, Error> {
         0 => Ok(DEFAULT_PAGE_SIZE),
         n => Ok(n.min(MAX_PAGE_SIZE)),
     }
+}
+
+/// Which jobs ListJobs returns.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub status: Option<JobStatus>,
+    pub workflow: Option<String>,
+    pub created_after: Option<DateTime<Utc>>,
+    pub created_before: Option<DateTime<Utc>>,
 }
 
 /// Where the next page of jobs starts: after the job with this creation time and id.

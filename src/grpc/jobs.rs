@@ -5,10 +5,10 @@ use tonic::{Request, Response, Status};
 use super::convert::{job_status_filter, time_from_proto};
 use super::pb::{self, job_service_server::JobService};
 use super::GrpcApi;
+use crate::domain::page::JobFilter;
 use crate::domain::{idempotency, storable, IdempotencyKey, RawStartJob, StartJob};
 use crate::observe::record_job_id;
 use crate::service::ListJobs;
-use crate::store::jobs::JobFilter;
 
 #[tonic::async_trait]
 impl JobService for GrpcApi {

@@ -1,44 +1,46 @@
-//! Domain errors as gRPC statuses: the one table for this front door.
+//! Domain errors as gRPC statuses: the code by the one table (`domain::error::Code`), the
+//! message, and the details a variant carries.
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, FieldViolation, PreconditionViolation, StatusExt};
 
-use crate::domain::Error;
+use crate::domain::{Error, GrpcCode};
+
+impl From<GrpcCode> for Code {
+    fn from(code: GrpcCode) -> Self {
+        Code::from_i32(code as i32)
+    }
+}
 
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
         let error = error.bounded();
+        let code = Code::from(error.code().grpc());
+        let message = error.to_string();
         match error {
-            Error::InvalidArgument { ref violations } => {
+            Error::InvalidArgument { violations } => {
                 let details = ErrorDetails::with_bad_request(
                     violations
-                        .iter()
-                        .map(|v| FieldViolation::new(v.field.clone(), v.description.clone()))
+                        .into_iter()
+                        .map(|v| FieldViolation::new(v.field, v.description))
                         .collect::<Vec<_>>(),
                 );
-                Status::with_error_details(Code::InvalidArgument, error.to_string(), details)
+                Status::with_error_details(code, message, details)
             }
-            Error::NotFound(message) => Status::not_found(message),
-            Error::AlreadyExists(message) => Status::already_exists(message),
-            Error::FailedPrecondition { message, problems } => {
+            Error::FailedPrecondition { problems, .. } => {
                 let details = ErrorDetails::with_precondition_failure(
                     problems
                         .into_iter()
                         .map(|p| PreconditionViolation::new("TASK_GRAPH", p.subject, p.description))
                         .collect::<Vec<_>>(),
                 );
-                Status::with_error_details(Code::FailedPrecondition, message, details)
+                Status::with_error_details(code, message, details)
             }
-            Error::IdempotencyConflict(message) => Status::failed_precondition(message),
-            Error::Unauthenticated(message) => Status::unauthenticated(message),
-            Error::PermissionDenied(message) => Status::permission_denied(message),
-            Error::Unavailable(message) => Status::unavailable(message),
-            Error::DeadlineExceeded(message) => Status::deadline_exceeded(message),
-            Error::ResourceExhausted(message) => Status::resource_exhausted(message),
             Error::Internal(cause) => {
                 tracing::error!(error = ?cause, "internal error");
-                Status::internal("internal error")
+                Status::new(code, message)
             }
+            _ => Status::new(code, message),
         }
     }
 }
@@ -66,6 +68,14 @@ mod tests {
         )));
         assert_eq!(status.code(), Code::Internal);
         assert_eq!(status.message(), "internal error");
+    }
+
+    #[test]
+    fn the_grpc_column_numbers_the_codes_tonic_names_alike() {
+        for row in crate::domain::Code::ALL {
+            let code = row.grpc();
+            assert_eq!(format!("{:?}", Code::from(code)), format!("{code:?}"));
+        }
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Errors as HTTP answers: the status by the standard table, and the REST envelope
-//! `{"message", "data": null, "metadata": {"errors": [{"field", "description"}]}}`.
+//! Errors as HTTP answers: the status by the one table (`domain::error::Code`), and the REST
+//! envelope `{"message", "data": null, "metadata": {"errors": [{"field", "description"}]}}`.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -29,12 +29,8 @@ impl ApiError {
 impl From<Error> for ApiError {
     fn from(error: Error) -> Self {
         let error = error.bounded();
-        let status = match &error {
-            // The REST routes answer a reused idempotency key with 422, not the table's 400.
-            Error::IdempotencyConflict(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            _ => StatusCode::from_u16(error.code().http_status())
-                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        };
+        let status = StatusCode::from_u16(error.code().http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let errors = match &error {
             Error::InvalidArgument { violations } => violations.clone(),
             Error::FailedPrecondition { problems, .. } => problems
@@ -52,6 +48,12 @@ impl From<Error> for ApiError {
             message: error.to_string(),
             errors,
         }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        ApiError::from(self).into_response()
     }
 }
 

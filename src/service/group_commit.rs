@@ -314,7 +314,7 @@ impl Committer {
                 idempotency::insert_many(&mut tx, &keys).await?;
             }
         }
-        tx.commit().await.map_err(crate::store::translate)?;
+        self.store.commit(tx).await?;
 
         for (_, _, compiled) in &made {
             let graph = compiled.job_graph();

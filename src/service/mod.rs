@@ -11,13 +11,13 @@ use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::instrument;
 
-use crate::domain::page::{self, JobCursor};
+use crate::domain::page::{self, JobCursor, JobFilter};
 use crate::domain::search::{JobSearch, WorkflowSearch};
 use crate::domain::{
     Action, Caller, Error, IdempotencyKey, Job, JobId, StartJob, Workflow, WorkflowDocument,
 };
-use crate::store::idempotency::{self, ScopedKey};
-use crate::store::jobs::{self, GraphCache, JobFilter};
+use crate::store::idempotency::ScopedKey;
+use crate::store::jobs::{self, GraphCache};
 use crate::store::{workflows, PoolStats, Store};
 use group_commit::GroupCommit;
 
@@ -167,7 +167,7 @@ impl Service {
     ) -> Result<u64, Error> {
         let before =
             Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::days(1));
-        idempotency::purge(self.store.pool(), before).await
+        self.store.purge_keys(before).await
     }
 
     #[instrument(skip_all, fields(job_id = %id))]
@@ -247,7 +247,7 @@ impl Service {
                 return Err(self.name_taken(caller, document.name(), error).await);
             }
         };
-        tx.commit().await.map_err(crate::store::translate)?;
+        self.store.commit(tx).await?;
         tracing::info!(workflow = %workflow.document.name(), "workflow created");
         Ok(workflow)
     }
@@ -297,7 +297,7 @@ impl Service {
                 }
             }
         }
-        tx.commit().await.map_err(crate::store::translate)?;
+        self.store.commit(tx).await?;
         tracing::info!("workflows imported");
         Ok(stored)
     }
@@ -382,7 +382,7 @@ impl Service {
             return Err(Error::workflow_not_found(name));
         }
         workflows::delete(&mut tx, name).await?;
-        tx.commit().await.map_err(crate::store::translate)?;
+        self.store.commit(tx).await?;
         self.starts.forget_workflow(name);
         tracing::info!("workflow deleted");
         Ok(())
@@ -445,16 +445,10 @@ impl Service {
             return Err("the service is shutting down".to_owned());
         }
         let ping = async {
-            let mut conn = self
-                .store
-                .conn()
+            self.store
+                .ping()
                 .await
                 .map_err(|_| "the database does not answer".to_owned())?;
-            sqlx::query("select 1")
-                .execute(&mut *conn)
-                .await
-                .map_err(|_| "the database does not answer".to_owned())?;
-            drop(conn);
             let errors = crate::store::resource_errors();
             if errors != self.writes_probed.load(Ordering::SeqCst) {
                 self.store

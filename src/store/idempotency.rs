@@ -103,7 +103,7 @@ fn split(keys: &[ScopedKey]) -> (Vec<&str>, Vec<&str>) {
 }
 
 /// Forgets keys stored before `before`; their jobs stay. Returns how many were removed.
-pub async fn purge(pool: &PgPool, before: DateTime<Utc>) -> Result<u64, Error> {
+pub(super) async fn purge(pool: &PgPool, before: DateTime<Utc>) -> Result<u64, Error> {
     sqlx::query("delete from idempotency_keys where created_at < $1")
         .bind(before)
         .execute(pool)

@@ -14,18 +14,9 @@ use sqlx::{PgConnection, Postgres, QueryBuilder};
 use super::cache::{weighted_cache, Weighed, WeightedCache};
 use super::{rows_within, translate};
 use crate::domain::job::{tasks_heap_size, Job, JobTask};
-use crate::domain::page::JobCursor;
+use crate::domain::page::{JobCursor, JobFilter};
 use crate::domain::search::{Condition, JobField, JobSearch};
-use crate::domain::{Error, JobGraph, JobId, JobRecord, JobStatus};
-
-/// Which jobs ListJobs returns.
-#[derive(Debug, Clone, Default)]
-pub struct JobFilter {
-    pub status: Option<JobStatus>,
-    pub workflow: Option<String>,
-    pub created_after: Option<DateTime<Utc>>,
-    pub created_before: Option<DateTime<Utc>>,
-}
+use crate::domain::{Error, JobGraph, JobId, JobRecord};
 
 /// Stores `graphs`, those not stored yet (graphs are never changed or deleted, so one already
 /// there is the same).

@@ -1,18 +1,29 @@
 //! PostgreSQL storage: SQL only. Database errors are translated into domain errors here, so
-//! SQLSTATEs and constraint names never leave this module.
+//! SQLSTATEs and constraint names never leave this module. The service and the front doors
+//! see [`Store`]'s methods, the functions of the table modules and domain types; the
+//! connection settings, the pool and the cluster the service runs itself ([`cluster`]) stay
+//! here.
 
 pub mod cache;
+pub mod cluster;
 pub mod idempotency;
 pub mod jobs;
+mod sqlstate;
 pub mod workflows;
 
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
+use chrono::{DateTime, Utc};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::domain::Error;
+use cluster::ManagedPostgres;
 
 pub type Tx = Transaction<'static, Postgres>;
 
@@ -33,13 +44,46 @@ pub struct Store {
 }
 
 impl Store {
+    /// Opens the service's database: the one at `database_url` when given, else the cluster of
+    /// the service's own under `data_dir` (started, and initialised first if need be, with the
+    /// server programs in `postgres_bin_dir`, found when `None`), which is returned too: the
+    /// caller supervises it while serving and stops it last. When the store cannot connect,
+    /// the cluster is stopped before the error is returned.
+    pub async fn open(
+        database_url: Option<&str>,
+        data_dir: &Path,
+        postgres_bin_dir: Option<&Path>,
+        settings: &PoolSettings,
+    ) -> anyhow::Result<(Store, Option<Arc<ManagedPostgres>>)> {
+        let (options, cluster) = match database_url {
+            Some(url) => (
+                PgConnectOptions::from_str(url)
+                    .context("DATABASE_URL is not a valid PostgreSQL URL")?,
+                None,
+            ),
+            None => {
+                let cluster = ManagedPostgres::start(data_dir, postgres_bin_dir).await?;
+                (cluster.connect_options(), Some(Arc::new(cluster)))
+            }
+        };
+        match Store::connect(options, settings)
+            .await
+            .context("cannot connect to the database and run the migrations")
+        {
+            Ok(store) => Ok((store, cluster)),
+            Err(error) => {
+                if let Some(cluster) = cluster {
+                    cluster.stop_after_failure().await;
+                }
+                Err(error)
+            }
+        }
+    }
+
     /// Connects and runs the migrations in `migrations/`. Later, while the database is down,
     /// calls fail within `settings.acquire_timeout` and the pool reconnects by itself when it
     /// is back.
-    pub async fn connect(
-        options: PgConnectOptions,
-        settings: &PoolSettings,
-    ) -> anyhow::Result<Self> {
+    async fn connect(options: PgConnectOptions, settings: &PoolSettings) -> anyhow::Result<Self> {
         let statement_timeout = format!("{}", settings.statement_timeout.as_millis());
         let options = options.options([("statement_timeout", statement_timeout.as_str())]);
         let pool = PgPoolOptions::new()
@@ -55,6 +99,29 @@ impl Store {
 
     pub async fn begin(&self) -> Result<Tx, Error> {
         self.pool.begin().await.map_err(translate)
+    }
+
+    /// Commits `tx`, begun with [`Store::begin`]; dropping a transaction instead rolls it back.
+    pub async fn commit(&self, tx: Tx) -> Result<(), Error> {
+        tx.commit().await.map_err(translate)
+    }
+
+    /// Whether the database answers: a connection, and `select 1` on it. Only a failure to
+    /// get the connection is translated (and so logged and counted); the failed statement is
+    /// the answer readiness asks for, not an error of a call.
+    pub async fn ping(&self) -> Result<(), Error> {
+        let mut conn = self.conn().await?;
+        sqlx::query("select 1")
+            .execute(&mut *conn)
+            .await
+            .map_err(|_| Error::Unavailable("the database does not answer".to_owned()))?;
+        Ok(())
+    }
+
+    /// Forgets idempotency keys stored before `before`; their jobs stay. Returns how many
+    /// were removed.
+    pub async fn purge_keys(&self, before: DateTime<Utc>) -> Result<u64, Error> {
+        idempotency::purge(&self.pool, before).await
     }
 
     /// Writes one row (`write_probe`): whether the database takes writes now. A database out of
@@ -73,10 +140,6 @@ impl Store {
     /// A pooled connection for reads that need no transaction.
     pub async fn conn(&self) -> Result<PoolConnection<Postgres>, Error> {
         self.pool.acquire().await.map_err(translate)
-    }
-
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
     }
 
     /// A store of its own `connections` connections to the same database, with the same
@@ -150,38 +213,49 @@ pub(crate) fn translate(error: sqlx::Error) -> Error {
             tracing::warn!(error = %error, "database unavailable");
             Error::Unavailable("database unavailable, try again later".to_owned())
         }
-        // 57014: statement_timeout cancelled the statement.
-        sqlx::Error::Database(db) if db.code().as_deref() == Some("57014") => {
+        sqlx::Error::Database(db) if db.code().as_deref() == Some(sqlstate::QUERY_CANCELED) => {
             tracing::warn!(error = %error, "statement timed out");
             Error::DeadlineExceeded("the database did not answer in time".to_owned())
         }
-        // Class 08 (connection exception) and 57P (the server is shutting down or starting).
         sqlx::Error::Database(db)
-            if db
-                .code()
-                .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")) =>
+            if db.code().is_some_and(|code| {
+                code.starts_with(sqlstate::CONNECTION_EXCEPTION)
+                    || code.starts_with(sqlstate::SHUTTING_DOWN_OR_STARTING)
+            }) =>
         {
             tracing::warn!(error = %error, "database unavailable");
             Error::Unavailable("database unavailable, try again later".to_owned())
         }
-        // Class 53 (insufficient resources): the database cannot take more now. Counted, so
-        // that readiness probes a write until one succeeds again (`resource_errors`).
-        sqlx::Error::Database(db) if db.code().is_some_and(|code| code.starts_with("53")) => {
+        // Counted, so that readiness probes a write until one succeeds again
+        // (`resource_errors`).
+        sqlx::Error::Database(db)
+            if db
+                .code()
+                .is_some_and(|code| code.starts_with(sqlstate::INSUFFICIENT_RESOURCES)) =>
+        {
             RESOURCE_ERRORS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             tracing::error!(error = %error, "the database is out of resources");
             let message = match db.code().as_deref() {
-                Some("53100") => "the database is out of disk space, try again later",
-                Some("53200") => "the database is out of memory, try again later",
-                Some("53300") => "the database has too many connections, try again later",
-                Some("53400") => "the database has reached a configured limit, try again later",
+                Some(sqlstate::DISK_FULL) => "the database is out of disk space, try again later",
+                Some(sqlstate::OUT_OF_MEMORY) => "the database is out of memory, try again later",
+                Some(sqlstate::TOO_MANY_CONNECTIONS) => {
+                    "the database has too many connections, try again later"
+                }
+                Some(sqlstate::CONFIGURATION_LIMIT_EXCEEDED) => {
+                    "the database has reached a configured limit, try again later"
+                }
                 _ => "the database is out of resources, try again later",
             };
             Error::Unavailable(message.to_owned())
         }
-        // Class 22 (data exception): a value the database cannot take (U+0000 in text, a time
-        // or number out of its range). The edges check what callers send; this catches what
-        // they missed, as the caller's error it is rather than an internal one.
-        sqlx::Error::Database(db) if db.code().is_some_and(|code| code.starts_with("22")) => {
+        // A value the database cannot take (U+0000 in text, a time or number out of its
+        // range). The edges check what callers send; this catches what they missed, as the
+        // caller's error it is rather than an internal one.
+        sqlx::Error::Database(db)
+            if db
+                .code()
+                .is_some_and(|code| code.starts_with(sqlstate::DATA_EXCEPTION)) =>
+        {
             tracing::warn!(error = %error, "the database refused a value");
             Error::invalid("", VALUE_REFUSED)
         }
@@ -212,7 +286,7 @@ pub fn resource_errors() -> u64 {
 
 /// Whether `error` is a unique-key violation.
 pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
+    matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some(sqlstate::UNIQUE_VIOLATION))
 }
 
 #[cfg(test)]

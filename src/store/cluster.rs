@@ -256,6 +256,14 @@ impl ManagedPostgres {
         Ok(())
     }
 
+    /// Stops the cluster when the service fails to start; a failure to stop is logged, so that
+    /// the caller reports why the service did not start.
+    pub async fn stop_after_failure(&self) {
+        if let Err(stop_error) = self.stop().await {
+            tracing::error!(error = ?stop_error, "failed to stop the postgresql cluster");
+        }
+    }
+
     fn command(&self, program: &str) -> Command {
         let mut command = Command::new(self.bin_dir.join(program));
         // The caller's working directory may be closed to the cluster's user.
