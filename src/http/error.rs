@@ -4,8 +4,8 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
 
+use super::rest::{ErrorEnvelope, ErrorMetadata, FieldError};
 use crate::domain::{Error, FieldViolation};
 
 /// An error answer of the gateway.
@@ -59,16 +59,19 @@ impl IntoResponse for Error {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let errors: Vec<_> = self
+        let errors = self
             .errors
-            .iter()
-            .map(|v| json!({"field": v.field, "description": v.description}))
+            .into_iter()
+            .map(|v| FieldError {
+                field: v.field,
+                description: v.description,
+            })
             .collect();
-        let body = json!({
-            "message": self.message,
-            "data": null,
-            "metadata": {"errors": errors},
-        });
+        let body = ErrorEnvelope {
+            message: self.message,
+            data: (),
+            metadata: ErrorMetadata { errors },
+        };
         (self.status, Json(body)).into_response()
     }
 }

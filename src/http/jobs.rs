@@ -23,9 +23,9 @@ use crate::observe::record_job_id;
     request_body(content = super::openapi::StartJobBody, content_type = "application/json"),
     responses(
         (status = 200, description = "The job, started and stored (or, on an idempotent replay, the first job)", body = super::rest::JobEnvelope),
-        (status = 422, description = "The idempotency key was used for a different request", body = super::openapi::ErrorEnvelope),
-        (status = 400, description = "Bad input (field violations in metadata.errors), or a task graph that cannot run", body = super::openapi::ErrorEnvelope),
-        (status = 404, description = "No such workflow", body = super::openapi::ErrorEnvelope),
+        (status = 422, description = "The idempotency key was used for a different request", body = super::rest::ErrorEnvelope),
+        (status = 400, description = "Bad input (field violations in metadata.errors), or a task graph that cannot run", body = super::rest::ErrorEnvelope),
+        (status = 404, description = "No such workflow", body = super::rest::ErrorEnvelope),
     ),
     security(("bearer" = []))
 )]
@@ -62,8 +62,8 @@ pub async fn start_job(
     tag = "jobs",
     responses(
         (status = 200, description = "The job", body = super::rest::JobEnvelope),
-        (status = 400, description = "Malformed id", body = super::openapi::ErrorEnvelope),
-        (status = 404, description = "No such job the caller may see", body = super::openapi::ErrorEnvelope),
+        (status = 400, description = "Malformed id", body = super::rest::ErrorEnvelope),
+        (status = 404, description = "No such job the caller may see", body = super::rest::ErrorEnvelope),
     ),
     security(("bearer" = []))
 )]
@@ -85,7 +85,7 @@ pub async fn get_job(
     tag = "jobs",
     responses(
         (status = 200, description = "A page of jobs", body = super::rest::JobListEnvelope),
-        (status = 400, description = "Unknown parameter or bad value (named in metadata.errors)", body = super::openapi::ErrorEnvelope),
+        (status = 400, description = "Unknown parameter or bad value (named in metadata.errors)", body = super::rest::ErrorEnvelope),
     ),
     security(("bearer" = []))
 )]

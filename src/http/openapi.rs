@@ -16,8 +16,8 @@ use utoipa::openapi::{RefOr, Response, ResponseBuilder, Schema};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 use super::rest::{
-    CreatedWorkflow, EmptyEnvelope, HealthStatus, JobEnvelope, JobListEnvelope, JobListMetadata,
-    WorkflowListEnvelope, WorkflowPage,
+    CreatedWorkflow, EmptyEnvelope, ErrorEnvelope, FieldError, HealthStatus, JobEnvelope,
+    JobListEnvelope, JobListMetadata, WorkflowListEnvelope, WorkflowPage,
 };
 use crate::domain::workflow::{TRANSITION_STATES, TRANSITION_TYPES};
 use crate::domain::Job;
@@ -613,7 +613,7 @@ schema!(
 
 schema!(
     /// One bad field.
-    FieldError = json!({
+    for FieldError = json!({
         "type": "object",
         "required": ["field", "description"],
         "properties": {
@@ -625,7 +625,7 @@ schema!(
 
 schema!(
     /// Every error answer.
-    ErrorEnvelope = json!({
+    for ErrorEnvelope = json!({
         "type": "object",
         "description": "Every error answer.",
         "required": ["message", "data", "metadata"],

@@ -101,6 +101,27 @@ pub struct CreatedWorkflow {
     pub edit: String,
 }
 
+/// Every error answer: `{"message", "data": null, "metadata": {"errors": [...]}}`.
+#[derive(Debug, Serialize)]
+pub struct ErrorEnvelope {
+    pub message: String,
+    pub data: (),
+    pub metadata: ErrorMetadata,
+}
+
+/// The bad fields of an error answer (none for most errors).
+#[derive(Debug, Serialize)]
+pub struct ErrorMetadata {
+    pub errors: Vec<FieldError>,
+}
+
+/// One bad field, named by its path (`options.groups[1]`; empty for the whole body).
+#[derive(Debug, Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub description: String,
+}
+
 /// Liveness or readiness.
 #[derive(Debug, Serialize)]
 pub struct HealthStatus {
@@ -128,6 +149,24 @@ mod tests {
         );
         let short_skip = JobListMetadata::new(3, 10, 10, 25);
         assert_eq!(short_skip.previous_page_skip, Some(0));
+    }
+
+    #[test]
+    fn an_error_envelope_has_null_data_and_the_bad_fields() {
+        let body = ErrorEnvelope {
+            message: "invalid request".into(),
+            data: (),
+            metadata: ErrorMetadata {
+                errors: vec![FieldError {
+                    field: "options".into(),
+                    description: "is required".into(),
+                }],
+            },
+        };
+        assert_eq!(
+            serde_json::to_string(&body).unwrap(),
+            r#"{"message":"invalid request","data":null,"metadata":{"errors":[{"field":"options","description":"is required"}]}}"#
+        );
     }
 
     #[test]

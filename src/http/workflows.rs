@@ -21,8 +21,8 @@ use crate::domain::{storable, Error, Violations, Workflow};
     request_body(content = super::openapi::CreateWorkflowBody, content_type = "application/json"),
     responses(
         (status = 200, description = "The stored workflow, and where to edit it", body = super::rest::CreatedWorkflow),
-        (status = 400, description = "Not a workflow (field violations in metadata.errors)", body = super::openapi::ErrorEnvelope),
-        (status = 409, description = "A workflow with that name exists", body = super::openapi::ErrorEnvelope),
+        (status = 400, description = "Not a workflow (field violations in metadata.errors)", body = super::rest::ErrorEnvelope),
+        (status = 409, description = "A workflow with that name exists", body = super::rest::ErrorEnvelope),
     ),
     security(("bearer" = []))
 )]
@@ -54,8 +54,8 @@ pub async fn create(
     request_body(content = super::openapi::ImportWorkflowsBody, content_type = "application/json"),
     responses(
         (status = 200, description = "Every workflow stored (all or none)", body = super::rest::WorkflowListEnvelope),
-        (status = 400, description = "A document is not a workflow (paths start automations[i])", body = super::openapi::ErrorEnvelope),
-        (status = 409, description = "A name is taken or repeated", body = super::openapi::ErrorEnvelope),
+        (status = 400, description = "A document is not a workflow (paths start automations[i])", body = super::rest::ErrorEnvelope),
+        (status = 409, description = "A name is taken or repeated", body = super::rest::ErrorEnvelope),
     ),
     security(("bearer" = []))
 )]
@@ -95,7 +95,7 @@ pub async fn import(
     tag = "workflows",
     responses(
         (status = 200, description = "A page of workflows in name order", body = super::rest::WorkflowPage),
-        (status = 400, description = "Unknown parameter or bad value", body = super::openapi::ErrorEnvelope),
+        (status = 400, description = "Unknown parameter or bad value", body = super::rest::ErrorEnvelope),
     ),
     security(("bearer" = []))
 )]
@@ -124,8 +124,8 @@ pub async fn list(
     tag = "workflows",
     responses(
         (status = 200, description = "The workflow document as stored", body = super::openapi::Workflow),
-        (status = 400, description = "A name that is not UTF-8 or holds U+0000", body = super::openapi::ErrorEnvelope),
-        (status = 404, description = "No such workflow the caller may see", body = super::openapi::ErrorEnvelope),
+        (status = 400, description = "A name that is not UTF-8 or holds U+0000", body = super::rest::ErrorEnvelope),
+        (status = 404, description = "No such workflow the caller may see", body = super::rest::ErrorEnvelope),
     ),
     security(("bearer" = []))
 )]
@@ -149,8 +149,8 @@ pub async fn get(
     tag = "workflows",
     responses(
         (status = 200, description = "Deleted; jobs started from it are kept", body = super::rest::EmptyEnvelope),
-        (status = 400, description = "A name that is not UTF-8 or holds U+0000", body = super::openapi::ErrorEnvelope),
-        (status = 404, description = "No such workflow the caller may see", body = super::openapi::ErrorEnvelope),
+        (status = 400, description = "A name that is not UTF-8 or holds U+0000", body = super::rest::ErrorEnvelope),
+        (status = 404, description = "No such workflow the caller may see", body = super::rest::ErrorEnvelope),
     ),
     security(("bearer" = []))
 )]
