@@ -16,8 +16,9 @@ use crate::domain::search::JobSearch;
 use crate::domain::{
     Action, Caller, Error, IdempotencyKey, Job, JobId, StartJob, Workflow, WorkflowDocument,
 };
+use crate::store::graphs::GraphCache;
 use crate::store::idempotency::{self, ScopedKey};
-use crate::store::jobs::{self, GraphCache, JobFilter};
+use crate::store::jobs::{self, JobFilter};
 use crate::store::{workflows, PoolStats, Store};
 use group_commit::GroupCommit;
 

@@ -2,6 +2,7 @@
 //! SQLSTATEs and constraint names never leave this module.
 
 pub mod cache;
+pub mod graphs;
 pub mod idempotency;
 pub mod jobs;
 pub mod workflows;
