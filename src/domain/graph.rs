@@ -153,18 +153,19 @@ impl TaskGraph {
     }
 }
 
-/// A SHA-256 of `tasks` and `transitions` as compact JSON, apart by a unit separator. Stored
-/// graphs are keyed by it, so it must stay the same for the same graph.
+/// A SHA-256 of `tasks` and `transitions` as compact JSON, separated by a unit separator
+/// (0x1f). Stored graphs are keyed by it, so it must stay the same for the same graph.
 fn digest(tasks: &BTreeMap<String, JobTask>, transitions: &Map<String, Value>) -> String {
-    let mut digest = Sha256::new();
-    serde_json::to_writer(&mut digest, tasks).expect("a task graph is JSON");
-    digest.update([0x1f]);
-    serde_json::to_writer(&mut digest, transitions).expect("transitions are JSON");
-    hex::encode(digest.finalize())
+    let mut hasher = Sha256::new();
+    serde_json::to_writer(&mut hasher, tasks).expect("a task graph is JSON");
+    hasher.update([0x1f]);
+    serde_json::to_writer(&mut hasher, transitions).expect("transitions are JSON");
+    hex::encode(hasher.finalize())
 }
 
 /// Everything that keeps the task graph of a workflow (its `tasks` and `transitions`) from
-/// running, in a stable order: the document's. Empty when a job can start from it.
+/// running, in a stable order: the document's, which is why it reads the document's objects
+/// and not a built graph (whose tasks are sorted by id). Empty when a job can start from it.
 pub fn problems(tasks: &Map<String, Value>, transitions: &Map<String, Value>) -> Vec<Problem> {
     let mut problems = Vec::new();
     for required in [WORKFLOW_START, WORKFLOW_END] {
