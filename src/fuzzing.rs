@@ -37,7 +37,7 @@ pub fn build_job(workflow: &[u8], variables: &[u8]) {
         Ok(Value::Object(variables)) => variables,
         _ => serde_json::Map::new(),
     };
-    let options = crate::domain::job::JobOptions {
+    let options = crate::domain::start::JobOptions {
         variables,
         ..Default::default()
     };

@@ -6,7 +6,7 @@ use std::io::Write;
 use sha2::{Digest, Sha256};
 
 use super::error::Error;
-use super::job::StartJob;
+use super::start::StartJob;
 
 /// The header (HTTP) and metadata (gRPC) name, as errors name it.
 pub const FIELD: &str = "idempotency-key";
@@ -116,7 +116,7 @@ fn write_sorted_map(out: &mut impl Write, map: &Map<String, Value>) -> std::io::
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::job::JobOptions;
+    use crate::domain::start::JobOptions;
     use serde_json::json;
 
     fn start(variables: Value) -> StartJob {

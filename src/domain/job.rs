@@ -11,10 +11,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Number, Value};
 
 use super::caller::Caller;
-use super::error::{Error, Violations};
-use super::ids::{is_object_id, JobId};
-use super::json::{index, reject_nul_in};
-use super::workflow::{CompiledWorkflow, WorkflowDocument, WORKFLOW_START};
+use super::error::Error;
+use super::graph::JobTask;
+use super::ids::JobId;
+use super::start::JobOptions;
+use super::workflow::CompiledWorkflow;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -38,38 +39,6 @@ impl JobStatus {
             JobStatus::Incomplete => "incomplete",
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TaskStatus {
-    Incomplete,
-    Scheduled,
-    Running,
-    Complete,
-    Error,
-    Canceled,
-}
-
-/// One outgoing transition of a job's task.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TaskTransition {
-    pub task: String,
-    #[serde(rename = "type")]
-    pub transition_type: String,
-}
-
-/// A task of a job: the workflow's task as it was, plus its run state and its edges.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct JobTask {
-    pub status: TaskStatus,
-    /// Outgoing transitions by end state.
-    pub transitions: BTreeMap<String, Vec<TaskTransition>>,
-    /// Ids of the tasks with a transition into this one, by end state.
-    pub previous: BTreeMap<String, Vec<String>>,
-    /// Every field of the workflow's task, unchanged.
-    #[serde(flatten)]
-    pub fields: Map<String, Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -222,93 +191,6 @@ impl UserRef {
     }
 }
 
-/// A job's own fields: its document without `tasks` and `transitions`, which every job of a
-/// workflow revision shares and which are stored once per graph (`job_graphs`). Serializes
-/// with the same names as [`Job`]; a test checks the two stay in step.
-#[derive(Debug, Serialize)]
-pub struct JobRecord<'a> {
-    #[serde(rename = "_id")]
-    id: &'a str,
-    uuid: &'a str,
-    name: &'a str,
-    description: &'a str,
-    #[serde(rename = "type")]
-    job_type: &'a str,
-    status: JobStatus,
-    variables: &'a Map<String, Value>,
-    groups: &'a [String],
-    watchers: &'a [String],
-    ancestors: &'a [String],
-    parent: &'a Value,
-    metrics: &'a JobMetrics,
-    error: &'a [Value],
-    warnings: &'a [Value],
-    #[serde(with = "millis_rfc3339")]
-    created: DateTime<Utc>,
-    created_by: &'a str,
-    #[serde(with = "millis_rfc3339")]
-    last_updated: DateTime<Utc>,
-    last_updated_by: &'a UserRef,
-    #[serde(rename = "canvasVersion")]
-    canvas_version: i64,
-    #[serde(rename = "encodingVersion")]
-    encoding_version: i64,
-    font_size: i64,
-    #[serde(rename = "preAutomationTime")]
-    pre_automation_time: &'a Number,
-    sla: &'a Number,
-    decorators: &'a [Decorator],
-    tags: &'a [Value],
-    #[serde(rename = "errorHandler")]
-    error_handler: &'a Value,
-    #[serde(rename = "createdVersion")]
-    created_version: &'a str,
-    #[serde(rename = "lastUpdatedVersion")]
-    last_updated_version: &'a str,
-    #[serde(rename = "migrationVersion")]
-    migration_version: i64,
-    #[serde(rename = "validationErrors")]
-    validation_errors: &'a [Value],
-}
-
-impl Job {
-    /// The job's own fields, as stored beside its graph.
-    pub fn record(&self) -> JobRecord<'_> {
-        JobRecord {
-            id: &self.id,
-            uuid: &self.uuid,
-            name: &self.name,
-            description: &self.description,
-            job_type: &self.job_type,
-            status: self.status,
-            variables: &self.variables,
-            groups: &self.groups,
-            watchers: &self.watchers,
-            ancestors: &self.ancestors,
-            parent: &self.parent,
-            metrics: &self.metrics,
-            error: &self.error,
-            warnings: &self.warnings,
-            created: self.created,
-            created_by: &self.created_by,
-            last_updated: self.last_updated,
-            last_updated_by: &self.last_updated_by,
-            canvas_version: self.canvas_version,
-            encoding_version: self.encoding_version,
-            font_size: self.font_size,
-            pre_automation_time: &self.pre_automation_time,
-            sla: &self.sla,
-            decorators: &self.decorators,
-            tags: &self.tags,
-            error_handler: &self.error_handler,
-            created_version: &self.created_version,
-            last_updated_version: &self.last_updated_version,
-            migration_version: self.migration_version,
-            validation_errors: &self.validation_errors,
-        }
-    }
-}
-
 /// Most ignored options a job's `warnings` name one by one; the rest are counted.
 const MAX_IGNORED_LISTED: usize = 20;
 /// Most characters of an ignored option's name a warning repeats.
@@ -342,99 +224,6 @@ fn ignored_options(ignored: &[String]) -> Vec<Value> {
 
 /// The shape version of job documents this service writes.
 pub const JOB_DOCUMENT_VERSION: i64 = 1;
-
-/// Options of a new job, parsed.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct JobOptions {
-    pub description: Option<String>,
-    pub job_type: Option<String>,
-    pub variables: Map<String, Value>,
-    /// `None`: the workflow's groups.
-    pub groups: Option<Vec<String>>,
-    /// Option names the service does not know, which the REST request schema allows: not
-    /// stored, and reported in the job's `warnings`.
-    pub ignored: Vec<String>,
-}
-
-/// A StartJob request as it arrives, before parsing: what either front door can fill.
-#[derive(Debug, Clone, Default)]
-pub struct RawStartJob {
-    pub workflow: String,
-    pub options: Option<RawJobOptions>,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct RawJobOptions {
-    pub description: Option<String>,
-    pub job_type: Option<String>,
-    pub variables: Option<Map<String, Value>>,
-    pub groups: Option<Vec<String>>,
-    /// Names of options the service does not know (the gateway accepts them).
-    pub ignored: Vec<String>,
-}
-
-/// A StartJob request that passed parsing.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StartJob {
-    pub workflow: String,
-    pub options: JobOptions,
-}
-
-impl StartJob {
-    pub fn parse(raw: RawStartJob) -> Result<Self, Error> {
-        let mut violations = Violations::default();
-        if raw.workflow.is_empty() {
-            violations.push("workflow", "is required");
-        } else if raw.workflow.contains('\0') {
-            violations.push("workflow", "must not contain the character U+0000");
-        }
-        let Some(options) = raw.options else {
-            violations.push("options", "is required");
-            return Err(violations.into_result(()).unwrap_err());
-        };
-        for (field, value) in [
-            ("options.description", &options.description),
-            ("options.type", &options.job_type),
-        ] {
-            if value.as_deref().is_some_and(|s| s.contains('\0')) {
-                violations.push(field, "must not contain the character U+0000");
-            }
-        }
-        for key in &options.ignored {
-            if key.contains('\0') {
-                violations.push(
-                    format!("options.{key}"),
-                    "must not contain the character U+0000",
-                );
-            }
-        }
-        if options.job_type.as_deref() == Some("") {
-            violations.push("options.type", "must not be empty when given");
-        }
-        let variables = options.variables.unwrap_or_default();
-        reject_nul_in(&variables, "options.variables", &mut violations);
-        if let Some(groups) = &options.groups {
-            for (i, group) in groups.iter().enumerate() {
-                if !is_object_id(group) {
-                    violations.push(
-                        index("options.groups", i),
-                        "must be a group id of 24 lowercase hex characters",
-                    );
-                }
-            }
-        }
-        violations.into_result(StartJob {
-            workflow: raw.workflow,
-            options: JobOptions {
-                description: options.description,
-                job_type: options.job_type,
-                variables,
-                groups: options.groups,
-                ignored: options.ignored,
-            },
-        })
-    }
-}
 
 impl Job {
     /// Builds a new job from `workflow`, as CONTRACT "A new job" says. Fails with
@@ -502,8 +291,8 @@ impl Job {
                 .job_type
                 .unwrap_or_else(|| workflow.workflow_type().to_owned()),
             status: JobStatus::Running,
-            tasks: compiled.job_tasks().clone(),
-            transitions: compiled.job_transitions().clone(),
+            tasks: compiled.job_graph().tasks().clone(),
+            transitions: compiled.job_graph().transitions().clone(),
             variables,
             groups: options.groups.unwrap_or_else(|| workflow.groups().to_vec()),
             watchers: vec![caller.sub.clone()],
@@ -537,105 +326,8 @@ impl Job {
     }
 }
 
-/// Each task of the workflow with its run state, its outgoing transitions grouped by end state
-/// and the tasks leading into it (`previous`), also grouped by end state.
-/// An estimate of the memory a job's tasks hold (see [`super::json::heap_size`]), which caches
-/// of task graphs weigh their entries by.
-pub fn tasks_heap_size(tasks: &BTreeMap<String, JobTask>) -> usize {
-    const NODE: usize = std::mem::size_of::<String>() + 16;
-    tasks
-        .iter()
-        .map(|(id, task)| {
-            let transitions: usize = task
-                .transitions
-                .iter()
-                .flat_map(|(state, list)| {
-                    std::iter::once(NODE + state.len()).chain(list.iter().map(|t| {
-                        std::mem::size_of::<TaskTransition>()
-                            + t.task.len()
-                            + t.transition_type.len()
-                    }))
-                })
-                .sum();
-            let previous: usize = task
-                .previous
-                .iter()
-                .flat_map(|(state, list)| {
-                    std::iter::once(NODE + state.len()).chain(
-                        list.iter()
-                            .map(|id| std::mem::size_of::<String>() + id.len()),
-                    )
-                })
-                .sum();
-            NODE + id.len()
-                + std::mem::size_of::<JobTask>()
-                + super::json::map_heap_size(&task.fields)
-                + transitions
-                + previous
-        })
-        .sum()
-}
-
-pub(super) fn build_tasks(workflow: &WorkflowDocument) -> BTreeMap<String, JobTask> {
-    let tasks = workflow.tasks();
-    let mut outgoing: BTreeMap<&str, BTreeMap<String, Vec<TaskTransition>>> = BTreeMap::new();
-    let mut previous: BTreeMap<&str, BTreeMap<String, Vec<String>>> = BTreeMap::new();
-    for (source, targets) in workflow.transitions() {
-        if !tasks.contains_key(source) {
-            continue;
-        }
-        for (target, transition) in targets.as_object().into_iter().flatten() {
-            let field = |key| {
-                transition
-                    .get(key)
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned()
-            };
-            let state = field("state");
-            outgoing
-                .entry(source.as_str())
-                .or_default()
-                .entry(state.clone())
-                .or_default()
-                .push(TaskTransition {
-                    task: target.clone(),
-                    transition_type: field("type"),
-                });
-            previous
-                .entry(target.as_str())
-                .or_default()
-                .entry(state)
-                .or_default()
-                .push(source.clone());
-        }
-    }
-    tasks
-        .iter()
-        .map(|(id, task)| {
-            let mut fields = task.as_object().cloned().unwrap_or_default();
-            // These are the job's own; a workflow task carrying them would clash.
-            for key in ["status", "transitions", "previous"] {
-                fields.remove(key);
-            }
-            let status = if id == WORKFLOW_START {
-                TaskStatus::Complete
-            } else {
-                TaskStatus::Incomplete
-            };
-            let job_task = JobTask {
-                status,
-                transitions: outgoing.remove(id.as_str()).unwrap_or_default(),
-                previous: previous.remove(id.as_str()).unwrap_or_default(),
-                fields,
-            };
-            (id.clone(), job_task)
-        })
-        .collect()
-}
-
 /// RFC 3339 timestamps with milliseconds and `Z`, as the REST documents write them.
-mod millis_rfc3339 {
+pub(crate) mod millis_rfc3339 {
     use chrono::{DateTime, SecondsFormat, Utc};
     use serde::{Deserialize, Deserializer, Serializer};
 
@@ -659,6 +351,9 @@ mod millis_rfc3339 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::graph::TaskStatus;
+    use crate::domain::ids::is_object_id;
+    use crate::domain::workflow::WorkflowDocument;
     use serde_json::json;
 
     fn workflow() -> WorkflowDocument {
@@ -796,48 +491,6 @@ mod tests {
         assert!(value["created"].as_str().unwrap().ends_with('Z'));
         let back: Job = serde_json::from_value(value).unwrap();
         assert_eq!(back, job);
-    }
-
-    #[test]
-    fn the_record_is_the_document_without_the_graph() {
-        let job = started();
-        let mut document = serde_json::to_value(&job).unwrap();
-        let record = serde_json::to_value(job.record()).unwrap();
-        let whole = document.as_object_mut().unwrap();
-        assert!(whole.remove("tasks").is_some());
-        assert!(whole.remove("transitions").is_some());
-        assert_eq!(record, document);
-    }
-
-    #[test]
-    fn start_job_parse_names_each_bad_field() {
-        let err = StartJob::parse(RawStartJob {
-            workflow: String::new(),
-            options: Some(RawJobOptions {
-                groups: Some(vec!["b0bc20ec3a3e5e90bac881e7".into(), "nope".into()]),
-                job_type: Some(String::new()),
-                ..RawJobOptions::default()
-            }),
-        })
-        .unwrap_err();
-        let Error::InvalidArgument { violations } = err else {
-            panic!()
-        };
-        let fields: Vec<_> = violations.iter().map(|v| v.field.as_str()).collect();
-        assert_eq!(fields, ["workflow", "options.type", "options.groups[1]"]);
-    }
-
-    #[test]
-    fn missing_options_are_named() {
-        let err = StartJob::parse(RawStartJob {
-            workflow: "w".into(),
-            options: None,
-        })
-        .unwrap_err();
-        let Error::InvalidArgument { violations } = err else {
-            panic!()
-        };
-        assert_eq!(violations[0].field, "options");
     }
 
     #[test]

@@ -3,21 +3,13 @@
 //! The document is kept whole (fields the service does not model are stored and returned
 //! unchanged); parsing checks the parts the service relies on and reads out the few it uses.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-
 use chrono::{DateTime, Utc};
-use serde_json::value::RawValue;
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
 use super::error::{Error, FieldViolation, Problem, Violations};
+use super::graph::{self, TaskGraph};
 use super::ids::is_object_id;
-use super::job::JobTask;
 use super::json::{index, join, reject_nul_in, type_name};
-
-pub const WORKFLOW_START: &str = "workflow_start";
-pub const WORKFLOW_END: &str = "workflow_end";
 
 /// End states a transition can leave a task in.
 pub const TRANSITION_STATES: [&str; 4] = ["success", "failure", "error", "loop"];
@@ -181,65 +173,7 @@ impl WorkflowDocument {
     /// Everything that keeps the task graph from running, in a stable order. Empty when a job
     /// can start from it.
     pub fn graph_problems(&self) -> Vec<Problem> {
-        let tasks = self.tasks();
-        let transitions = self.transitions();
-        let mut problems = Vec::new();
-        for required in [WORKFLOW_START, WORKFLOW_END] {
-            if !tasks.contains_key(required) {
-                problems.push(Problem {
-                    subject: format!("tasks.{required}"),
-                    description: format!("the workflow has no {required} task"),
-                });
-            }
-        }
-        for task in tasks.keys() {
-            if !transitions.contains_key(task) {
-                problems.push(Problem {
-                    subject: format!("transitions.{task}"),
-                    description: format!("task {task} has no transitions entry"),
-                });
-            }
-        }
-        // Entries for tasks that no longer exist are left over by the editor when a task is
-        // deleted; real exports carry them, and they never run, so only their targets matter
-        // when they have any.
-        for (source, targets) in transitions {
-            for target in targets.as_object().into_iter().flat_map(Map::keys) {
-                if !tasks.contains_key(target) {
-                    problems.push(Problem {
-                        subject: format!("transitions.{source}.{target}"),
-                        description: format!(
-                            "transition from {source} leads to task {target}, which does not exist"
-                        ),
-                    });
-                }
-            }
-        }
-        if tasks.contains_key(WORKFLOW_START)
-            && tasks.contains_key(WORKFLOW_END)
-            && !self.reachable_from_start().contains(WORKFLOW_END)
-        {
-            problems.push(Problem {
-                subject: format!("tasks.{WORKFLOW_END}"),
-                description: format!("{WORKFLOW_END} cannot be reached from {WORKFLOW_START}"),
-            });
-        }
-        problems
-    }
-
-    fn reachable_from_start(&self) -> std::collections::HashSet<&str> {
-        let transitions = self.transitions();
-        let mut seen = std::collections::HashSet::from([WORKFLOW_START]);
-        let mut stack = vec![WORKFLOW_START];
-        while let Some(task) = stack.pop() {
-            let targets = transitions.get(task).and_then(Value::as_object);
-            for target in targets.into_iter().flat_map(Map::keys) {
-                if seen.insert(target.as_str()) {
-                    stack.push(target.as_str());
-                }
-            }
-        }
-        seen
+        graph::problems(self.tasks(), self.transitions())
     }
 }
 
@@ -251,39 +185,9 @@ pub struct CompiledWorkflow {
     /// a document written by another version can have one).
     input_schema: Result<Option<jsonschema::Validator>, String>,
     problems: Vec<Problem>,
-    /// The tasks and transitions of every job started from this workflow: they depend on the
-    /// workflow alone, so they are built once and shared.
-    job_tasks: Arc<BTreeMap<String, JobTask>>,
-    job_transitions: Arc<Map<String, Value>>,
-    /// The same graph as stored: once per distinct graph, shared by its jobs.
-    job_graph: JobGraph,
-}
-
-/// A job task graph as stored: its tasks and transitions as JSON, and an id that is a SHA-256
-/// of both, so equal graphs have one id whichever instance computed it.
-#[derive(Debug)]
-pub struct JobGraph {
-    pub id: String,
-    pub tasks: Box<RawValue>,
-    pub transitions: Box<RawValue>,
-}
-
-impl JobGraph {
-    fn new(tasks: &BTreeMap<String, JobTask>, transitions: &Map<String, Value>) -> Self {
-        let tasks = serde_json::value::to_raw_value(tasks).expect("a task graph is JSON");
-        let transitions =
-            serde_json::value::to_raw_value(transitions).expect("transitions are JSON");
-        let mut digest = Sha256::new();
-        digest.update(tasks.get().as_bytes());
-        digest.update([0x1f]);
-        digest.update(transitions.get().as_bytes());
-        let id = hex::encode(digest.finalize());
-        JobGraph {
-            id,
-            tasks,
-            transitions,
-        }
-    }
+    /// The task graph of every job started from this workflow: it depends on the workflow
+    /// alone, so it is built once and shared.
+    job_graph: TaskGraph,
 }
 
 impl std::fmt::Debug for CompiledWorkflow {
@@ -304,12 +208,8 @@ impl CompiledWorkflow {
                 .map_err(|error| error.to_string()),
         };
         let problems = document.graph_problems();
-        let job_tasks = super::job::build_tasks(&document);
-        let job_transitions = document.transitions().clone();
         CompiledWorkflow {
-            job_graph: JobGraph::new(&job_tasks, &job_transitions),
-            job_tasks: Arc::new(job_tasks),
-            job_transitions: Arc::new(job_transitions),
+            job_graph: TaskGraph::build(document.tasks(), document.transitions()),
             document,
             input_schema,
             problems,
@@ -317,29 +217,16 @@ impl CompiledWorkflow {
     }
 
     /// An estimate of the memory this compiled workflow holds: its document, its job graph
-    /// (built and as stored) and its input schema; what the cache of compiled workflows
-    /// weighs it by.
+    /// and its input schema; what the cache of compiled workflows weighs it by.
     pub fn weight(&self) -> usize {
         use super::json::{heap_size, map_heap_size};
         // A compiled schema holds about as much again as the schema's JSON.
         let schema = self.document.input_schema().map_or(0, |s| 2 * heap_size(s));
-        map_heap_size(self.document.document())
-            + super::job::tasks_heap_size(&self.job_tasks)
-            + map_heap_size(&self.job_transitions)
-            + self.job_graph.tasks.get().len()
-            + self.job_graph.transitions.get().len()
-            + schema
+        map_heap_size(self.document.document()) + self.job_graph.heap_size() + schema
     }
 
-    pub fn job_tasks(&self) -> &Arc<BTreeMap<String, JobTask>> {
-        &self.job_tasks
-    }
-
-    pub fn job_transitions(&self) -> &Arc<Map<String, Value>> {
-        &self.job_transitions
-    }
-
-    pub fn job_graph(&self) -> &JobGraph {
+    /// The task graph of every job started from this workflow.
+    pub fn job_graph(&self) -> &TaskGraph {
         &self.job_graph
     }
 
@@ -630,43 +517,6 @@ mod tests {
         assert_eq!(
             violations(WorkflowDocument::parse(doc, "workflow").unwrap_err()),
             ["workflow.inputSchema"]
-        );
-    }
-
-    #[test]
-    fn graph_problems_lists_every_problem() {
-        let mut doc = minimal();
-        doc["tasks"].as_object_mut().unwrap().remove("workflow_end");
-        doc["tasks"]["b2"] = json!({"name": "orphan"});
-        doc["transitions"]["workflow_start"]["ffff"] =
-            json!({"state": "success", "type": "standard"});
-        let parsed = WorkflowDocument::parse(doc, "workflow").unwrap();
-        let subjects: Vec<_> = parsed
-            .graph_problems()
-            .into_iter()
-            .map(|p| p.subject)
-            .collect();
-        assert_eq!(
-            subjects,
-            [
-                "tasks.workflow_end",
-                "transitions.b2",
-                "transitions.workflow_start.ffff",
-                "transitions.a1.workflow_end",
-            ]
-        );
-    }
-
-    #[test]
-    fn an_unreachable_end_is_a_problem() {
-        let mut doc = minimal();
-        doc["transitions"]["a1"] = json!({});
-        let parsed = WorkflowDocument::parse(doc, "workflow").unwrap();
-        let problems = parsed.graph_problems();
-        assert_eq!(problems.len(), 1);
-        assert_eq!(
-            problems[0].description,
-            "workflow_end cannot be reached from workflow_start"
         );
     }
 

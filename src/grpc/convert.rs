@@ -9,7 +9,7 @@ use prost_types::value::Kind;
 use serde_json::{Map, Number, Value};
 
 use super::pb;
-use crate::domain::job::{JobTask, TaskStatus};
+use crate::domain::graph::{JobTask, TaskStatus, Transition};
 use crate::domain::json::{index, join};
 use crate::domain::storable;
 use crate::domain::{Error, Job, JobStatus, RawJobOptions, RawStartJob, Violations, Workflow};
@@ -252,23 +252,13 @@ impl From<&JobTask> for pb::JobTask {
 }
 
 fn transition_targets(targets: &Value) -> pb::TransitionTargets {
-    let targets = targets
-        .as_object()
-        .into_iter()
-        .flatten()
-        .map(|(target, transition)| {
-            let field = |key| {
-                transition
-                    .get(key)
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned()
-            };
+    let targets = Transition::all_in(targets)
+        .map(|transition| {
             (
-                target.clone(),
+                transition.target.to_owned(),
                 pb::Transition {
-                    state: field("state"),
-                    r#type: field("type"),
+                    state: transition.state.to_owned(),
+                    r#type: transition.kind.to_owned(),
                 },
             )
         })

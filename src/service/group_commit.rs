@@ -16,10 +16,11 @@ use chrono::Utc;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::Started;
-use crate::domain::{Caller, CompiledWorkflow, Error, Job, JobGraph, StartJob};
+use crate::domain::{Caller, CompiledWorkflow, Error, Job, StartJob, TaskGraph};
 use crate::store::cache::{weighted_cache, Weighed, WeightedCache};
+use crate::store::graphs::{self, GraphCache};
 use crate::store::idempotency::{self, ScopedKey, StoredKey};
-use crate::store::jobs::{self, GraphCache};
+use crate::store::jobs;
 use crate::store::workflows::{self, StartTarget};
 use crate::store::{PoolStats, Store, Tx};
 
@@ -85,7 +86,7 @@ impl GroupCommit {
         if let Some((_, compiled)) = self.committer.workflows.remove(name) {
             self.committer
                 .graphs
-                .forget(&compiled.value.1.job_graph().id);
+                .forget(compiled.value.1.job_graph().id());
         }
     }
 
@@ -277,10 +278,11 @@ impl Committer {
 
         if !made.is_empty() {
             // Each distinct graph is stored once, by whichever start first uses it.
-            let mut new_graphs: Vec<&JobGraph> = Vec::new();
+            let mut new_graphs: Vec<&TaskGraph> = Vec::new();
             for (_, _, compiled) in &made {
                 let graph = compiled.job_graph();
-                if !self.graphs.contains(&graph.id) && !new_graphs.iter().any(|g| g.id == graph.id)
+                if !self.graphs.contains(graph.id())
+                    && !new_graphs.iter().any(|g| g.id() == graph.id())
                 {
                     new_graphs.push(graph);
                 }
@@ -288,12 +290,12 @@ impl Committer {
             if !new_graphs.is_empty() {
                 // In one order, so that two batches storing the same new graphs cannot
                 // deadlock.
-                new_graphs.sort_unstable_by(|a, b| a.id.cmp(&b.id));
-                jobs::insert_graphs(&mut tx, &new_graphs).await?;
+                new_graphs.sort_unstable_by(|a, b| a.id().cmp(b.id()));
+                graphs::insert_many(&mut tx, &new_graphs).await?;
             }
             let jobs: Vec<(&Job, &str)> = made
                 .iter()
-                .map(|(_, job, compiled)| (job, compiled.job_graph().id.as_str()))
+                .map(|(_, job, compiled)| (job, compiled.job_graph().id()))
                 .collect();
             jobs::insert_many(&mut tx, &jobs).await?;
             let keys: Vec<(ScopedKey, StoredKey)> = made
@@ -318,9 +320,8 @@ impl Committer {
 
         for (_, _, compiled) in &made {
             let graph = compiled.job_graph();
-            if !self.graphs.contains(&graph.id) {
-                self.graphs
-                    .insert(graph, compiled.job_tasks(), compiled.job_transitions());
+            if !self.graphs.contains(graph.id()) {
+                self.graphs.insert(graph);
             }
         }
         for (i, job, _) in made {

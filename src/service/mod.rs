@@ -16,8 +16,9 @@ use crate::domain::search::{JobSearch, WorkflowSearch};
 use crate::domain::{
     Action, Caller, Error, IdempotencyKey, Job, JobId, StartJob, Workflow, WorkflowDocument,
 };
+use crate::store::graphs::GraphCache;
 use crate::store::idempotency::ScopedKey;
-use crate::store::jobs::{self, GraphCache};
+use crate::store::jobs;
 use crate::store::{workflows, PoolStats, Store};
 use group_commit::GroupCommit;
 

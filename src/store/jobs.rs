@@ -1,44 +1,108 @@
-//! The `jobs` table, the task graphs its jobs share (`job_graphs`), and the view of whole job
-//! documents (`job_documents`) for people reading the database. The service reads a job's own
-//! fields and takes its graph from a cache ([`GraphCache`]): each graph is read and parsed once.
+//! The `jobs` table, and the view of whole job documents (`job_documents`) for people reading
+//! the database. A row holds a job's own fields ([`JobRecord`]) and the id of its task graph,
+//! stored once in `job_graphs` ([`super::graphs`]); a job read is completed with its graph.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use serde_json::value::RawValue;
-use serde_json::{Map, Value};
+use serde::Serialize;
+use serde_json::{Map, Number, Value};
 use sqlx::types::Json;
 use sqlx::{PgConnection, Postgres, QueryBuilder};
 
-use super::cache::{weighted_cache, Weighed, WeightedCache};
+use super::graphs::GraphCache;
 use super::{rows_within, translate};
-use crate::domain::job::{tasks_heap_size, Job, JobTask};
+use crate::domain::job::{millis_rfc3339, Decorator, Job, JobMetrics, UserRef};
 use crate::domain::page::{JobCursor, JobFilter};
 use crate::domain::search::{Condition, JobField, JobSearch};
-use crate::domain::{Error, JobGraph, JobId, JobRecord};
+use crate::domain::{Error, JobId, JobStatus};
 
-/// Stores `graphs`, those not stored yet (graphs are never changed or deleted, so one already
-/// there is the same).
-pub async fn insert_graphs(conn: &mut PgConnection, graphs: &[&JobGraph]) -> Result<(), Error> {
-    let ids: Vec<&str> = graphs.iter().map(|graph| graph.id.as_str()).collect();
-    let tasks: Vec<Json<&RawValue>> = graphs.iter().map(|graph| Json(&*graph.tasks)).collect();
-    let transitions: Vec<Json<&RawValue>> = graphs
-        .iter()
-        .map(|graph| Json(&*graph.transitions))
-        .collect();
-    sqlx::query(
-        "insert into job_graphs (id, tasks, transitions)
-         select * from unnest($1::text[], $2::jsonb[], $3::jsonb[])
-         on conflict (id) do nothing",
-    )
-    .bind(&ids)
-    .bind(&tasks)
-    .bind(&transitions)
-    .execute(conn)
-    .await
-    .map_err(translate)?;
-    Ok(())
+/// A job's own fields: its document without `tasks` and `transitions`, which every job of a
+/// workflow revision shares and which are stored once per graph (`job_graphs`). Serializes
+/// with the same names as [`Job`]; a test checks the two stay in step.
+#[derive(Debug, Serialize)]
+pub struct JobRecord<'a> {
+    #[serde(rename = "_id")]
+    id: &'a str,
+    uuid: &'a str,
+    name: &'a str,
+    description: &'a str,
+    #[serde(rename = "type")]
+    job_type: &'a str,
+    status: JobStatus,
+    variables: &'a Map<String, Value>,
+    groups: &'a [String],
+    watchers: &'a [String],
+    ancestors: &'a [String],
+    parent: &'a Value,
+    metrics: &'a JobMetrics,
+    error: &'a [Value],
+    warnings: &'a [Value],
+    #[serde(with = "millis_rfc3339")]
+    created: DateTime<Utc>,
+    created_by: &'a str,
+    #[serde(with = "millis_rfc3339")]
+    last_updated: DateTime<Utc>,
+    last_updated_by: &'a UserRef,
+    #[serde(rename = "canvasVersion")]
+    canvas_version: i64,
+    #[serde(rename = "encodingVersion")]
+    encoding_version: i64,
+    font_size: i64,
+    #[serde(rename = "preAutomationTime")]
+    pre_automation_time: &'a Number,
+    sla: &'a Number,
+    decorators: &'a [Decorator],
+    tags: &'a [Value],
+    #[serde(rename = "errorHandler")]
+    error_handler: &'a Value,
+    #[serde(rename = "createdVersion")]
+    created_version: &'a str,
+    #[serde(rename = "lastUpdatedVersion")]
+    last_updated_version: &'a str,
+    #[serde(rename = "migrationVersion")]
+    migration_version: i64,
+    #[serde(rename = "validationErrors")]
+    validation_errors: &'a [Value],
+}
+
+/// Written here, beside the table whose rows it fills, so that the domain holds no storage shape.
+impl Job {
+    /// The job's own fields, as stored beside its graph.
+    pub fn record(&self) -> JobRecord<'_> {
+        JobRecord {
+            id: &self.id,
+            uuid: &self.uuid,
+            name: &self.name,
+            description: &self.description,
+            job_type: &self.job_type,
+            status: self.status,
+            variables: &self.variables,
+            groups: &self.groups,
+            watchers: &self.watchers,
+            ancestors: &self.ancestors,
+            parent: &self.parent,
+            metrics: &self.metrics,
+            error: &self.error,
+            warnings: &self.warnings,
+            created: self.created,
+            created_by: &self.created_by,
+            last_updated: self.last_updated,
+            last_updated_by: &self.last_updated_by,
+            canvas_version: self.canvas_version,
+            encoding_version: self.encoding_version,
+            font_size: self.font_size,
+            pre_automation_time: &self.pre_automation_time,
+            sla: &self.sla,
+            decorators: &self.decorators,
+            tags: &self.tags,
+            error_handler: &self.error_handler,
+            created_version: &self.created_version,
+            last_updated_version: &self.last_updated_version,
+            migration_version: self.migration_version,
+            validation_errors: &self.validation_errors,
+        }
+    }
 }
 
 /// Inserts `jobs`, each with the id of its (stored) graph, with one statement: one round trip
@@ -96,7 +160,7 @@ pub async fn get(
         .map_err(translate)?;
     match row {
         None => Ok(None),
-        Some(row) => Ok(graphs.complete(conn, vec![row]).await?.pop()),
+        Some(row) => Ok(complete(conn, graphs, vec![row]).await?.pop()),
     }
 }
 
@@ -112,7 +176,7 @@ pub async fn get_many(
             .fetch_all(&mut *conn)
             .await
             .map_err(translate)?;
-    graphs.complete(conn, rows).await
+    complete(conn, graphs, rows).await
 }
 
 /// A stored job: its own fields, and the id of its graph.
@@ -122,123 +186,25 @@ pub struct JobRow {
     graph_id: String,
 }
 
-/// The task graphs of stored jobs, by id, read once and shared by every job read with them.
-/// Graphs never change (an id is a digest of the content), so what is cached is never stale.
-/// The cache holds at most its budget of memory (as estimated by `tasks_heap_size`), keeping
-/// the graphs used most.
-pub struct GraphCache {
-    graphs: WeightedCache<SharedGraph>,
-}
-
-impl std::fmt::Debug for GraphCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GraphCache")
-            .field("graphs", &self.graphs.len())
-            .field("bytes", &self.graphs.weight())
-            .finish()
-    }
-}
-
-/// A graph's tasks and transitions, as jobs hold them.
-type SharedGraph = (Arc<BTreeMap<String, JobTask>>, Arc<Map<String, Value>>);
-
-/// A row of `job_graphs`: id, tasks, transitions.
-type GraphRow = (
-    String,
-    Json<BTreeMap<String, JobTask>>,
-    Json<Map<String, Value>>,
-);
-
-impl GraphCache {
-    /// A cache of at most `bytes` of graphs (estimated).
-    pub fn new(bytes: u64) -> Self {
-        GraphCache {
-            graphs: weighted_cache(bytes),
-        }
-    }
-
-    /// The memory the cached graphs hold (estimated).
-    pub fn bytes(&self) -> u64 {
-        self.graphs.weight()
-    }
-
-    /// Whether the graph `id` is known to be stored.
-    pub fn contains(&self, id: &str) -> bool {
-        self.graphs.contains_key(id)
-    }
-
-    /// Remembers a graph that was just stored with its jobs.
-    pub fn insert(
-        &self,
-        graph: &JobGraph,
-        tasks: &Arc<BTreeMap<String, JobTask>>,
-        transitions: &Arc<Map<String, Value>>,
-    ) {
-        self.remember(graph.id.clone(), (tasks.clone(), transitions.clone()));
-    }
-
-    /// Forgets the graph `id` (its workflow was deleted): a job of it that is read later reads
-    /// it again.
-    pub fn forget(&self, id: &str) {
-        self.graphs.remove(id);
-    }
-
-    fn remember(&self, id: String, graph: SharedGraph) {
-        let bytes = tasks_heap_size(&graph.0) + crate::domain::json::map_heap_size(&graph.1);
-        self.graphs.insert(
-            id,
-            Weighed {
-                value: graph,
-                bytes: bytes as u64,
-            },
-        );
-    }
-
-    /// The jobs of `rows`, whole: each with its graph, read from the database when not cached.
-    pub async fn complete(
-        &self,
-        conn: &mut PgConnection,
-        rows: Vec<JobRow>,
-    ) -> Result<Vec<Job>, Error> {
-        // The graphs these rows need, taken from the cache now: a later clear of the cache
-        // cannot lose them.
-        let mut found: HashMap<String, SharedGraph> = HashMap::new();
-        let mut missing: Vec<&str> = Vec::new();
-        for row in &rows {
-            match self.graphs.get(&row.graph_id) {
-                Some(graph) => {
-                    found.insert(row.graph_id.clone(), graph.value);
-                }
-                None => missing.push(&row.graph_id),
-            }
-        }
-        missing.sort_unstable();
-        missing.dedup();
-        if !missing.is_empty() {
-            let stored: Vec<GraphRow> =
-                sqlx::query_as("select id, tasks, transitions from job_graphs where id = any($1)")
-                    .bind(&missing)
-                    .fetch_all(&mut *conn)
-                    .await
-                    .map_err(translate)?;
-            for (id, tasks, transitions) in stored {
-                let graph = (Arc::new(tasks.0), Arc::new(transitions.0));
-                self.remember(id.clone(), graph.clone());
-                found.insert(id, graph);
-            }
-        }
-        rows.into_iter()
-            .map(|row| {
-                let (tasks, transitions) = found.get(&row.graph_id).ok_or_else(|| {
-                    Error::internal(anyhow::anyhow!("job graph {} is missing", row.graph_id))
-                })?;
-                let mut job = row.document.0;
-                job.tasks = tasks.clone();
-                job.transitions = transitions.clone();
-                Ok(job)
-            })
-            .collect()
-    }
+/// The jobs of `rows`, whole: each with its graph.
+async fn complete(
+    conn: &mut PgConnection,
+    graphs: &GraphCache,
+    rows: Vec<JobRow>,
+) -> Result<Vec<Job>, Error> {
+    let ids: Vec<&str> = rows.iter().map(|row| row.graph_id.as_str()).collect();
+    let found = graphs.get_many(conn, &ids).await?;
+    rows.into_iter()
+        .map(|row| {
+            let graph = found.get(&row.graph_id).ok_or_else(|| {
+                Error::internal(anyhow::anyhow!("job graph {} is missing", row.graph_id))
+            })?;
+            let mut job = row.document.0;
+            job.tasks = graph.tasks().clone();
+            job.transitions = graph.transitions().clone();
+            Ok(job)
+        })
+        .collect()
 }
 
 /// Up to `limit` jobs newest first (creation time, then id), after `after` when given, and
@@ -406,4 +372,49 @@ pub async fn search(
         .await
         .map_err(translate)?;
     Ok((in_order(conn, graphs, &sizes, max_bytes).await?, total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Caller, CompiledWorkflow, WorkflowDocument};
+    use serde_json::json;
+
+    fn started() -> Job {
+        let workflow = WorkflowDocument::parse(
+            json!({
+                "name": "Record",
+                "tasks": {
+                    "workflow_start": {"name": "workflow_start"},
+                    "a1": {"name": "query"},
+                    "workflow_end": {"name": "workflow_end"}
+                },
+                "transitions": {
+                    "workflow_start": {"a1": {"state": "success", "type": "standard"}},
+                    "a1": {"workflow_end": {"state": "success", "type": "standard"}},
+                    "workflow_end": {}
+                }
+            }),
+            "workflow",
+        )
+        .unwrap();
+        Job::start(
+            &CompiledWorkflow::compile(workflow),
+            Default::default(),
+            &Caller::test_admin(),
+            Utc::now(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_record_is_the_document_without_the_graph() {
+        let job = started();
+        let mut document = serde_json::to_value(&job).unwrap();
+        let record = serde_json::to_value(job.record()).unwrap();
+        let whole = document.as_object_mut().unwrap();
+        assert!(whole.remove("tasks").is_some());
+        assert!(whole.remove("transitions").is_some());
+        assert_eq!(record, document);
+    }
 }
