@@ -4,19 +4,11 @@
 use serde_json::Value;
 
 use crate::domain::job::Job;
-use crate::domain::{Caller, RawStartJob, StartJob, WorkflowDocument};
-use crate::grpc::{codec, pb};
+use crate::domain::{Caller, WorkflowDocument};
 
 /// A StartJob request as gRPC bytes: strict decoding, conversion and parsing.
 pub fn grpc_start_job(bytes: &[u8]) {
-    let Ok(request) =
-        codec::decode_strict::<pb::StartJobRequest>(prost::bytes::Bytes::copy_from_slice(bytes))
-    else {
-        return;
-    };
-    if let Ok(raw) = RawStartJob::try_from(request) {
-        let _ = StartJob::parse(raw);
-    }
+    let _ = crate::grpc::parse_start_request(bytes);
 }
 
 /// A StartJob request as an HTTP body: JSON parsing, the reference schema's checks, parsing.
@@ -53,7 +45,7 @@ pub fn build_job(workflow: &[u8], variables: &[u8]) {
         let text = serde_json::to_string(&job).expect("a job serializes");
         let back: Job = serde_json::from_str(&text).expect("a job reads back");
         assert_eq!(back, job);
-        let _ = pb::Job::from(job);
+        let _ = crate::grpc::job_message(job);
     }
 }
 

@@ -143,3 +143,19 @@ pub fn oversize_is_resource_exhausted<B>(
     }
     response
 }
+
+/// A StartJob request as gRPC bytes, decoded strictly, converted and parsed as the front door
+/// does (for fuzzing); None when the bytes are not a StartJobRequest.
+pub fn parse_start_request(
+    bytes: &[u8],
+) -> Option<Result<crate::domain::StartJob, crate::domain::Error>> {
+    let request =
+        codec::decode_strict::<pb::StartJobRequest>(prost::bytes::Bytes::copy_from_slice(bytes))
+            .ok()?;
+    Some(crate::domain::RawStartJob::try_from(request).and_then(crate::domain::StartJob::parse))
+}
+
+/// A job as its gRPC message (for fuzzing: the conversion must take every job).
+pub fn job_message(job: crate::domain::Job) -> impl prost::Message {
+    pb::Job::from(job)
+}
