@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 
 use crate::auth::Verifier;
@@ -59,7 +60,7 @@ impl App {
             statement_timeout: config.db_statement_timeout.into(),
         };
         let (store, cluster) = Store::open(
-            config.database_url.as_deref(),
+            config.database_url.as_ref().map(ExposeSecret::expose_secret),
             &config.keys.data_dir,
             config.postgres_bin_dir.as_deref(),
             &settings,

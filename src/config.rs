@@ -1,11 +1,11 @@
 //! Command line and environment. Every option can be given as a flag or an environment
 //! variable; secrets are redacted from Debug output.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use secrecy::SecretString;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -78,7 +78,9 @@ pub struct TokenConfig {
     pub keys: KeyConfig,
 }
 
-#[derive(Parser, Clone)]
+/// Options of `serve`. The database URL may hold a password: it is a [`SecretString`], which
+/// Debug prints as redacted.
+#[derive(Parser, Clone, Debug)]
 pub struct ServeConfig {
     /// Address of the gRPC server; port 0 picks a free port.
     #[arg(long, env = "GRPC_ADDR", default_value = "127.0.0.1:50051")]
@@ -91,7 +93,7 @@ pub struct ServeConfig {
     /// PostgreSQL to use (postgres://user:password@host/db). Unset: the service runs a
     /// PostgreSQL cluster of its own under --data-dir.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
+    pub database_url: Option<SecretString>,
 
     #[command(flatten)]
     pub keys: KeyConfig,
@@ -231,39 +233,6 @@ pub struct TlsConfig {
 pub enum LogFormat {
     Text,
     Json,
-}
-
-impl fmt::Debug for ServeConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ServeConfig")
-            .field("grpc_addr", &self.grpc_addr)
-            .field("http_addr", &self.http_addr)
-            .field(
-                "database_url",
-                &self.database_url.as_ref().map(|_| "[redacted]"),
-            )
-            .field("keys", &self.keys)
-            .field("postgres_bin_dir", &self.postgres_bin_dir)
-            .field("db_max_connections", &self.db_max_connections)
-            .field("db_acquire_timeout", &self.db_acquire_timeout)
-            .field("db_statement_timeout", &self.db_statement_timeout)
-            .field("max_in_flight", &self.max_in_flight)
-            .field("cache_bytes", &self.cache_bytes)
-            .field("max_page_bytes", &self.max_page_bytes)
-            .field("drain_timeout", &self.drain_timeout)
-            .field("http_request_timeout", &self.http_request_timeout)
-            .field("max_connections", &self.max_connections)
-            .field("max_concurrent_streams", &self.max_concurrent_streams)
-            .field("header_read_timeout", &self.header_read_timeout)
-            .field("idle_timeout", &self.idle_timeout)
-            .field("grpc_idle_timeout", &self.grpc_idle_timeout)
-            .field("request_body_timeout", &self.request_body_timeout)
-            .field("idempotency_retention", &self.idempotency_retention)
-            .field("log_format", &self.log_format)
-            .field("tls", &self.tls)
-            .field("otlp_endpoint", &self.otlp_endpoint)
-            .finish()
-    }
 }
 
 impl ServeConfig {

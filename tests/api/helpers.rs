@@ -111,7 +111,7 @@ impl TestApp {
         config.keys.jwt_secret_file = Some(secret_file);
         config.grpc_addr = "127.0.0.1:0".parse().unwrap();
         config.http_addr = "127.0.0.1:0".parse().unwrap();
-        config.database_url = Some(database_url.clone());
+        config.database_url = Some(database_url.clone().into());
         config.db_max_connections = 16;
         adjust(&mut config);
         let app = App::build(&config).await.expect("the app builds");
