@@ -183,6 +183,10 @@ impl Service {
             .ok_or_else(|| Error::NotFound(format!("Cannot find job {id}")))
     }
 
+    /// gRPC's ListJobs: newest first, in cursor pages (`page_token`), filtered by status,
+    /// workflow and creation time. Cursors stay correct while jobs are added and cost the same
+    /// on every page; the REST routes page by `skip`/`limit` with a total instead, as
+    /// Itential's clients expect, so they have their own use case, [`Service::search_jobs`].
     #[instrument(skip_all)]
     pub async fn list_jobs(&self, caller: &Caller, request: ListJobs) -> Result<Page<Job>, Error> {
         caller.require(Action::ReadJobs)?;
@@ -391,7 +395,9 @@ impl Service {
 }
 
 impl Service {
-    /// A REST job search: a page and the number of visible jobs matching in all.
+    /// A REST job search (Itential's `equals[field]`, `in[field]`, ..., `skip`, `limit`, `sort`):
+    /// a page and the number of visible jobs matching in all. See [`Service::list_jobs`] for
+    /// why gRPC lists jobs differently.
     #[instrument(skip_all)]
     pub async fn search_jobs(
         &self,
