@@ -1,20 +1,36 @@
 //! job-service: starts automation jobs from workflows, over gRPC, storing them in PostgreSQL.
 //!
 //! # Layout
-//! - [`config`]: command line and environment.
+//! Dependencies point inward: `domain <- store <- service <- {grpc, http}`; `grpc` and `http`
+//! never know each other nor sqlx, `domain` knows nothing of tonic, axum or sqlx, and generated
+//! protobuf types stay in `grpc`.
+//!
+//! - `src/main.rs` (the binary): logs, config, build the app, run
+//!   until the signal; `job-service token` signs a token.
+//! - [`config`]: command line and environment (clap, `env` on every option; the database URL
+//!   is a redacting secret).
+//! - [`app`]: opens the store, binds the listeners, serves gRPC and HTTP with one shutdown.
 //! - [`auth`]: bearer JWT keys, token signing and verification.
-//! - [`app`]: binds the listener, connects and migrates the database, serves until shutdown.
-//! - [`domain`]: pure types (workflows, jobs, ids, callers) and the one error enum.
-//! - [`service`]: the use cases both front doors call; owns transactions.
-//! - [`store`]: SQL only; translates database errors into domain errors; opens the database,
-//!   or runs the PostgreSQL cluster of the service's own when no database is given.
-//! - [`grpc`]: generated code, thin adapters, proto <-> domain conversions.
-//! - [`http`]: the JSON gateway mirroring the REST routes, and its OpenAPI document.
-//! - [`observe`]: observability: what both front doors record of every call, the Prometheus
-//!   registry served at `GET /metrics`, and where logs and spans go.
+//! - [`domain`]: pure types, one concept a room: `workflow`, `graph` (the task graph:
+//!   transitions, the tasks a job starts with, graph problems, the digest), `job`, `start`
+//!   (the StartJob request), `idempotency`, `ids`, `caller`/`access`, `search`/`page`,
+//!   `json`/`storable` (what may be stored), and `error`, the one error enum with its one
+//!   code table (gRPC and HTTP columns).
+//! - [`service`]: the use cases both front doors call; owns transactions (`group_commit`
+//!   beside it batches concurrent starts into one commit).
+//! - [`store`]: SQL only: one file a table (`jobs`, `graphs`, `workflows`, `idempotency`),
+//!   the bounded caches, SQLSTATE translation, and the PostgreSQL cluster the service runs
+//!   itself when no database is given (`cluster`).
+//! - [`grpc`]: generated code, thin adapters, proto <-> domain conversions, the strict codec,
+//!   statuses from the error table.
+//! - [`http`]: the JSON gateway mirroring the REST routes: handlers, the REST types (`rest`,
+//!   which the OpenAPI document of `openapi` describes), errors from the error table.
+//! - [`observe`]: what both front doors record of every call, the Prometheus registry served
+//!   at `GET /metrics`, and where logs and spans go.
 //! - [`tls`]: TLS and mutual TLS on both front doors.
 //! - [`transport`]: bounds on both front doors' connections: a cap a port, idle and header
 //!   timeouts, HTTP/2 stream limits; serves the gateway's connections.
+//! - `fuzzing`: entry points for the fuzz targets in `fuzz/`.
 
 pub mod app;
 pub mod auth;
