@@ -20,7 +20,7 @@ use crate::observe::record_job_id;
     path = "/operations-manager/jobs/start",
     operation_id = "startJob",
     tag = "jobs",
-    request_body(content = super::openapi::StartJobBody, content_type = "application/json"),
+    request_body(content = super::rest::StartJobBody, content_type = "application/json"),
     responses(
         (status = 200, description = "The job, started and stored (or, on an idempotent replay, the first job)", body = super::rest::JobEnvelope),
         (status = 422, description = "The idempotency key was used for a different request", body = super::rest::ErrorEnvelope),

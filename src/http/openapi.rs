@@ -16,8 +16,9 @@ use utoipa::openapi::{RefOr, Response, ResponseBuilder, Schema};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 use super::rest::{
-    CreatedWorkflow, EmptyEnvelope, ErrorEnvelope, FieldError, HealthStatus, JobEnvelope,
-    JobListEnvelope, JobListMetadata, WorkflowListEnvelope, WorkflowPage,
+    CreateWorkflowBody, CreatedWorkflow, EmptyEnvelope, ErrorEnvelope, FieldError, HealthStatus,
+    ImportWorkflowsBody, JobEnvelope, JobListEnvelope, JobListMetadata, StartJobBody, Workflow,
+    WorkflowListEnvelope, WorkflowPage,
 };
 use crate::domain::workflow::{TRANSITION_STATES, TRANSITION_TYPES};
 use crate::domain::Job;
@@ -424,7 +425,7 @@ const JOB_SORT_FIELDS: [&str; 8] = [
 
 schema!(
     /// Body of `POST /operations-manager/jobs/start`. Unknown keys are refused.
-    StartJobBody = json!({
+    for StartJobBody = json!({
         "type": "object",
         "description": "Body of a start. Keys other than workflow and options are refused.",
         "required": ["workflow", "options"],
@@ -695,7 +696,7 @@ schema!(
 
 schema!(
     /// An Itential workflow document.
-    Workflow = {
+    for Workflow = {
         let mut task = storable_object();
         task["description"] = json!("A task; its fields are kept as they are.");
         let mut transition = storable_object();
@@ -753,7 +754,7 @@ schema!(
 
 schema!(
     /// Body of `POST /automation-studio/automations`.
-    CreateWorkflowBody = json!({
+    for CreateWorkflowBody = json!({
         "type": "object",
         "required": ["automation"],
         "additionalProperties": false,
@@ -763,7 +764,7 @@ schema!(
 
 schema!(
     /// Body of `POST /automation-studio/automations/import`.
-    ImportWorkflowsBody = json!({
+    for ImportWorkflowsBody = json!({
         "type": "object",
         "required": ["automations"],
         "additionalProperties": false,

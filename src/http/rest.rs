@@ -12,6 +12,21 @@ use serde_json::Value;
 
 use crate::domain::Job;
 
+/// The body of `POST /operations-manager/jobs/start`. The handler reads it field by field (the
+/// reference schema's checks, every bad field named), so it has no fields here; its schema is
+/// in the document.
+pub struct StartJobBody;
+
+/// The body of `POST /automation-studio/automations`: `{"automation": <workflow>}`.
+pub struct CreateWorkflowBody;
+
+/// The body of `POST /automation-studio/automations/import`: `{"automations": [<workflow>]}`.
+pub struct ImportWorkflowsBody;
+
+/// An Itential workflow document, answered as stored (free-form beyond the fields the
+/// document's schema names).
+pub struct Workflow;
+
 /// The REST envelope of a success: `{"message", "data", "metadata"}`.
 #[derive(Debug, Serialize)]
 pub struct Envelope<T, M = NoMetadata> {

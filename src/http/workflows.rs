@@ -18,7 +18,7 @@ use crate::domain::{storable, Error, Violations, Workflow};
     path = "/automation-studio/automations",
     operation_id = "createWorkflow",
     tag = "workflows",
-    request_body(content = super::openapi::CreateWorkflowBody, content_type = "application/json"),
+    request_body(content = super::rest::CreateWorkflowBody, content_type = "application/json"),
     responses(
         (status = 200, description = "The stored workflow, and where to edit it", body = super::rest::CreatedWorkflow),
         (status = 400, description = "Not a workflow (field violations in metadata.errors)", body = super::rest::ErrorEnvelope),
@@ -51,7 +51,7 @@ pub async fn create(
     path = "/automation-studio/automations/import",
     operation_id = "importWorkflows",
     tag = "workflows",
-    request_body(content = super::openapi::ImportWorkflowsBody, content_type = "application/json"),
+    request_body(content = super::rest::ImportWorkflowsBody, content_type = "application/json"),
     responses(
         (status = 200, description = "Every workflow stored (all or none)", body = super::rest::WorkflowListEnvelope),
         (status = 400, description = "A document is not a workflow (paths start automations[i])", body = super::rest::ErrorEnvelope),
@@ -123,7 +123,7 @@ pub async fn list(
     operation_id = "getWorkflow",
     tag = "workflows",
     responses(
-        (status = 200, description = "The workflow document as stored", body = super::openapi::Workflow),
+        (status = 200, description = "The workflow document as stored", body = super::rest::Workflow),
         (status = 400, description = "A name that is not UTF-8 or holds U+0000", body = super::rest::ErrorEnvelope),
         (status = 404, description = "No such workflow the caller may see", body = super::rest::ErrorEnvelope),
     ),
