@@ -68,7 +68,7 @@ pub struct TokenConfig {
     /// The `groups` claim: group ids, comma separated.
     #[arg(long, value_delimiter = ',')]
     pub groups: Vec<String>,
-    /// The `roles` claim, comma separated: admin, engineering, operations, apiread.
+    /// The `roles` claim, comma separated: admin, engineering, operations, apiread, worker.
     #[arg(long, value_delimiter = ',')]
     pub roles: Vec<String>,
     /// How long the token is valid (`30s`, `15m`, `1h`).

@@ -36,6 +36,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod domain;
+pub mod engine;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod grpc;

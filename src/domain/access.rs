@@ -10,6 +10,12 @@ pub enum Action {
     ReadJobs,
     WriteWorkflows,
     ReadWorkflows,
+    /// Cancel, pause, resume; finish manual tasks; retry tasks.
+    ControlJobs,
+    /// Stream a job's events.
+    WatchJobs,
+    /// The WorkerService: take tasks, heartbeat, complete them.
+    RunTasks,
 }
 
 impl Action {
@@ -19,6 +25,9 @@ impl Action {
             Action::ReadJobs => "read jobs",
             Action::WriteWorkflows => "change workflows",
             Action::ReadWorkflows => "read workflows",
+            Action::ControlJobs => "control jobs and their tasks",
+            Action::WatchJobs => "watch jobs",
+            Action::RunTasks => "run tasks as a worker",
         }
     }
 }
@@ -32,6 +41,9 @@ const ROLE_TABLE: &[(&str, &[Action])] = &[
             Action::ReadJobs,
             Action::WriteWorkflows,
             Action::ReadWorkflows,
+            Action::ControlJobs,
+            Action::WatchJobs,
+            Action::RunTasks,
         ],
     ),
     (
@@ -41,13 +53,26 @@ const ROLE_TABLE: &[(&str, &[Action])] = &[
             Action::ReadJobs,
             Action::WriteWorkflows,
             Action::ReadWorkflows,
+            Action::ControlJobs,
+            Action::WatchJobs,
         ],
     ),
     (
         "operations",
-        &[Action::StartJob, Action::ReadJobs, Action::ReadWorkflows],
+        &[
+            Action::StartJob,
+            Action::ReadJobs,
+            Action::ReadWorkflows,
+            Action::ControlJobs,
+            Action::WatchJobs,
+        ],
     ),
-    ("apiread", &[Action::ReadJobs, Action::ReadWorkflows]),
+    (
+        "apiread",
+        &[Action::ReadJobs, Action::ReadWorkflows, Action::WatchJobs],
+    ),
+    // Task workers: the WorkerService and nothing else.
+    ("worker", &[Action::RunTasks]),
 ];
 
 impl Caller {

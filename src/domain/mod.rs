@@ -10,6 +10,7 @@ pub mod ids;
 pub mod job;
 pub mod json;
 pub mod page;
+pub mod run;
 pub mod search;
 pub mod start;
 pub mod storable;
