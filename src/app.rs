@@ -12,6 +12,7 @@ use crate::auth::Verifier;
 use crate::config::ServeConfig;
 use crate::grpc;
 use crate::observe::metrics::Metrics;
+use crate::engine::Engine;
 use crate::service::Service;
 use crate::store::cluster::ManagedPostgres;
 use crate::store::{PoolSettings, Store};
@@ -23,6 +24,7 @@ pub struct App {
     grpc_listener: TcpListener,
     http_listener: TcpListener,
     service: Arc<Service>,
+    engine: Arc<Engine>,
     metrics: Arc<Metrics>,
     cluster: Option<Arc<ManagedPostgres>>,
     verifier: Arc<Verifier>,
@@ -84,6 +86,7 @@ impl App {
                     max_page_bytes: usize::try_from(config.max_page_bytes.as_u64())
                         .unwrap_or(usize::MAX),
                 };
+                let engine = Arc::new(Engine::new(store.clone()));
                 let service = Arc::new(Service::new(store, settings));
                 Ok(App {
                     grpc_listener,
@@ -99,6 +102,7 @@ impl App {
                         }),
                     ),
                     service,
+                    engine,
                     cluster,
                     verifier,
                     drain_timeout: config.drain_timeout.into(),
@@ -147,6 +151,7 @@ impl App {
         report_health(&health_reporter, tonic_health::ServingStatus::Serving).await;
         let routes = grpc::router(
             self.service.clone(),
+            self.engine.clone(),
             self.metrics.clone(),
             self.verifier.clone(),
             health,
@@ -154,6 +159,7 @@ impl App {
         )?;
         let gateway = crate::http::router(
             self.service.clone(),
+            self.engine.clone(),
             self.metrics.clone(),
             self.verifier.clone(),
             self.http_request_timeout,

@@ -4,19 +4,30 @@
 //! (cancel, pause, resume, retry) and the events WatchJob streams. It calls the store as the
 //! service does; every step is one committed transaction, so a crash resumes where it stopped.
 
+pub mod builtin;
+pub mod variables;
+
 use tokio::sync::mpsc;
 
 use crate::domain::run::{Heartbeat, JobControl, JobEvent, TaskResult, WorkerTask};
 use crate::domain::{Caller, Error};
+use crate::store::Store;
 
 /// The engine of one service instance. Any number of instances share one database: each
 /// advances the jobs and hands out the tasks it claims there.
-pub struct Engine {}
+pub struct Engine {
+    #[allow(dead_code)]
+    store: Store,
+}
 
 /// What a lifecycle call did to one job.
 pub type ControlOutcome = (String, Result<(), Error>);
 
 impl Engine {
+    pub fn new(store: Store) -> Self {
+        Engine { store }
+    }
+
     /// `PollTasks`: a stream of tasks for a worker serving `apps`, holding at most
     /// `max_tasks` unfinished tasks from this stream at once. The stream ends when the
     /// receiver is dropped or the service shuts down.

@@ -16,6 +16,7 @@ use tonic::service::interceptor::InterceptedService;
 
 use crate::auth::Verifier;
 use crate::domain::Caller;
+use crate::engine::Engine;
 use crate::observe::metrics::Metrics;
 use crate::service::Service;
 
@@ -41,16 +42,23 @@ pub use pb::job_service_server::JobServiceServer;
 pub use pb::workflow_service_client::WorkflowServiceClient;
 pub use pb::workflow_service_server::WorkflowServiceServer;
 
-/// What every adapter holds: the use cases, and the metrics they add to.
+/// What every adapter holds: the use cases, the engine that runs jobs, and the metrics they
+/// add to.
 #[derive(Clone)]
 pub struct GrpcApi {
     service: Arc<Service>,
+    #[allow(dead_code)]
+    engine: Arc<Engine>,
     metrics: Arc<Metrics>,
 }
 
 impl GrpcApi {
-    pub fn new(service: Arc<Service>, metrics: Arc<Metrics>) -> Self {
-        GrpcApi { service, metrics }
+    pub fn new(service: Arc<Service>, engine: Arc<Engine>, metrics: Arc<Metrics>) -> Self {
+        GrpcApi {
+            service,
+            engine,
+            metrics,
+        }
     }
 
     /// The identity a call acts for, put there by [`Authenticate`].
@@ -92,6 +100,7 @@ impl tonic::service::Interceptor for Authenticate {
 /// refused before its message is read.
 pub fn router(
     service: Arc<Service>,
+    engine: Arc<Engine>,
     metrics: Arc<Metrics>,
     verifier: Arc<Verifier>,
     health: tonic_health::pb::health_server::HealthServer<
@@ -99,7 +108,7 @@ pub fn router(
     >,
     request_body_timeout: Duration,
 ) -> anyhow::Result<tonic::service::Routes> {
-    let api = GrpcApi::new(service, metrics);
+    let api = GrpcApi::new(service, engine, metrics);
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)

@@ -23,6 +23,7 @@ use axum::Router;
 pub use error::ApiError;
 
 use crate::auth::Verifier;
+use crate::engine::Engine;
 use crate::observe::metrics::Metrics;
 use crate::service::Service;
 
@@ -32,18 +33,22 @@ pub const BODY_LIMIT: usize = 4 * 1024 * 1024;
 #[derive(Clone)]
 pub struct HttpState {
     service: Arc<Service>,
+    #[allow(dead_code)]
+    engine: Arc<Engine>,
     verifier: Arc<Verifier>,
     metrics: Arc<Metrics>,
 }
 
 pub fn router(
     service: Arc<Service>,
+    engine: Arc<Engine>,
     metrics: Arc<Metrics>,
     verifier: Arc<Verifier>,
     request_timeout: Duration,
 ) -> Router {
     let state = HttpState {
         service,
+        engine,
         verifier,
         metrics,
     };

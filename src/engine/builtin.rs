@@ -1,0 +1,1 @@
+//! The WorkFlowEngine tasks the service runs itself.
