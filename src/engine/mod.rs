@@ -4,6 +4,7 @@
 //! (cancel, pause, resume, retry) and the events WatchJob streams. It calls the store as the
 //! service does; every step is one committed transaction, so a crash resumes where it stopped.
 
+pub mod advance;
 pub mod builtin;
 pub mod variables;
 

@@ -1,0 +1,1265 @@
+//! Advancing a job along its task graph, by Itential's rules (CONTRACT "Running jobs"). Pure:
+//! the caller loads a job's run state, applies one step here in memory (a finished task, a
+//! lifecycle call, a due timer) and saves the result in the same transaction, so a crash
+//! between steps loses nothing and repeats nothing.
+//!
+//! The rules:
+//! - A task that finishes with finish state S fires every outgoing transition whose state is
+//!   S; several may fire (parallel branches).
+//! - A task runs once every task with a standard transition into it has finished or will
+//!   never run, and at least one fired transition reached it. When none did, it will never
+//!   run, and that spreads to what follows it (dead-path elimination).
+//! - A `revert` transition runs its target again, and what follows it, counting iterations up
+//!   to a bound past which the job ends in `error`.
+//! - Reaching `workflow_end` completes the job. When nothing is left to run and it was not
+//!   reached, the job ends in `error` with "Job has no available transitions".
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Map, Value};
+
+use super::builtin::{self, Builtin, Outcome};
+use super::variables::{self, Scope};
+use crate::domain::graph::{JobTask, TaskStatus, WORKFLOW_END, WORKFLOW_START};
+use crate::domain::run::{FinishState, Runner, TaskRun};
+use crate::domain::{Error, JobStatus, TaskGraph};
+
+/// Bounds on what one job may make the engine do.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Times one task may run in a job (revert loops), past which the job ends in `error`.
+    pub max_iterations: u32,
+    /// Offers of one run of a task to workers (expired leases), past which it ends in `error`.
+    pub max_attempts: u32,
+    /// How long a worker holds a task without a heartbeat.
+    pub lease: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_iterations: 100,
+            max_attempts: 10,
+            lease: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What a step did, for the events a watcher sees.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub task_id: String,
+    /// `task` or `job`.
+    pub kind: &'static str,
+    pub status: String,
+    pub finish_state: String,
+    pub at: DateTime<Utc>,
+}
+
+/// A job's run state, loaded for one step.
+#[derive(Debug, Clone)]
+pub struct RunningJob {
+    pub id: String,
+    pub status: JobStatus,
+    pub variables: Map<String, Value>,
+    /// The job's `error[]`.
+    pub errors: Vec<Value>,
+    /// The run of every task the job reached.
+    pub runs: BTreeMap<String, TaskRun>,
+    pub end_time: Option<DateTime<Utc>>,
+    /// Set by a step: the tasks whose run changed (to save), what happened (to record), and
+    /// whether tasks now wait for workers (to wake them).
+    pub touched: BTreeSet<String>,
+    pub events: Vec<Event>,
+    pub job_changed: bool,
+    pub offers: bool,
+}
+
+impl RunningJob {
+    pub fn new(
+        id: String,
+        status: JobStatus,
+        variables: Map<String, Value>,
+        errors: Vec<Value>,
+    ) -> Self {
+        RunningJob {
+            id,
+            status,
+            variables,
+            errors,
+            runs: BTreeMap::new(),
+            end_time: None,
+            touched: BTreeSet::new(),
+            events: Vec::new(),
+            job_changed: false,
+            offers: false,
+        }
+    }
+
+    /// Share of the graph's tasks that finished, 0 to 1 (`workflow_start` counts as finished).
+    pub fn progress(&self, graph: &TaskGraph) -> f64 {
+        let total = graph.tasks().len();
+        if total == 0 {
+            return 0.0;
+        }
+        let finished = graph
+            .tasks()
+            .keys()
+            .filter(|id| self.finish_state(id).is_some())
+            .count();
+        finished as f64 / total as f64
+    }
+
+    /// When the engine must look at the job again without being told: the earliest timer of
+    /// a task it runs itself, or lease of a task a worker holds.
+    pub fn next_wakeup(&self) -> Option<DateTime<Utc>> {
+        if self.status != JobStatus::Running {
+            return None;
+        }
+        self.runs
+            .values()
+            .filter_map(|run| match (run.status, &run.runner) {
+                (TaskStatus::Scheduled, _) => run.due_at,
+                (TaskStatus::Running, Runner::Worker { .. }) => run.due_at,
+                _ => None,
+            })
+            .min()
+    }
+
+    /// The finish state of a task of the current iteration, or None while it has not finished.
+    /// `workflow_start` has always finished with success.
+    fn finish_state(&self, task: &str) -> Option<FinishState> {
+        match self.runs.get(task) {
+            Some(run) if matches!(run.status, TaskStatus::Complete | TaskStatus::Error) => {
+                run.finish_state
+            }
+            Some(_) => None,
+            None if task == WORKFLOW_START => Some(FinishState::Success),
+            None => None,
+        }
+    }
+
+    /// Whether the task started in the current iteration (it is under way or finished).
+    fn started(&self, task: &str) -> bool {
+        task == WORKFLOW_START
+            || self
+                .runs
+                .get(task)
+                .is_some_and(|run| run.status != TaskStatus::Incomplete)
+    }
+
+    fn event(
+        &mut self,
+        task_id: &str,
+        kind: &'static str,
+        status: &str,
+        finish_state: &str,
+        at: DateTime<Utc>,
+    ) {
+        self.events.push(Event {
+            task_id: task_id.to_owned(),
+            kind,
+            status: status.to_owned(),
+            finish_state: finish_state.to_owned(),
+            at,
+        });
+    }
+
+    fn end(&mut self, status: JobStatus, now: DateTime<Utc>) {
+        self.status = status;
+        self.end_time = Some(now);
+        self.job_changed = true;
+        // Nothing of an ended job runs on: workers holding its tasks learn so at their next
+        // heartbeat, and their completions are refused.
+        let unfinished: Vec<String> = self
+            .runs
+            .iter()
+            .filter(|(_, run)| matches!(run.status, TaskStatus::Scheduled | TaskStatus::Running))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in unfinished {
+            let run = self.runs.get_mut(&id).expect("listed above");
+            run.status = TaskStatus::Canceled;
+            run.end_time = Some(now);
+            run.due_at = None;
+            self.touched.insert(id.clone());
+            self.event(&id, "task", "canceled", "", now);
+        }
+        self.event("", "job", status.as_str(), "", now);
+    }
+}
+
+/// The standard transitions into each task: (source, state). Revert and loop transitions are
+/// left out: a join waits for the tasks before it, not for the ones that may send it back.
+fn incoming_edges(graph: &TaskGraph) -> HashMap<&str, Vec<(&str, &str)>> {
+    let mut edges: HashMap<&str, Vec<(&str, &str)>> = HashMap::new();
+    for (source, task) in graph.tasks().iter() {
+        for (state, transitions) in &task.transitions {
+            for transition in transitions {
+                if transition.transition_type != "revert" && transition.transition_type != "loop" {
+                    edges
+                        .entry(transition.task.as_str())
+                        .or_default()
+                        .push((source.as_str(), state.as_str()));
+                }
+            }
+        }
+    }
+    edges
+}
+
+/// Whether each task will never run in the current iteration: every task before it has
+/// finished or will never run, and no transition that fired reached it. Computed from the
+/// tasks before it, remembered in `memo`; a circle of standard transitions (which Itential's
+/// editor does not make) counts as still waiting.
+fn dead<'g>(
+    task: &'g str,
+    job: &RunningJob,
+    edges: &HashMap<&'g str, Vec<(&'g str, &'g str)>>,
+    memo: &mut HashMap<&'g str, Option<bool>>,
+) -> bool {
+    if job.started(task) {
+        return false;
+    }
+    match memo.get(task) {
+        Some(Some(known)) => return *known,
+        Some(None) => return false,
+        None => {}
+    }
+    memo.insert(task, None);
+    let predecessors = edges.get(task).map(Vec::as_slice).unwrap_or_default();
+    let mut all_resolved = true;
+    let mut fired = false;
+    for &(source, state) in predecessors {
+        match job.finish_state(source) {
+            Some(finish) => fired |= finish.as_str() == state,
+            None if dead(source, job, edges, memo) => {}
+            None => all_resolved = false,
+        }
+    }
+    let is_dead = all_resolved && !fired;
+    memo.insert(task, Some(is_dead));
+    is_dead
+}
+
+/// Whether the task may start now: every task before it has finished or will never run, and
+/// a fired transition reached it.
+fn ready<'g>(
+    task: &'g str,
+    job: &RunningJob,
+    edges: &HashMap<&'g str, Vec<(&'g str, &'g str)>>,
+    memo: &mut HashMap<&'g str, Option<bool>>,
+) -> bool {
+    if job.started(task) {
+        return false;
+    }
+    let Some(predecessors) = edges.get(task) else {
+        return false;
+    };
+    let mut fired = false;
+    for &(source, state) in predecessors {
+        match job.finish_state(source) {
+            Some(finish) => fired |= finish.as_str() == state,
+            None if dead(source, job, edges, memo) => {}
+            None => return false,
+        }
+    }
+    fired
+}
+
+/// Runs the job on as far as it goes now: due timers and expired leases first, then every
+/// task that is ready, again and again (tasks the service runs itself finish at once), then
+/// the end of the job if nothing is left.
+pub fn advance(job: &mut RunningJob, graph: &TaskGraph, now: DateTime<Utc>, limits: &Limits) {
+    if job.status != JobStatus::Running {
+        return;
+    }
+    expire_and_fire_timers(job, graph, now, limits);
+    let edges = incoming_edges(graph);
+    let mut forced: BTreeSet<String> = BTreeSet::new();
+    loop {
+        if job.status != JobStatus::Running {
+            return;
+        }
+        let mut memo = HashMap::new();
+        let next: Vec<String> = graph
+            .tasks()
+            .keys()
+            .filter(|id| forced.contains(id.as_str()) || ready(id, job, &edges, &mut memo))
+            .cloned()
+            .collect();
+        if next.is_empty() {
+            break;
+        }
+        forced.clear();
+        for id in next {
+            if job.status != JobStatus::Running {
+                return;
+            }
+            if let Some(targets) = start(job, graph, &id, now, limits, Start::Fresh) {
+                forced.extend(targets);
+            }
+        }
+    }
+    let in_flight = job
+        .runs
+        .values()
+        .any(|run| matches!(run.status, TaskStatus::Scheduled | TaskStatus::Running));
+    if !in_flight {
+        dead_end(job, graph, now);
+    }
+}
+
+/// Handles timers that are due (a delay ends, a retry's delay is over) and leases that
+/// expired (the task is offered again, or ends in error after too many attempts).
+fn expire_and_fire_timers(
+    job: &mut RunningJob,
+    graph: &TaskGraph,
+    now: DateTime<Utc>,
+    limits: &Limits,
+) {
+    let due: Vec<String> = job
+        .runs
+        .iter()
+        .filter(|(_, run)| run.due_at.is_some_and(|at| at <= now))
+        .filter(|(_, run)| matches!(run.status, TaskStatus::Scheduled | TaskStatus::Running))
+        .map(|(id, _)| id.clone())
+        .collect();
+    for id in due {
+        let run = job.runs.get_mut(&id).expect("listed above");
+        run.due_at = None;
+        job.touched.insert(id.clone());
+        match (run.status, run.runner.clone()) {
+            (TaskStatus::Running, Runner::Worker { .. }) => {
+                if run.attempt >= limits.max_attempts {
+                    let message = format!(
+                        "the task was offered to workers {} times and no worker completed it before its lease expired",
+                        run.attempt
+                    );
+                    finish(
+                        job,
+                        graph,
+                        &id,
+                        FinishState::Error,
+                        Map::new(),
+                        Some(json!(message)),
+                        now,
+                        limits,
+                    );
+                } else {
+                    run.status = TaskStatus::Scheduled;
+                    job.offers = true;
+                    job.event(&id, "task", "scheduled", "", now);
+                }
+            }
+            (TaskStatus::Scheduled, Runner::Engine) if run.start_time.is_some() => {
+                // A delay that is over.
+                let incoming = run.incoming.clone();
+                apply_outcome(
+                    job,
+                    graph,
+                    &id,
+                    builtin::finish_delay(&incoming),
+                    now,
+                    limits,
+                );
+            }
+            (TaskStatus::Scheduled, _) => {
+                // A retry whose delay is over: run the task again.
+                start(job, graph, &id, now, limits, Start::Retry(&Map::new()));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// How a task starts: as a new iteration, or as a retry of the current one (its incoming
+/// values overridden by the caller's).
+enum Start<'a> {
+    Fresh,
+    Retry(&'a Map<String, Value>),
+}
+
+/// Starts a task; returns the targets of revert transitions it fired, which must run again.
+fn start(
+    job: &mut RunningJob,
+    graph: &TaskGraph,
+    id: &str,
+    now: DateTime<Utc>,
+    limits: &Limits,
+    how: Start,
+) -> Option<Vec<String>> {
+    let task = graph.tasks().get(id)?;
+    let previous = job.runs.get(id).map_or(0, |run| run.iteration);
+    let iteration = match how {
+        Start::Fresh => previous + 1,
+        Start::Retry(_) => previous.max(1),
+    };
+    if iteration > limits.max_iterations {
+        fail_job(
+            job,
+            id,
+            format!(
+                "task {id} would run a {iteration}th time: a job runs a task at most {} times",
+                limits.max_iterations
+            ),
+            now,
+        );
+        return None;
+    }
+    let incoming = {
+        let spec = task_variables(task, "incoming");
+        let outgoing_of = |task_id: &str| job.runs.get(task_id).map(|run| &run.outgoing);
+        let scope = Scope {
+            job: &job.variables,
+            tasks: &outgoing_of,
+        };
+        let mut incoming = variables::resolve_incoming(&spec, &scope);
+        if let Start::Retry(overrides) = how {
+            incoming.extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        incoming
+    };
+    let runner = runner_of(task, id);
+    let retries = job.runs.get(id).map_or(0, |run| run.retries);
+    job.runs.insert(
+        id.to_owned(),
+        TaskRun {
+            status: TaskStatus::Scheduled,
+            runner: runner.clone(),
+            finish_state: None,
+            start_time: Some(now),
+            end_time: None,
+            iteration,
+            attempt: 0,
+            retries,
+            incoming,
+            outgoing: Map::new(),
+            error: None,
+            due_at: None,
+        },
+    );
+    job.touched.insert(id.to_owned());
+    if id == WORKFLOW_END {
+        finish(
+            job,
+            graph,
+            id,
+            FinishState::Success,
+            Map::new(),
+            None,
+            now,
+            limits,
+        );
+        return None;
+    }
+    match runner {
+        Runner::Engine => {
+            let builtin = Builtin::of(&task.fields).expect("the runner says it is built in");
+            let outcome = {
+                let run = &job.runs[id];
+                let outgoing_of = |task_id: &str| job.runs.get(task_id).map(|run| &run.outgoing);
+                let scope = Scope {
+                    job: &job.variables,
+                    tasks: &outgoing_of,
+                };
+                builtin::run(builtin, &run.incoming, &scope)
+            };
+            job.event(id, "task", "running", "", now);
+            apply_outcome(job, graph, id, outcome, now, limits)
+        }
+        Runner::Worker { .. } => {
+            job.offers = true;
+            job.event(id, "task", "scheduled", "", now);
+            None
+        }
+        Runner::Manual => {
+            job.event(id, "task", "scheduled", "", now);
+            None
+        }
+    }
+}
+
+/// Who runs a task: the service (a WorkFlowEngine task it implements), a person (a manual
+/// task), or a worker serving its app (everything else; nothing is skipped).
+pub fn runner_of(task: &JobTask, id: &str) -> Runner {
+    if id == WORKFLOW_END || Builtin::of(&task.fields).is_some() {
+        return Runner::Engine;
+    }
+    if task.fields.get("type").and_then(Value::as_str) == Some("manual") {
+        return Runner::Manual;
+    }
+    let app = task
+        .fields
+        .get("app")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    Runner::Worker {
+        app: app.to_owned(),
+    }
+}
+
+fn task_variables(task: &JobTask, which: &str) -> Map<String, Value> {
+    task.fields
+        .get("variables")
+        .and_then(|v| v.get(which))
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn apply_outcome(
+    job: &mut RunningJob,
+    graph: &TaskGraph,
+    id: &str,
+    outcome: Outcome,
+    now: DateTime<Utc>,
+    limits: &Limits,
+) -> Option<Vec<String>> {
+    match outcome {
+        Outcome::Finished {
+            finish_state,
+            outgoing,
+            job_writes,
+            error,
+        } => {
+            for (name, value) in job_writes {
+                job.variables.insert(name, value);
+                job.job_changed = true;
+            }
+            finish(job, graph, id, finish_state, outgoing, error, now, limits)
+        }
+        Outcome::Wait { for_ } => {
+            let run = job.runs.get_mut(id).expect("started");
+            run.due_at =
+                Some(now + chrono::Duration::from_std(for_).unwrap_or(chrono::Duration::MAX));
+            job.touched.insert(id.to_owned());
+            None
+        }
+    }
+}
+
+/// Records that a task finished: its result, the job variables it writes, a retry when its
+/// `retrySettings` ask for one, and the revert transitions it fires (whose targets run again:
+/// returned, after what follows them was reset).
+#[allow(clippy::too_many_arguments)]
+pub fn finish(
+    job: &mut RunningJob,
+    graph: &TaskGraph,
+    id: &str,
+    finish_state: FinishState,
+    outgoing: Map<String, Value>,
+    error: Option<Value>,
+    now: DateTime<Utc>,
+    limits: &Limits,
+) -> Option<Vec<String>> {
+    let _ = limits;
+    let task = graph.tasks().get(id)?;
+    if finish_state == FinishState::Error {
+        if let Some(delay) = retry_delay(task, job.runs.get(id).map_or(0, |run| run.retries)) {
+            let run = job.runs.get_mut(id).expect("started");
+            run.retries += 1;
+            run.status = TaskStatus::Scheduled;
+            run.error = error;
+            run.due_at = Some(now + delay);
+            job.touched.insert(id.to_owned());
+            job.event(id, "task", "scheduled", "", now);
+            return None;
+        }
+    }
+    let writes = variables::job_writes(&task_variables(task, "outgoing"), &outgoing);
+    for (name, value) in writes {
+        job.variables.insert(name, value);
+        job.job_changed = true;
+    }
+    let status = if finish_state == FinishState::Error {
+        TaskStatus::Error
+    } else {
+        TaskStatus::Complete
+    };
+    if let Some(error) = &error {
+        job.errors
+            .push(json!({"task": id, "message": error, "timestamp": now.timestamp_millis()}));
+        job.job_changed = true;
+    }
+    let run = job.runs.get_mut(id).expect("started");
+    run.status = status;
+    run.finish_state = Some(finish_state);
+    run.end_time = Some(now);
+    run.outgoing = outgoing;
+    run.error = error;
+    run.due_at = None;
+    job.touched.insert(id.to_owned());
+    job.event(
+        id,
+        "task",
+        if status == TaskStatus::Error {
+            "error"
+        } else {
+            "complete"
+        },
+        finish_state.as_str(),
+        now,
+    );
+    if id == WORKFLOW_END {
+        job.job_changed = true;
+        job.end(JobStatus::Complete, now);
+        return None;
+    }
+    let reverts: Vec<String> = task
+        .transitions
+        .get(finish_state.as_str())
+        .into_iter()
+        .flatten()
+        .filter(|transition| transition.transition_type == "revert")
+        .map(|transition| transition.task.clone())
+        .collect();
+    if reverts.is_empty() {
+        return None;
+    }
+    for target in &reverts {
+        reset_from(job, graph, target);
+    }
+    Some(reverts)
+}
+
+/// Makes `target` and every task after it (by standard transitions) not reached again, their
+/// iteration counts kept, so that they run again.
+fn reset_from(job: &mut RunningJob, graph: &TaskGraph, target: &str) {
+    let mut seen = HashSet::new();
+    let mut stack = vec![target.to_owned()];
+    while let Some(id) = stack.pop() {
+        if !seen.insert(id.clone()) || id == WORKFLOW_START {
+            continue;
+        }
+        if let Some(run) = job.runs.get_mut(&id) {
+            if matches!(run.status, TaskStatus::Complete | TaskStatus::Error) {
+                run.status = TaskStatus::Incomplete;
+                run.finish_state = None;
+                run.retries = 0;
+                job.touched.insert(id.clone());
+            }
+        }
+        if let Some(task) = graph.tasks().get(&id) {
+            for transition in task.transitions.values().flatten() {
+                if transition.transition_type != "revert" && transition.transition_type != "loop" {
+                    stack.push(transition.task.clone());
+                }
+            }
+        }
+    }
+}
+
+/// The delay before a retry, when the task's `retrySettings` ask for one after `retries`
+/// retries: `autoRetry` true and fewer than `limit` retries; `delay` in seconds.
+fn retry_delay(task: &JobTask, retries: u32) -> Option<chrono::Duration> {
+    let settings = task.fields.get("retrySettings")?;
+    if settings.get("autoRetry").and_then(Value::as_bool) != Some(true) {
+        return None;
+    }
+    let limit = settings.get("limit").and_then(Value::as_u64).unwrap_or(0);
+    if u64::from(retries) >= limit.min(100) {
+        return None;
+    }
+    let seconds = settings
+        .get("delay")
+        .and_then(Value::as_u64)
+        .unwrap_or(0)
+        .min(86_400);
+    Some(chrono::Duration::seconds(seconds as i64))
+}
+
+fn fail_job(job: &mut RunningJob, task: &str, message: String, now: DateTime<Utc>) {
+    job.errors
+        .push(json!({"task": task, "message": message, "timestamp": now.timestamp_millis()}));
+    job.end(JobStatus::Error, now);
+}
+
+/// Nothing is left to run and `workflow_end` was not reached: the job ends in error, naming the
+/// tasks that finished without leading on.
+fn dead_end(job: &mut RunningJob, graph: &TaskGraph, now: DateTime<Utc>) {
+    let edges_out = |id: &str| graph.tasks().get(id).map(|task| &task.transitions);
+    let mut stuck: Vec<&str> = Vec::new();
+    for id in graph.tasks().keys() {
+        let Some(finish) = job.finish_state(id) else {
+            continue;
+        };
+        let leads_on = edges_out(id)
+            .and_then(|transitions| transitions.get(finish.as_str()))
+            .is_some_and(|list| {
+                list.iter()
+                    .any(|t| job.started(&t.task) || t.transition_type == "revert")
+            });
+        if !leads_on {
+            stuck.push(id);
+        }
+    }
+    let names = if stuck.is_empty() {
+        "No task".to_owned()
+    } else {
+        stuck.join(", ")
+    };
+    let message = format!(
+        "Job has no available transitions. {names} could have led to the workflow end task, but did not. \
+         These tasks performed in a way that the end of the workflow could not be reached."
+    );
+    fail_job(job, "job", message, now);
+}
+
+/// A worker's or a person's result for a task that is under way: recorded, then the job
+/// advances.
+#[allow(clippy::too_many_arguments)]
+pub fn complete(
+    job: &mut RunningJob,
+    graph: &TaskGraph,
+    id: &str,
+    finish_state: FinishState,
+    outgoing: Map<String, Value>,
+    error_message: &str,
+    now: DateTime<Utc>,
+    limits: &Limits,
+) {
+    let error = (finish_state == FinishState::Error).then(|| {
+        if error_message.is_empty() {
+            json!("the task ended in error")
+        } else {
+            json!(error_message)
+        }
+    });
+    if let Some(targets) = finish(job, graph, id, finish_state, outgoing, error, now, limits) {
+        for target in targets {
+            if job.status == JobStatus::Running {
+                start(job, graph, &target, now, limits, Start::Fresh);
+            }
+        }
+    }
+    advance(job, graph, now, limits);
+}
+
+/// Cancels the job: unfinished tasks are canceled.
+pub fn cancel(job: &mut RunningJob, now: DateTime<Utc>) -> Result<(), Error> {
+    match job.status {
+        JobStatus::Running | JobStatus::Paused => {
+            job.end(JobStatus::Canceled, now);
+            Ok(())
+        }
+        other => Err(Error::FailedPrecondition {
+            message: format!(
+                "job {} is {} and cannot be canceled",
+                job.id,
+                other.as_str()
+            ),
+            problems: Vec::new(),
+        }),
+    }
+}
+
+/// Pauses the job: tasks under way finish, nothing new is scheduled.
+pub fn pause(job: &mut RunningJob, now: DateTime<Utc>) -> Result<(), Error> {
+    match job.status {
+        JobStatus::Running => {
+            job.status = JobStatus::Paused;
+            job.job_changed = true;
+            job.event("", "job", "paused", "", now);
+            Ok(())
+        }
+        other => Err(Error::FailedPrecondition {
+            message: format!("job {} is {} and cannot be paused", job.id, other.as_str()),
+            problems: Vec::new(),
+        }),
+    }
+}
+
+/// Resumes a paused job, which then advances.
+pub fn resume(
+    job: &mut RunningJob,
+    graph: &TaskGraph,
+    now: DateTime<Utc>,
+    limits: &Limits,
+) -> Result<(), Error> {
+    match job.status {
+        JobStatus::Paused => {
+            job.status = JobStatus::Running;
+            job.job_changed = true;
+            job.event("", "job", "running", "", now);
+            advance(job, graph, now, limits);
+            Ok(())
+        }
+        other => Err(Error::FailedPrecondition {
+            message: format!("job {} is {} and cannot be resumed", job.id, other.as_str()),
+            problems: Vec::new(),
+        }),
+    }
+}
+
+/// Runs a task that ended in error again, its incoming values overridden by `variables`; a
+/// job that ended in error because of it runs again.
+pub fn retry(
+    job: &mut RunningJob,
+    graph: &TaskGraph,
+    id: &str,
+    variables: Map<String, Value>,
+    now: DateTime<Utc>,
+    limits: &Limits,
+) -> Result<(), Error> {
+    let errored = job
+        .runs
+        .get(id)
+        .is_some_and(|run| run.status == TaskStatus::Error);
+    if !errored {
+        return Err(Error::FailedPrecondition {
+            message: format!("task {id} of job {} did not end in error", job.id),
+            problems: Vec::new(),
+        });
+    }
+    if !matches!(job.status, JobStatus::Running | JobStatus::Error) {
+        return Err(Error::FailedPrecondition {
+            message: format!(
+                "job {} is {}: only a running job or one that ended in error retries tasks",
+                job.id,
+                job.status.as_str()
+            ),
+            problems: Vec::new(),
+        });
+    }
+    if job.status == JobStatus::Error {
+        job.status = JobStatus::Running;
+        job.end_time = None;
+        job.job_changed = true;
+        job.event("", "job", "running", "", now);
+    }
+    // What followed the failed task's error path is undone: the task decides anew.
+    if let Some(task) = graph.tasks().get(id) {
+        for transition in task.transitions.get("error").into_iter().flatten() {
+            if transition.transition_type != "revert" {
+                reset_from(job, graph, &transition.task);
+            }
+        }
+    }
+    let run = job.runs.get_mut(id).expect("checked above");
+    run.retries = 0;
+    start(job, graph, id, now, limits, Start::Retry(&variables));
+    advance(job, graph, now, limits);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(value: Value) -> Map<String, Value> {
+        value.as_object().cloned().expect("an object")
+    }
+
+    /// A graph of `tasks` (id -> app; `stub` for a WorkFlowEngine stub, `manual` for a manual
+    /// task) and `edges` (source, target, state, type).
+    fn graph(tasks: &[(&str, &str)], edges: &[(&str, &str, &str, &str)]) -> TaskGraph {
+        let mut task_map = Map::new();
+        for id in [WORKFLOW_START, WORKFLOW_END] {
+            task_map.insert(id.into(), json!({"name": id}));
+        }
+        for (id, app) in tasks {
+            let task = match *app {
+                "stub" => json!({"name": "stub", "app": "WorkFlowEngine", "type": "automatic",
+                                 "variables": {"incoming": {}, "outgoing": {}}}),
+                "manual" => json!({"name": "ViewData", "app": "WorkFlowEngine", "type": "manual"}),
+                app => json!({"name": "run", "app": app, "type": "automatic",
+                              "variables": {"incoming": {"device": "$var.job.device"},
+                                            "outgoing": {"result": "$var.job.result"}}}),
+            };
+            task_map.insert((*id).into(), task);
+        }
+        let mut transitions = Map::new();
+        for id in task_map.keys() {
+            transitions.insert(id.clone(), json!({}));
+        }
+        for (source, target, state, kind) in edges {
+            transitions[*source][*target] = json!({"state": state, "type": kind});
+        }
+        TaskGraph::build(&task_map, &transitions)
+    }
+
+    fn job() -> RunningJob {
+        RunningJob::new(
+            "0123456789abcdef01234567".into(),
+            JobStatus::Running,
+            object(json!({"device": "fw-1"})),
+            Vec::new(),
+        )
+    }
+
+    fn status(job: &RunningJob, id: &str) -> Option<TaskStatus> {
+        job.runs.get(id).map(|run| run.status)
+    }
+
+    fn now() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+    }
+
+    fn done(job: &mut RunningJob, graph: &TaskGraph, id: &str, finish: FinishState) {
+        complete(
+            job,
+            graph,
+            id,
+            finish,
+            Map::new(),
+            "",
+            now(),
+            &Limits::default(),
+        );
+    }
+
+    #[test]
+    fn a_linear_job_waits_for_its_worker_then_completes() {
+        let g = graph(
+            &[("a", "Netbox")],
+            &[
+                ("workflow_start", "a", "success", "standard"),
+                ("a", "workflow_end", "success", "standard"),
+            ],
+        );
+        let mut j = job();
+        advance(&mut j, &g, now(), &Limits::default());
+        assert_eq!(status(&j, "a"), Some(TaskStatus::Scheduled));
+        assert_eq!(
+            j.runs["a"].runner,
+            Runner::Worker {
+                app: "Netbox".into()
+            }
+        );
+        assert_eq!(
+            j.runs["a"].incoming["device"],
+            json!("fw-1"),
+            "incoming $var.job resolved"
+        );
+        assert!(j.offers);
+        assert_eq!(j.status, JobStatus::Running);
+        let mut outgoing = Map::new();
+        outgoing.insert("result".into(), json!("ok"));
+        complete(
+            &mut j,
+            &g,
+            "a",
+            FinishState::Success,
+            outgoing,
+            "",
+            now(),
+            &Limits::default(),
+        );
+        assert_eq!(j.status, JobStatus::Complete);
+        assert_eq!(
+            j.variables["result"],
+            json!("ok"),
+            "outgoing mapped to $var.job.result"
+        );
+        assert_eq!(j.progress(&g), 1.0);
+        assert!(j
+            .events
+            .last()
+            .is_some_and(|e| e.kind == "job" && e.status == "complete"));
+    }
+
+    #[test]
+    fn a_join_waits_for_every_branch() {
+        let g = graph(
+            &[("a", "X"), ("b", "X"), ("c", "X")],
+            &[
+                ("workflow_start", "a", "success", "standard"),
+                ("workflow_start", "b", "success", "standard"),
+                ("a", "c", "success", "standard"),
+                ("b", "c", "success", "standard"),
+                ("c", "workflow_end", "success", "standard"),
+            ],
+        );
+        let mut j = job();
+        advance(&mut j, &g, now(), &Limits::default());
+        assert_eq!(
+            (status(&j, "a"), status(&j, "b")),
+            (Some(TaskStatus::Scheduled), Some(TaskStatus::Scheduled))
+        );
+        done(&mut j, &g, "a", FinishState::Success);
+        assert_eq!(status(&j, "c"), None, "c waits for b");
+        done(&mut j, &g, "b", FinishState::Success);
+        assert_eq!(status(&j, "c"), Some(TaskStatus::Scheduled));
+        done(&mut j, &g, "c", FinishState::Success);
+        assert_eq!(j.status, JobStatus::Complete);
+    }
+
+    #[test]
+    fn a_path_not_taken_dies_and_the_join_after_it_runs() {
+        let g = graph(
+            &[("a", "X"), ("b", "X"), ("c", "X"), ("d", "X")],
+            &[
+                ("workflow_start", "a", "success", "standard"),
+                ("a", "b", "success", "standard"),
+                ("a", "c", "failure", "standard"),
+                ("b", "d", "success", "standard"),
+                ("c", "d", "success", "standard"),
+                ("d", "workflow_end", "success", "standard"),
+            ],
+        );
+        let mut j = job();
+        advance(&mut j, &g, now(), &Limits::default());
+        done(&mut j, &g, "a", FinishState::Success);
+        assert_eq!(status(&j, "b"), Some(TaskStatus::Scheduled));
+        assert_eq!(status(&j, "c"), None, "c is on the failure path");
+        done(&mut j, &g, "b", FinishState::Success);
+        assert_eq!(
+            status(&j, "d"),
+            Some(TaskStatus::Scheduled),
+            "d does not wait for the dead c"
+        );
+        done(&mut j, &g, "d", FinishState::Success);
+        assert_eq!(j.status, JobStatus::Complete);
+    }
+
+    #[test]
+    fn a_dead_end_ends_the_job_in_error_naming_the_task() {
+        let g = graph(
+            &[("a", "X")],
+            &[
+                ("workflow_start", "a", "success", "standard"),
+                ("a", "workflow_end", "success", "standard"),
+            ],
+        );
+        let mut j = job();
+        advance(&mut j, &g, now(), &Limits::default());
+        done(&mut j, &g, "a", FinishState::Failure);
+        assert_eq!(j.status, JobStatus::Error);
+        let message = j.errors.last().unwrap()["message"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            message.starts_with("Job has no available transitions. a could have led"),
+            "{message}"
+        );
+        assert_eq!(j.errors.last().unwrap()["task"], json!("job"));
+    }
+
+    #[test]
+    fn an_error_transition_is_followed() {
+        let g = graph(
+            &[("a", "X"), ("handle", "X")],
+            &[
+                ("workflow_start", "a", "success", "standard"),
+                ("a", "workflow_end", "success", "standard"),
+                ("a", "handle", "error", "standard"),
+                ("handle", "workflow_end", "success", "standard"),
+            ],
+        );
+        let mut j = job();
+        advance(&mut j, &g, now(), &Limits::default());
+        complete(
+            &mut j,
+            &g,
+            "a",
+            FinishState::Error,
+            Map::new(),
+            "device unreachable",
+            now(),
+            &Limits::default(),
+        );
+        assert_eq!(status(&j, "a"), Some(TaskStatus::Error));
+        assert_eq!(status(&j, "handle"), Some(TaskStatus::Scheduled));
+        assert_eq!(j.errors[0]["message"], json!("device unreachable"));
+        done(&mut j, &g, "handle", FinishState::Success);
+        assert_eq!(j.status, JobStatus::Complete);
+    }
+
+    #[test]
+    fn a_revert_runs_the_loop_again_up_to_the_bound() {
+        let g = graph(
+            &[("a", "X"), ("check", "X")],
+            &[
+                ("workflow_start", "a", "success", "standard"),
+                ("a", "check", "success", "standard"),
+                ("check", "workflow_end", "success", "standard"),
+                ("check", "a", "failure", "revert"),
+            ],
+        );
+        let limits = Limits {
+            max_iterations: 3,
+            ..Limits::default()
+        };
+        let mut j = job();
+        advance(&mut j, &g, now(), &limits);
+        for round in 1..=3 {
+            assert_eq!(j.runs["a"].iteration, round);
+            complete(
+                &mut j,
+                &g,
+                "a",
+                FinishState::Success,
+                Map::new(),
+                "",
+                now(),
+                &limits,
+            );
+            assert_eq!(status(&j, "check"), Some(TaskStatus::Scheduled));
+            complete(
+                &mut j,
+                &g,
+                "check",
+                FinishState::Failure,
+                Map::new(),
+                "",
+                now(),
+                &limits,
+            );
+        }
+        assert_eq!(j.status, JobStatus::Error, "a fourth run is past the bound");
+        assert!(j.errors.last().unwrap()["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 3 times"));
+    }
+
+    #[test]
+    fn a_revert_that_succeeds_next_time_completes() {
+        let g = graph(
+            &[("a", "X"), ("check", "X")],
+            &[
+                ("workflow_start", "a", "success", "standard"),
+                ("a", "check", "success", "standard"),
+                ("check", "workflow_end", "success", "standard"),
+                ("check", "a", "failure", "revert"),
+            ],
+        );
+        let mut j = job();
+        advance(&mut j, &g, now(), &Limits::default());
+        done(&mut j, &g, "a", FinishState::Success);
+        done(&mut j, &g, "check", FinishState::Failure);
+        assert_eq!(
+            (status(&j, "a"), status(&j, "check")),
+            (Some(TaskStatus::Scheduled), Some(TaskStatus::Incomplete))
+        );
+        done(&mut j, &g, "a", FinishState::Success);
+        done(&mut j, &g, "check", FinishState::Success);
+        assert_eq!(j.status, JobStatus::Complete);
+        assert_eq!(j.runs["check"].iteration, 2);
+    }
+
+    #[test]
+    fn tasks_the_service_runs_finish_at_once() {
+        let g = graph(
+            &[("s1", "stub"), ("s2", "stub")],
+            &[
+                ("workflow_start", "s1", "success", "standard"),
+                ("s1", "s2", "success", "standard"),
+                ("s2", "workflow_end", "success", "standard"),
+            ],
+        );
+        let mut j = job();
+        advance(&mut j, &g, now(), &Limits::default());
+        assert_eq!(j.status, JobStatus::Complete);
+        assert_eq!(status(&j, "s2"), Some(TaskStatus::Complete));
+        assert!(!j.offers);
+    }
+
+    #[test]
+    fn a_manual_task_waits_for_a_person() {
+        let g = graph(
+            &[("m", "manual")],
+            &[
+                ("workflow_start", "m", "success", "standard"),
+                ("m", "workflow_end", "success", "standard"),
+            ],
+        );
+        let mut j = job();
+        advance(&mut j, &g, now(), &Limits::default());
+        assert_eq!(j.runs["m"].runner, Runner::Manual);
+        assert_eq!(status(&j, "m"), Some(TaskStatus::Scheduled));
+        assert!(!j.offers, "no worker is woken for a manual task");
+        done(&mut j, &g, "m", FinishState::Success);
+        assert_eq!(j.status, JobStatus::Complete);
+    }
+
+    #[test]
+    fn cancel_cancels_what_is_under_way_and_pause_holds_the_job() {
+        let g = graph(
+            &[("a", "X"), ("b", "X")],
+            &[
+                ("workflow_start", "a", "success", "standard"),
+                ("a", "b", "success", "standard"),
+                ("b", "workflow_end", "success", "standard"),
+            ],
+        );
+        let mut j = job();
+        advance(&mut j, &g, now(), &Limits::default());
+        pause(&mut j, now()).unwrap();
+        done(&mut j, &g, "a", FinishState::Success);
+        assert_eq!(status(&j, "b"), None, "a paused job schedules nothing new");
+        assert!(pause(&mut j, now()).is_err());
+        resume(&mut j, &g, now(), &Limits::default()).unwrap();
+        assert_eq!(status(&j, "b"), Some(TaskStatus::Scheduled));
+        cancel(&mut j, now()).unwrap();
+        assert_eq!(
+            (j.status, status(&j, "b")),
+            (JobStatus::Canceled, Some(TaskStatus::Canceled))
+        );
+        assert!(
+            cancel(&mut j, now()).is_err(),
+            "an ended job cannot be canceled"
+        );
+    }
+
+    #[test]
+    fn a_retried_task_runs_again_with_new_values_and_revives_the_job() {
+        let g = graph(
+            &[("a", "X")],
+            &[
+                ("workflow_start", "a", "success", "standard"),
+                ("a", "workflow_end", "success", "standard"),
+            ],
+        );
+        let mut j = job();
+        advance(&mut j, &g, now(), &Limits::default());
+        done(&mut j, &g, "a", FinishState::Error);
+        assert_eq!(j.status, JobStatus::Error);
+        retry(
+            &mut j,
+            &g,
+            "a",
+            object(json!({"device": "fw-2"})),
+            now(),
+            &Limits::default(),
+        )
+        .unwrap();
+        assert_eq!(j.status, JobStatus::Running);
+        assert_eq!(status(&j, "a"), Some(TaskStatus::Scheduled));
+        assert_eq!(j.runs["a"].incoming["device"], json!("fw-2"));
+        done(&mut j, &g, "a", FinishState::Success);
+        assert_eq!(j.status, JobStatus::Complete);
+        assert!(retry(&mut j, &g, "a", Map::new(), now(), &Limits::default()).is_err());
+    }
+
+    #[test]
+    fn an_expired_lease_offers_the_task_again_until_the_attempts_run_out() {
+        let g = graph(
+            &[("a", "X")],
+            &[
+                ("workflow_start", "a", "success", "standard"),
+                ("a", "workflow_end", "success", "standard"),
+            ],
+        );
+        let limits = Limits {
+            max_attempts: 2,
+            ..Limits::default()
+        };
+        let mut j = job();
+        advance(&mut j, &g, now(), &limits);
+        for attempt in 1..=2 {
+            // A claim: the store marks the task running with a lease.
+            let run = j.runs.get_mut("a").unwrap();
+            run.status = TaskStatus::Running;
+            run.attempt = attempt;
+            run.due_at = Some(now());
+            advance(&mut j, &g, now() + chrono::Duration::seconds(1), &limits);
+        }
+        assert_eq!(status(&j, "a"), Some(TaskStatus::Error));
+        assert_eq!(j.status, JobStatus::Error);
+    }
+}
