@@ -10,9 +10,9 @@ use tokio::net::TcpListener;
 
 use crate::auth::Verifier;
 use crate::config::ServeConfig;
+use crate::engine::Engine;
 use crate::grpc;
 use crate::observe::metrics::Metrics;
-use crate::engine::Engine;
 use crate::service::Service;
 use crate::store::cluster::ManagedPostgres;
 use crate::store::{PoolSettings, Store};
@@ -62,7 +62,10 @@ impl App {
             statement_timeout: config.db_statement_timeout.into(),
         };
         let (store, cluster) = Store::open(
-            config.database_url.as_ref().map(ExposeSecret::expose_secret),
+            config
+                .database_url
+                .as_ref()
+                .map(ExposeSecret::expose_secret),
             &config.keys.data_dir,
             config.postgres_bin_dir.as_deref(),
             &settings,
@@ -86,8 +89,20 @@ impl App {
                     max_page_bytes: usize::try_from(config.max_page_bytes.as_u64())
                         .unwrap_or(usize::MAX),
                 };
-                let engine = Arc::new(Engine::new(store.clone()));
-                let service = Arc::new(Service::new(store, settings));
+                let service = Arc::new(Service::new(store.clone(), settings));
+                let engine = Arc::new(Engine::new(
+                    store,
+                    service.graphs(),
+                    crate::engine::Settings {
+                        limits: crate::engine::Limits {
+                            max_iterations: config.max_task_iterations,
+                            max_attempts: config.max_task_attempts,
+                            lease: config.task_lease.into(),
+                        },
+                        sweep: config.engine_sweep.into(),
+                        ..Default::default()
+                    },
+                ));
                 Ok(App {
                     grpc_listener,
                     http_listener,
@@ -178,6 +193,7 @@ impl App {
         let signal = |mut receiver: tokio::sync::watch::Receiver<bool>| async move {
             let _ = receiver.wait_for(|started| *started).await;
         };
+        let engine = self.engine.spawn(drain_started.clone());
         let purger = tokio::spawn(purge_idempotency_keys(
             self.service.clone(),
             self.idempotency_retention,
@@ -266,6 +282,9 @@ impl App {
             }
         };
         tracing::info!("servers stopped");
+        for task in engine {
+            let _ = task.await;
+        }
         purger.abort();
         health_watcher.abort();
         if let Some(supervisor) = supervisor {

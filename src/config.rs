@@ -176,6 +176,25 @@ pub struct ServeConfig {
     #[arg(long, env = "JOB_SERVICE_REQUEST_BODY_TIMEOUT", default_value = "10s")]
     pub request_body_timeout: humantime::Duration,
 
+    /// How long a task worker holds a task without a heartbeat (its lease); a task whose lease
+    /// runs out is offered again.
+    #[arg(long, env = "JOB_SERVICE_TASK_LEASE", default_value = "30s", value_parser = positive_duration)]
+    pub task_lease: humantime::Duration,
+
+    /// Times one task may be offered to workers in one run (expired leases) before it ends in
+    /// error.
+    #[arg(long, env = "JOB_SERVICE_MAX_TASK_ATTEMPTS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_task_attempts: u32,
+
+    /// Times one task may run in a job (revert loops) before the job ends in error.
+    #[arg(long, env = "JOB_SERVICE_MAX_TASK_ITERATIONS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100000))]
+    pub max_task_iterations: u32,
+
+    /// How often the engine looks for due work without being told: timers, expired leases,
+    /// notifications lost while reconnecting.
+    #[arg(long, env = "JOB_SERVICE_ENGINE_SWEEP", default_value = "1s", value_parser = positive_duration)]
+    pub engine_sweep: humantime::Duration,
+
     /// How long StartJob idempotency keys are kept (at least 24 hours is promised to clients).
     #[arg(long, env = "JOB_SERVICE_IDEMPOTENCY_RETENTION", default_value = "24h")]
     pub idempotency_retention: humantime::Duration,
@@ -233,6 +252,17 @@ pub struct TlsConfig {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// A duration of at least a millisecond and at most a day (leases, sweeps).
+fn positive_duration(text: &str) -> Result<humantime::Duration, String> {
+    let duration: humantime::Duration = text.parse().map_err(|e| format!("{e}"))?;
+    let value = std::time::Duration::from(duration);
+    if value < std::time::Duration::from_millis(1) || value > std::time::Duration::from_secs(86_400)
+    {
+        return Err("must be from 1ms to 24h".to_owned());
+    }
+    Ok(duration)
 }
 
 impl ServeConfig {

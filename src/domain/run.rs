@@ -2,11 +2,15 @@
 //! job of a workflow revision and never changes; each job keeps its own [`TaskRun`] for every
 //! task it reached, beside the graph. A task without one is `incomplete` (not reached).
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::graph::TaskStatus;
+use super::graph::{TaskStatus, WORKFLOW_START};
+use super::job::JobStatus;
+use super::TaskGraph;
 
 /// How a task that ran ended: `failure` is a path, not a fault (an evaluation that was false,
 /// a query that found nothing, a manual task sent down its failure path); `error` is a fault.
@@ -72,6 +76,150 @@ pub struct TaskRun {
     pub error: Option<Value>,
     /// When a scheduled timer (delay, retry delay) is due.
     pub due_at: Option<DateTime<Utc>>,
+}
+
+/// What a step did, for the events a watcher sees.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub task_id: String,
+    /// `task` or `job`.
+    pub kind: &'static str,
+    pub status: String,
+    pub finish_state: String,
+    pub at: DateTime<Utc>,
+}
+
+/// A job's run state, loaded for one step.
+#[derive(Debug, Clone)]
+pub struct RunningJob {
+    pub id: String,
+    pub status: JobStatus,
+    pub variables: Map<String, Value>,
+    /// The job's `error[]`.
+    pub errors: Vec<Value>,
+    /// The run of every task the job reached.
+    pub runs: BTreeMap<String, TaskRun>,
+    pub end_time: Option<DateTime<Utc>>,
+    /// Set by a step: the tasks whose run changed (to save), what happened (to record), and
+    /// whether tasks now wait for workers (to wake them).
+    pub touched: BTreeSet<String>,
+    pub events: Vec<Event>,
+    pub job_changed: bool,
+    pub offers: bool,
+}
+
+impl RunningJob {
+    pub fn new(
+        id: String,
+        status: JobStatus,
+        variables: Map<String, Value>,
+        errors: Vec<Value>,
+    ) -> Self {
+        RunningJob {
+            id,
+            status,
+            variables,
+            errors,
+            runs: BTreeMap::new(),
+            end_time: None,
+            touched: BTreeSet::new(),
+            events: Vec::new(),
+            job_changed: false,
+            offers: false,
+        }
+    }
+
+    /// Share of the graph's tasks that finished, 0 to 1 (`workflow_start` counts as finished).
+    pub fn progress(&self, graph: &TaskGraph) -> f64 {
+        let total = graph.tasks().len();
+        if total == 0 {
+            return 0.0;
+        }
+        let finished = graph
+            .tasks()
+            .keys()
+            .filter(|id| self.finish_state(id).is_some())
+            .count();
+        finished as f64 / total as f64
+    }
+
+    /// When the engine must look at the job again without being told: the earliest timer of
+    /// a task it runs itself, or lease of a task a worker holds.
+    pub fn next_wakeup(&self) -> Option<DateTime<Utc>> {
+        if self.status != JobStatus::Running {
+            return None;
+        }
+        self.runs
+            .values()
+            .filter_map(|run| match (run.status, &run.runner) {
+                (TaskStatus::Scheduled, _) => run.due_at,
+                (TaskStatus::Running, Runner::Worker { .. }) => run.due_at,
+                _ => None,
+            })
+            .min()
+    }
+
+    /// The finish state of a task of the current iteration, or None while it has not finished.
+    /// `workflow_start` has always finished with success.
+    pub(crate) fn finish_state(&self, task: &str) -> Option<FinishState> {
+        match self.runs.get(task) {
+            Some(run) if matches!(run.status, TaskStatus::Complete | TaskStatus::Error) => {
+                run.finish_state
+            }
+            Some(_) => None,
+            None if task == WORKFLOW_START => Some(FinishState::Success),
+            None => None,
+        }
+    }
+
+    /// Whether the task started in the current iteration (it is under way or finished).
+    pub(crate) fn started(&self, task: &str) -> bool {
+        task == WORKFLOW_START
+            || self
+                .runs
+                .get(task)
+                .is_some_and(|run| run.status != TaskStatus::Incomplete)
+    }
+
+    pub(crate) fn event(
+        &mut self,
+        task_id: &str,
+        kind: &'static str,
+        status: &str,
+        finish_state: &str,
+        at: DateTime<Utc>,
+    ) {
+        self.events.push(Event {
+            task_id: task_id.to_owned(),
+            kind,
+            status: status.to_owned(),
+            finish_state: finish_state.to_owned(),
+            at,
+        });
+    }
+
+    pub(crate) fn end(&mut self, status: JobStatus, now: DateTime<Utc>) {
+        self.status = status;
+        self.end_time = Some(now);
+        self.job_changed = true;
+        // Nothing of an ended job runs on: workers holding its tasks learn so at their next
+        // heartbeat, and their completions are refused.
+        let unfinished: Vec<String> = self
+            .runs
+            .iter()
+            .filter(|(_, run)| matches!(run.status, TaskStatus::Scheduled | TaskStatus::Running))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in unfinished {
+            let run = self.runs.get_mut(&id).expect("listed above");
+            run.status = TaskStatus::Canceled;
+            run.end_time = Some(now);
+            run.due_at = None;
+            self.touched.insert(id.clone());
+            self.event(&id, "task", "canceled", "", now);
+        }
+        self.event("", "job", status.as_str(), "", now);
+    }
 }
 
 /// A lifecycle call on jobs (`CancelJobs`, `PauseJobs`, `ResumeJobs`).
@@ -148,4 +296,56 @@ impl JobEvent {
     pub fn is_final(&self) -> bool {
         self.kind == "job" && matches!(self.status.as_str(), "complete" | "error" | "canceled")
     }
+}
+
+/// The tasks of a job as its document shows them while it runs: each task the job reached
+/// takes its run's status, `finish_state`, `start_time` (RFC 3339), `end_time` (epoch
+/// milliseconds), `iterations` (one entry a run), the incoming values it started with, its
+/// outgoing values and its error, as Itential's job documents show them.
+pub fn overlay(
+    tasks: &BTreeMap<String, super::graph::JobTask>,
+    runs: &BTreeMap<String, TaskRun>,
+) -> BTreeMap<String, super::graph::JobTask> {
+    let mut tasks = tasks.clone();
+    for (id, run) in runs {
+        let Some(task) = tasks.get_mut(id) else {
+            continue;
+        };
+        task.status = run.status;
+        let fields = &mut task.fields;
+        let mut put = |key: &str, value: Value| {
+            fields.insert(key.to_owned(), value);
+        };
+        if let Some(finish) = run.finish_state {
+            put("finish_state", Value::from(finish.as_str()));
+        }
+        if let Some(start) = run.start_time {
+            put(
+                "start_time",
+                Value::from(start.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+            );
+        }
+        if let Some(end) = run.end_time {
+            put("end_time", Value::from(end.timestamp_millis()));
+        }
+        put(
+            "iterations",
+            Value::Array((1..=run.iteration).map(Value::from).collect()),
+        );
+        if let Some(error) = &run.error {
+            put("error", error.clone());
+        }
+        if run.status != TaskStatus::Incomplete {
+            let mut variables = match fields.get("variables") {
+                Some(Value::Object(map)) => map.clone(),
+                _ => Map::new(),
+            };
+            variables.insert("incoming".into(), Value::Object(run.incoming.clone()));
+            if run.finish_state.is_some() {
+                variables.insert("outgoing".into(), Value::Object(run.outgoing.clone()));
+            }
+            fields.insert("variables".into(), Value::Object(variables));
+        }
+    }
+    tasks
 }

@@ -14,7 +14,7 @@
 //! - Reaching `workflow_end` completes the job. When nothing is left to run and it was not
 //!   reached, the job ends in `error` with "Job has no available transitions".
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -23,7 +23,7 @@ use serde_json::{json, Map, Value};
 use super::builtin::{self, Builtin, Outcome};
 use super::variables::{self, Scope};
 use crate::domain::graph::{JobTask, TaskStatus, WORKFLOW_END, WORKFLOW_START};
-use crate::domain::run::{FinishState, Runner, TaskRun};
+use crate::domain::run::{FinishState, Runner, RunningJob, TaskRun};
 use crate::domain::{Error, JobStatus, TaskGraph};
 
 /// Bounds on what one job may make the engine do.
@@ -44,150 +44,6 @@ impl Default for Limits {
             max_attempts: 10,
             lease: Duration::from_secs(30),
         }
-    }
-}
-
-/// What a step did, for the events a watcher sees.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Event {
-    pub task_id: String,
-    /// `task` or `job`.
-    pub kind: &'static str,
-    pub status: String,
-    pub finish_state: String,
-    pub at: DateTime<Utc>,
-}
-
-/// A job's run state, loaded for one step.
-#[derive(Debug, Clone)]
-pub struct RunningJob {
-    pub id: String,
-    pub status: JobStatus,
-    pub variables: Map<String, Value>,
-    /// The job's `error[]`.
-    pub errors: Vec<Value>,
-    /// The run of every task the job reached.
-    pub runs: BTreeMap<String, TaskRun>,
-    pub end_time: Option<DateTime<Utc>>,
-    /// Set by a step: the tasks whose run changed (to save), what happened (to record), and
-    /// whether tasks now wait for workers (to wake them).
-    pub touched: BTreeSet<String>,
-    pub events: Vec<Event>,
-    pub job_changed: bool,
-    pub offers: bool,
-}
-
-impl RunningJob {
-    pub fn new(
-        id: String,
-        status: JobStatus,
-        variables: Map<String, Value>,
-        errors: Vec<Value>,
-    ) -> Self {
-        RunningJob {
-            id,
-            status,
-            variables,
-            errors,
-            runs: BTreeMap::new(),
-            end_time: None,
-            touched: BTreeSet::new(),
-            events: Vec::new(),
-            job_changed: false,
-            offers: false,
-        }
-    }
-
-    /// Share of the graph's tasks that finished, 0 to 1 (`workflow_start` counts as finished).
-    pub fn progress(&self, graph: &TaskGraph) -> f64 {
-        let total = graph.tasks().len();
-        if total == 0 {
-            return 0.0;
-        }
-        let finished = graph
-            .tasks()
-            .keys()
-            .filter(|id| self.finish_state(id).is_some())
-            .count();
-        finished as f64 / total as f64
-    }
-
-    /// When the engine must look at the job again without being told: the earliest timer of
-    /// a task it runs itself, or lease of a task a worker holds.
-    pub fn next_wakeup(&self) -> Option<DateTime<Utc>> {
-        if self.status != JobStatus::Running {
-            return None;
-        }
-        self.runs
-            .values()
-            .filter_map(|run| match (run.status, &run.runner) {
-                (TaskStatus::Scheduled, _) => run.due_at,
-                (TaskStatus::Running, Runner::Worker { .. }) => run.due_at,
-                _ => None,
-            })
-            .min()
-    }
-
-    /// The finish state of a task of the current iteration, or None while it has not finished.
-    /// `workflow_start` has always finished with success.
-    fn finish_state(&self, task: &str) -> Option<FinishState> {
-        match self.runs.get(task) {
-            Some(run) if matches!(run.status, TaskStatus::Complete | TaskStatus::Error) => {
-                run.finish_state
-            }
-            Some(_) => None,
-            None if task == WORKFLOW_START => Some(FinishState::Success),
-            None => None,
-        }
-    }
-
-    /// Whether the task started in the current iteration (it is under way or finished).
-    fn started(&self, task: &str) -> bool {
-        task == WORKFLOW_START
-            || self
-                .runs
-                .get(task)
-                .is_some_and(|run| run.status != TaskStatus::Incomplete)
-    }
-
-    fn event(
-        &mut self,
-        task_id: &str,
-        kind: &'static str,
-        status: &str,
-        finish_state: &str,
-        at: DateTime<Utc>,
-    ) {
-        self.events.push(Event {
-            task_id: task_id.to_owned(),
-            kind,
-            status: status.to_owned(),
-            finish_state: finish_state.to_owned(),
-            at,
-        });
-    }
-
-    fn end(&mut self, status: JobStatus, now: DateTime<Utc>) {
-        self.status = status;
-        self.end_time = Some(now);
-        self.job_changed = true;
-        // Nothing of an ended job runs on: workers holding its tasks learn so at their next
-        // heartbeat, and their completions are refused.
-        let unfinished: Vec<String> = self
-            .runs
-            .iter()
-            .filter(|(_, run)| matches!(run.status, TaskStatus::Scheduled | TaskStatus::Running))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in unfinished {
-            let run = self.runs.get_mut(&id).expect("listed above");
-            run.status = TaskStatus::Canceled;
-            run.end_time = Some(now);
-            run.due_at = None;
-            self.touched.insert(id.clone());
-            self.event(&id, "task", "canceled", "", now);
-        }
-        self.event("", "job", status.as_str(), "", now);
     }
 }
 

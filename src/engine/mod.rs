@@ -1,32 +1,254 @@
 //! What happens after a start: jobs advance along their task graphs by Itential's rules
 //! (`advance`), the tasks the service runs itself (`builtin`, with `variables` resolving
-//! `$var` references), task workers' leases, manual tasks, timers, the lifecycle calls
-//! (cancel, pause, resume, retry) and the events WatchJob streams. It calls the store as the
-//! service does; every step is one committed transaction, so a crash resumes where it stopped.
+//! `$var` references), task workers' leases (`workers`), manual tasks, timers, the lifecycle
+//! calls (cancel, pause, resume, retry) and the events WatchJob streams (`watch`). It calls the
+//! store as the service does; every step is one committed transaction that holds the job's
+//! row, so a crash resumes where it stopped and instances never step one job at once.
+//!
+//! How work reaches an instance: new jobs, finished tasks and due timers are rows of
+//! `job_wakeups`; PostgreSQL notifications (`LISTEN`) wake the instances at once, and a sweep
+//! every `--engine-sweep` catches what a lost notification or a dead worker left.
 
 pub mod advance;
 pub mod builtin;
 pub mod variables;
+mod watch;
+mod workers;
 
-use tokio::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
 
-use crate::domain::run::{Heartbeat, JobControl, JobEvent, TaskResult, WorkerTask};
-use crate::domain::{Caller, Error};
-use crate::store::Store;
+use chrono::Utc;
+use serde_json::{Map, Value};
+use tokio::sync::{mpsc, watch as signal, Notify};
+use uuid::Uuid;
 
-/// The engine of one service instance. Any number of instances share one database: each
-/// advances the jobs and hands out the tasks it claims there.
+pub use advance::Limits;
+
+use crate::domain::run::{
+    Heartbeat, JobControl, JobEvent, Runner, TaskResult, WorkerTask, MAX_JOB_IDS,
+};
+use crate::domain::{Action, Caller, Error, JobId, TaskGraph};
+use crate::store::graphs::GraphCache;
+use crate::store::runs::{self, Lease, LockedJob};
+use crate::store::{Store, Tx};
+
+/// Settings of the engine.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    pub limits: Limits,
+    /// How often the engine looks for due work without being told (lost notifications,
+    /// expired leases).
+    pub sweep: Duration,
+    /// Jobs stepped in one transaction.
+    pub batch: i64,
+    /// Open PollTasks streams an instance serves at once.
+    pub max_pollers: usize,
+    /// Open WatchJob streams an instance serves at once.
+    pub max_watchers: usize,
+    /// Most tasks one PollTasks stream may hold (`max_tasks`).
+    pub max_tasks_per_stream: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            limits: Limits::default(),
+            sweep: Duration::from_secs(1),
+            batch: 32,
+            max_pollers: 1000,
+            max_watchers: 1000,
+            max_tasks_per_stream: 1000,
+        }
+    }
+}
+
+/// The engine of one service instance. Any number of instances share one database.
 pub struct Engine {
-    #[allow(dead_code)]
     store: Store,
+    graphs: Arc<GraphCache>,
+    settings: Settings,
+    /// Wakes the step loop (new jobs, finished tasks, due timers).
+    wakeups: Notify,
+    workers: workers::Dispatcher,
+    watchers: watch::Watchers,
+    /// Turns true when the service drains: the loops stop and open streams end.
+    stop: signal::Sender<bool>,
 }
 
 /// What a lifecycle call did to one job.
 pub type ControlOutcome = (String, Result<(), Error>);
 
 impl Engine {
-    pub fn new(store: Store) -> Self {
-        Engine { store }
+    pub fn new(store: Store, graphs: Arc<GraphCache>, settings: Settings) -> Self {
+        Engine {
+            store,
+            graphs,
+            workers: workers::Dispatcher::new(settings.max_pollers),
+            watchers: watch::Watchers::new(settings.max_watchers),
+            settings,
+            wakeups: Notify::new(),
+            stop: signal::channel(false).0,
+        }
+    }
+
+    /// Runs the engine's loops until `drain` turns true: stepping due jobs, handing tasks to
+    /// workers, and listening for notifications. Then open PollTasks and WatchJob streams end,
+    /// so that draining is not held up by them (workers and watchers reconnect elsewhere).
+    pub fn spawn(
+        self: &Arc<Self>,
+        mut drain: signal::Receiver<bool>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let stop = self.stop.subscribe();
+        let engine = self.clone();
+        vec![
+            tokio::spawn(async move {
+                let _ = drain.wait_for(|d| *d).await;
+                let _ = engine.stop.send(true);
+            }),
+            tokio::spawn(self.clone().listen(stop.clone())),
+            tokio::spawn(self.clone().step_loop(stop.clone())),
+            tokio::spawn(self.clone().dispatch_loop(stop)),
+        ]
+    }
+
+    /// Listens for notifications and wakes the loops; when the connection drops, wakes them
+    /// all (notifications may have been missed) and listens again.
+    async fn listen(self: Arc<Self>, mut stop: signal::Receiver<bool>) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let listener = tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                listener = self.store.listen(&[runs::WAKEUPS, runs::TASKS, runs::EVENTS]) => listener,
+            };
+            let mut listener = match listener {
+                Ok(listener) => listener,
+                Err(error) => {
+                    tracing::warn!(error = %error, "cannot listen for engine notifications; retrying");
+                    tokio::select! {
+                        _ = stop.wait_for(|s| *s) => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            backoff = Duration::from_millis(100);
+            self.wake_all();
+            loop {
+                let received = tokio::select! {
+                    _ = stop.wait_for(|s| *s) => return,
+                    received = listener.recv() => received,
+                };
+                match received {
+                    Ok(Some((channel, payload))) => match channel.as_str() {
+                        runs::WAKEUPS => self.wakeups.notify_one(),
+                        runs::TASKS => self.workers.wake(),
+                        runs::EVENTS => self.watchers.wake(&payload),
+                        _ => {}
+                    },
+                    Ok(None) => self.wake_all(),
+                    Err(error) => {
+                        tracing::warn!(error = %error, "engine notifications lost; listening again");
+                        self.wake_all();
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    fn wake_all(&self) {
+        self.wakeups.notify_one();
+        self.workers.wake();
+        self.watchers.wake_all();
+    }
+
+    /// Steps the jobs whose wakeups are due, a batch a transaction, until none is; then waits
+    /// for a notification or the sweep.
+    async fn step_loop(self: Arc<Self>, mut stop: signal::Receiver<bool>) {
+        let mut sweeps = tokio::time::interval(self.settings.sweep);
+        sweeps.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let swept = tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                _ = self.wakeups.notified() => false,
+                _ = sweeps.tick() => true,
+            };
+            if swept {
+                if let Err(error) = self.wake_expired_leases().await {
+                    tracing::warn!(error = %error, "cannot look for expired leases");
+                }
+            }
+            loop {
+                let stopped = *stop.borrow();
+                if stopped {
+                    return;
+                }
+                match self.step_due().await {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::warn!(error = %error, "cannot step due jobs; retrying at the next sweep");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn wake_expired_leases(&self) -> Result<(), Error> {
+        let mut conn = self.store.conn().await?;
+        if runs::wake_expired_leases(&mut conn).await? > 0 {
+            self.wakeups.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Steps one batch of due jobs in one transaction; how many there were.
+    async fn step_due(&self) -> Result<usize, Error> {
+        let mut tx = self.store.begin().await?;
+        let due = runs::take_due(&mut tx, self.settings.batch).await?;
+        let now = Utc::now();
+        for job_id in &due {
+            let Some(mut locked) = runs::lock(&mut tx, job_id).await? else {
+                continue;
+            };
+            let graph = self.graph(&mut tx, &locked.graph_id).await?;
+            advance::advance(&mut locked.job, &graph, now, &self.settings.limits);
+            runs::save(&mut tx, &mut locked, &graph, now).await?;
+        }
+        self.store.commit(tx).await?;
+        Ok(due.len())
+    }
+
+    async fn graph(&self, tx: &mut Tx, id: &str) -> Result<TaskGraph, Error> {
+        self.graphs
+            .get_many(tx, &[id])
+            .await?
+            .remove(id)
+            .ok_or_else(|| Error::internal(anyhow::anyhow!("job graph {id} is missing")))
+    }
+
+    /// Runs `step` on `job_id` in one transaction holding its row, then saves and commits.
+    /// NOT_FOUND when there is no such job or the caller may not see it.
+    async fn with_job<T>(
+        &self,
+        caller: Option<&Caller>,
+        job_id: &str,
+        step: impl FnOnce(&mut LockedJob, &TaskGraph) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let mut tx = self.store.begin().await?;
+        let not_found = || Error::NotFound(format!("Cannot find job {job_id}"));
+        let mut locked = runs::lock(&mut tx, job_id).await?.ok_or_else(not_found)?;
+        if caller.is_some_and(|caller| !caller.can_see(&locked.groups)) {
+            return Err(not_found());
+        }
+        let graph = self.graph(&mut tx, &locked.graph_id).await?;
+        let answer = step(&mut locked, &graph)?;
+        runs::save(&mut tx, &mut locked, &graph, Utc::now()).await?;
+        self.store.commit(tx).await?;
+        Ok(answer)
     }
 
     /// `PollTasks`: a stream of tasks for a worker serving `apps`, holding at most
@@ -39,14 +261,39 @@ impl Engine {
         apps: Vec<String>,
         max_tasks: u32,
     ) -> Result<mpsc::Receiver<Result<WorkerTask, Error>>, Error> {
-        let _ = (caller, worker_id, apps, max_tasks);
-        todo!()
+        caller.require(Action::RunTasks)?;
+        if apps.is_empty() {
+            return Err(Error::invalid(
+                "apps",
+                "name at least one app the worker serves",
+            ));
+        }
+        let limit = self.settings.max_tasks_per_stream;
+        if max_tasks == 0 || max_tasks > limit {
+            return Err(Error::invalid(
+                "max_tasks",
+                format!("must be from 1 to {limit}"),
+            ));
+        }
+        self.workers.register(worker_id, apps, max_tasks)
     }
 
     /// `HeartbeatTask`: extends the lease of the task `task_token` names.
     pub async fn heartbeat(&self, caller: &Caller, task_token: &str) -> Result<Heartbeat, Error> {
-        let _ = (caller, task_token);
-        todo!()
+        caller.require(Action::RunTasks)?;
+        let token = parse_token(task_token)?;
+        let mut conn = self.store.conn().await?;
+        match runs::heartbeat(&mut conn, token, self.settings.limits.lease).await? {
+            Lease::Extended(lease_deadline) => Ok(Heartbeat {
+                lease_deadline,
+                cancel_requested: false,
+            }),
+            Lease::Canceled => Ok(Heartbeat {
+                lease_deadline: Utc::now(),
+                cancel_requested: true,
+            }),
+            Lease::Stale => Err(stale_token()),
+        }
     }
 
     /// `CompleteTask`: records a worker's result; the job advances.
@@ -56,8 +303,40 @@ impl Engine {
         task_token: &str,
         result: TaskResult,
     ) -> Result<(), Error> {
-        let _ = (caller, task_token, result);
-        todo!()
+        caller.require(Action::RunTasks)?;
+        let token = parse_token(task_token)?;
+        let (job_id, task_id) = {
+            let mut conn = self.store.conn().await?;
+            runs::lease_holder(&mut conn, token)
+                .await?
+                .ok_or_else(stale_token)?
+        };
+        let limits = self.settings.limits;
+        self.with_job(None, &job_id, |locked, graph| {
+            let now = Utc::now();
+            let held = locked.holds_lease(&task_id, token)
+                && locked.job.runs.get(&task_id).is_some_and(|run| {
+                    run.status == crate::domain::graph::TaskStatus::Running
+                        && run.due_at.is_some_and(|deadline| deadline > now)
+                });
+            if !held {
+                return Err(stale_token());
+            }
+            advance::complete(
+                &mut locked.job,
+                graph,
+                &task_id,
+                result.finish_state,
+                result.outgoing,
+                &result.error_message,
+                now,
+                &limits,
+            );
+            Ok(())
+        })
+        .await?;
+        self.workers.released(token);
+        Ok(())
     }
 
     /// `FinishTask`: a person finishes a manual task.
@@ -68,8 +347,46 @@ impl Engine {
         task_id: &str,
         result: TaskResult,
     ) -> Result<(), Error> {
-        let _ = (caller, job_id, task_id, result);
-        todo!()
+        caller.require(Action::ControlJobs)?;
+        let job_id = parse_job_id(job_id, "job_id")?;
+        let limits = self.settings.limits;
+        self.with_job(Some(caller), job_id.as_str(), |locked, graph| {
+            let waiting = locked.job.runs.get(task_id).is_some_and(|run| {
+                run.runner == Runner::Manual
+                    && run.status == crate::domain::graph::TaskStatus::Scheduled
+            });
+            if !waiting {
+                return Err(Error::FailedPrecondition {
+                    message: format!(
+                        "task {task_id} of job {} is not a manual task waiting to be finished",
+                        locked.job.id
+                    ),
+                    problems: Vec::new(),
+                });
+            }
+            if locked.job.status != crate::domain::JobStatus::Running {
+                return Err(Error::FailedPrecondition {
+                    message: format!(
+                        "job {} is {}: its tasks cannot be finished",
+                        locked.job.id,
+                        locked.job.status.as_str()
+                    ),
+                    problems: Vec::new(),
+                });
+            }
+            advance::complete(
+                &mut locked.job,
+                graph,
+                task_id,
+                result.finish_state,
+                result.outgoing,
+                &result.error_message,
+                Utc::now(),
+                &limits,
+            );
+            Ok(())
+        })
+        .await
     }
 
     /// `RetryTask`: runs a task that ended in error again, its incoming values overridden by
@@ -79,10 +396,22 @@ impl Engine {
         caller: &Caller,
         job_id: &str,
         task_id: &str,
-        variables: serde_json::Map<String, serde_json::Value>,
+        variables: Map<String, Value>,
     ) -> Result<(), Error> {
-        let _ = (caller, job_id, task_id, variables);
-        todo!()
+        caller.require(Action::ControlJobs)?;
+        let job_id = parse_job_id(job_id, "job_id")?;
+        let limits = self.settings.limits;
+        self.with_job(Some(caller), job_id.as_str(), |locked, graph| {
+            advance::retry(
+                &mut locked.job,
+                graph,
+                task_id,
+                variables,
+                Utc::now(),
+                &limits,
+            )
+        })
+        .await
     }
 
     /// `CancelJobs`, `PauseJobs`, `ResumeJobs`: each id gets its own outcome, in order.
@@ -92,8 +421,35 @@ impl Engine {
         control: JobControl,
         job_ids: Vec<String>,
     ) -> Result<Vec<ControlOutcome>, Error> {
-        let _ = (caller, control, job_ids);
-        todo!()
+        caller.require(Action::ControlJobs)?;
+        if job_ids.is_empty() || job_ids.len() > MAX_JOB_IDS {
+            return Err(Error::invalid(
+                "job_ids",
+                format!("give from 1 to {MAX_JOB_IDS} job ids"),
+            ));
+        }
+        let limits = self.settings.limits;
+        let mut outcomes = Vec::with_capacity(job_ids.len());
+        for id in job_ids {
+            let outcome = match parse_job_id(&id, "job_ids") {
+                Err(error) => Err(error),
+                Ok(job_id) => {
+                    self.with_job(Some(caller), job_id.as_str(), |locked, graph| {
+                        let now = Utc::now();
+                        match control {
+                            JobControl::Cancel => advance::cancel(&mut locked.job, now),
+                            JobControl::Pause => advance::pause(&mut locked.job, now),
+                            JobControl::Resume => {
+                                advance::resume(&mut locked.job, graph, now, &limits)
+                            }
+                        }
+                    })
+                    .await
+                }
+            };
+            outcomes.push((id, outcome));
+        }
+        Ok(outcomes)
     }
 
     /// `WatchJob`: the job's events after `after_sequence`, then new ones as they happen;
@@ -104,7 +460,52 @@ impl Engine {
         job_id: &str,
         after_sequence: u64,
     ) -> Result<mpsc::Receiver<Result<JobEvent, Error>>, Error> {
-        let _ = (caller, job_id, after_sequence);
-        todo!()
+        caller.require(Action::WatchJobs)?;
+        let job_id = parse_job_id(job_id, "job_id")?;
+        {
+            let mut tx = self.store.begin().await?;
+            let locked = runs::lock(&mut tx, job_id.as_str()).await?;
+            let visible = locked.is_some_and(|locked| caller.can_see(&locked.groups));
+            drop(tx);
+            if !visible {
+                return Err(Error::NotFound(format!("Cannot find job {job_id}")));
+            }
+        }
+        self.watchers.watch(
+            self.store.clone(),
+            job_id.as_str().to_owned(),
+            after_sequence,
+            self.stop.subscribe(),
+        )
+    }
+
+    /// Hands tasks to the open PollTasks streams whenever tasks or capacity appear.
+    async fn dispatch_loop(self: Arc<Self>, stop: signal::Receiver<bool>) {
+        self.workers
+            .run(
+                self.store.clone(),
+                self.settings.limits.lease,
+                self.settings.sweep,
+                stop,
+            )
+            .await;
+    }
+}
+
+fn parse_job_id(id: &str, field: &str) -> Result<JobId, Error> {
+    JobId::parse(id).map_err(|description| Error::invalid(field, description))
+}
+
+fn parse_token(token: &str) -> Result<Uuid, Error> {
+    Uuid::parse_str(token)
+        .map_err(|_| Error::invalid("task_token", "is not a task token this service issued"))
+}
+
+fn stale_token() -> Error {
+    Error::FailedPrecondition {
+        message:
+            "the task token is stale: its lease expired, or the task was completed or canceled"
+                .to_owned(),
+        problems: Vec::new(),
     }
 }

@@ -96,6 +96,11 @@ impl Service {
         }
     }
 
+    /// The cache of task graphs, shared with the engine.
+    pub fn graphs(&self) -> Arc<GraphCache> {
+        self.graphs.clone()
+    }
+
     /// A slot for one call, or RESOURCE_EXHAUSTED when every slot is taken: overload is
     /// answered at once instead of queueing without bound.
     fn admit(&self) -> Result<OwnedSemaphorePermit, Error> {

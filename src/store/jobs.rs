@@ -14,6 +14,7 @@ use super::graphs::GraphCache;
 use super::{rows_within, translate};
 use crate::domain::job::{millis_rfc3339, Decorator, Job, JobMetrics, UserRef};
 use crate::domain::page::{JobCursor, JobFilter};
+use crate::domain::run::overlay;
 use crate::domain::search::{Condition, JobField, JobSearch};
 use crate::domain::{Error, JobId, JobStatus};
 
@@ -123,15 +124,21 @@ pub async fn insert_many(conn: &mut PgConnection, jobs: &[(&Job, &str)]) -> Resu
     let documents: Vec<Json<JobRecord<'_>>> =
         jobs.iter().map(|(job, _)| Json(job.record())).collect();
     let graph_ids: Vec<&str> = jobs.iter().map(|(_, graph)| *graph).collect();
+    // The same statement hands the new jobs to the engine (`job_wakeups`) and wakes it when
+    // the transaction commits: no round trip more.
     sqlx::query(
-        "insert into jobs (id, workflow_name, status, groups, created_at, updated_at, created_by,
-                           document, graph_id)
-         select id, workflow_name, status, array(select jsonb_array_elements_text(groups)),
-                created_at, updated_at, created_by, document, graph_id
-         from unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::timestamptz[],
-                     $6::timestamptz[], $7::text[], $8::jsonb[], $9::text[])
-              as j(id, workflow_name, status, groups, created_at, updated_at, created_by,
-                   document, graph_id)",
+        "with inserted as (
+             insert into jobs (id, workflow_name, status, groups, created_at, updated_at,
+                               created_by, document, graph_id)
+             select id, workflow_name, status, array(select jsonb_array_elements_text(groups)),
+                    created_at, updated_at, created_by, document, graph_id
+             from unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::timestamptz[],
+                         $6::timestamptz[], $7::text[], $8::jsonb[], $9::text[])
+                  as j(id, workflow_name, status, groups, created_at, updated_at, created_by,
+                       document, graph_id)
+             returning id),
+         woken as (insert into job_wakeups (job_id) select id from inserted returning 1)
+         select pg_notify('job_service_wakeups', '') from (select count(*) from woken) as w",
     )
     .bind(&ids)
     .bind(&names)
@@ -194,13 +201,19 @@ async fn complete(
 ) -> Result<Vec<Job>, Error> {
     let ids: Vec<&str> = rows.iter().map(|row| row.graph_id.as_str()).collect();
     let found = graphs.get_many(conn, &ids).await?;
+    let job_ids: Vec<&str> = rows.iter().map(|row| row.document.0.id.as_str()).collect();
+    let mut runs = super::runs::runs_by_job(conn, &job_ids).await?;
     rows.into_iter()
         .map(|row| {
             let graph = found.get(&row.graph_id).ok_or_else(|| {
                 Error::internal(anyhow::anyhow!("job graph {} is missing", row.graph_id))
             })?;
             let mut job = row.document.0;
-            job.tasks = graph.tasks().clone();
+            // The graph is shared; a job that ran shows its own run state on a copy.
+            job.tasks = match runs.remove(&job.id) {
+                Some(runs) => std::sync::Arc::new(overlay(graph.tasks(), &runs)),
+                None => graph.tasks().clone(),
+            };
             job.transitions = graph.transitions().clone();
             Ok(job)
         })

@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod graphs;
 pub mod idempotency;
 pub mod jobs;
+pub mod runs;
 mod sqlstate;
 pub mod workflows;
 
@@ -36,6 +37,18 @@ pub struct PoolSettings {
     pub acquire_timeout: Duration,
     /// Longest a statement may run before PostgreSQL cancels it.
     pub statement_timeout: Duration,
+}
+
+/// Notifications from PostgreSQL (`LISTEN`).
+pub struct Listener(sqlx::postgres::PgListener);
+
+impl Listener {
+    /// The next notification as (channel, payload); None when the connection was lost, in
+    /// which case notifications may have been missed (the next call reconnects).
+    pub async fn recv(&mut self) -> Result<Option<(String, String)>, Error> {
+        let notification = self.0.try_recv().await.map_err(translate)?;
+        Ok(notification.map(|n| (n.channel().to_owned(), n.payload().to_owned())))
+    }
 }
 
 /// The service's database: a connection pool with the schema migrated.
@@ -96,6 +109,18 @@ impl Store {
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(Store { pool })
+    }
+
+    /// A connection of its own that receives PostgreSQL notifications on `channels`.
+    pub async fn listen(&self, channels: &[&str]) -> Result<Listener, Error> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool)
+            .await
+            .map_err(translate)?;
+        listener
+            .listen_all(channels.iter().copied())
+            .await
+            .map_err(translate)?;
+        Ok(Listener(listener))
     }
 
     pub async fn begin(&self) -> Result<Tx, Error> {

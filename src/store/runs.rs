@@ -1,0 +1,586 @@
+//! The run state of jobs: `job_tasks` (each task a job reached), `job_wakeups` (jobs the
+//! engine must look at, and when) and `job_events` (what happened, in order). Every change of
+//! a job's run state is made while its `jobs` row is locked ([`lock`]); workers' claims and
+//! heartbeats touch only their task's row.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{json, Map, Value};
+use sqlx::types::Json;
+use sqlx::{PgConnection, Row};
+use uuid::Uuid;
+
+use super::translate;
+use crate::domain::graph::TaskStatus;
+use crate::domain::run::{FinishState, JobEvent, Runner, RunningJob, TaskRun, WorkerTask};
+use crate::domain::{Error, JobStatus, TaskGraph};
+
+/// Channels of PostgreSQL notifications the engine listens on.
+pub const WAKEUPS: &str = "job_service_wakeups";
+pub const TASKS: &str = "job_service_tasks";
+pub const EVENTS: &str = "job_service_events";
+
+/// A job loaded for one step, its `jobs` row locked until the transaction ends.
+#[derive(Debug)]
+pub struct LockedJob {
+    pub job: RunningJob,
+    pub graph_id: String,
+    pub groups: Vec<String>,
+    event_sequence: i64,
+    /// The lease of each task a worker holds: its token.
+    leases: HashMap<String, Uuid>,
+}
+
+impl LockedJob {
+    /// Whether `token` is the current lease of `task_id`.
+    pub fn holds_lease(&self, task_id: &str, token: Uuid) -> bool {
+        self.leases.get(task_id) == Some(&token)
+    }
+}
+
+fn task_status(text: &str) -> TaskStatus {
+    serde_json::from_value(Value::String(text.to_owned())).unwrap_or(TaskStatus::Incomplete)
+}
+
+fn status_text(status: TaskStatus) -> &'static str {
+    match status {
+        TaskStatus::Incomplete => "incomplete",
+        TaskStatus::Scheduled => "scheduled",
+        TaskStatus::Running => "running",
+        TaskStatus::Complete => "complete",
+        TaskStatus::Error => "error",
+        TaskStatus::Canceled => "canceled",
+    }
+}
+
+fn runner_of(kind: &str, app: String) -> Runner {
+    match kind {
+        "engine" => Runner::Engine,
+        "manual" => Runner::Manual,
+        _ => Runner::Worker { app },
+    }
+}
+
+fn runner_text(runner: &Runner) -> (&'static str, &str) {
+    match runner {
+        Runner::Engine => ("engine", ""),
+        Runner::Manual => ("manual", ""),
+        Runner::Worker { app } => ("worker", app.as_str()),
+    }
+}
+
+/// The run of every task of `job_id`, with the lease token of those a worker holds.
+async fn runs_of(
+    conn: &mut PgConnection,
+    job_ids: &[&str],
+) -> Result<Vec<(String, String, TaskRun, Option<Uuid>)>, Error> {
+    let rows = sqlx::query(
+        "select job_id, task_id, status, runner, app, finish_state, start_time, end_time,
+                iteration, attempt, retries, incoming, outgoing, error, due_at, lease_token,
+                lease_deadline
+         from job_tasks where job_id = any($1)",
+    )
+    .bind(job_ids)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(translate)?;
+    rows.into_iter()
+        .map(|row| {
+            let status = task_status(row.try_get::<&str, _>("status")?);
+            let runner = runner_of(row.try_get("runner")?, row.try_get("app")?);
+            let lease_deadline: Option<DateTime<Utc>> = row.try_get("lease_deadline")?;
+            let due_at: Option<DateTime<Utc>> = row.try_get("due_at")?;
+            // A lease is a timer too: when it runs out, the engine offers the task again.
+            let due_at = match (status, &runner) {
+                (TaskStatus::Running, Runner::Worker { .. }) => lease_deadline,
+                _ => due_at,
+            };
+            let finish_state: Option<String> = row.try_get("finish_state")?;
+            let run = TaskRun {
+                status,
+                runner,
+                finish_state: finish_state.as_deref().and_then(FinishState::parse),
+                start_time: row.try_get("start_time")?,
+                end_time: row.try_get("end_time")?,
+                iteration: row.try_get::<i32, _>("iteration")?.max(0) as u32,
+                attempt: row.try_get::<i32, _>("attempt")?.max(0) as u32,
+                retries: row.try_get::<i32, _>("retries")?.max(0) as u32,
+                incoming: row.try_get::<Json<Map<String, Value>>, _>("incoming")?.0,
+                outgoing: row.try_get::<Json<Map<String, Value>>, _>("outgoing")?.0,
+                error: row.try_get::<Option<Json<Value>>, _>("error")?.map(|e| e.0),
+                due_at,
+            };
+            Ok((
+                row.try_get("job_id")?,
+                row.try_get("task_id")?,
+                run,
+                row.try_get("lease_token")?,
+            ))
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(translate)
+}
+
+/// The run state of these jobs, by job id and task id (for reading jobs).
+pub async fn runs_by_job(
+    conn: &mut PgConnection,
+    job_ids: &[&str],
+) -> Result<HashMap<String, BTreeMap<String, TaskRun>>, Error> {
+    let mut by_job: HashMap<String, BTreeMap<String, TaskRun>> = HashMap::new();
+    for (job_id, task_id, run, _) in runs_of(conn, job_ids).await? {
+        by_job.entry(job_id).or_default().insert(task_id, run);
+    }
+    Ok(by_job)
+}
+
+/// Loads `job_id` for one step and locks its row; None when there is no such job.
+pub async fn lock(conn: &mut PgConnection, job_id: &str) -> Result<Option<LockedJob>, Error> {
+    let row = sqlx::query(
+        "select status, graph_id, groups, event_sequence,
+                coalesce(document->'variables', '{}') as variables,
+                coalesce(document->'error', '[]') as errors
+         from jobs where id = $1 for update",
+    )
+    .bind(job_id)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(translate)?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let read = || -> Result<_, sqlx::Error> {
+        let status: String = row.try_get("status")?;
+        let variables = match row.try_get::<Json<Value>, _>("variables")?.0 {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        };
+        let errors = match row.try_get::<Json<Value>, _>("errors")?.0 {
+            Value::Array(list) => list,
+            _ => Vec::new(),
+        };
+        Ok((
+            serde_json::from_value::<JobStatus>(Value::String(status))
+                .unwrap_or(JobStatus::Running),
+            row.try_get::<String, _>("graph_id")?,
+            row.try_get::<Vec<String>, _>("groups")?,
+            row.try_get::<i64, _>("event_sequence")?,
+            variables,
+            errors,
+        ))
+    };
+    let (status, graph_id, groups, event_sequence, variables, errors) =
+        read().map_err(translate)?;
+    let mut job = RunningJob::new(job_id.to_owned(), status, variables, errors);
+    let mut leases = HashMap::new();
+    for (_, task_id, run, token) in runs_of(conn, &[job_id]).await? {
+        if let Some(token) = token {
+            leases.insert(task_id.clone(), token);
+        }
+        job.runs.insert(task_id, run);
+    }
+    Ok(Some(LockedJob {
+        job,
+        graph_id,
+        groups,
+        event_sequence,
+        leases,
+    }))
+}
+
+/// Writes what a step changed: the touched task runs, the job's status, variables, errors and
+/// metrics, its events, when to look at it again, and the notifications that wake workers and
+/// watchers (delivered when the transaction commits).
+pub async fn save(
+    conn: &mut PgConnection,
+    locked: &mut LockedJob,
+    graph: &TaskGraph,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    let job = &mut locked.job;
+    if !job.touched.is_empty() {
+        let rows: Vec<Value> = job
+            .touched
+            .iter()
+            .filter_map(|id| job.runs.get(id).map(|run| (id, run)))
+            .map(|(id, run)| {
+                let (runner, app) = runner_text(&run.runner);
+                let name = graph
+                    .tasks()
+                    .get(id)
+                    .and_then(|task| task.fields.get("name"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                // A running worker task's timer is its lease, kept in the lease columns.
+                let due_at = match (run.status, &run.runner) {
+                    (TaskStatus::Running, Runner::Worker { .. }) => None,
+                    _ => run.due_at,
+                };
+                json!({
+                    "task_id": id,
+                    "status": status_text(run.status),
+                    "runner": runner,
+                    "app": app,
+                    "name": name,
+                    "finish_state": run.finish_state.map(FinishState::as_str),
+                    "start_time": run.start_time,
+                    "end_time": run.end_time,
+                    "iteration": run.iteration,
+                    "attempt": run.attempt,
+                    "retries": run.retries,
+                    "incoming": run.incoming,
+                    "outgoing": run.outgoing,
+                    "error": run.error,
+                    "due_at": due_at,
+                })
+            })
+            .collect();
+        sqlx::query(
+            "insert into job_tasks as t (job_id, task_id, status, runner, app, name, finish_state,
+                 start_time, end_time, iteration, attempt, retries, incoming, outgoing, error,
+                 due_at, ready_at)
+             select $1, r.task_id, r.status, r.runner, r.app, r.name, r.finish_state,
+                    r.start_time, r.end_time, r.iteration, r.attempt, r.retries,
+                    coalesce(r.incoming, '{}'), coalesce(r.outgoing, '{}'), r.error, r.due_at, now()
+             from jsonb_to_recordset($2) as r(task_id text, status text, runner text, app text,
+                 name text, finish_state text, start_time timestamptz, end_time timestamptz,
+                 iteration integer, attempt integer, retries integer, incoming jsonb,
+                 outgoing jsonb, error jsonb, due_at timestamptz)
+             on conflict (job_id, task_id) do update set
+                 status = excluded.status, runner = excluded.runner, app = excluded.app,
+                 name = excluded.name, finish_state = excluded.finish_state,
+                 start_time = excluded.start_time, end_time = excluded.end_time,
+                 iteration = excluded.iteration, attempt = excluded.attempt,
+                 retries = excluded.retries, incoming = excluded.incoming,
+                 outgoing = excluded.outgoing, error = excluded.error, due_at = excluded.due_at,
+                 -- A task offered again goes to the back of the line; a lease ends with
+                 -- the task's run.
+                 ready_at = case when excluded.status = 'scheduled' and t.status <> 'scheduled'
+                                 then now() else t.ready_at end,
+                 -- A canceled task keeps its token, so its worker's heartbeat learns why.
+                 lease_token = case when excluded.status in ('running', 'canceled')
+                                    then t.lease_token end,
+                 lease_deadline = case when excluded.status = 'running' then t.lease_deadline end,
+                 stream_id = case when excluded.status = 'running' then t.stream_id end,
+                 worker_id = case when excluded.status = 'running' then t.worker_id end",
+        )
+        .bind(&job.id)
+        .bind(Json(&rows))
+        .execute(&mut *conn)
+        .await
+        .map_err(translate)?;
+        for id in &job.touched {
+            if job
+                .runs
+                .get(id)
+                .is_none_or(|run| run.status != TaskStatus::Running)
+            {
+                locked.leases.remove(id);
+            }
+        }
+    }
+    if !job.events.is_empty() {
+        let first = locked.event_sequence + 1;
+        let events: Vec<Value> = job
+            .events
+            .iter()
+            .map(|event| {
+                json!({"task_id": event.task_id, "kind": event.kind, "status": event.status,
+                       "finish_state": event.finish_state, "at": event.at})
+            })
+            .collect();
+        sqlx::query(
+            "insert into job_events (job_id, sequence, task_id, kind, status, finish_state, at)
+             select $1, $2 + e.n - 1, e.task_id, e.kind, e.status, e.finish_state, e.at
+             from jsonb_to_recordset($3) with ordinality as e(task_id text, kind text,
+                  status text, finish_state text, at timestamptz, n bigint)",
+        )
+        .bind(&job.id)
+        .bind(first)
+        .bind(Json(&events))
+        .execute(&mut *conn)
+        .await
+        .map_err(translate)?;
+        locked.event_sequence += job.events.len() as i64;
+    }
+    if job.job_changed || !job.touched.is_empty() || !job.events.is_empty() {
+        let progress = job.progress(graph);
+        let end_time = job.end_time.map(|at| at.timestamp_millis());
+        sqlx::query(
+            "update jobs set status = $2, updated_at = $3, event_sequence = $4,
+                 document = document || jsonb_build_object(
+                     'status', $2::text, 'variables', $5::jsonb, 'error', $6::jsonb,
+                     'last_updated', $7::text,
+                     'metrics', coalesce(document->'metrics', '{}') || jsonb_build_object('progress', $8::float8)
+                         || case when $9::bigint is null then '{}'::jsonb
+                                 else jsonb_build_object('end_time', $9::bigint) end)
+             where id = $1",
+        )
+        .bind(&job.id)
+        .bind(job.status.as_str())
+        .bind(now)
+        .bind(locked.event_sequence)
+        .bind(Json(&job.variables))
+        .bind(Json(&job.errors))
+        .bind(now.to_rfc3339_opts(SecondsFormat::Millis, true))
+        .bind(progress)
+        .bind(end_time)
+        .execute(&mut *conn)
+        .await
+        .map_err(translate)?;
+    }
+    match job.next_wakeup() {
+        Some(at) => {
+            sqlx::query(
+                "insert into job_wakeups (job_id, due_at) values ($1, $2)
+                 on conflict (job_id) do update set due_at = excluded.due_at",
+            )
+            .bind(&job.id)
+            .bind(at)
+            .execute(&mut *conn)
+            .await
+            .map_err(translate)?;
+        }
+        None => {
+            sqlx::query("delete from job_wakeups where job_id = $1")
+                .bind(&job.id)
+                .execute(&mut *conn)
+                .await
+                .map_err(translate)?;
+        }
+    }
+    if job.offers {
+        notify(conn, TASKS, "").await?;
+    }
+    if !job.events.is_empty() {
+        notify(conn, EVENTS, &job.id).await?;
+    }
+    job.touched.clear();
+    job.events.clear();
+    job.job_changed = false;
+    job.offers = false;
+    Ok(())
+}
+
+async fn notify(conn: &mut PgConnection, channel: &str, payload: &str) -> Result<(), Error> {
+    sqlx::query("select pg_notify($1, $2)")
+        .bind(channel)
+        .bind(payload)
+        .execute(&mut *conn)
+        .await
+        .map_err(translate)?;
+    Ok(())
+}
+
+/// Takes up to `limit` jobs whose wakeup is due (other instances skip them until this
+/// transaction ends) and removes their wakeups; a step that needs one later writes it again.
+pub async fn take_due(conn: &mut PgConnection, limit: i64) -> Result<Vec<String>, Error> {
+    sqlx::query_scalar(
+        "delete from job_wakeups where job_id in (
+             select job_id from job_wakeups where due_at <= now()
+             order by due_at limit $1 for update skip locked)
+         returning job_id",
+    )
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(translate)
+}
+
+/// Wakes the jobs whose workers' leases ran out (a worker that died holds none any more). A
+/// safety net beside the wakeups steps write: it needs no job lock.
+pub async fn wake_expired_leases(conn: &mut PgConnection) -> Result<u64, Error> {
+    let done = sqlx::query(
+        "insert into job_wakeups (job_id, due_at)
+         select distinct job_id, now() from job_tasks
+         where status = 'running' and runner = 'worker' and lease_deadline < now()
+         on conflict (job_id) do update set due_at = least(job_wakeups.due_at, excluded.due_at)",
+    )
+    .execute(&mut *conn)
+    .await
+    .map_err(translate)?;
+    Ok(done.rows_affected())
+}
+
+/// Marks `job_id` for the engine to look at now.
+pub async fn wake(conn: &mut PgConnection, job_id: &str) -> Result<(), Error> {
+    sqlx::query(
+        "insert into job_wakeups (job_id, due_at) values ($1, now())
+         on conflict (job_id) do update set due_at = least(job_wakeups.due_at, excluded.due_at)",
+    )
+    .bind(job_id)
+    .execute(&mut *conn)
+    .await
+    .map_err(translate)?;
+    notify(conn, WAKEUPS, "").await
+}
+
+/// Claims up to `limit` scheduled tasks of `apps` for a worker's stream, oldest first, each
+/// with a new lease; tasks of paused or ended jobs wait.
+pub async fn claim(
+    conn: &mut PgConnection,
+    apps: &[String],
+    limit: i64,
+    lease: Duration,
+    worker_id: &str,
+) -> Result<Vec<WorkerTask>, Error> {
+    let rows = sqlx::query(
+        "with picked as (
+             select t.job_id, t.task_id from job_tasks t join jobs j on j.id = t.job_id
+             where t.status = 'scheduled' and t.runner = 'worker' and t.app = any($1)
+               and t.due_at is null and j.status = 'running'
+             order by t.ready_at limit $2
+             for update of t skip locked)
+         update job_tasks t set status = 'running', lease_token = gen_random_uuid(),
+                lease_deadline = now() + make_interval(secs => $3), attempt = t.attempt + 1,
+                worker_id = $4
+         from picked where t.job_id = picked.job_id and t.task_id = picked.task_id
+         returning t.job_id, t.task_id, t.app, t.name, t.incoming, t.lease_token,
+                   t.lease_deadline, t.attempt",
+    )
+    .bind(apps)
+    .bind(limit)
+    .bind(lease.as_secs_f64())
+    .bind(worker_id)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(translate)?;
+    rows.into_iter()
+        .map(|row| {
+            Ok(WorkerTask {
+                task_token: row.try_get::<Uuid, _>("lease_token")?.to_string(),
+                job_id: row.try_get("job_id")?,
+                task_id: row.try_get("task_id")?,
+                app: row.try_get("app")?,
+                name: row.try_get("name")?,
+                incoming: row.try_get::<Json<Map<String, Value>>, _>("incoming")?.0,
+                lease_deadline: row.try_get("lease_deadline")?,
+                attempt: row.try_get::<i32, _>("attempt")?.max(0) as u32,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(translate)
+}
+
+/// What a lease token names now.
+pub enum Lease {
+    /// Held: extended to the new deadline.
+    Extended(DateTime<Utc>),
+    /// The task's job was canceled (or ended) while the worker held it.
+    Canceled,
+    /// Expired, completed, or never issued.
+    Stale,
+}
+
+/// Extends the lease `token` names by `lease`, when it is still held.
+pub async fn heartbeat(
+    conn: &mut PgConnection,
+    token: Uuid,
+    lease: Duration,
+) -> Result<Lease, Error> {
+    let extended: Option<DateTime<Utc>> = sqlx::query_scalar(
+        "update job_tasks set lease_deadline = now() + make_interval(secs => $2)
+         where lease_token = $1 and status = 'running' and lease_deadline > now()
+         returning lease_deadline",
+    )
+    .bind(token)
+    .bind(lease.as_secs_f64())
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(translate)?;
+    if let Some(deadline) = extended {
+        return Ok(Lease::Extended(deadline));
+    }
+    Ok(match canceled_holder(conn, token).await? {
+        true => Lease::Canceled,
+        false => Lease::Stale,
+    })
+}
+
+/// Whether `token` was the lease of a task whose job canceled it.
+async fn canceled_holder(conn: &mut PgConnection, token: Uuid) -> Result<bool, Error> {
+    // The lease columns are cleared when a task stops running; a canceled task keeps its
+    // token in `canceled_leases` so that its worker's heartbeat can be told.
+    let found: Option<String> =
+        sqlx::query_scalar("select t.status from job_tasks t where t.lease_token = $1")
+            .bind(token)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(translate)?;
+    Ok(found.as_deref() == Some("canceled"))
+}
+
+/// The job and task a lease token was issued for, if it names one now.
+pub async fn lease_holder(
+    conn: &mut PgConnection,
+    token: Uuid,
+) -> Result<Option<(String, String)>, Error> {
+    let row = sqlx::query("select job_id, task_id from job_tasks where lease_token = $1")
+        .bind(token)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(translate)?;
+    row.map(|row| Ok((row.try_get("job_id")?, row.try_get("task_id")?)))
+        .transpose()
+        .map_err(translate)
+}
+
+/// A job's events after `after`, in order, at most `limit`.
+pub async fn events(
+    conn: &mut PgConnection,
+    job_id: &str,
+    after: u64,
+    limit: i64,
+) -> Result<Vec<JobEvent>, Error> {
+    let rows = sqlx::query(
+        "select sequence, task_id, kind, status, finish_state, at from job_events
+         where job_id = $1 and sequence > $2 order by sequence limit $3",
+    )
+    .bind(job_id)
+    .bind(i64::try_from(after).unwrap_or(i64::MAX))
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(translate)?;
+    rows.into_iter()
+        .map(|row| {
+            Ok(JobEvent {
+                sequence: row.try_get::<i64, _>("sequence")?.max(0) as u64,
+                job_id: job_id.to_owned(),
+                task_id: row.try_get("task_id")?,
+                kind: row.try_get("kind")?,
+                status: row.try_get("status")?,
+                finish_state: row.try_get("finish_state")?,
+                at: row.try_get("at")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(translate)
+}
+
+/// Ends the leases `tokens` name now (their stream closed): the tasks are offered again at the
+/// next sweep, without waiting for the lease to run out.
+pub async fn end_leases(conn: &mut PgConnection, tokens: &[Uuid]) -> Result<(), Error> {
+    sqlx::query(
+        "update job_tasks set lease_deadline = now()
+         where lease_token = any($1) and status = 'running'",
+    )
+    .bind(tokens)
+    .execute(&mut *conn)
+    .await
+    .map_err(translate)?;
+    Ok(())
+}
+
+/// Which of `tokens` still name a task a worker holds.
+pub async fn still_running(conn: &mut PgConnection, tokens: &[Uuid]) -> Result<Vec<Uuid>, Error> {
+    sqlx::query_scalar(
+        "select lease_token from job_tasks
+         where lease_token = any($1) and status = 'running' and lease_deadline > now()",
+    )
+    .bind(tokens)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(translate)
+}
