@@ -148,6 +148,11 @@ impl App {
         self.service.clone()
     }
 
+    /// The engine that runs jobs, for tests and tools that run beside the servers.
+    pub fn engine(&self) -> Arc<Engine> {
+        self.engine.clone()
+    }
+
     pub fn http_addr(&self) -> SocketAddr {
         self.http_listener
             .local_addr()

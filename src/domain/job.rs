@@ -56,6 +56,9 @@ pub struct JobMetrics {
     /// Share of tasks done, 0 to 1; a JSON number so that 0 is written `0`.
     pub progress: Number,
     pub owner: String,
+    /// Epoch milliseconds when the job ended; absent while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<i64>,
 }
 
 /// A job document, with the REST document's field names.
@@ -303,6 +306,7 @@ impl Job {
                 user: caller.sub.clone(),
                 progress: Number::from(0),
                 owner: caller.sub.clone(),
+                end_time: None,
             },
             error: Vec::new(),
             warnings: ignored_options(&options.ignored),

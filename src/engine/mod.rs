@@ -189,7 +189,7 @@ impl Engine {
                     Ok(0) => break,
                     Ok(_) => {}
                     Err(error) => {
-                        tracing::warn!(error = %error, "cannot step due jobs; retrying at the next sweep");
+                        tracing::warn!(error = ?error, "cannot step due jobs; retrying at the next sweep");
                         break;
                     }
                 }

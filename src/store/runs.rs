@@ -292,9 +292,9 @@ pub async fn save(
             .collect();
         sqlx::query(
             "insert into job_events (job_id, sequence, task_id, kind, status, finish_state, at)
-             select $1, $2 + e.n - 1, e.task_id, e.kind, e.status, e.finish_state, e.at
-             from jsonb_to_recordset($3) with ordinality as e(task_id text, kind text,
-                  status text, finish_state text, at timestamptz, n bigint)",
+             select $1, $2 + e.n - 1, e.value->>'task_id', e.value->>'kind', e.value->>'status',
+                    e.value->>'finish_state', (e.value->>'at')::timestamptz
+             from jsonb_array_elements($3) with ordinality as e(value, n)",
         )
         .bind(&job.id)
         .bind(first)

@@ -55,6 +55,7 @@ pub struct TestApp {
     pub admin_token: String,
     database_url: String,
     pub service: std::sync::Arc<job_service::service::Service>,
+    pub engine: std::sync::Arc<job_service::engine::Engine>,
     keys: KeyConfig,
     _key_dir: tempfile::TempDir,
     /// The test's own database, to check what the service stored.
@@ -123,6 +124,7 @@ impl TestApp {
             false => format!("http://{}", app.http_addr()),
         };
         let service = app.service();
+        let engine = app.engine();
         let (shutdown, stop) = oneshot::channel::<()>();
         let server = tokio::spawn(app.run(async {
             let _ = stop.await;
@@ -159,6 +161,7 @@ impl TestApp {
             admin_token,
             database_url: database_url.clone(),
             service,
+            engine,
             keys: config.keys.clone(),
             _key_dir: key_dir,
             db,

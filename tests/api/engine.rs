@@ -1,0 +1,617 @@
+//! Jobs run: through the engine's use cases, on the real store, with workers that poll,
+//! heartbeat and complete as a task worker does.
+
+use std::time::Duration;
+
+use job_service::domain::run::{FinishState, JobControl, JobEvent, TaskResult, WorkerTask};
+use job_service::domain::{Caller, Error};
+use serde_json::{json, Map, Value};
+use tokio::sync::mpsc;
+
+use crate::helpers::TestApp;
+
+fn caller(roles: &[&str]) -> Caller {
+    Caller {
+        sub: "0123456789abcdef01234567".into(),
+        username: "pat".into(),
+        groups: Vec::new(),
+        roles: roles.iter().map(|r| r.to_string()).collect(),
+    }
+}
+
+fn worker() -> Caller {
+    caller(&["worker"])
+}
+
+fn operator() -> Caller {
+    caller(&["operations"])
+}
+
+/// A workflow of `tasks` (id -> task document) and `edges` (source, target, state, type).
+fn workflow(name: &str, tasks: Value, edges: &[(&str, &str, &str, &str)]) -> Value {
+    let mut all = json!({
+        "workflow_start": {"name": "workflow_start", "groups": []},
+        "workflow_end": {"name": "workflow_end", "groups": []},
+    });
+    for (id, task) in tasks.as_object().unwrap() {
+        all[id] = task.clone();
+    }
+    let mut transitions = Map::new();
+    for id in all.as_object().unwrap().keys() {
+        transitions.insert(id.clone(), json!({}));
+    }
+    for (source, target, state, kind) in edges {
+        transitions[*source][*target] = json!({"state": state, "type": kind});
+    }
+    json!({"name": name, "type": "automation", "groups": [], "tasks": all,
+           "transitions": transitions, "inputSchema": {"type": "object"}})
+}
+
+fn adapter_task(app: &str) -> Value {
+    json!({"name": "getDevice", "app": app, "type": "automatic", "location": "Adapter",
+           "variables": {"incoming": {"device": "$var.job.device", "fixed": 7},
+                         "outgoing": {"result": "$var.job.result"}}})
+}
+
+fn result(finish: FinishState, outgoing: Value) -> TaskResult {
+    TaskResult {
+        finish_state: finish,
+        outgoing: outgoing.as_object().cloned().unwrap_or_default(),
+        error_message: String::new(),
+    }
+}
+
+async fn next_task(tasks: &mut mpsc::Receiver<Result<WorkerTask, Error>>) -> WorkerTask {
+    tokio::time::timeout(Duration::from_secs(10), tasks.recv())
+        .await
+        .expect("a task reaches the worker within 10 s")
+        .expect("the stream is open")
+        .expect("a task, not an error")
+}
+
+/// The job's REST document once `done` holds of it (polled for up to 10 s).
+async fn job_when(app: &TestApp, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = app.get(&format!("/operations-manager/jobs/{id}")).await;
+        assert_eq!(status, 200, "{body}");
+        if done(&body["data"]) {
+            return body["data"].clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the job never got there: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn start(app: &TestApp, document: &Value, variables: Value) -> String {
+    app.create_workflow(document).await;
+    let name = document["name"].as_str().unwrap();
+    app.start_job(name, variables)
+        .await
+        .expect("the job starts")
+        .id
+}
+
+#[tokio::test]
+async fn a_job_runs_through_a_worker_to_complete_and_shows_its_run() {
+    let app = TestApp::spawn().await;
+    let document = workflow(
+        "Through a worker",
+        json!({"a": adapter_task("NetBox")}),
+        &[
+            ("workflow_start", "a", "success", "standard"),
+            ("a", "workflow_end", "success", "standard"),
+        ],
+    );
+    let mut tasks = app
+        .engine
+        .poll_tasks(&worker(), "w1".into(), vec!["NetBox".into()], 4)
+        .await
+        .unwrap();
+    let id = start(&app, &document, json!({"device": "fw-1"})).await;
+
+    let task = next_task(&mut tasks).await;
+    assert_eq!(
+        (
+            task.job_id.as_str(),
+            task.task_id.as_str(),
+            task.app.as_str()
+        ),
+        (id.as_str(), "a", "NetBox")
+    );
+    assert_eq!(task.name, "getDevice");
+    assert_eq!(
+        Value::Object(task.incoming.clone()),
+        json!({"device": "fw-1", "fixed": 7})
+    );
+    assert_eq!(task.attempt, 1);
+    let running = job_when(&app, &id, |job| job["tasks"]["a"]["status"] == "running").await;
+    assert_eq!(running["status"], "running");
+
+    app.engine
+        .complete_task(
+            &worker(),
+            &task.task_token,
+            result(FinishState::Success, json!({"result": "up"})),
+        )
+        .await
+        .unwrap();
+    let job = job_when(&app, &id, |job| job["status"] == "complete").await;
+    assert_eq!(
+        job["variables"]["result"], "up",
+        "the outgoing value is mapped to the job variable"
+    );
+    assert_eq!(job["tasks"]["a"]["finish_state"], "success");
+    assert_eq!(job["tasks"]["a"]["variables"]["incoming"]["device"], "fw-1");
+    assert_eq!(job["tasks"]["a"]["variables"]["outgoing"]["result"], "up");
+    assert_eq!(job["tasks"]["workflow_end"]["status"], "complete");
+    assert_eq!(job["metrics"]["progress"], 1.0);
+    assert!(job["metrics"]["end_time"].is_i64());
+
+    // The token was used: a second completion changes nothing.
+    let again = app
+        .engine
+        .complete_task(
+            &worker(),
+            &task.task_token,
+            result(FinishState::Failure, json!({})),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(again, Error::FailedPrecondition { .. }),
+        "{again:?}"
+    );
+    let after = job_when(&app, &id, |_| true).await;
+    assert_eq!(after["tasks"]["a"]["finish_state"], "success");
+}
+
+#[tokio::test]
+async fn tasks_the_service_runs_itself_finish_the_job_without_a_worker() {
+    let app = TestApp::spawn().await;
+    let stub = json!({"name": "stub", "app": "WorkFlowEngine", "type": "automatic",
+                      "variables": {"incoming": {}, "outgoing": {}}});
+    let set = json!({"name": "newVariable", "app": "WorkFlowEngine", "type": "operation",
+                     "variables": {"incoming": {"name": "answer", "value": 42}, "outgoing": {"value": ""}}});
+    let document = workflow(
+        "Engine only",
+        json!({"s": stub, "v": set}),
+        &[
+            ("workflow_start", "s", "success", "standard"),
+            ("s", "v", "success", "standard"),
+            ("v", "workflow_end", "success", "standard"),
+        ],
+    );
+    let id = start(&app, &document, json!({})).await;
+    let job = job_when(&app, &id, |job| job["status"] == "complete").await;
+    assert_eq!(job["variables"]["answer"], 42);
+    assert_eq!(job["tasks"]["s"]["status"], "complete");
+}
+
+#[tokio::test]
+async fn a_task_whose_lease_runs_out_is_offered_again() {
+    let app = TestApp::spawn_with(|config| {
+        config.task_lease = "300ms".parse().unwrap();
+        config.engine_sweep = "100ms".parse().unwrap();
+    })
+    .await;
+    let document = workflow(
+        "Lease",
+        json!({"a": adapter_task("Slow")}),
+        &[
+            ("workflow_start", "a", "success", "standard"),
+            ("a", "workflow_end", "success", "standard"),
+        ],
+    );
+    let mut tasks = app
+        .engine
+        .poll_tasks(&worker(), "w1".into(), vec!["Slow".into()], 1)
+        .await
+        .unwrap();
+    let id = start(&app, &document, json!({})).await;
+    let first = next_task(&mut tasks).await;
+    // The worker goes silent; its stream still has room for one task after the lease ends.
+    let second = next_task(&mut tasks).await;
+    assert_eq!((second.task_id.as_str(), second.attempt), ("a", 2));
+    assert_ne!(first.task_token, second.task_token);
+    let late = app
+        .engine
+        .complete_task(
+            &worker(),
+            &first.task_token,
+            result(FinishState::Success, json!({})),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(late, Error::FailedPrecondition { .. }),
+        "a late completion with the old token: {late:?}"
+    );
+    app.engine
+        .complete_task(
+            &worker(),
+            &second.task_token,
+            result(FinishState::Success, json!({})),
+        )
+        .await
+        .unwrap();
+    job_when(&app, &id, |job| job["status"] == "complete").await;
+}
+
+#[tokio::test]
+async fn a_manual_task_waits_until_a_person_finishes_it() {
+    let app = TestApp::spawn().await;
+    let manual = json!({"name": "ViewData", "app": "WorkFlowEngine", "type": "manual",
+                        "variables": {"incoming": {}, "outgoing": {"approved": "$var.job.approved"}}});
+    let document = workflow(
+        "Approve",
+        json!({"m": manual}),
+        &[
+            ("workflow_start", "m", "success", "standard"),
+            ("m", "workflow_end", "success", "standard"),
+        ],
+    );
+    let id = start(&app, &document, json!({})).await;
+    job_when(&app, &id, |job| job["tasks"]["m"]["status"] == "scheduled").await;
+    let denied = app
+        .engine
+        .finish_task(
+            &caller(&["apiread"]),
+            &id,
+            "m",
+            result(FinishState::Success, json!({})),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(denied, Error::PermissionDenied(_)), "{denied:?}");
+    let wrong = app
+        .engine
+        .finish_task(
+            &operator(),
+            &id,
+            "workflow_end",
+            result(FinishState::Success, json!({})),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(wrong, Error::FailedPrecondition { .. }),
+        "{wrong:?}"
+    );
+    app.engine
+        .finish_task(
+            &operator(),
+            &id,
+            "m",
+            result(FinishState::Success, json!({"approved": true})),
+        )
+        .await
+        .unwrap();
+    let job = job_when(&app, &id, |job| job["status"] == "complete").await;
+    assert_eq!(job["variables"]["approved"], true);
+}
+
+#[tokio::test]
+async fn canceling_a_job_tells_the_worker_holding_its_task_and_refuses_its_completion() {
+    let app = TestApp::spawn().await;
+    let document = workflow(
+        "Cancel me",
+        json!({"a": adapter_task("Long")}),
+        &[
+            ("workflow_start", "a", "success", "standard"),
+            ("a", "workflow_end", "success", "standard"),
+        ],
+    );
+    let mut tasks = app
+        .engine
+        .poll_tasks(&worker(), "w1".into(), vec!["Long".into()], 1)
+        .await
+        .unwrap();
+    let id = start(&app, &document, json!({})).await;
+    let task = next_task(&mut tasks).await;
+    let beat = app
+        .engine
+        .heartbeat(&worker(), &task.task_token)
+        .await
+        .unwrap();
+    assert!(!beat.cancel_requested);
+    let outcomes = app
+        .engine
+        .control_jobs(
+            &operator(),
+            JobControl::Cancel,
+            vec![id.clone(), "ffffffffffffffffffffffff".into(), "nope".into()],
+        )
+        .await
+        .unwrap();
+    assert!(outcomes[0].1.is_ok());
+    assert!(
+        matches!(outcomes[1].1, Err(Error::NotFound(_))),
+        "{:?}",
+        outcomes[1]
+    );
+    assert!(
+        matches!(outcomes[2].1, Err(Error::InvalidArgument { .. })),
+        "{:?}",
+        outcomes[2]
+    );
+    let beat = app
+        .engine
+        .heartbeat(&worker(), &task.task_token)
+        .await
+        .unwrap();
+    assert!(beat.cancel_requested);
+    let refused = app
+        .engine
+        .complete_task(
+            &worker(),
+            &task.task_token,
+            result(FinishState::Success, json!({})),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, Error::FailedPrecondition { .. }),
+        "{refused:?}"
+    );
+    let job = job_when(&app, &id, |job| job["status"] == "canceled").await;
+    assert_eq!(job["tasks"]["a"]["status"], "canceled");
+}
+
+#[tokio::test]
+async fn a_paused_job_schedules_nothing_new_until_it_resumes() {
+    let app = TestApp::spawn().await;
+    let document = workflow(
+        "Pause me",
+        json!({"a": adapter_task("P"), "b": adapter_task("P")}),
+        &[
+            ("workflow_start", "a", "success", "standard"),
+            ("a", "b", "success", "standard"),
+            ("b", "workflow_end", "success", "standard"),
+        ],
+    );
+    let mut tasks = app
+        .engine
+        .poll_tasks(&worker(), "w1".into(), vec!["P".into()], 2)
+        .await
+        .unwrap();
+    let id = start(&app, &document, json!({})).await;
+    let a = next_task(&mut tasks).await;
+    app.engine
+        .control_jobs(&operator(), JobControl::Pause, vec![id.clone()])
+        .await
+        .unwrap()[0]
+        .1
+        .as_ref()
+        .unwrap();
+    app.engine
+        .complete_task(
+            &worker(),
+            &a.task_token,
+            result(FinishState::Success, json!({})),
+        )
+        .await
+        .unwrap();
+    let paused = job_when(&app, &id, |job| job["tasks"]["a"]["status"] == "complete").await;
+    assert_eq!(paused["status"], "paused");
+    assert_eq!(paused["tasks"]["b"]["status"], "incomplete");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), tasks.recv())
+            .await
+            .is_err(),
+        "nothing is offered while paused"
+    );
+    app.engine
+        .control_jobs(&operator(), JobControl::Resume, vec![id.clone()])
+        .await
+        .unwrap()[0]
+        .1
+        .as_ref()
+        .unwrap();
+    let b = next_task(&mut tasks).await;
+    assert_eq!(b.task_id, "b");
+    app.engine
+        .complete_task(
+            &worker(),
+            &b.task_token,
+            result(FinishState::Success, json!({})),
+        )
+        .await
+        .unwrap();
+    job_when(&app, &id, |job| job["status"] == "complete").await;
+}
+
+#[tokio::test]
+async fn a_task_that_ended_in_error_is_retried_with_new_values() {
+    let app = TestApp::spawn().await;
+    let document = workflow(
+        "Retry me",
+        json!({"a": adapter_task("R")}),
+        &[
+            ("workflow_start", "a", "success", "standard"),
+            ("a", "workflow_end", "success", "standard"),
+        ],
+    );
+    let mut tasks = app
+        .engine
+        .poll_tasks(&worker(), "w1".into(), vec!["R".into()], 1)
+        .await
+        .unwrap();
+    let id = start(&app, &document, json!({"device": "old"})).await;
+    let first = next_task(&mut tasks).await;
+    let mut failed = result(FinishState::Error, json!({}));
+    failed.error_message = "device unreachable".into();
+    app.engine
+        .complete_task(&worker(), &first.task_token, failed)
+        .await
+        .unwrap();
+    let job = job_when(&app, &id, |job| job["status"] == "error").await;
+    assert_eq!(job["error"][0]["message"], "device unreachable");
+    assert!(job["error"][1]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("Job has no available transitions"));
+
+    let mut override_ = Map::new();
+    override_.insert("device".into(), json!("new"));
+    app.engine
+        .retry_task(&operator(), &id, "a", override_)
+        .await
+        .unwrap();
+    let second = next_task(&mut tasks).await;
+    assert_eq!(second.incoming["device"], "new");
+    app.engine
+        .complete_task(
+            &worker(),
+            &second.task_token,
+            result(FinishState::Success, json!({})),
+        )
+        .await
+        .unwrap();
+    job_when(&app, &id, |job| job["status"] == "complete").await;
+}
+
+async fn events_until_end(events: &mut mpsc::Receiver<Result<JobEvent, Error>>) -> Vec<JobEvent> {
+    let mut seen = Vec::new();
+    while let Some(event) = tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .expect("events keep coming")
+    {
+        seen.push(event.unwrap());
+    }
+    seen
+}
+
+#[tokio::test]
+async fn a_watcher_sees_every_event_in_order_and_resumes_without_gap_or_repeat() {
+    let app = TestApp::spawn().await;
+    let document = workflow(
+        "Watch me",
+        json!({"a": adapter_task("W")}),
+        &[
+            ("workflow_start", "a", "success", "standard"),
+            ("a", "workflow_end", "success", "standard"),
+        ],
+    );
+    let mut tasks = app
+        .engine
+        .poll_tasks(&worker(), "w1".into(), vec!["W".into()], 1)
+        .await
+        .unwrap();
+    let id = start(&app, &document, json!({})).await;
+    let reader = caller(&["apiread"]);
+    let mut events = app.engine.watch_job(&reader, &id, 0).await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            first.sequence,
+            first.task_id.as_str(),
+            first.status.as_str()
+        ),
+        (1, "a", "scheduled")
+    );
+    drop(events);
+
+    let task = next_task(&mut tasks).await;
+    app.engine
+        .complete_task(
+            &worker(),
+            &task.task_token,
+            result(FinishState::Success, json!({})),
+        )
+        .await
+        .unwrap();
+    let mut resumed = app
+        .engine
+        .watch_job(&reader, &id, first.sequence)
+        .await
+        .unwrap();
+    let rest = events_until_end(&mut resumed).await;
+    let sequences: Vec<u64> = rest.iter().map(|e| e.sequence).collect();
+    assert_eq!(
+        sequences,
+        (2..2 + rest.len() as u64).collect::<Vec<_>>(),
+        "no gap, no repeat"
+    );
+    let last = rest.last().unwrap();
+    assert_eq!(
+        (last.kind.as_str(), last.status.as_str()),
+        ("job", "complete"),
+        "the stream ends with the job"
+    );
+    assert!(rest
+        .iter()
+        .any(|e| e.task_id == "a" && e.finish_state == "success"));
+
+    let hidden = app
+        .engine
+        .watch_job(&caller(&["worker"]), &id, 0)
+        .await
+        .unwrap_err();
+    assert!(matches!(hidden, Error::PermissionDenied(_)), "{hidden:?}");
+}
+
+#[tokio::test]
+async fn two_instances_on_one_database_hand_each_task_out_once() {
+    let app = TestApp::spawn().await;
+    let other = app.another_instance().await;
+    let document = workflow(
+        "Shared",
+        json!({"a": adapter_task("S")}),
+        &[
+            ("workflow_start", "a", "success", "standard"),
+            ("a", "workflow_end", "success", "standard"),
+        ],
+    );
+    app.create_workflow(&document).await;
+    let mut here = app
+        .engine
+        .poll_tasks(&worker(), "w1".into(), vec!["S".into()], 50)
+        .await
+        .unwrap();
+    let mut there = other
+        .engine
+        .poll_tasks(&worker(), "w2".into(), vec!["S".into()], 50)
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..30 {
+        ids.push(app.start_job("Shared", json!({})).await.unwrap().id);
+    }
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < ids.len() {
+        let task = tokio::select! {
+            Some(task) = here.recv() => task.unwrap(),
+            Some(task) = there.recv() => task.unwrap(),
+            _ = tokio::time::sleep(Duration::from_secs(10)) => panic!("only {} of {} tasks arrived", seen.len(), ids.len()),
+        };
+        assert!(
+            seen.insert(task.job_id.clone()),
+            "job {} was handed out twice",
+            task.job_id
+        );
+        let engine = if seen.len() % 2 == 0 {
+            &app.engine
+        } else {
+            &other.engine
+        };
+        engine
+            .complete_task(
+                &worker(),
+                &task.task_token,
+                result(FinishState::Success, json!({})),
+            )
+            .await
+            .unwrap();
+    }
+    for id in &ids {
+        job_when(&app, id, |job| job["status"] == "complete").await;
+    }
+}
