@@ -20,13 +20,9 @@
 use serde_json::{Map, Value};
 
 /// What a task's references can see: the job's variables, and the outgoing values of the
-/// job's tasks that ran, by task id. Borrowed, so resolving copies only what is referenced.
-///
-/// ```ignore
-/// let outgoing: HashMap<String, Map<String, Value>> = ...;
-/// let tasks = |id: &str| outgoing.get(id);
-/// let scope = Scope { job: &job_variables, tasks: &tasks };
-/// ```
+/// job's tasks that ran, by task id. Borrowed, so resolving copies only what is referenced;
+/// from a map of outgoing values by task id: `let tasks = |id: &str| outgoing.get(id);` and
+/// `Scope { job: &variables, tasks: &tasks }`.
 pub struct Scope<'a> {
     /// The job's variables (`$var.job.NAME`, `{"task": "job"}`).
     pub job: &'a Map<String, Value>,
