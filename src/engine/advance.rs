@@ -211,16 +211,13 @@ fn expire_and_fire_timers(
                 }
             }
             (TaskStatus::Scheduled, Runner::Engine) if run.start_time.is_some() => {
-                // A delay that is over.
+                // A wait that is over (a delay, a stub with a delay).
                 let incoming = run.incoming.clone();
-                apply_outcome(
-                    job,
-                    graph,
-                    &id,
-                    builtin::finish_delay(&incoming),
-                    now,
-                    limits,
-                );
+                let builtin = graph.tasks().get(&id).and_then(|task| Builtin::of(&task.fields));
+                if let Some(builtin) = builtin {
+                    let outcome = builtin::finish_wait(builtin, &incoming);
+                    apply_outcome(job, graph, &id, outcome, now, limits);
+                }
             }
             (TaskStatus::Scheduled, _) => {
                 // A retry whose delay is over: run the task again.
@@ -387,7 +384,7 @@ fn apply_outcome(
             }
             finish(job, graph, id, finish_state, outgoing, error, now, limits)
         }
-        Outcome::Wait { for_ } => {
+        Outcome::Wait { delay: for_ } => {
             let run = job.runs.get_mut(id).expect("started");
             run.due_at =
                 Some(now + chrono::Duration::from_std(for_).unwrap_or(chrono::Duration::MAX));

@@ -1,84 +1,3520 @@
-//! The WorkFlowEngine tasks the service runs itself.
+//! The WorkFlowEngine tasks the service runs itself: `stub`, `newVariable`, `delay`,
+//! `evaluation`, `query`, `merge` and `makeData`. Pure: they read the task's incoming values
+//! (already resolved by [`variables::resolve_incoming`]) and, for evaluation and merge
+//! operands, the job's variables and earlier tasks' results through a [`Scope`]; they touch
+//! no database and no clock. Every other WorkFlowEngine task (`childJob`, `transformation`,
+//! `forEach`, `push`, ...) is offered to task workers.
+//!
+//! Behaviour follows Itential's task reference (docs.itential.com, Studio > Tasks >
+//! Reference: stub, newVariable, delay, evaluation, query, merge, makeData), the notes
+//! Itential publishes for building workflows (github.com/itential/builder-skills,
+//! `builder-agent/SKILL.md`, "Utility Tasks") and what the exported workflows in
+//! `tests/data/itential-assets` do. Where neither says, the choice is stated on the item.
+//!
+//! A task that cannot do its work ends in `error` with `{"message": "<task>: <why>"}`; nothing
+//! here panics on what a workflow holds. The work a workflow can make is bounded: queries by
+//! [`MAX_QUERY_LEN`] and [`MAX_QUERY_STEPS`], patterns by [`MAX_PATTERN_LEN`] and
+//! [`MAX_PATTERN_WORK`], evaluations by [`MAX_EVALUATIONS`], merges by [`MAX_MERGE_ENTRIES`],
+//! makeData by [`MAX_TEMPLATE_LEN`] and [`MAX_MAKE_DATA_OUTPUT`], waits by [`MAX_DELAY`].
 
+use std::borrow::Cow;
+use std::cmp::Ordering;
 use std::time::Duration;
 
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
-use super::variables::Scope;
+use super::variables::{self, Scope};
+use crate::domain::json::type_name;
 use crate::domain::run::FinishState;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Longest wait a `delay` (or a `stub`'s `delay`) may ask for. Itential sets none; a job
+/// parked for longer is more likely a unit mistake (milliseconds for seconds) than a plan.
+pub const MAX_DELAY: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
+/// Longest query (`query` task, evaluation `query`/`rightQuery`), in bytes. The longest in
+/// the corpus is 127.
+pub const MAX_QUERY_LEN: usize = 1024;
+
+/// Most steps (`.key`, `[...]`, `:helper`) one query may take; each step costs at most one
+/// pass over the queried value.
+pub const MAX_QUERY_STEPS: usize = 64;
+
+/// Longest regular expression (`contains`, a query's `~`), in characters.
+pub const MAX_PATTERN_LEN: usize = 1024;
+
+/// Most matching steps one regular expression may take on one text: enough for a pattern of
+/// dozens of items over megabytes of device output. Matching takes time linear in the text
+/// (no backtracking), so this bounds patterns and texts together.
+pub const MAX_PATTERN_WORK: usize = 50_000_000;
+
+/// Most evaluations one evaluation task may hold (the corpus's largest has 4).
+pub const MAX_EVALUATIONS: usize = 1000;
+
+/// Most entries one merge task may hold (the corpus's largest has 7).
+pub const MAX_MERGE_ENTRIES: usize = 1000;
+
+/// Longest makeData `input`, in bytes, before its placeholders are filled.
+pub const MAX_TEMPLATE_LEN: usize = 1 << 20;
+
+/// Longest makeData text once its placeholders are filled, in bytes: a template repeating a
+/// large variable could otherwise grow without end.
+pub const MAX_MAKE_DATA_OUTPUT: usize = 4 << 20;
+
+/// A WorkFlowEngine task the service runs itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Builtin {
     Stub,
     NewVariable,
     Delay,
-}
-
-pub enum Outcome {
-    Finished {
-        finish_state: FinishState,
-        outgoing: Map<String, Value>,
-        job_writes: Vec<(String, Value)>,
-        error: Option<Value>,
-    },
-    Wait {
-        for_: Duration,
-    },
+    Evaluation,
+    Query,
+    Merge,
+    MakeData,
 }
 
 impl Builtin {
+    /// Every builtin.
+    pub const ALL: [Builtin; 7] = [
+        Builtin::Stub,
+        Builtin::NewVariable,
+        Builtin::Delay,
+        Builtin::Evaluation,
+        Builtin::Query,
+        Builtin::Merge,
+        Builtin::MakeData,
+    ];
+
+    /// The builtin a workflow task is: its `app` is `WorkFlowEngine`, its `type` is not
+    /// `manual`, and its `name` is one of the builtins' (exactly as Itential spells them).
+    /// None for every other task, which workers or people carry out.
     pub fn of(task: &Map<String, Value>) -> Option<Builtin> {
-        if task.get("app").and_then(Value::as_str) != Some("WorkFlowEngine")
-            || task.get("type").and_then(Value::as_str) == Some("manual")
-        {
+        if task.get("app").and_then(Value::as_str) != Some("WorkFlowEngine") {
             return None;
         }
-        match task.get("name").and_then(Value::as_str)? {
-            "stub" => Some(Builtin::Stub),
-            "newVariable" => Some(Builtin::NewVariable),
-            "delay" => Some(Builtin::Delay),
+        if task.get("type").and_then(Value::as_str) == Some("manual") {
+            return None;
+        }
+        let name = task.get("name").and_then(Value::as_str)?;
+        Builtin::ALL
+            .into_iter()
+            .find(|builtin| builtin.name() == name)
+    }
+
+    /// The task `name` Itential gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Builtin::Stub => "stub",
+            Builtin::NewVariable => "newVariable",
+            Builtin::Delay => "delay",
+            Builtin::Evaluation => "evaluation",
+            Builtin::Query => "query",
+            Builtin::Merge => "merge",
+            Builtin::MakeData => "makeData",
+        }
+    }
+}
+
+/// What running a builtin came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The task finished.
+    Finished {
+        finish_state: FinishState,
+        /// The task's outgoing values (its result).
+        outgoing: Map<String, Value>,
+        /// Job variables the task itself sets (newVariable), in order. The engine applies
+        /// these first, then [`variables::job_writes`] of the workflow's outgoing mapping.
+        job_writes: Vec<(String, Value)>,
+        /// Why, when it ended in error: `{"message": ...}`.
+        error: Option<Value>,
+    },
+    /// The task waits: the engine sets a timer `delay` from now and, when it is due, calls
+    /// [`finish_wait`] with the same incoming values.
+    Wait { delay: Duration },
+}
+
+impl Outcome {
+    fn finished(finish_state: FinishState, outgoing: Map<String, Value>) -> Outcome {
+        Outcome::Finished {
+            finish_state,
+            outgoing,
+            job_writes: Vec::new(),
+            error: None,
+        }
+    }
+
+    fn success(outgoing: Map<String, Value>) -> Outcome {
+        Outcome::finished(FinishState::Success, outgoing)
+    }
+
+    fn error(builtin: Builtin, message: &str) -> Outcome {
+        Outcome::Finished {
+            finish_state: FinishState::Error,
+            outgoing: Map::new(),
+            job_writes: Vec::new(),
+            error: Some(json!({ "message": format!("{}: {message}", builtin.name()) })),
+        }
+    }
+
+    /// The finish state, when the task finished.
+    pub fn finish_state(&self) -> Option<FinishState> {
+        match self {
+            Outcome::Finished { finish_state, .. } => Some(*finish_state),
+            Outcome::Wait { .. } => None,
+        }
+    }
+}
+
+/// One outgoing value.
+fn one(key: &str, value: Value) -> Map<String, Value> {
+    Map::from_iter([(key.to_owned(), value)])
+}
+
+/// Runs `builtin` on its resolved `incoming` values; `scope` serves the operands of
+/// evaluation and merge tasks. A `delay`, or a `stub` with a `delay`, answers
+/// [`Outcome::Wait`]; the engine finishes it with [`finish_wait`].
+pub fn run(builtin: Builtin, incoming: &Map<String, Value>, scope: &Scope) -> Outcome {
+    let result = match builtin {
+        Builtin::Stub => stub(incoming),
+        Builtin::NewVariable => new_variable(incoming),
+        Builtin::Delay => delay(incoming),
+        Builtin::Evaluation => evaluation(incoming, scope),
+        Builtin::Query => query_task(incoming),
+        Builtin::Merge => merge(incoming, scope),
+        Builtin::MakeData => make_data(incoming),
+    };
+    result.unwrap_or_else(|message| Outcome::error(builtin, &message))
+}
+
+/// Finishes a builtin whose wait is over: a `delay` succeeds with `time_in_milliseconds`, a
+/// `stub` ends as its `type` says. Any other builtin never waits, so this is an error for it.
+pub fn finish_wait(builtin: Builtin, incoming: &Map<String, Value>) -> Outcome {
+    let result = match builtin {
+        Builtin::Delay => finish_delay(incoming),
+        Builtin::Stub => finish_stub(incoming),
+        _ => Err("the task does not wait".to_owned()),
+    };
+    result.unwrap_or_else(|message| Outcome::error(builtin, &message))
+}
+
+// --- stub -------------------------------------------------------------------------------
+
+/// `stub`: a stand-in. Incoming `type` is the finish state to emulate (Itential documents
+/// `success` and `error`; `failure` is taken too, as a manual task's path can be; missing or
+/// empty is `success`), `delay` seconds to wait first (empty or 0: none) and `response` the
+/// value passed through as outgoing `response`. Ending in `error`, the error carries the
+/// response.
+fn stub(incoming: &Map<String, Value>) -> Result<Outcome, String> {
+    stub_state(incoming)?;
+    match incoming.get("delay") {
+        None | Some(Value::Null) => finish_stub(incoming),
+        Some(Value::String(text)) if text.trim().is_empty() => finish_stub(incoming),
+        Some(value) => {
+            let wait = seconds(value).map_err(|why| format!("delay {why}"))?;
+            if wait.is_zero() {
+                finish_stub(incoming)
+            } else {
+                Ok(Outcome::Wait { delay: wait })
+            }
+        }
+    }
+}
+
+fn stub_state(incoming: &Map<String, Value>) -> Result<FinishState, String> {
+    match incoming.get("type") {
+        None | Some(Value::Null) => Ok(FinishState::Success),
+        Some(Value::String(text)) if text.is_empty() => Ok(FinishState::Success),
+        Some(Value::String(text)) => FinishState::parse(text)
+            .ok_or_else(|| format!("type must be success, failure or error, not {text:?}")),
+        Some(other) => Err(format!(
+            "type must be success, failure or error, not {}",
+            type_name(other)
+        )),
+    }
+}
+
+fn finish_stub(incoming: &Map<String, Value>) -> Result<Outcome, String> {
+    let state = stub_state(incoming)?;
+    let response = incoming.get("response").cloned().unwrap_or(Value::Null);
+    let outgoing = one("response", response.clone());
+    Ok(match state {
+        FinishState::Error => Outcome::Finished {
+            finish_state: FinishState::Error,
+            outgoing,
+            job_writes: Vec::new(),
+            error: Some(
+                json!({"message": "stub: ended in error as its type says", "response": response}),
+            ),
+        },
+        state => Outcome::finished(state, outgoing),
+    })
+}
+
+// --- newVariable --------------------------------------------------------------------------
+
+/// `newVariable`: job variable `name` becomes `value`; outgoing `value`.
+fn new_variable(incoming: &Map<String, Value>) -> Result<Outcome, String> {
+    let name = match incoming.get("name") {
+        Some(Value::String(name)) if !name.is_empty() => name.clone(),
+        Some(Value::String(_)) => return Err("name is empty".to_owned()),
+        None => return Err("name is missing".to_owned()),
+        Some(other) => return Err(format!("name must be a string, not {}", type_name(other))),
+    };
+    let value = incoming.get("value").cloned().unwrap_or(Value::Null);
+    Ok(Outcome::Finished {
+        finish_state: FinishState::Success,
+        outgoing: one("value", value.clone()),
+        job_writes: vec![(name, value)],
+        error: None,
+    })
+}
+
+// --- delay ----------------------------------------------------------------------------------
+
+/// `delay`: waits incoming `time` seconds (a number, or a numeric string as a `$var` may
+/// give), then succeeds with outgoing `time_in_milliseconds`.
+fn delay(incoming: &Map<String, Value>) -> Result<Outcome, String> {
+    let wait = delay_time(incoming)?;
+    Ok(Outcome::Wait { delay: wait })
+}
+
+fn delay_time(incoming: &Map<String, Value>) -> Result<Duration, String> {
+    let time = incoming.get("time").unwrap_or(&Value::Null);
+    seconds(time).map_err(|why| format!("time {why}"))
+}
+
+fn finish_delay(incoming: &Map<String, Value>) -> Result<Outcome, String> {
+    let wait = delay_time(incoming)?;
+    let millis = wait.as_secs_f64() * 1000.0;
+    Ok(Outcome::success(one(
+        "time_in_milliseconds",
+        js::number_value(millis.round()),
+    )))
+}
+
+/// A wait given in seconds, within [`MAX_DELAY`]; the error says why not, after the field's
+/// name.
+fn seconds(value: &Value) -> Result<Duration, String> {
+    let number = match value {
+        Value::Number(number) => number.as_f64(),
+        Value::String(text) => js::parse_number(text),
+        _ => None,
+    };
+    let Some(number) = number else {
+        return Err(format!(
+            "must be a number of seconds, not {}",
+            describe(value)
+        ));
+    };
+    if number < 0.0 {
+        return Err(format!("must not be negative, not {number}"));
+    }
+    match Duration::try_from_secs_f64(number) {
+        Ok(wait) if wait <= MAX_DELAY => Ok(wait),
+        _ => Err(format!(
+            "must be at most {} seconds (30 days), not {number}",
+            MAX_DELAY.as_secs()
+        )),
+    }
+}
+
+/// A value as an error message shows it: short texts and numbers as written, the rest by type.
+fn describe(value: &Value) -> String {
+    match value {
+        Value::String(text) if text.chars().count() <= 40 => format!("{text:?}"),
+        Value::Number(number) => number.to_string(),
+        Value::Bool(flag) => flag.to_string(),
+        other => type_name(other).to_owned(),
+    }
+}
+
+/// A flag such as `all_true_flag` or `pass_on_null`: a boolean, or its text; missing or
+/// null is false.
+fn flag(incoming: &Map<String, Value>, key: &str) -> Result<bool, String> {
+    match incoming.get(key) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(flag)) => Ok(*flag),
+        Some(Value::String(text)) if text == "true" => Ok(true),
+        Some(Value::String(text)) if text == "false" || text.is_empty() => Ok(false),
+        Some(other) => Err(format!(
+            "{key} must be true or false, not {}",
+            describe(other)
+        )),
+    }
+}
+
+// --- evaluation -----------------------------------------------------------------------------
+
+/// `evaluation`: `evaluation_groups`, each `{"all_true_flag", "evaluations": [...]}`, and the
+/// task's own `all_true_flag`: true, every group must hold; false, one is enough (a group
+/// likewise over its evaluations; as JavaScript's `every`/`some`, none of none holds and all
+/// of none does). Each evaluation compares `operand_1` (after its `query`) with `operand_2`
+/// (after its `rightQuery`) by `operator`, see [`compare`]. True: `success` with outgoing
+/// `return_value: true`; false: `failure` with no outgoing values (Itential 2023.1 and later:
+/// "the task outputs undefined").
+fn evaluation(incoming: &Map<String, Value>, scope: &Scope) -> Result<Outcome, String> {
+    let all = flag(incoming, "all_true_flag")?;
+    let groups = match incoming.get("evaluation_groups") {
+        Some(Value::Array(groups)) => groups,
+        other => {
+            return Err(format!(
+                "evaluation_groups must be an array, not {}",
+                type_name(other.unwrap_or(&Value::Null))
+            ))
+        }
+    };
+    let mut count = 0;
+    let mut parsed = Vec::with_capacity(groups.len());
+    for group in groups {
+        let Value::Object(group) = group else {
+            return Err(format!(
+                "each evaluation group must be an object, not {}",
+                type_name(group)
+            ));
+        };
+        let group_all = flag(group, "all_true_flag")?;
+        let evaluations = match group.get("evaluations") {
+            None | Some(Value::Null) => &[][..],
+            Some(Value::Array(evaluations)) => evaluations.as_slice(),
+            Some(other) => {
+                return Err(format!(
+                    "evaluations must be an array, not {}",
+                    type_name(other)
+                ))
+            }
+        };
+        count += evaluations.len();
+        if count > MAX_EVALUATIONS {
+            return Err(format!("holds more than {MAX_EVALUATIONS} evaluations"));
+        }
+        parsed.push((group_all, evaluations));
+    }
+    let holds = decide(all, &parsed, |(group_all, evaluations)| {
+        decide(*group_all, evaluations, |evaluation| {
+            evaluate(evaluation, scope)
+        })
+    })?;
+    Ok(if holds {
+        Outcome::success(one("return_value", Value::Bool(true)))
+    } else {
+        Outcome::finished(FinishState::Failure, Map::new())
+    })
+}
+
+/// Whether all (or, not `all`, any) of `items` hold, stopping at the first that decides.
+fn decide<T>(
+    all: bool,
+    items: &[T],
+    mut holds: impl FnMut(&T) -> Result<bool, String>,
+) -> Result<bool, String> {
+    for item in items {
+        if holds(item)? != all {
+            return Ok(!all);
+        }
+    }
+    Ok(all)
+}
+
+fn evaluate(evaluation: &Value, scope: &Scope) -> Result<bool, String> {
+    let Value::Object(evaluation) = evaluation else {
+        return Err(format!(
+            "each evaluation must be an object, not {}",
+            type_name(evaluation)
+        ));
+    };
+    let operator = match evaluation.get("operator") {
+        Some(Value::String(operator)) => operator.as_str(),
+        other => {
+            return Err(format!(
+                "an evaluation's operator must be a string, not {}",
+                type_name(other.unwrap_or(&Value::Null))
+            ))
+        }
+    };
+    let side = |operand_key: &str, query_key: &str| -> Result<Value, String> {
+        let operand =
+            variables::operand(evaluation.get(operand_key).unwrap_or(&Value::Null), scope);
+        match evaluation.get(query_key) {
+            None | Some(Value::Null) => Ok(operand),
+            Some(Value::String(path)) if path.is_empty() => Ok(operand),
+            Some(Value::String(path)) => {
+                query(&operand, path).map_err(|why| format!("{query_key} {why}"))
+            }
+            Some(other) => Err(format!(
+                "{query_key} must be a string, not {}",
+                type_name(other)
+            )),
+        }
+    };
+    let left = side("operand_1", "query")?;
+    let right = side("operand_2", "rightQuery")?;
+    compare(operator, &left, &right)
+}
+
+/// One evaluation: `left operator right`. The operators are Itential's closed set (`==`,
+/// `!=`, `<`, `<=`, `>`, `>=`, `contains`, `!contains`; the corpus uses all but `<=`);
+/// another operator is false, as Itential's is ("an invalid operator silently returns
+/// false", builder-skills). An error only for a `contains` pattern that is not a regular
+/// expression this service can run, or too costly.
+///
+/// Types, after Itential's "type inference and coercion": a `left` that is a string holding
+/// JSON (`"500"`, `"true"`, `"[1]"`) is taken as that value; `right` is then converted to
+/// `left`'s type (a number from a numeric string; a string from a number or boolean; a
+/// boolean from `"true"`/`"false"`; an array or object from its JSON text) and, where it
+/// cannot be, the comparison is false (`!=`: true). Null is never converted: null `==` null
+/// only. Choices beyond the documentation:
+/// - `==`/`!=` compare arrays and objects by content, and numbers by value (`1 == 1.0`).
+/// - `<`, `<=`, `>`, `>=` order numbers by value, strings by UTF-16 code units (as
+///   JavaScript), `false` before `true`; arrays and objects are not ordered (false) except
+///   that an array against a number counts as its length, which is what JavaScript's
+///   coercion gives for the corpus's `loop[*returnStatus=FAILED] < 1` ("no child job
+///   failed": true for `[]`, false otherwise).
+/// - `contains` takes `left` as it is (a string stays text): a string (or a number or
+///   boolean, as its text) contains `right` when `right`'s text, as a JavaScript regular
+///   expression, matches somewhere in it ("contains is regex-based, not substring",
+///   builder-skills; `9.2(4)` is a pattern); an array contains `right` when an element `==`
+///   it; an object when it has `right` as a key ("contains also works for object-key
+///   presence"); null contains nothing. `!contains` is its negation.
+pub fn compare(operator: &str, left: &Value, right: &Value) -> Result<bool, String> {
+    Ok(match operator {
+        "==" => equals(left, right),
+        "!=" => !equals(left, right),
+        "<" => order(left, right).is_some_and(Ordering::is_lt),
+        "<=" => order(left, right).is_some_and(Ordering::is_le),
+        ">" => order(left, right).is_some_and(Ordering::is_gt),
+        ">=" => order(left, right).is_some_and(Ordering::is_ge),
+        "contains" => contains(left, right)?,
+        "!contains" => !contains(left, right)?,
+        _ => false,
+    })
+}
+
+/// `left` as the evaluation reads a first operand: a string holding JSON is that value.
+fn infer(left: &Value) -> Cow<'_, Value> {
+    if let Value::String(text) = left {
+        if let Ok(value) = serde_json::from_str::<Value>(text) {
+            return Cow::Owned(value);
+        }
+    }
+    Cow::Borrowed(left)
+}
+
+/// `right` converted to the type of `like`, or None where it cannot be.
+fn coerce<'r>(right: &'r Value, like: &Value) -> Option<Cow<'r, Value>> {
+    let same_type = std::mem::discriminant(right) == std::mem::discriminant(like);
+    if same_type {
+        return Some(Cow::Borrowed(right));
+    }
+    match (like, right) {
+        (Value::Number(_), Value::String(text)) => {
+            js::parse_number(text).map(|number| Cow::Owned(js::number_value(number)))
+        }
+        (Value::String(_), Value::Number(_) | Value::Bool(_)) => {
+            Some(Cow::Owned(Value::String(js::text(right))))
+        }
+        (Value::Bool(_), Value::String(text)) => match text.trim() {
+            "true" => Some(Cow::Owned(Value::Bool(true))),
+            "false" => Some(Cow::Owned(Value::Bool(false))),
+            _ => None,
+        },
+        (Value::Array(_) | Value::Object(_), Value::String(text)) => {
+            serde_json::from_str::<Value>(text)
+                .ok()
+                .filter(|value| std::mem::discriminant(value) == std::mem::discriminant(like))
+                .map(Cow::Owned)
+        }
+        _ => None,
+    }
+}
+
+fn equals(left: &Value, right: &Value) -> bool {
+    let left = infer(left);
+    if left.is_null() || right.is_null() {
+        return left.is_null() && right.is_null();
+    }
+    coerce(right, &left).is_some_and(|right| js::same(&left, &right))
+}
+
+fn order(left: &Value, right: &Value) -> Option<Ordering> {
+    let left = infer(left);
+    if left.is_null() || right.is_null() {
+        return None;
+    }
+    let count = |items: &[Value]| items.len() as f64;
+    match (&*left, right) {
+        (Value::Array(items), Value::Number(_) | Value::String(_)) => {
+            let number = match right {
+                Value::Number(number) => number.as_f64(),
+                Value::String(text) => js::parse_number(text),
+                _ => None,
+            }?;
+            return count(items).partial_cmp(&number);
+        }
+        (Value::Number(number), Value::Array(items)) => {
+            return number.as_f64()?.partial_cmp(&count(items));
+        }
+        _ => {}
+    }
+    let right = coerce(right, &left)?;
+    match (&*left, &*right) {
+        (Value::Number(a), Value::Number(b)) => a.as_f64()?.partial_cmp(&b.as_f64()?),
+        (Value::String(a), Value::String(b)) => Some(js::compare_text(a, b)),
+        (Value::Bool(a), Value::Bool(b)) => Some(a.cmp(b)),
+        _ => None,
+    }
+}
+
+fn contains(left: &Value, right: &Value) -> Result<bool, String> {
+    match left {
+        Value::Null => Ok(false),
+        Value::Array(items) => Ok(items.iter().any(|item| equals(item, right))),
+        Value::Object(map) => Ok(match right {
+            Value::String(key) => map.contains_key(key),
+            Value::Number(_) | Value::Bool(_) => map.contains_key(&js::text(right)),
+            _ => false,
+        }),
+        Value::String(_) | Value::Number(_) | Value::Bool(_) => {
+            let source = match right {
+                Value::String(source) => source.clone(),
+                Value::Number(_) | Value::Bool(_) => js::text(right),
+                _ => return Ok(false),
+            };
+            let pattern = pattern::Pattern::new(&source, "")
+                .map_err(|why| format!("contains: the pattern {} has {why}", describe(right)))?;
+            pattern
+                .is_match(&js::text(left))
+                .map_err(|why| format!("contains: the pattern {} {why}", describe(right)))
+        }
+    }
+}
+
+// --- query -----------------------------------------------------------------------------------
+
+/// `query`: the part of `obj` that `query` names (see [`query`]), as outgoing `return_data`.
+/// When the query finds nothing (null): `failure` with `return_data` null, unless
+/// `pass_on_null`, then `success` with null ("When a query has no matching data and
+/// pass_on_null is true, the workflow will complete successfully").
+fn query_task(incoming: &Map<String, Value>) -> Result<Outcome, String> {
+    let obj = incoming.get("obj").unwrap_or(&Value::Null);
+    let path = match incoming.get("query") {
+        Some(Value::String(path)) => path.as_str(),
+        other => {
+            return Err(format!(
+                "query must be a string, not {}",
+                type_name(other.unwrap_or(&Value::Null))
+            ))
+        }
+    };
+    let pass_on_null = flag(incoming, "pass_on_null")?;
+    let found = query(obj, path).map_err(|why| format!("query {why}"))?;
+    let state = if !found.is_null() || pass_on_null {
+        FinishState::Success
+    } else {
+        FinishState::Failure
+    };
+    Ok(Outcome::finished(state, one("return_data", found)))
+}
+
+/// What `path` names in `value`, null when nothing. Itential's query syntax is the npm
+/// package json-query's (its README: github.com/mmckegg/json-query), with Itential's `:get`
+/// helper; this is the part of it workflows use:
+/// - `a.b`, `a[b]`, `a[0]`, `a.0`, `[key.with.dots]`; a key that is not an index, taken of an
+///   array, is taken of each element ("pluck": `items.name` lists the names, flattened one
+///   level); `length` of a string or array is its length. Anything taken of null, `false`,
+///   `0` or `""` is null.
+/// - `[key=value]` the first element of an array whose `key` is `value` (`true`/`false`
+///   match booleans, numbers match by value), `[*key=value]` all of them; also `!=`, `<`,
+///   `<=`, `>`, `>=`, `~` (the value's text occurs in it, or matches `/pattern/flags`), `!~`,
+///   and several joined by `&` or `|`, read left to right.
+/// - `[*]` the values of an object or array, `[**]` the same with arrays flattened one level,
+///   `[]` the first value of which the rest of the query finds something.
+/// - `a|b`: `b` when `a` finds nothing (null, false, 0 or "").
+/// - `:get(key)` the value of `key` (for keys holding `:` or other syntax).
+///
+/// Inner queries (`{...}`), parameters (`?`), `..` and other helpers are an error, as is a
+/// path longer than [`MAX_QUERY_LEN`] or of more than [`MAX_QUERY_STEPS`] steps.
+pub fn query(value: &Value, path: &str) -> Result<Value, String> {
+    path::query(value, path)
+}
+
+// --- merge ------------------------------------------------------------------------------------
+
+/// `merge`: `data_to_merge: [{"key", "value": {"task", "variable"}}]` becomes outgoing
+/// `merged_object` `{key: value}`, each value resolved by [`variables::operand`]. A key given
+/// twice collects its values in an array, first to last ("Duplicate keys produce arrays",
+/// builder-skills). A single entry makes a one-key object, as the corpus's one-entry merges
+/// (ServiceNow change numbers, file names) need.
+fn merge(incoming: &Map<String, Value>, scope: &Scope) -> Result<Outcome, String> {
+    let entries = match incoming.get("data_to_merge") {
+        Some(Value::Array(entries)) => entries,
+        other => {
+            return Err(format!(
+                "data_to_merge must be an array, not {}",
+                type_name(other.unwrap_or(&Value::Null))
+            ))
+        }
+    };
+    if entries.len() > MAX_MERGE_ENTRIES {
+        return Err(format!(
+            "data_to_merge holds more than {MAX_MERGE_ENTRIES} entries"
+        ));
+    }
+    let mut merged = Map::new();
+    let mut repeated = std::collections::HashSet::new();
+    for entry in entries {
+        let key = match entry.get("key") {
+            Some(Value::String(key)) => key,
+            _ => return Err("each entry of data_to_merge must have a string key".to_owned()),
+        };
+        let value = variables::operand(entry.get("value").unwrap_or(&Value::Null), scope);
+        match merged.get_mut(key) {
+            None => {
+                merged.insert(key.clone(), value);
+            }
+            Some(existing) => {
+                if repeated.insert(key.clone()) {
+                    let first = existing.take();
+                    *existing = Value::Array(vec![first, value]);
+                } else if let Value::Array(values) = existing {
+                    values.push(value);
+                }
+            }
+        }
+    }
+    Ok(Outcome::success(one(
+        "merged_object",
+        Value::Object(merged),
+    )))
+}
+
+// --- makeData ---------------------------------------------------------------------------------
+
+/// `makeData`: `input` with each `<!name!>` replaced by the text of `variables.name`
+/// (strings as they are, numbers and booleans as JavaScript writes them, null as `null`,
+/// arrays and objects as JSON), then read as `outputType`: `string`; `number` (decimal
+/// notation); `boolean` (`true` or `false`); `json` (any JSON); `array` (JSON that is an
+/// array). Outgoing `output`. `variables` is an object, or `""`/null for none; a placeholder
+/// it does not name stays as written. An `input` that is not a string (a `$var` to a number,
+/// say) is read as its text. What cannot be read as `outputType` is an error saying why.
+fn make_data(incoming: &Map<String, Value>) -> Result<Outcome, String> {
+    let input = match incoming.get("input") {
+        None | Some(Value::Null) => return Err("input is missing".to_owned()),
+        Some(Value::String(text)) => Cow::Borrowed(text.as_str()),
+        Some(other) => Cow::Owned(js::text(other)),
+    };
+    if input.len() > MAX_TEMPLATE_LEN {
+        return Err(format!("input is longer than {MAX_TEMPLATE_LEN} bytes"));
+    }
+    let variables = match incoming.get("variables") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(text)) if text.is_empty() => None,
+        Some(Value::Object(variables)) => Some(variables),
+        Some(other) => {
+            return Err(format!(
+                "variables must be an object (or \"\" for none), not {}",
+                type_name(other)
+            ))
+        }
+    };
+    let output_type = match incoming.get("outputType") {
+        Some(Value::String(output_type)) => output_type.as_str(),
+        other => {
+            return Err(format!(
+                "outputType must be one of string, number, boolean, json, array, not {}",
+                describe(other.unwrap_or(&Value::Null))
+            ))
+        }
+    };
+    let text = fill(&input, variables)?;
+    let output = match output_type {
+        "string" => Value::String(text),
+        "number" => match js::parse_number(&text) {
+            Some(number) => js::number_value(number),
+            None => {
+                return Err(format!(
+                    "{} is not a number",
+                    describe(&Value::String(text))
+                ))
+            }
+        },
+        "boolean" => match text.trim() {
+            "true" => Value::Bool(true),
+            "false" => Value::Bool(false),
+            _ => {
+                return Err(format!(
+                    "{} is not true or false",
+                    describe(&Value::String(text.clone()))
+                ))
+            }
+        },
+        "json" | "array" => {
+            let value = parse_json(&text)?;
+            if output_type == "array" && !value.is_array() {
+                return Err(format!("the input is {}, not an array", type_name(&value)));
+            }
+            value
+        }
+        other => {
+            return Err(format!(
+                "outputType must be one of string, number, boolean, json, array, not {other:?}"
+            ))
+        }
+    };
+    if holds_nul(&output) {
+        return Err("the output holds the character U+0000, which cannot be stored".to_owned());
+    }
+    Ok(Outcome::success(one("output", output)))
+}
+
+/// Whether a text of `value` (a string or a key) holds U+0000, which PostgreSQL cannot store.
+fn holds_nul(value: &Value) -> bool {
+    match value {
+        Value::String(text) => text.contains('\0'),
+        Value::Array(items) => items.iter().any(holds_nul),
+        Value::Object(map) => map
+            .iter()
+            .any(|(key, value)| key.contains('\0') || holds_nul(value)),
+        _ => false,
+    }
+}
+
+/// Longest placeholder name makeData looks up, in bytes; a longer `<!...!>` stays as written.
+/// Without it, a template of many `<!` and one distant `!>` would cost time quadratic in its
+/// length.
+pub const MAX_PLACEHOLDER_NAME: usize = 256;
+
+/// `template` with its `<!name!>` placeholders filled from `variables`.
+fn fill(template: &str, variables: Option<&Map<String, Value>>) -> Result<String, String> {
+    let Some(variables) = variables else {
+        return Ok(template.to_owned());
+    };
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(start) = rest.find("<!") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let window = &after.as_bytes()[..after.len().min(MAX_PLACEHOLDER_NAME + 2)];
+        let filled = window
+            .windows(2)
+            .position(|pair| pair == b"!>")
+            .and_then(|end| {
+                let name = &after[..end];
+                variables.get(name).map(|value| (js::text(value), end + 2))
+            });
+        match filled {
+            Some((text, used)) => {
+                out.push_str(&text);
+                rest = &after[used..];
+            }
+            None => {
+                out.push_str("<!");
+                rest = after;
+            }
+        }
+        if out.len() > MAX_MAKE_DATA_OUTPUT {
+            break;
+        }
+    }
+    out.push_str(rest);
+    if out.len() > MAX_MAKE_DATA_OUTPUT {
+        return Err(format!(
+            "the filled input is longer than {MAX_MAKE_DATA_OUTPUT} bytes"
+        ));
+    }
+    Ok(out)
+}
+
+/// `text` as JSON, within the bounds of what the service stores.
+fn parse_json(text: &str) -> Result<Value, String> {
+    use crate::domain::json::{parse_bounded, BoundedJsonError};
+    parse_bounded(text.as_bytes()).map_err(|error| match error {
+        BoundedJsonError::Syntax(error) => format!("the input is not JSON: {error}"),
+        BoundedJsonError::Bounds(violation) => format!("the input {violation}"),
+    })
+}
+
+// --- JavaScript's ways with values ----------------------------------------------------------
+
+/// What JavaScript does with values where Itential's tasks inherit its behaviour.
+mod js {
+    use std::cmp::Ordering;
+
+    use serde_json::{Number, Value};
+
+    /// JavaScript truthiness: null, false, 0 and "" are false; arrays and objects are true.
+    pub fn truthy(value: &Value) -> bool {
+        match value {
+            Value::Null => false,
+            Value::Bool(flag) => *flag,
+            Value::Number(number) => number.as_f64().is_some_and(|number| number != 0.0),
+            Value::String(text) => !text.is_empty(),
+            Value::Array(_) | Value::Object(_) => true,
+        }
+    }
+
+    /// `text` as a number, as JavaScript's `Number(text)` reads decimal notation (sign,
+    /// fraction, exponent, surrounding white space); None for empty text and for what
+    /// JavaScript reads as NaN or an infinity, and for hexadecimal.
+    pub fn parse_number(text: &str) -> Option<f64> {
+        let text = text.trim();
+        let decimal = !text.is_empty()
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.' | b'e' | b'E'));
+        if !decimal {
+            return None;
+        }
+        text.parse::<f64>().ok().filter(|number| number.is_finite())
+    }
+
+    /// JavaScript's `parseInt(text)`: the integer at the start of `text`, if any.
+    pub fn parse_int(text: &str) -> Option<f64> {
+        let text = text.trim_start();
+        let (sign, digits) = match text.strip_prefix('-') {
+            Some(rest) => (-1.0, rest),
+            None => (1.0, text.strip_prefix('+').unwrap_or(text)),
+        };
+        let end = digits
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(digits.len());
+        if end == 0 {
+            return None;
+        }
+        digits[..end]
+            .parse::<f64>()
+            .ok()
+            .map(|number| sign * number)
+    }
+
+    /// A number as JSON: an integer when it is one (and exactly representable), else a float.
+    pub fn number_value(number: f64) -> Value {
+        if number.fract() == 0.0 && number.abs() < 9_007_199_254_740_992.0 {
+            return Value::from(number as i64);
+        }
+        Number::from_f64(number).map_or(Value::Null, Value::Number)
+    }
+
+    /// A number's text as JavaScript's `String(number)` writes it.
+    pub fn number_text(number: &Number) -> String {
+        if let Some(integer) = number.as_i64() {
+            return integer.to_string();
+        }
+        if let Some(integer) = number.as_u64() {
+            return integer.to_string();
+        }
+        let number = number.as_f64().unwrap_or(0.0);
+        if number == 0.0 {
+            return "0".to_owned();
+        }
+        if number.fract() == 0.0 && number.abs() < 1e21 {
+            return format!("{number:.0}");
+        }
+        if (1e-7..1e21).contains(&number.abs()) {
+            return format!("{number}");
+        }
+        let text = format!("{number:e}");
+        match text.split_once('e') {
+            Some((mantissa, exponent)) if !exponent.starts_with('-') => {
+                format!("{mantissa}e+{exponent}")
+            }
+            _ => text,
+        }
+    }
+
+    /// A value as text: strings as they are, numbers and booleans as JavaScript writes them,
+    /// null as `null`, arrays and objects as JSON.
+    pub fn text(value: &Value) -> String {
+        match value {
+            Value::String(text) => text.clone(),
+            Value::Number(number) => number_text(number),
+            Value::Bool(flag) => flag.to_string(),
+            Value::Null => "null".to_owned(),
+            Value::Array(_) | Value::Object(_) => value.to_string(),
+        }
+    }
+
+    /// JavaScript's `String(value)` of an array or object, for json-query's loose
+    /// comparisons: arrays join their elements with commas, objects are `[object Object]`.
+    pub fn primitive_text(value: &Value) -> String {
+        match value {
+            Value::Null => String::new(),
+            Value::Array(items) => items
+                .iter()
+                .map(primitive_text)
+                .collect::<Vec<_>>()
+                .join(","),
+            Value::Object(_) => "[object Object]".to_owned(),
+            other => text(other),
+        }
+    }
+
+    /// Texts in JavaScript's order: by UTF-16 code units.
+    pub fn compare_text(a: &str, b: &str) -> Ordering {
+        a.encode_utf16().cmp(b.encode_utf16())
+    }
+
+    /// Equal in content: numbers by value, arrays element by element, objects key by key.
+    pub fn same(a: &Value, b: &Value) -> bool {
+        match (a, b) {
+            (Value::Number(a), Value::Number(b)) => match (a.as_i64(), b.as_i64()) {
+                (Some(a), Some(b)) => a == b,
+                _ => a.as_f64() == b.as_f64(),
+            },
+            (Value::Array(a), Value::Array(b)) => {
+                a.len() == b.len() && a.iter().zip(b).all(|(a, b)| same(a, b))
+            }
+            (Value::Object(a), Value::Object(b)) => {
+                a.len() == b.len()
+                    && a.iter()
+                        .all(|(key, a)| b.get(key).is_some_and(|b| same(a, b)))
+            }
+            _ => a == b,
+        }
+    }
+}
+
+// --- queries ----------------------------------------------------------------------------------
+
+/// The json-query subset [`query`] documents.
+mod path {
+    use std::borrow::Cow;
+
+    use serde_json::Value;
+
+    use super::{js, pattern::Pattern, MAX_QUERY_LEN, MAX_QUERY_STEPS};
+
+    enum Step {
+        /// `.key`, `key`, `[key]`
+        Get(String),
+        /// `[*]`, `[**]`
+        Values { flatten: bool },
+        /// `[cond]`, `[*cond]`
+        Filter {
+            all: bool,
+            conditions: Vec<Condition>,
+        },
+        /// `[]` and the steps after it
+        Deep(Vec<Step>),
+        /// `:name(args)`
+        Helper { name: String, args: Vec<String> },
+    }
+
+    struct Condition {
+        join: Join,
+        key: String,
+        negate: bool,
+        test: Test,
+    }
+
+    #[derive(Clone, Copy)]
+    enum Join {
+        First,
+        And,
+        Or,
+    }
+
+    enum Test {
+        Equals(String),
+        Includes(String),
+        Matches(Pattern),
+        Order(Relation, String),
+    }
+
+    #[derive(Clone, Copy)]
+    enum Relation {
+        Less,
+        LessOrEqual,
+        Greater,
+        GreaterOrEqual,
+    }
+
+    pub fn query(root: &Value, path: &str) -> Result<Value, String> {
+        let alternatives = parse(path)?;
+        let mut found = Value::Null;
+        for steps in &alternatives {
+            found = run(steps, Cow::Borrowed(root))?.into_owned();
+            if js::truthy(&found) {
+                break;
+            }
+        }
+        Ok(found)
+    }
+
+    /// The steps of each `|` alternative of `path`.
+    fn parse(path: &str) -> Result<Vec<Vec<Step>>, String> {
+        if path.len() > MAX_QUERY_LEN {
+            return Err(format!("is longer than {MAX_QUERY_LEN} bytes"));
+        }
+        let chars: Vec<char> = path.chars().collect();
+        let mut parser = Parser {
+            at_start: true,
+            ..Parser::default()
+        };
+        let mut i = 0;
+        while i < chars.len() {
+            let c = chars[i];
+            match c {
+                '.' => {
+                    if parser.at_start && chars.get(i + 1) == Some(&'.') {
+                        return Err("uses `..`, which is not supported".to_owned());
+                    }
+                    parser.flush()?;
+                }
+                ':' => {
+                    parser.flush()?;
+                    parser.helper = true;
+                }
+                '|' => {
+                    parser.flush()?;
+                    parser.alternatives.push(std::mem::take(&mut parser.steps));
+                    parser.deep_open = false;
+                    parser.at_start = true;
+                    i += 1;
+                    continue;
+                }
+                '[' => {
+                    parser.flush()?;
+                    let close = closing(&chars, i)?;
+                    let content: String = chars[i + 1..close].iter().collect();
+                    if content.is_empty() {
+                        parser.steps.push(Step::Deep(Vec::new()));
+                        parser.deep_open = true;
+                        parser.count()?;
+                    } else {
+                        parser.push(select(&content)?)?;
+                    }
+                    i = close;
+                }
+                '(' => {
+                    parser.flush()?;
+                    let close = closing(&chars, i)?;
+                    let content: String = chars[i + 1..close].iter().collect();
+                    let args = content
+                        .split(',')
+                        .map(|arg| arg.trim().to_owned())
+                        .collect();
+                    match parser.last() {
+                        Some(Step::Helper { args: slot, .. }) => *slot = args,
+                        _ => return Err("has arguments `(...)` that follow no helper".to_owned()),
+                    }
+                    i = close;
+                }
+                '{' => return Err("uses an inner query `{...}`, which is not supported".to_owned()),
+                ']' | ')' | '}' => return Err(format!("has an unmatched `{c}`")),
+                _ => parser.buffer.push(c),
+            }
+            parser.at_start = false;
+            i += 1;
+        }
+        parser.flush()?;
+        parser.alternatives.push(parser.steps);
+        Ok(parser.alternatives)
+    }
+
+    #[derive(Default)]
+    struct Parser {
+        alternatives: Vec<Vec<Step>>,
+        steps: Vec<Step>,
+        /// Text of the key or helper name being read.
+        buffer: String,
+        /// The buffer names a helper (it followed `:`).
+        helper: bool,
+        /// Steps go into the last `[]` (json-query runs what follows `[]` on each value).
+        deep_open: bool,
+        at_start: bool,
+        count: usize,
+    }
+
+    impl Parser {
+        fn count(&mut self) -> Result<(), String> {
+            self.count += 1;
+            if self.count > MAX_QUERY_STEPS {
+                return Err(format!("takes more than {MAX_QUERY_STEPS} steps"));
+            }
+            Ok(())
+        }
+
+        fn push(&mut self, step: Step) -> Result<(), String> {
+            self.count()?;
+            match self.steps.last_mut() {
+                Some(Step::Deep(inner)) if self.deep_open => inner.push(step),
+                _ => self.steps.push(step),
+            }
+            Ok(())
+        }
+
+        fn last(&mut self) -> Option<&mut Step> {
+            let into_deep = self.deep_open && matches!(self.steps.last(), Some(Step::Deep(_)));
+            if !into_deep {
+                return self.steps.last_mut();
+            }
+            match self.steps.last_mut() {
+                Some(Step::Deep(inner)) => inner.last_mut(),
+                _ => None,
+            }
+        }
+
+        /// Ends the key or helper name being read.
+        fn flush(&mut self) -> Result<(), String> {
+            let text = std::mem::take(&mut self.buffer);
+            let text = text.trim();
+            let helper = std::mem::replace(&mut self.helper, false);
+            if text.is_empty() {
+                return Ok(());
+            }
+            if text.contains('?') {
+                return Err("uses a parameter `?`, which is not supported".to_owned());
+            }
+            let step = if helper {
+                Step::Helper {
+                    name: text.to_owned(),
+                    args: Vec::new(),
+                }
+            } else {
+                Step::Get(text.to_owned())
+            };
+            self.push(step)
+        }
+    }
+
+    /// The index of the bracket closing the one at `open`, counting `[]`, `()` and `{}`.
+    fn closing(chars: &[char], open: usize) -> Result<usize, String> {
+        let mut depth = 0usize;
+        for (i, &c) in chars.iter().enumerate().skip(open) {
+            match c {
+                '[' | '(' | '{' => depth += 1,
+                ']' | ')' | '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        return Ok(i);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Err(format!("has an unclosed `{}`", chars[open]))
+    }
+
+    /// The step `[content]` is (content not empty).
+    fn select(content: &str) -> Result<Step, String> {
+        match content {
+            "*" => return Ok(Step::Values { flatten: false }),
+            "**" => return Ok(Step::Values { flatten: true }),
+            _ => {}
+        }
+        let (all, rest) = match content.strip_prefix('*') {
+            Some(rest) => (true, rest),
+            None => (false, content),
+        };
+        let parts = split_boolean(rest);
+        let mut conditions = Vec::with_capacity(parts.len());
+        for (join, part) in &parts {
+            match condition(*join, part.trim())? {
+                Some(condition) => conditions.push(condition),
+                // json-query reads `[key]` and `[*key]` alike: a key.
+                None if parts.len() == 1 => {
+                    let key = rest.trim();
+                    if key.contains('?') || key.starts_with('{') {
+                        return Err(format!("uses `[{content}]`, which is not supported"));
+                    }
+                    return Ok(Step::Get(key.to_owned()));
+                }
+                None => {
+                    return Err(format!(
+                        "has a condition without an operator in `[{content}]`"
+                    ))
+                }
+            }
+        }
+        Ok(Step::Filter { all, conditions })
+    }
+
+    /// `text` split at `&` and `|` outside brackets, each part with how it joins the previous.
+    fn split_boolean(text: &str) -> Vec<(Join, String)> {
+        let mut parts = Vec::new();
+        let mut join = Join::First;
+        let mut part = String::new();
+        let mut depth = 0usize;
+        for c in text.chars() {
+            match c {
+                '[' | '(' | '{' => depth += 1,
+                ']' | ')' | '}' => depth = depth.saturating_sub(1),
+                '&' | '|' if depth == 0 => {
+                    parts.push((join, std::mem::take(&mut part)));
+                    join = if c == '&' { Join::And } else { Join::Or };
+                    continue;
+                }
+                _ => {}
+            }
+            part.push(c);
+        }
+        parts.push((join, part));
+        parts
+    }
+
+    /// The condition `text` states, or None when it has no operator. The operator is the
+    /// first of `=`, `~`, `:`, `<=`, `>=`, `<`, `>` outside brackets, `!` before it negating.
+    fn condition(join: Join, text: &str) -> Result<Option<Condition>, String> {
+        let chars: Vec<char> = text.chars().collect();
+        let operator_at = |at: usize| -> Option<(&'static str, usize)> {
+            match (chars.get(at)?, chars.get(at + 1)) {
+                ('=', _) => Some(("=", 1)),
+                ('~', _) => Some(("~", 1)),
+                (':', _) => Some((":", 1)),
+                ('<', Some('=')) => Some(("<=", 2)),
+                ('>', Some('=')) => Some((">=", 2)),
+                ('<', _) => Some(("<", 1)),
+                ('>', _) => Some((">", 1)),
+                _ => None,
+            }
+        };
+        let mut depth = 0usize;
+        for at in 0..chars.len() {
+            match chars[at] {
+                '[' | '(' | '{' => depth += 1,
+                ']' | ')' | '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+            if depth > 0 {
+                continue;
+            }
+            let (negate, start) = if chars[at] == '!' && operator_at(at + 1).is_some() {
+                (true, at + 1)
+            } else {
+                (false, at)
+            };
+            let Some((operator, length)) = operator_at(start) else {
+                continue;
+            };
+            let key: String = chars[..at].iter().collect::<String>().trim().to_owned();
+            let value: String = chars[start + length..]
+                .iter()
+                .collect::<String>()
+                .trim()
+                .to_owned();
+            for part in [&key, &value] {
+                if part.starts_with('{') || part.starts_with('?') {
+                    return Err(format!(
+                        "uses `{part}` in a condition: inner queries and parameters are not supported"
+                    ));
+                }
+            }
+            let test = match operator {
+                "=" => Test::Equals(value),
+                "~" => match regex_literal(&value) {
+                    Some((source, flags)) => {
+                        Test::Matches(Pattern::new(source, flags).map_err(|why| {
+                            format!("has a regular expression /{source}/ with {why}")
+                        })?)
+                    }
+                    None => Test::Includes(value),
+                },
+                "<" => Test::Order(Relation::Less, value),
+                "<=" => Test::Order(Relation::LessOrEqual, value),
+                ">" => Test::Order(Relation::Greater, value),
+                ">=" => Test::Order(Relation::GreaterOrEqual, value),
+                _ => {
+                    return Err(
+                        "uses a helper `:` in a condition, which is not supported".to_owned()
+                    )
+                }
+            };
+            return Ok(Some(Condition {
+                join,
+                key,
+                negate,
+                test,
+            }));
+        }
+        Ok(None)
+    }
+
+    /// `/source/flags` (at most one flag, as json-query reads it).
+    fn regex_literal(text: &str) -> Option<(&str, &str)> {
+        let inner = text.strip_prefix('/')?;
+        let (source, flags) = inner.rsplit_once('/')?;
+        (flags.len() <= 1 && flags.bytes().all(|b| b.is_ascii_lowercase()))
+            .then_some((source, flags))
+    }
+
+    fn run<'v>(steps: &[Step], mut current: Cow<'v, Value>) -> Result<Cow<'v, Value>, String> {
+        for step in steps {
+            current = match step {
+                Step::Get(key) => get(current, key),
+                Step::Helper { name, args } => {
+                    if name != "get" {
+                        return Err(format!(
+                            "uses the helper `:{name}`, which is not supported (only `:get`)"
+                        ));
+                    }
+                    match args.first() {
+                        Some(key) if js::truthy(&current) => child(current, key),
+                        Some(_) => Cow::Owned(Value::Null),
+                        None => return Err("uses `:get` without a key".to_owned()),
+                    }
+                }
+                Step::Values { flatten } => Cow::Owned(values(&current, *flatten)),
+                Step::Filter { all, conditions } => filter(&current, *all, conditions)?,
+                Step::Deep(rest) => deep(&current, rest)?,
+            };
+        }
+        Ok(current)
+    }
+
+    /// `value[key]` as JavaScript reads it, None for undefined.
+    fn property<'v>(value: &'v Value, key: &str) -> Option<Cow<'v, Value>> {
+        match value {
+            Value::Object(map) => map.get(key).map(Cow::Borrowed),
+            Value::Array(items) if key == "length" => Some(Cow::Owned(Value::from(items.len()))),
+            Value::Array(items) => items.get(index(key)?).map(Cow::Borrowed),
+            Value::String(text) if key == "length" => {
+                Some(Cow::Owned(Value::from(text.encode_utf16().count())))
+            }
+            Value::String(text) => {
+                let unit = *text.encode_utf16().collect::<Vec<u16>>().get(index(key)?)?;
+                Some(Cow::Owned(Value::String(String::from_utf16_lossy(&[unit]))))
+            }
             _ => None,
         }
     }
-}
 
-pub fn run(builtin: Builtin, incoming: &Map<String, Value>, _scope: &Scope) -> Outcome {
-    match builtin {
-        Builtin::Stub => Outcome::Finished {
-            finish_state: FinishState::Success,
-            outgoing: Map::new(),
-            job_writes: Vec::new(),
-            error: None,
-        },
-        Builtin::NewVariable => {
-            let name = incoming
-                .get("name")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            let value = incoming.get("value").cloned().unwrap_or(Value::Null);
-            let mut outgoing = Map::new();
-            outgoing.insert("value".into(), value.clone());
-            Outcome::Finished {
-                finish_state: FinishState::Success,
-                outgoing,
-                job_writes: vec![(name.to_owned(), value)],
-                error: None,
+    /// `key` as an array index: a canonical non-negative integer.
+    fn index(key: &str) -> Option<usize> {
+        let canonical =
+            key == "0" || (!key.starts_with('0') && key.bytes().all(|b| b.is_ascii_digit()));
+        if !canonical || key.is_empty() {
+            return None;
+        }
+        key.parse().ok()
+    }
+
+    /// `current[key]`, null when undefined.
+    fn child<'v>(current: Cow<'v, Value>, key: &str) -> Cow<'v, Value> {
+        let found = match current {
+            Cow::Borrowed(value) => property(value, key),
+            Cow::Owned(value) => property(&value, key).map(|found| Cow::Owned(found.into_owned())),
+        };
+        found.unwrap_or(Cow::Owned(Value::Null))
+    }
+
+    /// json-query's `get`: nothing of a falsy value; of an array, by a key that is not an
+    /// index, each element's value (pluck, flattened one level).
+    fn get<'v>(current: Cow<'v, Value>, key: &str) -> Cow<'v, Value> {
+        if !js::truthy(&current) {
+            return Cow::Owned(Value::Null);
+        }
+        if let Value::Array(items) = &*current {
+            let numeric =
+                matches!((js::parse_int(key), js::parse_number(key)), (Some(a), Some(b)) if a == b);
+            if !numeric {
+                let mut plucked = Vec::new();
+                for item in items {
+                    match property(item, key).map(Cow::into_owned) {
+                        Some(Value::Array(values)) => plucked.extend(values),
+                        Some(value) => plucked.push(value),
+                        None => {}
+                    }
+                }
+                return Cow::Owned(Value::Array(plucked));
             }
         }
-        Builtin::Delay => Outcome::Wait {
-            for_: Duration::from_secs(incoming.get("time").and_then(Value::as_u64).unwrap_or(0)),
-        },
+        child(current, key)
+    }
+
+    /// The values of an object, array or string (`[*]`); `flatten`: arrays among them spread.
+    fn values(current: &Value, flatten: bool) -> Value {
+        if !js::truthy(current) {
+            return Value::Array(Vec::new());
+        }
+        let mut found = Vec::new();
+        for value in children(current) {
+            match value.into_owned() {
+                Value::Array(items) if flatten => found.extend(items),
+                value => found.push(value),
+            }
+        }
+        Value::Array(found)
+    }
+
+    fn children(value: &Value) -> Vec<Cow<'_, Value>> {
+        match value {
+            Value::Object(map) => map.values().map(Cow::Borrowed).collect(),
+            Value::Array(items) => items.iter().map(Cow::Borrowed).collect(),
+            Value::String(text) => text
+                .encode_utf16()
+                .map(|unit| Cow::Owned(Value::String(String::from_utf16_lossy(&[unit]))))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn filter<'v>(
+        current: &Value,
+        all: bool,
+        conditions: &[Condition],
+    ) -> Result<Cow<'v, Value>, String> {
+        let Value::Array(items) = current else {
+            return Ok(Cow::Owned(Value::Null));
+        };
+        let mut found = Vec::new();
+        for item in items {
+            if matches(item, conditions)? {
+                if !all {
+                    return Ok(Cow::Owned(item.clone()));
+                }
+                found.push(item.clone());
+            }
+        }
+        Ok(Cow::Owned(if all {
+            Value::Array(found)
+        } else {
+            Value::Null
+        }))
+    }
+
+    fn deep<'v>(current: &Value, rest: &[Step]) -> Result<Cow<'v, Value>, String> {
+        if !js::truthy(current) {
+            return Ok(Cow::Owned(Value::Null));
+        }
+        if rest.is_empty() {
+            return Ok(Cow::Owned(current.clone()));
+        }
+        for value in children(current) {
+            let found = run(rest, value)?;
+            if js::truthy(&found) {
+                return Ok(Cow::Owned(found.into_owned()));
+            }
+        }
+        Ok(Cow::Owned(Value::Null))
+    }
+
+    fn matches(item: &Value, conditions: &[Condition]) -> Result<bool, String> {
+        let mut result = false;
+        for condition in conditions {
+            let value = property(item, &condition.key);
+            let value = value.as_deref();
+            let holds = match &condition.test {
+                Test::Equals(text) => equals_text(value, text),
+                Test::Includes(text) => match value {
+                    Some(Value::String(found)) => found.contains(text.as_str()),
+                    Some(Value::Array(items)) => items
+                        .iter()
+                        .any(|item| item.as_str() == Some(text.as_str())),
+                    _ => false,
+                },
+                Test::Matches(pattern) => match value {
+                    Some(Value::String(found)) => pattern
+                        .is_match(found)
+                        .map_err(|why| format!("has a regular expression that {why}"))?,
+                    _ => false,
+                },
+                Test::Order(relation, text) => {
+                    order_text(value, text).is_some_and(|ordering| match relation {
+                        Relation::Less => ordering.is_lt(),
+                        Relation::LessOrEqual => ordering.is_le(),
+                        Relation::Greater => ordering.is_gt(),
+                        Relation::GreaterOrEqual => ordering.is_ge(),
+                    })
+                }
+            };
+            let holds = holds != condition.negate;
+            result = match condition.join {
+                Join::First => holds,
+                Join::And => result && holds,
+                Join::Or => result || holds,
+            };
+        }
+        Ok(result)
+    }
+
+    /// json-query's `=`: booleans match `true`/`false`; otherwise JavaScript's `value == text`.
+    fn equals_text(value: Option<&Value>, text: &str) -> bool {
+        match value {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(flag)) => {
+                text == if *flag { "true" } else { "false" }
+                    || js::parse_number(text) == Some(if *flag { 1.0 } else { 0.0 })
+            }
+            Some(Value::Number(number)) => js::parse_number(text) == number.as_f64(),
+            Some(Value::String(found)) => found == text,
+            Some(other) => js::primitive_text(other) == text,
+        }
+    }
+
+    /// JavaScript's `value < text` and kin, as an ordering.
+    fn order_text(value: Option<&Value>, text: &str) -> Option<std::cmp::Ordering> {
+        match value? {
+            Value::Null => None,
+            Value::Number(number) => number.as_f64()?.partial_cmp(&js::parse_number(text)?),
+            Value::Bool(flag) => {
+                (if *flag { 1.0 } else { 0.0 }).partial_cmp(&js::parse_number(text)?)
+            }
+            Value::String(found) => Some(js::compare_text(found, text)),
+            other => Some(js::compare_text(&js::primitive_text(other), text)),
+        }
     }
 }
 
-pub fn finish_delay(incoming: &Map<String, Value>) -> Outcome {
-    let mut outgoing = Map::new();
-    let ms = incoming.get("time").and_then(Value::as_u64).unwrap_or(0) * 1000;
-    outgoing.insert("time_in_milliseconds".into(), ms.into());
-    Outcome::Finished {
-        finish_state: FinishState::Success,
-        outgoing,
-        job_writes: Vec::new(),
-        error: None,
+// --- regular expressions -----------------------------------------------------------------
+
+/// JavaScript regular expressions, the part workflows use, run without backtracking (a Pike
+/// VM: every alternative advanced together over the text), so a pattern's cost is linear in
+/// the text. Literals, `.`, classes `[a-z]`/`[^...]`, `\d \w \s` and their negations, `\b`,
+/// `^`, `$`, groups, `|`, `* + ? {n} {n,} {n,m}` (greedy or lazy alike: only whether it
+/// matches is asked), flags `i`, `m`, `s`. Backreferences and lookaround are an error.
+mod pattern {
+    use super::{MAX_PATTERN_LEN, MAX_PATTERN_WORK};
+
+    /// Most instructions a compiled pattern may hold (`a{1000}` is a thousand).
+    const MAX_PROGRAM: usize = 20_000;
+
+    /// Largest count a `{n,m}` may give.
+    const MAX_REPEAT: u32 = 1000;
+
+    /// Deepest nesting of groups.
+    const MAX_NESTING: usize = 100;
+
+    const NOTHING_TO_REPEAT: &str = "a quantifier with nothing to repeat";
+
+    pub struct Pattern {
+        program: Vec<Inst>,
+        classes: Vec<Class>,
+        ignore_case: bool,
+        multiline: bool,
+        dot_all: bool,
+        /// The pattern, when it is plain text: found with a substring search.
+        literal: Option<String>,
+    }
+
+    #[derive(Clone, Copy)]
+    enum Inst {
+        Char(char),
+        Any,
+        Class(usize),
+        Assert(Assertion),
+        Split(usize, usize),
+        Jump(usize),
+        Match,
+    }
+
+    #[derive(Clone, Copy)]
+    enum Assertion {
+        Start,
+        End,
+        WordBoundary,
+        NotWordBoundary,
+    }
+
+    #[derive(Clone)]
+    struct Class {
+        negated: bool,
+        items: Vec<ClassItem>,
+    }
+
+    #[derive(Clone, Copy)]
+    enum ClassItem {
+        Range(char, char),
+        Digit(bool),
+        Word(bool),
+        Space(bool),
+    }
+
+    enum Node {
+        Char(char),
+        Any,
+        Class(Class),
+        Assert(Assertion),
+        Concat(Vec<Node>),
+        Alternation(Vec<Node>),
+        Repeat {
+            node: Box<Node>,
+            min: u32,
+            max: Option<u32>,
+        },
+    }
+
+    impl Pattern {
+        /// `source` compiled with `flags`, or why it cannot be.
+        pub fn new(source: &str, flags: &str) -> Result<Pattern, String> {
+            let mut ignore_case = false;
+            let mut multiline = false;
+            let mut dot_all = false;
+            for flag in flags.chars() {
+                match flag {
+                    'i' => ignore_case = true,
+                    'm' => multiline = true,
+                    's' => dot_all = true,
+                    'g' | 'y' | 'u' | 'd' => {}
+                    other => return Err(format!("an unknown flag `{other}`")),
+                }
+            }
+            let chars: Vec<char> = source.chars().collect();
+            if chars.len() > MAX_PATTERN_LEN {
+                return Err(format!("more than {MAX_PATTERN_LEN} characters"));
+            }
+            let plain = !chars.iter().any(|c| "\\^$.|?*+()[]{}".contains(*c));
+            let literal = (plain && !ignore_case).then(|| source.to_owned());
+            let mut parser = Parser {
+                chars,
+                at: 0,
+                nesting: 0,
+            };
+            let node = parser.alternation()?;
+            if parser.at < parser.chars.len() {
+                return Err("an unmatched `)`".to_owned());
+            }
+            let mut compiler = Compiler::default();
+            compiler.compile(&node)?;
+            compiler.program.push(Inst::Match);
+            Ok(Pattern {
+                program: compiler.program,
+                classes: compiler.classes,
+                ignore_case,
+                multiline,
+                dot_all,
+                literal,
+            })
+        }
+
+        /// Whether the pattern matches somewhere in `text`; an error past [`MAX_PATTERN_WORK`].
+        pub fn is_match(&self, text: &str) -> Result<bool, String> {
+            self.is_match_within(text, MAX_PATTERN_WORK)
+        }
+
+        /// [`Pattern::is_match`], an error past `limit` steps.
+        pub(super) fn is_match_within(&self, text: &str, limit: usize) -> Result<bool, String> {
+            if let Some(literal) = &self.literal {
+                return Ok(text.contains(literal.as_str()));
+            }
+            let chars: Vec<char> = text.chars().collect();
+            let mut current = Threads::new(self.program.len());
+            let mut next = Threads::new(self.program.len());
+            let mut stack = Vec::new();
+            let mut work = Budget { used: 0, limit };
+            for at in 0..=chars.len() {
+                if self.add(&mut current, 0, at, &chars, &mut stack, &mut work)? {
+                    return Ok(true);
+                }
+                let Some(&c) = chars.get(at) else {
+                    break;
+                };
+                for index in 0..current.dense.len() {
+                    let pc = current.dense[index];
+                    let step = match self.program[pc] {
+                        Inst::Char(expected) => self.same(c, expected),
+                        Inst::Any => self.dot_all || !line_terminator(c),
+                        Inst::Class(class) => self.classes[class].matches(c, self.ignore_case),
+                        _ => false,
+                    };
+                    if step && self.add(&mut next, pc + 1, at + 1, &chars, &mut stack, &mut work)? {
+                        return Ok(true);
+                    }
+                }
+                std::mem::swap(&mut current, &mut next);
+                next.clear();
+            }
+            Ok(false)
+        }
+
+        /// Adds the thread at `pc` and all it reaches without reading a character; true when
+        /// one of them is a match.
+        fn add(
+            &self,
+            threads: &mut Threads,
+            pc: usize,
+            at: usize,
+            chars: &[char],
+            stack: &mut Vec<usize>,
+            work: &mut Budget,
+        ) -> Result<bool, String> {
+            stack.clear();
+            stack.push(pc);
+            while let Some(pc) = stack.pop() {
+                if !threads.insert(pc) {
+                    continue;
+                }
+                work.used += 1;
+                if work.used > work.limit {
+                    return Err(format!(
+                        "takes more than {} steps to match this text",
+                        work.limit
+                    ));
+                }
+                match self.program[pc] {
+                    Inst::Match => return Ok(true),
+                    Inst::Jump(to) => stack.push(to),
+                    Inst::Split(first, second) => {
+                        stack.push(second);
+                        stack.push(first);
+                    }
+                    Inst::Assert(assertion) => {
+                        if self.holds(assertion, at, chars) {
+                            stack.push(pc + 1);
+                        }
+                    }
+                    Inst::Char(_) | Inst::Any | Inst::Class(_) => {}
+                }
+            }
+            Ok(false)
+        }
+
+        fn holds(&self, assertion: Assertion, at: usize, chars: &[char]) -> bool {
+            let before = at.checked_sub(1).map(|i| chars[i]);
+            let after = chars.get(at).copied();
+            match assertion {
+                Assertion::Start => {
+                    before.is_none() || (self.multiline && before.is_some_and(line_terminator))
+                }
+                Assertion::End => {
+                    after.is_none() || (self.multiline && after.is_some_and(line_terminator))
+                }
+                Assertion::WordBoundary => before.is_some_and(word) != after.is_some_and(word),
+                Assertion::NotWordBoundary => before.is_some_and(word) == after.is_some_and(word),
+            }
+        }
+
+        fn same(&self, c: char, expected: char) -> bool {
+            c == expected || (self.ignore_case && fold(c) == fold(expected))
+        }
+    }
+
+    fn line_terminator(c: char) -> bool {
+        matches!(c, '\n' | '\r' | '\u{2028}' | '\u{2029}')
+    }
+
+    fn word(c: char) -> bool {
+        c.is_ascii_alphanumeric() || c == '_'
+    }
+
+    fn space(c: char) -> bool {
+        (c.is_whitespace() && c != '\u{85}') || c == '\u{feff}'
+    }
+
+    fn fold(c: char) -> char {
+        let mut lower = c.to_lowercase();
+        match (lower.next(), lower.next()) {
+            (Some(folded), None) => folded,
+            _ => c,
+        }
+    }
+
+    fn unfold(c: char) -> char {
+        let mut upper = c.to_uppercase();
+        match (upper.next(), upper.next()) {
+            (Some(folded), None) => folded,
+            _ => c,
+        }
+    }
+
+    impl Class {
+        fn matches(&self, c: char, ignore_case: bool) -> bool {
+            let hit = |c: char| {
+                self.items.iter().any(|item| match *item {
+                    ClassItem::Range(low, high) => (low..=high).contains(&c),
+                    ClassItem::Digit(negated) => c.is_ascii_digit() != negated,
+                    ClassItem::Word(negated) => word(c) != negated,
+                    ClassItem::Space(negated) => space(c) != negated,
+                })
+            };
+            let found = hit(c) || (ignore_case && (hit(fold(c)) || hit(unfold(c))));
+            found != self.negated
+        }
+    }
+
+    /// Matching steps taken, and how many may be.
+    struct Budget {
+        used: usize,
+        limit: usize,
+    }
+
+    /// A set of program counters, cleared in constant time.
+    struct Threads {
+        dense: Vec<usize>,
+        sparse: Vec<usize>,
+    }
+
+    impl Threads {
+        fn new(size: usize) -> Threads {
+            Threads {
+                dense: Vec::with_capacity(size),
+                sparse: vec![0; size],
+            }
+        }
+
+        fn insert(&mut self, pc: usize) -> bool {
+            let slot = self.sparse[pc];
+            if slot < self.dense.len() && self.dense[slot] == pc {
+                return false;
+            }
+            self.sparse[pc] = self.dense.len();
+            self.dense.push(pc);
+            true
+        }
+
+        fn clear(&mut self) {
+            self.dense.clear();
+        }
+    }
+
+    struct Parser {
+        chars: Vec<char>,
+        at: usize,
+        nesting: usize,
+    }
+
+    /// What an escape stands for.
+    enum Escape {
+        Char(char),
+        Item(ClassItem),
+        Assert(Assertion),
+    }
+
+    impl Parser {
+        fn peek(&self) -> Option<char> {
+            self.chars.get(self.at).copied()
+        }
+
+        fn eat(&mut self, c: char) -> bool {
+            if self.peek() == Some(c) {
+                self.at += 1;
+                true
+            } else {
+                false
+            }
+        }
+
+        fn alternation(&mut self) -> Result<Node, String> {
+            let mut branches = vec![self.sequence()?];
+            while self.eat('|') {
+                branches.push(self.sequence()?);
+            }
+            Ok(if branches.len() == 1 {
+                branches.remove(0)
+            } else {
+                Node::Alternation(branches)
+            })
+        }
+
+        fn sequence(&mut self) -> Result<Node, String> {
+            let mut items = Vec::new();
+            while let Some(c) = self.peek() {
+                if c == '|' || c == ')' {
+                    break;
+                }
+                let atom = self.atom()?;
+                items.push(self.quantified(atom)?);
+            }
+            Ok(Node::Concat(items))
+        }
+
+        fn atom(&mut self) -> Result<Node, String> {
+            let Some(c) = self.peek() else {
+                return Err("an unexpected end".to_owned());
+            };
+            self.at += 1;
+            Ok(match c {
+                '(' => {
+                    self.nesting += 1;
+                    if self.nesting > MAX_NESTING {
+                        return Err(format!("groups nested deeper than {MAX_NESTING}"));
+                    }
+                    if self.peek() == Some('?') {
+                        if self.chars.get(self.at + 1) == Some(&':') {
+                            self.at += 2;
+                        } else {
+                            return Err(
+                                "lookaround or a named group, which is not supported".to_owned()
+                            );
+                        }
+                    }
+                    let inner = self.alternation()?;
+                    if !self.eat(')') {
+                        return Err("an unterminated group".to_owned());
+                    }
+                    self.nesting -= 1;
+                    inner
+                }
+                '[' => self.class()?,
+                '.' => Node::Any,
+                '^' => Node::Assert(Assertion::Start),
+                '$' => Node::Assert(Assertion::End),
+                '\\' => match self.escape(false)? {
+                    Escape::Char(c) => Node::Char(c),
+                    Escape::Item(item) => Node::Class(Class {
+                        negated: false,
+                        items: vec![item],
+                    }),
+                    Escape::Assert(assertion) => Node::Assert(assertion),
+                },
+                '*' | '+' | '?' => return Err(NOTHING_TO_REPEAT.to_owned()),
+                '{' if self.braces().is_some() => return Err(NOTHING_TO_REPEAT.to_owned()),
+                c => Node::Char(c),
+            })
+        }
+
+        /// `{n}`, `{n,}` or `{n,m}` at the current position (after its `{`): (min, max, the
+        /// characters it takes after the `{`).
+        fn braces(&self) -> Option<(u32, Option<u32>, usize)> {
+            let rest: String = self.chars[self.at..].iter().take(24).collect();
+            let end = rest.find('}')?;
+            let inside = &rest[..end];
+            let (min, max) = match inside.split_once(',') {
+                None => (inside, Some(inside)),
+                Some((min, "")) => (min, None),
+                Some((min, max)) => (min, Some(max)),
+            };
+            let number = |text: &str| -> Option<u32> {
+                if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+                    return None;
+                }
+                Some(text.parse::<u32>().unwrap_or(u32::MAX))
+            };
+            let min = number(min)?;
+            let max = match max {
+                Some(max) => Some(number(max)?),
+                None => None,
+            };
+            Some((min, max, inside.chars().count() + 1))
+        }
+
+        fn quantified(&mut self, atom: Node) -> Result<Node, String> {
+            let (min, max) = match self.peek() {
+                Some('*') => (0, None),
+                Some('+') => (1, None),
+                Some('?') => (0, Some(1)),
+                Some('{') => {
+                    self.at += 1;
+                    match self.braces() {
+                        Some((min, max, taken)) => {
+                            self.at += taken - 1;
+                            (min, max)
+                        }
+                        None => {
+                            self.at -= 1;
+                            return Ok(atom);
+                        }
+                    }
+                }
+                _ => return Ok(atom),
+            };
+            self.at += 1;
+            if matches!(atom, Node::Assert(_)) {
+                return Err(NOTHING_TO_REPEAT.to_owned());
+            }
+            if max.is_some_and(|max| max < min) {
+                return Err("a {n,m} quantifier with its numbers out of order".to_owned());
+            }
+            if min > MAX_REPEAT || max.is_some_and(|max| max > MAX_REPEAT) {
+                return Err(format!("a repetition count above {MAX_REPEAT}"));
+            }
+            self.eat('?');
+            Ok(Node::Repeat {
+                node: Box::new(atom),
+                min,
+                max,
+            })
+        }
+
+        fn class(&mut self) -> Result<Node, String> {
+            let negated = self.eat('^');
+            let mut items = Vec::new();
+            loop {
+                let Some(c) = self.peek() else {
+                    return Err("an unterminated character class".to_owned());
+                };
+                self.at += 1;
+                if c == ']' {
+                    break;
+                }
+                let first = if c == '\\' {
+                    self.escape(true)?
+                } else {
+                    Escape::Char(c)
+                };
+                let ranged = self.peek() == Some('-')
+                    && self.chars.get(self.at + 1).is_some_and(|&next| next != ']');
+                match first {
+                    Escape::Char(low) if ranged => {
+                        self.at += 1;
+                        let Some(c) = self.peek() else {
+                            return Err("an unterminated character class".to_owned());
+                        };
+                        self.at += 1;
+                        let last = if c == '\\' {
+                            self.escape(true)?
+                        } else {
+                            Escape::Char(c)
+                        };
+                        match last {
+                            Escape::Char(high) if high < low => {
+                                return Err("a range out of order in a character class".to_owned())
+                            }
+                            Escape::Char(high) => items.push(ClassItem::Range(low, high)),
+                            Escape::Item(item) => {
+                                items.push(ClassItem::Range(low, low));
+                                items.push(ClassItem::Range('-', '-'));
+                                items.push(item);
+                            }
+                            Escape::Assert(_) => {}
+                        }
+                    }
+                    Escape::Char(c) => items.push(ClassItem::Range(c, c)),
+                    Escape::Item(item) => items.push(item),
+                    Escape::Assert(_) => {}
+                }
+            }
+            Ok(Node::Class(Class { negated, items }))
+        }
+
+        /// The escape after a `\`; `in_class`: inside `[...]`, where `\b` is a backspace.
+        fn escape(&mut self, in_class: bool) -> Result<Escape, String> {
+            let Some(c) = self.peek() else {
+                return Err("a `\\` at the end".to_owned());
+            };
+            self.at += 1;
+            let hex = |parser: &mut Parser, digits: usize| -> Option<char> {
+                let text: String = parser
+                    .chars
+                    .get(parser.at..parser.at + digits)?
+                    .iter()
+                    .collect();
+                let code = u32::from_str_radix(&text, 16).ok()?;
+                let c = char::from_u32(code)?;
+                parser.at += digits;
+                Some(c)
+            };
+            Ok(match c {
+                'd' => Escape::Item(ClassItem::Digit(false)),
+                'D' => Escape::Item(ClassItem::Digit(true)),
+                'w' => Escape::Item(ClassItem::Word(false)),
+                'W' => Escape::Item(ClassItem::Word(true)),
+                's' => Escape::Item(ClassItem::Space(false)),
+                'S' => Escape::Item(ClassItem::Space(true)),
+                'b' if in_class => Escape::Char('\u{8}'),
+                'b' => Escape::Assert(Assertion::WordBoundary),
+                'B' if !in_class => Escape::Assert(Assertion::NotWordBoundary),
+                'n' => Escape::Char('\n'),
+                'r' => Escape::Char('\r'),
+                't' => Escape::Char('\t'),
+                'f' => Escape::Char('\u{c}'),
+                'v' => Escape::Char('\u{b}'),
+                '0' if !self.peek().is_some_and(|c| c.is_ascii_digit()) => Escape::Char('\0'),
+                '0'..='9' => {
+                    return Err("a backreference or octal escape, which is not supported".to_owned())
+                }
+                'x' => Escape::Char(hex(self, 2).unwrap_or('x')),
+                'u' => Escape::Char(hex(self, 4).unwrap_or('u')),
+                'c' => match self.peek() {
+                    Some(letter) if letter.is_ascii_alphabetic() => {
+                        self.at += 1;
+                        Escape::Char(char::from(letter as u8 % 32))
+                    }
+                    _ => Escape::Char('c'),
+                },
+                other => Escape::Char(other),
+            })
+        }
+    }
+
+    #[derive(Default)]
+    struct Compiler {
+        program: Vec<Inst>,
+        classes: Vec<Class>,
+    }
+
+    impl Compiler {
+        fn compile(&mut self, node: &Node) -> Result<(), String> {
+            if self.program.len() > MAX_PROGRAM {
+                return Err(format!(
+                    "more than {MAX_PROGRAM} instructions once compiled"
+                ));
+            }
+            match node {
+                Node::Char(c) => self.program.push(Inst::Char(*c)),
+                Node::Any => self.program.push(Inst::Any),
+                Node::Class(class) => {
+                    self.classes.push(class.clone());
+                    self.program.push(Inst::Class(self.classes.len() - 1));
+                }
+                Node::Assert(assertion) => self.program.push(Inst::Assert(*assertion)),
+                Node::Concat(items) => {
+                    for item in items {
+                        self.compile(item)?;
+                    }
+                }
+                Node::Alternation(branches) => {
+                    let mut jumps = Vec::new();
+                    for (i, branch) in branches.iter().enumerate() {
+                        if i + 1 == branches.len() {
+                            self.compile(branch)?;
+                            break;
+                        }
+                        let split = self.program.len();
+                        self.program.push(Inst::Split(split + 1, 0));
+                        self.compile(branch)?;
+                        jumps.push(self.program.len());
+                        self.program.push(Inst::Jump(0));
+                        self.program[split] = Inst::Split(split + 1, self.program.len());
+                    }
+                    let end = self.program.len();
+                    for jump in jumps {
+                        self.program[jump] = Inst::Jump(end);
+                    }
+                }
+                Node::Repeat { node, min, max } => {
+                    for _ in 0..*min {
+                        self.compile(node)?;
+                    }
+                    match max {
+                        None => {
+                            let split = self.program.len();
+                            self.program.push(Inst::Split(split + 1, 0));
+                            self.compile(node)?;
+                            self.program.push(Inst::Jump(split));
+                            self.program[split] = Inst::Split(split + 1, self.program.len());
+                        }
+                        Some(max) => {
+                            let mut splits = Vec::new();
+                            for _ in *min..*max {
+                                splits.push(self.program.len());
+                                self.program.push(Inst::Split(self.program.len() + 1, 0));
+                                self.compile(node)?;
+                            }
+                            let end = self.program.len();
+                            for split in splits {
+                                self.program[split] = Inst::Split(split + 1, end);
+                            }
+                        }
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::collections::HashMap;
+
+    fn object(value: Value) -> Map<String, Value> {
+        match value {
+            Value::Object(map) => map,
+            other => panic!("expected an object, got {other}"),
+        }
+    }
+
+    /// Runs `check` with a scope of job variables `job` and the outgoing values of `tasks`
+    /// (`{task_id: {name: value}}`).
+    fn with_scope<R>(job: Value, tasks: Value, check: impl FnOnce(&Scope) -> R) -> R {
+        let job = object(job);
+        let outgoing: HashMap<String, Map<String, Value>> = object(tasks)
+            .into_iter()
+            .map(|(id, values)| (id, object(values)))
+            .collect();
+        let lookup = |id: &str| outgoing.get(id);
+        let scope = Scope {
+            job: &job,
+            tasks: &lookup,
+        };
+        check(&scope)
+    }
+
+    fn run_alone(builtin: Builtin, incoming: Value) -> Outcome {
+        with_scope(json!({}), json!({}), |scope| {
+            run(builtin, &object(incoming), scope)
+        })
+    }
+
+    fn finished(finish_state: FinishState, outgoing: Value) -> Outcome {
+        Outcome::finished(finish_state, object(outgoing))
+    }
+
+    /// The message of an outcome that ended in error.
+    fn error_message(outcome: &Outcome) -> String {
+        match outcome {
+            Outcome::Finished {
+                finish_state: FinishState::Error,
+                error: Some(error),
+                ..
+            } => error["message"].as_str().unwrap_or_default().to_owned(),
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    fn task(app: &str, kind: &str, name: &str) -> Map<String, Value> {
+        object(json!({"app": app, "type": kind, "name": name, "variables": {}}))
+    }
+
+    #[test]
+    fn builtins_are_recognised_by_app_type_and_name() {
+        for builtin in Builtin::ALL {
+            let kind = if builtin == Builtin::Stub {
+                "automatic"
+            } else {
+                "operation"
+            };
+            assert_eq!(
+                Builtin::of(&task("WorkFlowEngine", kind, builtin.name())),
+                Some(builtin)
+            );
+        }
+    }
+
+    #[test]
+    fn other_workflow_engine_tasks_manual_tasks_and_adapter_tasks_are_not_builtins() {
+        for name in [
+            "childJob",
+            "transformation",
+            "forEach",
+            "push",
+            "arrayPush",
+            "Stub",
+        ] {
+            assert_eq!(
+                Builtin::of(&task("WorkFlowEngine", "operation", name)),
+                None
+            );
+        }
+        assert_eq!(Builtin::of(&task("WorkFlowEngine", "manual", "stub")), None);
+        assert_eq!(Builtin::of(&task("ServiceNow", "automatic", "query")), None);
+        assert_eq!(Builtin::of(&object(json!({"name": "query"}))), None);
+    }
+
+    // --- stub, newVariable, delay ---
+
+    #[test]
+    fn a_stub_passes_its_response_through_and_ends_as_its_type_says() {
+        assert_eq!(
+            run_alone(
+                Builtin::Stub,
+                json!({"delay": "", "response": "SUCCESS", "type": "success"})
+            ),
+            finished(FinishState::Success, json!({"response": "SUCCESS"}))
+        );
+        assert_eq!(
+            run_alone(Builtin::Stub, json!({"response": {"a": 1}})),
+            finished(FinishState::Success, json!({"response": {"a": 1}}))
+        );
+        assert_eq!(
+            run_alone(
+                Builtin::Stub,
+                json!({"delay": 0, "response": "no", "type": "failure"})
+            ),
+            finished(FinishState::Failure, json!({"response": "no"}))
+        );
+        let outcome = run_alone(
+            Builtin::Stub,
+            json!({"delay": "", "response": "", "type": "error"}),
+        );
+        assert_eq!(outcome.finish_state(), Some(FinishState::Error));
+        assert!(error_message(&outcome).starts_with("stub: "));
+    }
+
+    #[test]
+    fn a_stub_with_a_delay_waits_then_ends_as_its_type_says() {
+        let incoming = json!({"delay": "12", "response": "awesome", "type": "success"});
+        assert_eq!(
+            run_alone(Builtin::Stub, incoming.clone()),
+            Outcome::Wait {
+                delay: Duration::from_secs(12)
+            }
+        );
+        assert_eq!(
+            finish_wait(Builtin::Stub, &object(incoming)),
+            finished(FinishState::Success, json!({"response": "awesome"}))
+        );
+    }
+
+    #[test]
+    fn a_stub_with_an_unknown_type_or_a_bad_delay_ends_in_error() {
+        let outcome = run_alone(Builtin::Stub, json!({"type": "maybe"}));
+        assert_eq!(
+            error_message(&outcome),
+            "stub: type must be success, failure or error, not \"maybe\""
+        );
+        let outcome = run_alone(Builtin::Stub, json!({"type": "success", "delay": "soon"}));
+        assert_eq!(
+            error_message(&outcome),
+            "stub: delay must be a number of seconds, not \"soon\""
+        );
+    }
+
+    #[test]
+    fn new_variable_sets_the_job_variable_and_outputs_the_value() {
+        assert_eq!(
+            run_alone(
+                Builtin::NewVariable,
+                json!({"name": "status", "value": ["a"]})
+            ),
+            Outcome::Finished {
+                finish_state: FinishState::Success,
+                outgoing: object(json!({"value": ["a"]})),
+                job_writes: vec![("status".to_owned(), json!(["a"]))],
+                error: None,
+            }
+        );
+    }
+
+    #[test]
+    fn new_variable_without_a_name_ends_in_error() {
+        for (incoming, message) in [
+            (json!({"value": 1}), "newVariable: name is missing"),
+            (
+                json!({"name": "", "value": 1}),
+                "newVariable: name is empty",
+            ),
+            (
+                json!({"name": null}),
+                "newVariable: name must be a string, not null",
+            ),
+        ] {
+            assert_eq!(
+                error_message(&run_alone(Builtin::NewVariable, incoming)),
+                message
+            );
+        }
+    }
+
+    #[test]
+    fn delay_waits_its_time_in_seconds_then_reports_milliseconds() {
+        for (time, wait, millis) in [
+            (json!(60), Duration::from_secs(60), json!(60000)),
+            (json!("2.5"), Duration::from_millis(2500), json!(2500)),
+            (json!(0), Duration::ZERO, json!(0)),
+        ] {
+            let incoming = json!({ "time": time });
+            assert_eq!(
+                run_alone(Builtin::Delay, incoming.clone()),
+                Outcome::Wait { delay: wait }
+            );
+            assert_eq!(
+                finish_wait(Builtin::Delay, &object(incoming)),
+                finished(
+                    FinishState::Success,
+                    json!({ "time_in_milliseconds": millis })
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn delay_refuses_negative_overlong_and_non_numeric_times() {
+        for (time, message) in [
+            (json!(-1), "delay: time must not be negative, not -1"),
+            (
+                json!(2_592_001),
+                "delay: time must be at most 2592000 seconds (30 days), not 2592001",
+            ),
+            (
+                json!("a minute"),
+                "delay: time must be a number of seconds, not \"a minute\"",
+            ),
+            (
+                json!(null),
+                "delay: time must be a number of seconds, not null",
+            ),
+            (
+                json!({}),
+                "delay: time must be a number of seconds, not an object",
+            ),
+        ] {
+            assert_eq!(
+                error_message(&run_alone(Builtin::Delay, json!({ "time": time }))),
+                message
+            );
+        }
+        assert_eq!(
+            error_message(&finish_wait(Builtin::Query, &Map::new())),
+            "query: the task does not wait"
+        );
+    }
+
+    // --- evaluation operators ---
+
+    fn holds(left: Value, operator: &str, right: Value) -> bool {
+        compare(operator, &left, &right).unwrap_or_else(|why| panic!("{why}"))
+    }
+
+    #[test]
+    fn equality_infers_the_first_operand_and_converts_the_second_to_its_type() {
+        let equal = [
+            (json!("500"), json!(500)),
+            (json!(500), json!("500")),
+            (json!("1.0"), json!(1)),
+            (json!(1), json!(1.0)),
+            (json!("true"), json!(true)),
+            (json!(true), json!("true")),
+            (json!("SUCCESS"), json!("SUCCESS")),
+            (json!("abc"), json!("abc")),
+            (json!(""), json!("")),
+            (json!([1, {"a": 2}]), json!("[1, {\"a\": 2.0}]")),
+            (json!({"a": [1]}), json!({"a": [1.0]})),
+            (json!("5"), json!(" 5 ")),
+        ];
+        for (left, right) in equal {
+            assert!(
+                holds(left.clone(), "==", right.clone()),
+                "{left} == {right}"
+            );
+            assert!(
+                !holds(left.clone(), "!=", right.clone()),
+                "{left} != {right}"
+            );
+        }
+        let unequal = [
+            (json!("abc"), json!(5)),
+            (json!(5), json!("abc")),
+            (json!(true), json!(1)),
+            (json!("SUCCESS"), json!("success")),
+            (json!([1, 2]), json!([2, 1])),
+            (json!({"a": 1}), json!({"a": 1, "b": 2})),
+            (json!([]), json!(0)),
+            (json!("abc"), json!(["abc"])),
+        ];
+        for (left, right) in unequal {
+            assert!(
+                !holds(left.clone(), "==", right.clone()),
+                "{left} == {right}"
+            );
+            assert!(
+                holds(left.clone(), "!=", right.clone()),
+                "{left} != {right}"
+            );
+        }
+    }
+
+    #[test]
+    fn null_equals_only_null() {
+        assert!(holds(json!(null), "==", json!(null)));
+        assert!(holds(json!("null"), "==", json!(null)));
+        assert!(!holds(json!(null), "==", json!("null")));
+        assert!(!holds(json!(null), "==", json!("")));
+        assert!(!holds(json!(""), "==", json!(null)));
+        assert!(holds(json!({"error": 1}), "!=", json!(null)));
+        assert!(holds(json!(null), "!=", json!(0)));
+        assert!(!holds(json!(null), "!=", json!(null)));
+    }
+
+    #[test]
+    fn ordering_compares_numbers_texts_and_booleans() {
+        let less = [
+            (json!(1), json!(2)),
+            (json!("9"), json!(10)),
+            (json!(9), json!("10")),
+            (json!("1.5"), json!("2")),
+            (json!(-2), json!(0)),
+            (json!("abc"), json!("abd")),
+            (json!("B"), json!("a")),
+            (json!(false), json!(true)),
+        ];
+        for (left, right) in less {
+            assert!(holds(left.clone(), "<", right.clone()), "{left} < {right}");
+            assert!(
+                holds(left.clone(), "<=", right.clone()),
+                "{left} <= {right}"
+            );
+            assert!(!holds(left.clone(), ">", right.clone()), "{left} > {right}");
+            assert!(
+                !holds(left.clone(), ">=", right.clone()),
+                "{left} >= {right}"
+            );
+            assert!(holds(right.clone(), ">", left.clone()), "{right} > {left}");
+        }
+        assert!(holds(json!(0), ">=", json!(0)));
+        assert!(holds(json!("0"), "<=", json!(0)));
+        // The second operand takes the first's type: text, here, compared as text; a number
+        // first, the text cannot become one.
+        assert!(holds(json!("10.0.1"), "<", json!(2)));
+        assert!(!holds(json!(2), ">", json!("10.0.1")));
+        for (left, right) in [
+            (json!(null), json!(1)),
+            (json!(1), json!(null)),
+            (json!(5), json!("five")),
+            (json!({"a": 1}), json!(1)),
+            (json!(true), json!(1)),
+        ] {
+            for operator in ["<", "<=", ">", ">="] {
+                assert!(
+                    !holds(left.clone(), operator, right.clone()),
+                    "{left} {operator} {right}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn ordering_counts_an_array_against_a_number() {
+        assert!(holds(json!([]), "<", json!(1)));
+        assert!(!holds(json!([{"returnStatus": "FAILED"}]), "<", json!(1)));
+        assert!(holds(json!([1, 2, 3]), ">", json!("2")));
+        assert!(holds(json!(2), "<", json!([1, 2, 3])));
+        assert!(holds(json!("[]"), "<", json!(1)));
+        assert!(!holds(json!([1]), "<", json!([1, 2])));
+    }
+
+    #[test]
+    fn contains_matches_a_pattern_in_text() {
+        assert!(holds(
+            json!("Object Not Present in pool"),
+            "contains",
+            json!("Not Present")
+        ));
+        assert!(holds(json!("CHG0030001"), "contains", json!("CHG")));
+        assert!(holds(json!("CHG0030001"), "contains", json!("^CHG\\d+$")));
+        assert!(!holds(json!("RITM0001"), "contains", json!("^CHG")));
+        assert!(!holds(json!("version 9.2(4)"), "contains", json!("9.2(4)")));
+        assert!(holds(
+            json!("version 9.2(4)"),
+            "contains",
+            json!("9\\.2\\(4\\)")
+        ));
+        assert!(holds(json!("status: true"), "contains", json!(true)));
+        assert!(holds(json!(12345), "contains", json!(234)));
+        assert!(holds(json!(true), "contains", json!(true)));
+        assert!(holds(json!("{\"a\": 1}"), "contains", json!("\"a\"")));
+        assert!(!holds(json!("abc"), "contains", json!(null)));
+        assert!(!holds(json!("abc"), "contains", json!(["abc"])));
+        assert!(holds(json!("abc"), "contains", json!("")));
+    }
+
+    #[test]
+    fn contains_looks_for_an_element_in_an_array_and_a_key_in_an_object() {
+        assert!(holds(
+            json!(["10.10.10.10"]),
+            "contains",
+            json!("10.10.10.10")
+        ));
+        assert!(!holds(
+            json!(["10.10.10.10"]),
+            "contains",
+            json!("10.10.10.1")
+        ));
+        assert!(holds(json!([200, 404]), "contains", json!("404")));
+        assert!(holds(
+            json!(["SUCCESS", "FAILURE"]),
+            "contains",
+            json!("FAILURE")
+        ));
+        assert!(holds(json!({"id": 1}), "contains", json!("id")));
+        assert!(holds(json!({"1": "x"}), "contains", json!(1)));
+        assert!(!holds(json!({"id": 1}), "contains", json!("name")));
+        assert!(!holds(json!(null), "contains", json!("x")));
+    }
+
+    #[test]
+    fn not_contains_is_the_negation_of_contains() {
+        for (left, right) in [
+            (json!("Not all devices available"), json!("Not all devices")),
+            (json!("all good"), json!("FAILURE")),
+            (json!(["SUCCESS"]), json!("FAILURE")),
+            (json!({"a": 1}), json!("a")),
+            (json!(null), json!("x")),
+        ] {
+            assert_eq!(
+                holds(left.clone(), "!contains", right.clone()),
+                !holds(left, "contains", right)
+            );
+        }
+        assert!(holds(json!(null), "!contains", json!("x")));
+    }
+
+    #[test]
+    fn an_unknown_operator_is_false() {
+        for operator in ["regex", "in", "startsWith", "===", ""] {
+            assert!(!holds(json!("a"), operator, json!("a")), "{operator}");
+        }
+    }
+
+    #[test]
+    fn a_contains_pattern_that_cannot_run_is_an_error() {
+        assert_eq!(
+            compare("contains", &json!("a(b"), &json!("a(")),
+            Err("contains: the pattern \"a(\" has an unterminated group".to_owned())
+        );
+        assert_eq!(
+            compare("!contains", &json!("aa"), &json!("(a)\\1")),
+            Err(
+                "contains: the pattern \"(a)\\\\1\" has a backreference or octal escape, which is not supported"
+                    .to_owned()
+            )
+        );
+    }
+
+    // --- evaluation tasks ---
+
+    fn evaluation_of(all: bool, groups: Value) -> Value {
+        json!({"all_true_flag": all, "evaluation_groups": groups})
+    }
+
+    fn static_check(left: Value, operator: &str, right: Value) -> Value {
+        json!({
+            "operand_1": {"task": "static", "variable": left},
+            "operator": operator,
+            "operand_2": {"task": "static", "variable": right},
+            "query": "",
+        })
+    }
+
+    #[test]
+    fn evaluation_groups_combine_by_their_all_true_flags() {
+        let yes = static_check(json!(1), "==", json!(1));
+        let no = static_check(json!(1), "==", json!(2));
+        let success = finished(FinishState::Success, json!({"return_value": true}));
+        let failure = finished(FinishState::Failure, json!({}));
+        let mixed = json!([
+            {"all_true_flag": true, "evaluations": [yes, no]},
+            {"all_true_flag": false, "evaluations": [no, yes]},
+        ]);
+        assert_eq!(
+            run_alone(Builtin::Evaluation, evaluation_of(false, mixed.clone())),
+            success
+        );
+        assert_eq!(
+            run_alone(Builtin::Evaluation, evaluation_of(true, mixed)),
+            failure
+        );
+        let both = json!([{"all_true_flag": true, "evaluations": [yes, yes]}]);
+        assert_eq!(
+            run_alone(Builtin::Evaluation, evaluation_of(true, both)),
+            success
+        );
+        assert_eq!(
+            run_alone(Builtin::Evaluation, evaluation_of(true, json!([]))),
+            success
+        );
+        assert_eq!(
+            run_alone(Builtin::Evaluation, evaluation_of(false, json!([]))),
+            failure
+        );
+    }
+
+    #[test]
+    fn evaluation_reads_operands_from_the_job_and_earlier_tasks_through_their_queries() {
+        let incoming = evaluation_of(
+            false,
+            json!([{"all_true_flag": true, "evaluations": [
+                {
+                    "operand_1": {"task": "job", "variable": "device"},
+                    "operator": "==",
+                    "operand_2": {"task": "1a2b", "variable": "result", "editable": true},
+                    "query": "name",
+                    "rightQuery": "response.hostname",
+                },
+                {
+                    "operand_1": {"task": "1a2b", "variable": "result"},
+                    "operator": ">",
+                    "operand_2": {"task": "static", "variable": 1},
+                    "query": "response.interfaces",
+                },
+            ]}]),
+        );
+        let outcome = with_scope(
+            json!({"device": {"name": "ios-1"}}),
+            json!({"1a2b": {"result": {"response": {"hostname": "ios-1", "interfaces": ["g0", "g1"]}}}}),
+            |scope| run(Builtin::Evaluation, &object(incoming), scope),
+        );
+        assert_eq!(outcome.finish_state(), Some(FinishState::Success));
+    }
+
+    #[test]
+    fn a_malformed_evaluation_ends_in_error() {
+        for (incoming, message) in [
+            (
+                json!({}),
+                "evaluation: evaluation_groups must be an array, not null",
+            ),
+            (
+                json!({"evaluation_groups": [1]}),
+                "evaluation: each evaluation group must be an object, not a number",
+            ),
+            (
+                json!({"evaluation_groups": [{"evaluations": [{"operand_1": 1}]}]}),
+                "evaluation: an evaluation's operator must be a string, not null",
+            ),
+            (
+                json!({"evaluation_groups": [{"evaluations": [
+                    {"operand_1": 1, "operator": "==", "operand_2": 1, "query": "a{b}"}
+                ]}]}),
+                "evaluation: query uses an inner query `{...}`, which is not supported",
+            ),
+            (
+                json!({"all_true_flag": "yes", "evaluation_groups": []}),
+                "evaluation: all_true_flag must be true or false, not \"yes\"",
+            ),
+        ] {
+            assert_eq!(
+                error_message(&run_alone(Builtin::Evaluation, incoming)),
+                message
+            );
+        }
+        let many = vec![static_check(json!(1), "==", json!(1)); MAX_EVALUATIONS + 1];
+        let incoming = evaluation_of(true, json!([{"all_true_flag": true, "evaluations": many}]));
+        assert_eq!(
+            error_message(&run_alone(Builtin::Evaluation, incoming)),
+            format!("evaluation: holds more than {MAX_EVALUATIONS} evaluations")
+        );
+    }
+
+    // --- queries ---
+
+    fn sample() -> Value {
+        json!({
+            "response": {
+                "id": 7,
+                "text": "hello",
+                "items": [
+                    {"name": "a", "status": "added", "n": 1, "up": true},
+                    {"name": "b", "status": "removed", "n": 2, "up": false},
+                    {"name": "c", "status": "added", "n": 3, "up": true},
+                ],
+                "versa-tasks.task": {"versa-tasks.task-status": "COMPLETED"},
+                "a:b": 5,
+                "groups": {"x": [1, 2], "y": [3]},
+                "entry": [{"@name": ""}, {"@name": "rule-1"}, {"@name": "rule-2"}],
+            }
+        })
+    }
+
+    fn found(path: &str) -> Value {
+        query(&sample(), path).unwrap_or_else(|why| panic!("{path}: {why}"))
+    }
+
+    #[test]
+    fn query_paths_take_keys_indexes_and_plucks() {
+        assert_eq!(found(""), sample());
+        assert_eq!(found("response.id"), json!(7));
+        assert_eq!(found(".response.id"), json!(7));
+        assert_eq!(found("response.items[0].name"), json!("a"));
+        assert_eq!(found("response.items.0.name"), json!("a"));
+        assert_eq!(found("response.items[2].name"), json!("c"));
+        assert_eq!(found("response.items[3].name"), json!(null));
+        assert_eq!(found("response.items.name"), json!(["a", "b", "c"]));
+        assert_eq!(found("response.items[name]"), json!(["a", "b", "c"]));
+        assert_eq!(found("response.items[*name]"), json!(["a", "b", "c"]));
+        assert_eq!(
+            found("response[versa-tasks.task][versa-tasks.task-status]"),
+            json!("COMPLETED")
+        );
+        assert_eq!(found("response.text.length"), json!(5));
+        assert_eq!(found("response.text[1]"), json!("e"));
+        assert_eq!(found("response.items.length"), json!([]));
+        assert_eq!(found("response.missing.deeper"), json!(null));
+        assert_eq!(found("response.id.deeper"), json!(null));
+        assert_eq!(found("response.items[0].up.deeper"), json!(null));
+    }
+
+    #[test]
+    fn query_filters_select_the_first_or_every_matching_element() {
+        assert_eq!(found("response.items[status=removed].name"), json!("b"));
+        assert_eq!(found("response.items[status=none]"), json!(null));
+        assert_eq!(
+            found("response.items[*status=added].name"),
+            json!(["a", "c"])
+        );
+        assert_eq!(found("response.items[*status=none]"), json!([]));
+        assert_eq!(found("response.items[*status!=added].name"), json!(["b"]));
+        assert_eq!(found("response.items[*n>=2].name"), json!(["b", "c"]));
+        assert_eq!(found("response.items[*n<2].name"), json!(["a"]));
+        assert_eq!(found("response.items[*n=2.0].name"), json!(["b"]));
+        assert_eq!(found("response.items[*up=true].name"), json!(["a", "c"]));
+        assert_eq!(
+            found("response.items[*name~/^[ab]$/].name"),
+            json!(["a", "b"])
+        );
+        assert_eq!(
+            found("response.items[*name!~/^A$/i].name"),
+            json!(["b", "c"])
+        );
+        assert_eq!(found("response.items[*status~move].name"), json!(["b"]));
+        assert_eq!(
+            found("response.items[*status=added & n>1].name"),
+            json!(["c"])
+        );
+        assert_eq!(found("response.items[*n=1 | n=2].name"), json!(["a", "b"]));
+        assert_eq!(found("response[status=added]"), json!(null));
+    }
+
+    #[test]
+    fn query_values_deep_lookups_alternatives_and_get() {
+        assert_eq!(found("response.groups[*]"), json!([[1, 2], [3]]));
+        assert_eq!(found("response.groups[**]"), json!([1, 2, 3]));
+        assert_eq!(found("response.items[*].n"), json!([1, 2, 3]));
+        assert_eq!(found("response.entry[].@name"), json!("rule-1"));
+        assert_eq!(found("response.entry[]"), found("response.entry"));
+        assert_eq!(found("response.missing|response.id"), json!(7));
+        assert_eq!(found("response.id|response.text"), json!(7));
+        assert_eq!(found("response.missing|response.other"), json!(null));
+        assert_eq!(found("response:get(a:b)"), json!(5));
+        assert_eq!(
+            found("response:get(versa-tasks.task).versa-tasks"),
+            json!(null)
+        );
+    }
+
+    #[test]
+    fn query_refuses_syntax_it_does_not_support_and_overlong_paths() {
+        for (path, message) in [
+            (
+                "a{b}",
+                "uses an inner query `{...}`, which is not supported",
+            ),
+            ("a[{b}]", "uses `[{b}]`, which is not supported"),
+            (
+                "a[x={b}]",
+                "uses `{b}` in a condition: inner queries and parameters are not supported",
+            ),
+            ("a[?]", "uses `[?]`, which is not supported"),
+            ("..a", "uses `..`, which is not supported"),
+            (
+                "a:select(x)",
+                "uses the helper `:select`, which is not supported (only `:get`)",
+            ),
+            ("a[b", "has an unclosed `[`"),
+            ("a]", "has an unmatched `]`"),
+            ("a(b)", "has arguments `(...)` that follow no helper"),
+            (
+                "a[x~/a{2,1}/]",
+                "has a regular expression /a{2,1}/ with a {n,m} quantifier with its numbers out of order",
+            ),
+        ] {
+            assert_eq!(query(&sample(), path), Err(message.to_owned()), "{path}");
+        }
+        let long = "a".repeat(MAX_QUERY_LEN + 1);
+        assert_eq!(
+            query(&sample(), &long),
+            Err(format!("is longer than {MAX_QUERY_LEN} bytes"))
+        );
+        let steps = vec!["a"; MAX_QUERY_STEPS + 1].join(".");
+        assert_eq!(
+            query(&sample(), &steps),
+            Err(format!("takes more than {MAX_QUERY_STEPS} steps"))
+        );
+    }
+
+    #[test]
+    fn the_query_task_fails_on_nothing_unless_told_to_pass_on_null() {
+        let obj = sample();
+        assert_eq!(
+            run_alone(
+                Builtin::Query,
+                json!({"obj": obj, "query": "response.id", "pass_on_null": false})
+            ),
+            finished(FinishState::Success, json!({"return_data": 7}))
+        );
+        assert_eq!(
+            run_alone(
+                Builtin::Query,
+                json!({"obj": obj, "query": "response.none", "pass_on_null": false})
+            ),
+            finished(FinishState::Failure, json!({"return_data": null}))
+        );
+        assert_eq!(
+            run_alone(
+                Builtin::Query,
+                json!({"obj": obj, "query": "response.none", "pass_on_null": true})
+            ),
+            finished(FinishState::Success, json!({"return_data": null}))
+        );
+        assert_eq!(
+            run_alone(Builtin::Query, json!({"obj": {"n": 0}, "query": "n"})),
+            finished(FinishState::Success, json!({"return_data": 0}))
+        );
+        assert_eq!(
+            error_message(&run_alone(
+                Builtin::Query,
+                json!({"obj": obj, "query": null})
+            )),
+            "query: query must be a string, not null"
+        );
+        assert_eq!(
+            error_message(&run_alone(
+                Builtin::Query,
+                json!({"obj": obj, "query": "a:b"})
+            )),
+            "query: query uses the helper `:b`, which is not supported (only `:get`)"
+        );
+    }
+
+    // --- merge, makeData ---
+
+    #[test]
+    fn merge_builds_an_object_from_its_operands() {
+        let incoming = json!({"data_to_merge": [
+            {"key": "filePath", "value": {"editable": true, "task": "job", "variable": "filePath"}},
+            {"key": "content", "value": {"task": "3ea5", "variable": "return_data"}},
+            {"key": "branch", "value": {"task": "static", "variable": "main"}},
+            {"key": "missing", "value": {"task": "job", "variable": "nothing"}},
+        ]});
+        let outcome = with_scope(
+            json!({"filePath": "dir/a.txt"}),
+            json!({"3ea5": {"return_data": {"text": "x"}}}),
+            |scope| run(Builtin::Merge, &object(incoming), scope),
+        );
+        assert_eq!(
+            outcome,
+            finished(
+                FinishState::Success,
+                json!({"merged_object": {
+                    "filePath": "dir/a.txt",
+                    "content": {"text": "x"},
+                    "branch": "main",
+                    "missing": null,
+                }})
+            )
+        );
+    }
+
+    #[test]
+    fn merge_collects_a_repeated_key_into_an_array() {
+        let entry =
+            |value: i64| json!({"key": "ip", "value": {"task": "static", "variable": value}});
+        let incoming = json!({"data_to_merge": [entry(1), entry(2), entry(3)]});
+        assert_eq!(
+            run_alone(Builtin::Merge, incoming),
+            finished(
+                FinishState::Success,
+                json!({"merged_object": {"ip": [1, 2, 3]}})
+            )
+        );
+    }
+
+    #[test]
+    fn a_malformed_merge_ends_in_error() {
+        assert_eq!(
+            error_message(&run_alone(Builtin::Merge, json!({"data_to_merge": "x"}))),
+            "merge: data_to_merge must be an array, not a string"
+        );
+        assert_eq!(
+            error_message(&run_alone(
+                Builtin::Merge,
+                json!({"data_to_merge": [{"value": 1}]})
+            )),
+            "merge: each entry of data_to_merge must have a string key"
+        );
+    }
+
+    fn made(input: Value, output_type: &str, variables: Value) -> Outcome {
+        run_alone(
+            Builtin::MakeData,
+            json!({"input": input, "outputType": output_type, "variables": variables}),
+        )
+    }
+
+    fn output(value: Value) -> Outcome {
+        finished(FinishState::Success, json!({ "output": value }))
+    }
+
+    #[test]
+    fn make_data_fills_placeholders_and_reads_the_output_type() {
+        assert_eq!(
+            made(
+                json!("Who are you <!var1!>"),
+                "string",
+                json!({"var1": "I'm Batman"})
+            ),
+            output(json!("Who are you I'm Batman"))
+        );
+        assert_eq!(
+            made(
+                json!("{\"name\":\"<!var1!>\",\"last\":\"Wayne\"}"),
+                "json",
+                json!({"var1": "Bruce"})
+            ),
+            output(json!({"name": "Bruce", "last": "Wayne"}))
+        );
+        assert_eq!(
+            made(
+                json!("<!a!>/<!b!>/<!c!>/<!d!>/<!e!>"),
+                "string",
+                json!({"a": 1.5, "b": true, "c": null, "d": [1], "e": {"k": "v"}})
+            ),
+            output(json!("1.5/true/null/[1]/{\"k\":\"v\"}"))
+        );
+        assert_eq!(
+            made(json!("<!unknown!> and <!a"), "string", json!({"a": 1})),
+            output(json!("<!unknown!> and <!a"))
+        );
+        assert_eq!(made(json!("0"), "number", json!("")), output(json!(0)));
+        assert_eq!(
+            made(json!(" 2.50 "), "number", json!(null)),
+            output(json!(2.5))
+        );
+        assert_eq!(made(json!(42), "number", json!("")), output(json!(42)));
+        assert_eq!(
+            made(json!("true"), "boolean", json!("")),
+            output(json!(true))
+        );
+        assert_eq!(
+            made(json!("[\"/a\"\n]"), "array", json!("")),
+            output(json!(["/a"]))
+        );
+        assert_eq!(
+            made(json!({"a": 1}), "json", json!("")),
+            output(json!({"a": 1}))
+        );
+    }
+
+    #[test]
+    fn make_data_says_why_its_input_cannot_be_read() {
+        for (outcome, message) in [
+            (made(json!("abc"), "number", json!("")), "makeData: \"abc\" is not a number"),
+            (made(json!("yes"), "boolean", json!("")), "makeData: \"yes\" is not true or false"),
+            (
+                made(json!("{\"a\":"), "json", json!("")),
+                "makeData: the input is not JSON: EOF while parsing a value at line 1 column 5",
+            ),
+            (made(json!("{}"), "array", json!("")), "makeData: the input is an object, not an array"),
+            (
+                made(json!("x"), "xml", json!("")),
+                "makeData: outputType must be one of string, number, boolean, json, array, not \"xml\"",
+            ),
+            (
+                made(json!("x"), "string", json!("$var.688.fullPrebuiltName")),
+                "makeData: variables must be an object (or \"\" for none), not a string",
+            ),
+            (made(json!(null), "string", json!("")), "makeData: input is missing"),
+            (
+                made(json!("\"\\u0000\""), "json", json!("")),
+                "makeData: the output holds the character U+0000, which cannot be stored",
+            ),
+        ] {
+            assert_eq!(error_message(&outcome), message);
+        }
+    }
+
+    #[test]
+    fn make_data_bounds_the_filled_text() {
+        let long_name = "n".repeat(MAX_PLACEHOLDER_NAME + 1);
+        let template = format!("<!{long_name}!>");
+        let variables = Value::Object(Map::from_iter([(long_name, json!(1))]));
+        assert_eq!(
+            made(json!(template), "string", variables),
+            output(json!(template))
+        );
+        let unclosed = format!("{}!>", "<!".repeat(200_000));
+        assert_eq!(
+            made(json!(unclosed), "string", json!({"a": 1})),
+            output(json!(unclosed))
+        );
+        let big = "x".repeat(1 << 20);
+        let template = "<!v!>".repeat(5);
+        assert_eq!(
+            error_message(&made(json!(template), "string", json!({ "v": big }))),
+            format!("makeData: the filled input is longer than {MAX_MAKE_DATA_OUTPUT} bytes")
+        );
+        assert_eq!(
+            error_message(&made(
+                json!("x".repeat(MAX_TEMPLATE_LEN + 1)),
+                "string",
+                json!("")
+            )),
+            format!("makeData: input is longer than {MAX_TEMPLATE_LEN} bytes")
+        );
+    }
+
+    // --- patterns ---
+
+    fn matches(source: &str, flags: &str, text: &str) -> bool {
+        pattern::Pattern::new(source, flags)
+            .and_then(|pattern| pattern.is_match(text))
+            .unwrap_or_else(|why| panic!("/{source}/{flags}: {why}"))
+    }
+
+    #[test]
+    fn patterns_follow_javascript_regular_expressions() {
+        let cases = [
+            ("a.c", "", "xabcx", true),
+            ("a.c", "", "a\nc", false),
+            ("a.c", "s", "a\nc", true),
+            ("^abc$", "", "abc", true),
+            ("^abc$", "", "xabc", false),
+            ("^b", "", "a\nb", false),
+            ("^b", "m", "a\nb", true),
+            ("9.2(4)", "", "9.2(4)", false),
+            ("9.2(4)", "", "9x24", true),
+            ("[a-c]+x", "", "zzbbx", true),
+            ("[^0-9]", "", "123", false),
+            ("[^]", "", "a", true),
+            ("[]", "", "a", false),
+            ("\\d{3}-\\d{4}", "", "call 555-1234", true),
+            ("\\bcat\\b", "", "a cat here", true),
+            ("\\bcat\\b", "", "concat", false),
+            ("\\Bcat", "", "concat", true),
+            ("SUCCESS|COMPLETED", "", "job COMPLETED", true),
+            ("(?:ab)+$", "", "xababab", true),
+            ("abc", "i", "xABCx", true),
+            ("[a-z]+", "i", "ABC", true),
+            ("^a{2,3}$", "", "aaa", true),
+            ("^a{2,3}$", "", "aaaa", false),
+            ("^a{2}$", "", "aa", true),
+            ("^a{2,}$", "", "aaaaa", true),
+            ("a{b", "", "a{b", true),
+            ("a+?b", "", "aaab", true),
+            ("colou?r", "", "color", true),
+            ("\\s+\\S", "", "  x", true),
+            ("\\w+@\\w+\\.com", "", "mail me@example.com", true),
+            ("[\\d.]+", "", "v1.2", true),
+            ("[a\\-z]", "", "-", true),
+            ("\\x41\\u0042", "", "AB", true),
+            ("", "", "", true),
+            ("^$", "", "", true),
+            ("(a|)+b", "", "b", true),
+        ];
+        for (source, flags, text, expected) in cases {
+            assert_eq!(
+                matches(source, flags, text),
+                expected,
+                "/{source}/{flags} on {text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn patterns_take_time_linear_in_the_text() {
+        let text = "a".repeat(20_000);
+        assert!(!matches("(a*)*b", "", &text));
+        assert!(!matches("^(a|aa)+$", "", &format!("{text}b")));
+        let pattern =
+            pattern::Pattern::new("(?:a*){50}z", "").unwrap_or_else(|why| panic!("{why}"));
+        assert_eq!(
+            pattern.is_match_within(&"a".repeat(1000), 10_000),
+            Err("takes more than 10000 steps to match this text".to_owned())
+        );
+    }
+
+    #[test]
+    fn patterns_this_service_cannot_run_are_refused_with_a_reason() {
+        for (source, flags, message) in [
+            ("a(", "", "an unterminated group"),
+            ("a)", "", "an unmatched `)`"),
+            (
+                "(?=a)",
+                "",
+                "lookaround or a named group, which is not supported",
+            ),
+            (
+                "(a)\\1",
+                "",
+                "a backreference or octal escape, which is not supported",
+            ),
+            ("*a", "", "a quantifier with nothing to repeat"),
+            ("a**", "", "a quantifier with nothing to repeat"),
+            ("^*", "", "a quantifier with nothing to repeat"),
+            (
+                "a{3,2}",
+                "",
+                "a {n,m} quantifier with its numbers out of order",
+            ),
+            ("a{1001}", "", "a repetition count above 1000"),
+            ("[b-a]", "", "a range out of order in a character class"),
+            ("[ab", "", "an unterminated character class"),
+            ("a\\", "", "a `\\` at the end"),
+            ("a", "x", "an unknown flag `x`"),
+        ] {
+            assert_eq!(
+                pattern::Pattern::new(source, flags).err(),
+                Some(message.to_owned()),
+                "/{source}/{flags}"
+            );
+        }
+        assert_eq!(
+            pattern::Pattern::new(&"a".repeat(MAX_PATTERN_LEN + 1), "").err(),
+            Some(format!("more than {MAX_PATTERN_LEN} characters"))
+        );
+        assert!(pattern::Pattern::new("(a{1000}){1000}", "")
+            .err()
+            .is_some_and(|why| why.ends_with("instructions once compiled")));
+    }
+
+    // --- the corpus ---
+
+    /// Every workflow of the corpus: (file name, workflow document).
+    fn corpus() -> &'static [(String, Map<String, Value>)] {
+        static CORPUS: std::sync::OnceLock<Vec<(String, Map<String, Value>)>> =
+            std::sync::OnceLock::new();
+        CORPUS.get_or_init(read_corpus)
+    }
+
+    fn read_corpus() -> Vec<(String, Map<String, Value>)> {
+        let root =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/itential-assets");
+        let mut found = Vec::new();
+        let mut folders = vec![root];
+        while let Some(folder) = folders.pop() {
+            let entries = std::fs::read_dir(&folder).unwrap_or_else(|why| panic!("{why}"));
+            for entry in entries {
+                let path = entry.unwrap_or_else(|why| panic!("{why}")).path();
+                if path.is_dir() {
+                    folders.push(path);
+                } else if path
+                    .extension()
+                    .is_some_and(|extension| extension == "json")
+                {
+                    let text = std::fs::read_to_string(&path).unwrap_or_else(|why| panic!("{why}"));
+                    let workflow =
+                        object(serde_json::from_str(&text).unwrap_or_else(|why| panic!("{why}")));
+                    found.push((path.display().to_string(), workflow));
+                }
+            }
+        }
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        found
+    }
+
+    fn corpus_task(file: &str, task_id: &str) -> Map<String, Value> {
+        let (_, workflow) = corpus()
+            .iter()
+            .find(|(path, _)| path.ends_with(file))
+            .unwrap_or_else(|| panic!("{file} is not in the corpus"));
+        object(workflow["tasks"][task_id].clone())
+    }
+
+    #[test]
+    fn every_builtin_task_of_the_corpus_runs_to_a_finish_state() {
+        let mut seen: HashMap<Builtin, usize> = HashMap::new();
+        for (file, workflow) in corpus() {
+            let Some(Value::Object(tasks)) = workflow.get("tasks") else {
+                panic!("{file} has no tasks");
+            };
+            for (task_id, task) in tasks {
+                let Value::Object(task) = task else { continue };
+                let Some(builtin) = Builtin::of(task) else {
+                    continue;
+                };
+                *seen.entry(builtin).or_default() += 1;
+                let incoming = task["variables"]["incoming"]
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default();
+                let outcome = with_scope(json!({}), json!({}), |scope| {
+                    let resolved = variables::resolve_incoming(&incoming, scope);
+                    match run(builtin, &resolved, scope) {
+                        Outcome::Wait { .. } => finish_wait(builtin, &resolved),
+                        finished => finished,
+                    }
+                });
+                let context = format!("{file} task {task_id} ({}): {outcome:?}", builtin.name());
+                assert!(outcome.finish_state().is_some(), "{context}");
+                // Every evaluation and query path of the corpus is one this service reads.
+                if builtin == Builtin::Evaluation {
+                    assert_ne!(
+                        outcome.finish_state(),
+                        Some(FinishState::Error),
+                        "{context}"
+                    );
+                }
+                if builtin == Builtin::Query
+                    && incoming["query"]
+                        .as_str()
+                        .is_some_and(|path| !path.starts_with("$var."))
+                {
+                    assert_ne!(
+                        outcome.finish_state(),
+                        Some(FinishState::Error),
+                        "{context}"
+                    );
+                }
+            }
+        }
+        let expected = HashMap::from([
+            (Builtin::Stub, 76),
+            (Builtin::NewVariable, 54),
+            (Builtin::Delay, 9),
+            (Builtin::Evaluation, 274),
+            (Builtin::Query, 151),
+            (Builtin::Merge, 59),
+            (Builtin::MakeData, 13),
+        ]);
+        assert_eq!(seen, expected);
+    }
+
+    /// Runs corpus task `task_id` of `file` with the given job variables and earlier results,
+    /// and the job variables its outgoing mapping writes.
+    fn run_corpus_task(
+        file: &str,
+        task_id: &str,
+        job: Value,
+        tasks: Value,
+    ) -> (Outcome, Vec<(String, Value)>) {
+        let task = corpus_task(file, task_id);
+        let builtin =
+            Builtin::of(&task).unwrap_or_else(|| panic!("{file} {task_id} is not a builtin"));
+        let incoming = task["variables"]["incoming"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        let spec = task["variables"]["outgoing"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        let outcome = with_scope(job, tasks, |scope| {
+            run(
+                builtin,
+                &variables::resolve_incoming(&incoming, scope),
+                scope,
+            )
+        });
+        let writes = match &outcome {
+            Outcome::Finished { outgoing, .. } => variables::job_writes(&spec, outgoing),
+            Outcome::Wait { .. } => Vec::new(),
+        };
+        (outcome, writes)
+    }
+
+    #[test]
+    fn corpus_examples_give_the_results_their_workflows_expect() {
+        // A stub standing for a failed check records the result in a job variable.
+        let (outcome, writes) = run_corpus_task(
+            "f5-big-iq/check-big-ip-current-software-version.json",
+            "551e",
+            json!({}),
+            json!({}),
+        );
+        assert_eq!(
+            outcome,
+            finished(FinishState::Success, json!({"response": "FAILED"}))
+        );
+        assert_eq!(writes, vec![("result".to_owned(), json!("FAILED"))]);
+
+        // makeData joins a merged path and file name.
+        let (merged, _) = run_corpus_task(
+            "gitlab/get-file.json",
+            "ef6e",
+            json!({"filePath": "configs", "fileName": "r1.cfg"}),
+            json!({}),
+        );
+        let Outcome::Finished { outgoing, .. } = merged else {
+            panic!("{merged:?}")
+        };
+        let (outcome, writes) = run_corpus_task(
+            "gitlab/get-file.json",
+            "193",
+            json!({}),
+            json!({ "ef6e": outgoing }),
+        );
+        assert_eq!(outcome, output(json!("configs/r1.cfg")));
+        assert_eq!(
+            writes,
+            vec![("fullPath".to_owned(), json!("configs/r1.cfg"))]
+        );
+
+        // makeData turning "0" into a number for a counter.
+        let (outcome, writes) = run_corpus_task(
+            "itential-platform-workflow-utilities/archive-jobs-and-tasks-collections.json",
+            "8536",
+            json!({}),
+            json!({}),
+        );
+        assert_eq!(outcome, output(json!(0)));
+        assert_eq!(writes, vec![("totalJobs".to_owned(), json!(0))]);
+
+        // A GitHub error code of 404 takes the success path.
+        let github = |code: Value| {
+            run_corpus_task(
+                "github/commit-file.json",
+                "1425",
+                json!({"githubError": {"IAPerror": {"code": code}}}),
+                json!({}),
+            )
+            .0
+            .finish_state()
+        };
+        assert_eq!(github(json!(404)), Some(FinishState::Success));
+        assert_eq!(github(json!("404")), Some(FinishState::Success));
+        assert_eq!(github(json!(500)), Some(FinishState::Failure));
+
+        // "No child job failed": success only when no looped child job returned FAILED.
+        let children = |statuses: Value| {
+            let loop_results: Vec<Value> = statuses
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|status| json!({"returnStatus": status}))
+                .collect();
+            run_corpus_task(
+                "f5-big-iq/rollback-big-ip-device.json",
+                "04c8",
+                json!({}),
+                json!({"3646": {"job_details": {"loop": loop_results}}}),
+            )
+            .0
+            .finish_state()
+        };
+        assert_eq!(
+            children(json!(["SUCCESS", "SUCCESS"])),
+            Some(FinishState::Success)
+        );
+        assert_eq!(
+            children(json!(["SUCCESS", "FAILED"])),
+            Some(FinishState::Failure)
+        );
+
+        // An allowed source address is found in the job's list.
+        let allowed = |address: &str| {
+            run_corpus_task(
+                "kentik/aws-blocked-traffic-event.json",
+                "2a1a",
+                json!({"allowedIPList": ["10.10.10.10"]}),
+                json!({"5847": {"sourceIP": address}}),
+            )
+            .0
+            .finish_state()
+        };
+        assert_eq!(allowed("10.10.10.10"), Some(FinishState::Success));
+        assert_eq!(allowed("10.10.10.11"), Some(FinishState::Failure));
+
+        // A Versa task status under keys holding dots.
+        let (outcome, _) = run_corpus_task(
+            "versa-director/deploy-device.json",
+            "84b5",
+            json!({}),
+            json!({"ed0e": {"result": {"response": {"versa-tasks.task": {"versa-tasks.task-status": "COMPLETED"}}}}}),
+        );
+        assert_eq!(outcome.finish_state(), Some(FinishState::Success));
+
+        // The first named Panorama rule is compared with the requested name.
+        let (outcome, _) = run_corpus_task(
+            "palo-alto-panorama/create-security-post-rule.json",
+            "160c",
+            json!({}),
+            json!({
+                "9355": {"result": {"response": {"result": {"entry": [{"@name": "allow-web"}]}}}},
+                "e5e": {"name": "allow-web"},
+            }),
+        );
+        assert_eq!(outcome.finish_state(), Some(FinishState::Success));
+
+        // The devices NSO reports out of sync.
+        let (outcome, _) = run_corpus_task(
+            "cisco-nso/sync-from-devices.json",
+            "c79c",
+            json!({}),
+            json!({"82b": {"sync_statuses": {"value": [
+                {"devicename": "r1", "syncstatus": "in-sync"},
+                {"devicename": "r2", "syncstatus": "out-of-sync"},
+            ]}}}),
+        );
+        assert_eq!(
+            outcome,
+            finished(FinishState::Success, json!({"return_data": ["r2"]}))
+        );
+
+        // Compliance reports below a perfect score.
+        let (outcome, _) = run_corpus_task(
+            "itential-platform-configuration-management/golden-configuration-tree.json",
+            "324b",
+            json!({}),
+            json!({"bc61": {"runComplianceBatchResult": {"reports": [{"id": 1, "score": 100}, {"id": 2, "score": 99.5}]}}}),
+        );
+        assert_eq!(
+            outcome,
+            finished(
+                FinishState::Success,
+                json!({"return_data": [{"id": 2, "score": 99.5}]})
+            )
+        );
     }
 }
