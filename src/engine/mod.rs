@@ -38,12 +38,14 @@ impl Engine {
         apps: Vec<String>,
         max_tasks: u32,
     ) -> Result<mpsc::Receiver<Result<WorkerTask, Error>>, Error> {
+        caller.require(crate::domain::Action::RunTasks)?;
         let _ = (caller, worker_id, apps, max_tasks);
         todo!()
     }
 
     /// `HeartbeatTask`: extends the lease of the task `task_token` names.
     pub async fn heartbeat(&self, caller: &Caller, task_token: &str) -> Result<Heartbeat, Error> {
+        caller.require(crate::domain::Action::RunTasks)?;
         let _ = (caller, task_token);
         todo!()
     }
@@ -55,6 +57,7 @@ impl Engine {
         task_token: &str,
         result: TaskResult,
     ) -> Result<(), Error> {
+        caller.require(crate::domain::Action::RunTasks)?;
         let _ = (caller, task_token, result);
         todo!()
     }
@@ -67,6 +70,7 @@ impl Engine {
         task_id: &str,
         result: TaskResult,
     ) -> Result<(), Error> {
+        caller.require(crate::domain::Action::ControlJobs)?;
         let _ = (caller, job_id, task_id, result);
         todo!()
     }
@@ -80,6 +84,7 @@ impl Engine {
         task_id: &str,
         variables: serde_json::Map<String, serde_json::Value>,
     ) -> Result<(), Error> {
+        caller.require(crate::domain::Action::ControlJobs)?;
         let _ = (caller, job_id, task_id, variables);
         todo!()
     }
@@ -91,6 +96,7 @@ impl Engine {
         control: JobControl,
         job_ids: Vec<String>,
     ) -> Result<Vec<ControlOutcome>, Error> {
+        caller.require(crate::domain::Action::ControlJobs)?;
         let _ = (caller, control, job_ids);
         todo!()
     }
@@ -103,6 +109,7 @@ impl Engine {
         job_id: &str,
         after_sequence: u64,
     ) -> Result<mpsc::Receiver<Result<JobEvent, Error>>, Error> {
+        caller.require(crate::domain::Action::WatchJobs)?;
         let _ = (caller, job_id, after_sequence);
         todo!()
     }
