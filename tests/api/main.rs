@@ -8,6 +8,7 @@ mod cluster;
 mod corpus;
 mod deadlines;
 mod disk_full;
+mod engine_surface;
 mod examples;
 mod faults;
 mod gateway;
