@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/operations_manager/v1/jobs.proto",
         "proto/operations_manager/v1/workflows.proto",
+        "proto/operations_manager/v1/workers.proto",
     ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");

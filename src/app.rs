@@ -35,7 +35,7 @@ pub struct App {
     tls: Option<Tls>,
 }
 
-/// Sets the health of both services and of the server as a whole (the empty service name).
+/// Sets the health of our services and of the server as a whole (the empty service name).
 async fn report_health(
     reporter: &tonic_health::server::HealthReporter,
     status: tonic_health::ServingStatus,
@@ -44,6 +44,7 @@ async fn report_health(
     for service in [
         grpc::JobServiceServer::<grpc::GrpcApi>::NAME,
         grpc::WorkflowServiceServer::<grpc::GrpcApi>::NAME,
+        grpc::WorkerServiceServer::<grpc::GrpcApi>::NAME,
         "",
     ] {
         reporter.set_service_status(service, status).await;

@@ -2,14 +2,18 @@
 //! job of a workflow revision and never changes; each job keeps its own [`TaskRun`] for every
 //! task it reached, beside the graph. A task without one is `incomplete` (not reached).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::error::Violations;
 use super::graph::{TaskStatus, WORKFLOW_START};
+use super::ids::JobId;
 use super::job::JobStatus;
+use super::json::index;
+use super::storable;
 use super::TaskGraph;
 
 /// How a task that ran ended: `failure` is a path, not a fault (an evaluation that was false,
@@ -242,6 +246,62 @@ impl JobControl {
 
 /// Most job ids one lifecycle call takes (Itential's bulk limit).
 pub const MAX_JOB_IDS: usize = 100;
+
+/// Checks the job ids of a lifecycle call, as both front doors take them; `field` names the
+/// list (`job_ids`, `jobIds`). From 1 to [`MAX_JOB_IDS`] ids, each a job id, none twice: each
+/// id gets exactly one outcome.
+pub fn check_job_ids(ids: &[String], field: &str, violations: &mut Violations) {
+    if ids.is_empty() {
+        violations.push(field, "must name at least one job");
+        return;
+    }
+    if ids.len() > MAX_JOB_IDS {
+        violations.push(
+            field,
+            format!(
+                "names {} jobs; one call takes at most {MAX_JOB_IDS}",
+                ids.len()
+            ),
+        );
+        return;
+    }
+    let mut first_seen: HashMap<&str, usize> = HashMap::new();
+    for (i, id) in ids.iter().enumerate() {
+        if let Err(reason) = JobId::parse(id) {
+            violations.push(index(field, i), reason);
+        } else if let Some(first) = first_seen.get(id.as_str()) {
+            violations.push(index(field, i), format!("repeats {}", index(field, *first)));
+        } else {
+            first_seen.insert(id, i);
+        }
+    }
+}
+
+/// Checks the id of a task a caller names (a key of a job's `tasks`): not empty, storable.
+pub fn check_task_id(id: &str, field: &str, violations: &mut Violations) {
+    if id.is_empty() {
+        violations.push(field, "is required");
+    } else if let Err(reason) = storable::check_text(id) {
+        violations.push(field, reason);
+    }
+}
+
+impl FinishState {
+    /// The finish state a caller sent in `field`; a violation when it is not one.
+    pub fn parse_field(text: &str, field: &str, violations: &mut Violations) -> Option<Self> {
+        let parsed = FinishState::parse(text);
+        if parsed.is_none() {
+            violations.push(
+                field,
+                match text {
+                    "" => "is required: success, failure or error".to_owned(),
+                    _ => format!("must be success, failure or error, not {text:?}"),
+                },
+            );
+        }
+        parsed
+    }
+}
 
 /// A task handed to a worker.
 #[derive(Debug, Clone, PartialEq)]

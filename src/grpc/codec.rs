@@ -315,11 +315,38 @@ mod tests {
     }
 
     #[test]
+    fn a_workers_outgoing_values_are_held_to_the_same_bounds() {
+        let nested = (0..31).fold(serde_json::json!(1), |inner, _| serde_json::json!([inner]));
+        let outgoing =
+            crate::grpc::map_to_struct(serde_json::json!({ "x": nested }).as_object().unwrap());
+        let bytes = pb::CompleteTaskRequest {
+            task_token: "t".into(),
+            finish_state: "success".into(),
+            outgoing: Some(outgoing),
+            error_message: String::new(),
+        }
+        .encode_to_vec();
+        let status = decode_strict::<pb::CompleteTaskRequest>(bytes.into()).unwrap_err();
+        let details = tonic_types::StatusExt::get_error_details(&status);
+        let violation = &details
+            .bad_request()
+            .expect("a bad request")
+            .field_violations[0];
+        assert_eq!(violation.field, "outgoing");
+        assert!(violation.description.contains("deeper than 32"));
+    }
+
+    #[test]
     fn every_request_message_is_in_the_pool() {
         for name in [
             pb::StartJobRequest::full_name(),
             pb::ListJobsRequest::full_name(),
             pb::ImportWorkflowsRequest::full_name(),
+            pb::CancelJobsRequest::full_name(),
+            pb::FinishTaskRequest::full_name(),
+            pb::WatchJobRequest::full_name(),
+            pb::PollTasksRequest::full_name(),
+            pb::CompleteTaskRequest::full_name(),
         ] {
             assert!(POOL.get_message_by_name(&name).is_some(), "{name}");
         }

@@ -10,9 +10,15 @@ use serde_json::{Map, Number, Value};
 
 use super::pb;
 use crate::domain::graph::{JobTask, TaskStatus, Transition};
-use crate::domain::json::{index, join};
+use crate::domain::json::{index, join, reject_nul_in};
+use crate::domain::run::{
+    check_job_ids, check_task_id, FinishState, Heartbeat, JobEvent, TaskResult, WorkerTask,
+};
 use crate::domain::storable;
-use crate::domain::{Error, Job, JobStatus, RawJobOptions, RawStartJob, Violations, Workflow};
+use crate::domain::{
+    Error, Job, JobId, JobStatus, RawJobOptions, RawStartJob, Violations, Workflow,
+};
+use crate::engine::ControlOutcome;
 
 /// Largest integer a double holds exactly (2^53).
 const MAX_EXACT_INTEGER: f64 = 9_007_199_254_740_992.0;
@@ -149,6 +155,183 @@ pub fn job_status_filter(status: i32) -> Result<Option<JobStatus>, Error> {
     }
 }
 
+/// The JSON object of an optional Struct a caller sent (`{}` when absent), its strings and keys
+/// storable; `path` names it in errors.
+fn free_form(
+    value: Option<&prost_types::Struct>,
+    path: &str,
+    violations: &mut Violations,
+) -> Map<String, Value> {
+    let Some(value) = value else {
+        return Map::new();
+    };
+    let map = struct_to_map(value, path, violations);
+    reject_nul_in(&map, path, violations);
+    map
+}
+
+/// A text field that must be given and storable.
+fn required_text(text: &str, field: &str, violations: &mut Violations) {
+    if text.is_empty() {
+        violations.push(field, "is required");
+    } else if let Err(reason) = storable::check_text(text) {
+        violations.push(field, reason);
+    }
+}
+
+/// A job id a caller sent in `field`.
+pub fn job_id(id: &str, field: &str) -> Result<JobId, Error> {
+    JobId::parse(id).map_err(|reason| Error::invalid(field, reason))
+}
+
+/// The `job_ids` of CancelJobs, PauseJobs or ResumeJobs, checked.
+pub fn job_ids(ids: Vec<String>) -> Result<Vec<String>, Error> {
+    let mut violations = Violations::default();
+    check_job_ids(&ids, "job_ids", &mut violations);
+    violations.into_result(ids)
+}
+
+/// The `task_token` of HeartbeatTask or CompleteTask: given and storable.
+pub fn task_token(token: &str) -> Result<&str, Error> {
+    let mut violations = Violations::default();
+    required_text(token, "task_token", &mut violations);
+    violations.into_result(token)
+}
+
+/// Most tasks one PollTasks stream may hold unfinished at once.
+pub const MAX_TASKS_PER_POLL: u32 = 1000;
+
+/// A PollTasks request, checked.
+#[derive(Debug, PartialEq)]
+pub struct Poll {
+    pub worker_id: String,
+    pub apps: Vec<String>,
+    pub max_tasks: u32,
+}
+
+impl TryFrom<pb::PollTasksRequest> for Poll {
+    type Error = Error;
+
+    fn try_from(request: pb::PollTasksRequest) -> Result<Self, Error> {
+        let mut violations = Violations::default();
+        required_text(&request.worker_id, "worker_id", &mut violations);
+        if request.apps.is_empty() {
+            violations.push("apps", "must name at least one app");
+        }
+        for (i, app) in request.apps.iter().enumerate() {
+            let field = index("apps", i);
+            match request.apps[..i].iter().position(|earlier| earlier == app) {
+                Some(first) => violations.push(field, format!("repeats {}", index("apps", first))),
+                None => required_text(app, &field, &mut violations),
+            }
+        }
+        if !(1..=MAX_TASKS_PER_POLL).contains(&request.max_tasks) {
+            violations.push(
+                "max_tasks",
+                format!("must be from 1 to {MAX_TASKS_PER_POLL}"),
+            );
+        }
+        violations.into_result(Poll {
+            worker_id: request.worker_id,
+            apps: request.apps,
+            max_tasks: request.max_tasks,
+        })
+    }
+}
+
+/// A CompleteTask request, checked: the task's token and how it ended.
+#[derive(Debug, PartialEq)]
+pub struct Completion {
+    pub task_token: String,
+    pub result: TaskResult,
+}
+
+impl TryFrom<pb::CompleteTaskRequest> for Completion {
+    type Error = Error;
+
+    fn try_from(request: pb::CompleteTaskRequest) -> Result<Self, Error> {
+        let mut violations = Violations::default();
+        required_text(&request.task_token, "task_token", &mut violations);
+        // Without a finish state there is a violation, and the placeholder goes nowhere.
+        let finish_state =
+            FinishState::parse_field(&request.finish_state, "finish_state", &mut violations)
+                .unwrap_or(FinishState::Error);
+        let outgoing = free_form(request.outgoing.as_ref(), "outgoing", &mut violations);
+        if let Err(reason) = storable::check_text(&request.error_message) {
+            violations.push("error_message", reason);
+        }
+        violations.into_result(Completion {
+            task_token: request.task_token,
+            result: TaskResult {
+                finish_state,
+                outgoing,
+                error_message: request.error_message,
+            },
+        })
+    }
+}
+
+/// A FinishTask request, checked: the manual task and how it ended.
+#[derive(Debug, PartialEq)]
+pub struct ManualFinish {
+    /// 24 lowercase hex characters.
+    pub job_id: String,
+    pub task_id: String,
+    pub result: TaskResult,
+}
+
+impl TryFrom<pb::FinishTaskRequest> for ManualFinish {
+    type Error = Error;
+
+    fn try_from(request: pb::FinishTaskRequest) -> Result<Self, Error> {
+        let mut violations = Violations::default();
+        if let Err(reason) = JobId::parse(&request.job_id) {
+            violations.push("job_id", reason);
+        }
+        check_task_id(&request.task_id, "task_id", &mut violations);
+        // Without a finish state there is a violation, and the placeholder goes nowhere.
+        let finish_state =
+            FinishState::parse_field(&request.finish_state, "finish_state", &mut violations)
+                .unwrap_or(FinishState::Error);
+        let variables = free_form(request.variables.as_ref(), "variables", &mut violations);
+        violations.into_result(ManualFinish {
+            job_id: request.job_id,
+            task_id: request.task_id,
+            result: TaskResult {
+                finish_state,
+                outgoing: variables,
+                error_message: String::new(),
+            },
+        })
+    }
+}
+
+/// A RetryTask request, checked: the task and the incoming values to override.
+#[derive(Debug, PartialEq)]
+pub struct Retry {
+    /// 24 lowercase hex characters.
+    pub job_id: String,
+    pub task_id: String,
+    pub variables: Map<String, Value>,
+}
+
+impl TryFrom<pb::RetryTaskRequest> for Retry {
+    type Error = Error;
+
+    fn try_from(request: pb::RetryTaskRequest) -> Result<Self, Error> {
+        let mut violations = Violations::default();
+        if let Err(reason) = JobId::parse(&request.job_id) {
+            violations.push("job_id", reason);
+        }
+        check_task_id(&request.task_id, "task_id", &mut violations);
+        let variables = free_form(request.variables.as_ref(), "variables", &mut violations);
+        violations.into_result(Retry {
+            job_id: request.job_id,
+            task_id: request.task_id,
+            variables,
+        })
+    }
+}
 /// A workflow document sent as a Struct; `path` names it in errors.
 pub fn workflow_document(
     document: Option<prost_types::Struct>,
@@ -326,6 +509,67 @@ impl From<Job> for pb::Job {
     }
 }
 
+impl From<WorkerTask> for pb::WorkerTask {
+    fn from(task: WorkerTask) -> Self {
+        pb::WorkerTask {
+            task_token: task.task_token,
+            job_id: task.job_id,
+            task_id: task.task_id,
+            app: task.app,
+            name: task.name,
+            incoming: Some(map_to_struct(&task.incoming)),
+            lease_deadline: Some(timestamp(task.lease_deadline)),
+            attempt: task.attempt,
+        }
+    }
+}
+
+impl From<Heartbeat> for pb::HeartbeatTaskResponse {
+    fn from(heartbeat: Heartbeat) -> Self {
+        pb::HeartbeatTaskResponse {
+            lease_deadline: Some(timestamp(heartbeat.lease_deadline)),
+            cancel_requested: heartbeat.cancel_requested,
+        }
+    }
+}
+
+impl From<JobEvent> for pb::JobEvent {
+    fn from(event: JobEvent) -> Self {
+        pb::JobEvent {
+            sequence: event.sequence,
+            job_id: event.job_id,
+            task_id: event.task_id,
+            kind: event.kind,
+            status: event.status,
+            finish_state: event.finish_state,
+            at: Some(timestamp(event.at)),
+        }
+    }
+}
+
+impl From<ControlOutcome> for pb::JobOutcome {
+    /// A failed job's error as the status a call for that job alone would have ended with.
+    fn from((job_id, outcome): ControlOutcome) -> Self {
+        match outcome {
+            Ok(()) => pb::JobOutcome {
+                job_id,
+                ok: true,
+                code: tonic::Code::Ok as i32,
+                message: String::new(),
+            },
+            Err(error) => {
+                let status = tonic::Status::from(error);
+                pb::JobOutcome {
+                    job_id,
+                    ok: false,
+                    code: status.code() as i32,
+                    message: status.message().to_owned(),
+                }
+            }
+        }
+    }
+}
+
 impl From<Workflow> for pb::Workflow {
     fn from(workflow: Workflow) -> Self {
         let document = &workflow.document;
@@ -393,6 +637,209 @@ mod tests {
                 "{seconds}: {err}"
             );
         }
+    }
+
+    const JOB: &str = "0123456789abcdef01234567";
+
+    fn fields<T: std::fmt::Debug>(parsed: Result<T, Error>) -> Vec<String> {
+        match parsed {
+            Err(Error::InvalidArgument { violations }) => {
+                violations.into_iter().map(|v| v.field).collect()
+            }
+            other => panic!("expected invalid argument, got {other:?}"),
+        }
+    }
+
+    fn poll(worker_id: &str, apps: &[&str], max_tasks: u32) -> pb::PollTasksRequest {
+        pb::PollTasksRequest {
+            worker_id: worker_id.into(),
+            apps: apps.iter().map(|a| a.to_string()).collect(),
+            max_tasks,
+        }
+    }
+
+    #[test]
+    fn a_poll_names_a_worker_its_apps_and_how_many_tasks_it_holds() {
+        let parsed = Poll::try_from(poll("w1", &["Panorama", "NSO"], 4)).unwrap();
+        assert_eq!(parsed.apps, ["Panorama", "NSO"]);
+        assert_eq!(parsed.max_tasks, 4);
+        assert!(Poll::try_from(poll("w1", &["A"], MAX_TASKS_PER_POLL)).is_ok());
+        assert_eq!(
+            fields(Poll::try_from(poll("", &[], 0))),
+            ["worker_id", "apps", "max_tasks"]
+        );
+        assert_eq!(
+            fields(Poll::try_from(poll("w\0", &["A", "", "A", "B\0"], 1001))),
+            ["worker_id", "apps[1]", "apps[2]", "apps[3]", "max_tasks"]
+        );
+    }
+
+    #[test]
+    fn a_completion_takes_only_the_three_finish_states() {
+        let complete = |finish_state: &str| pb::CompleteTaskRequest {
+            task_token: "token".into(),
+            finish_state: finish_state.into(),
+            outgoing: Some(map_to_struct(json!({"count": 2}).as_object().unwrap())),
+            error_message: String::new(),
+        };
+        for (text, state) in [
+            ("success", FinishState::Success),
+            ("failure", FinishState::Failure),
+            ("error", FinishState::Error),
+        ] {
+            let parsed = Completion::try_from(complete(text)).unwrap();
+            assert_eq!(parsed.result.finish_state, state);
+            assert_eq!(parsed.result.outgoing["count"].to_string(), "2");
+        }
+        for text in ["", "SUCCESS", "complete"] {
+            assert_eq!(
+                fields(Completion::try_from(complete(text))),
+                ["finish_state"]
+            );
+        }
+        let mut bad = complete("error");
+        bad.task_token = String::new();
+        bad.error_message = "x\0".into();
+        bad.outgoing = Some(map_to_struct(json!({"a": ["\u{0}"]}).as_object().unwrap()));
+        assert_eq!(
+            fields(Completion::try_from(bad)),
+            ["task_token", "outgoing.a[0]", "error_message"]
+        );
+        assert!(Completion::try_from(pb::CompleteTaskRequest {
+            task_token: "t".into(),
+            finish_state: "success".into(),
+            ..Default::default()
+        })
+        .unwrap()
+        .result
+        .outgoing
+        .is_empty());
+    }
+
+    #[test]
+    fn finish_and_retry_name_a_job_id_and_a_task_id() {
+        let finish = ManualFinish::try_from(pb::FinishTaskRequest {
+            job_id: JOB.into(),
+            task_id: "1a2b".into(),
+            finish_state: "failure".into(),
+            variables: Some(map_to_struct(
+                json!({"approved": false}).as_object().unwrap(),
+            )),
+        })
+        .unwrap();
+        assert_eq!(finish.result.finish_state, FinishState::Failure);
+        assert_eq!(finish.result.outgoing["approved"], json!(false));
+        assert_eq!(
+            fields(ManualFinish::try_from(pb::FinishTaskRequest {
+                job_id: "0123".into(),
+                ..Default::default()
+            })),
+            ["job_id", "task_id", "finish_state"]
+        );
+        let retry = Retry::try_from(pb::RetryTaskRequest {
+            job_id: JOB.into(),
+            task_id: "1a2b".into(),
+            variables: None,
+        })
+        .unwrap();
+        assert!(retry.variables.is_empty());
+        assert_eq!(
+            fields(Retry::try_from(pb::RetryTaskRequest {
+                job_id: JOB.to_uppercase(),
+                task_id: "t\0".into(),
+                variables: Some(map_to_struct(json!({"n": 1}).as_object().unwrap())),
+            })),
+            ["job_id", "task_id"]
+        );
+    }
+
+    #[test]
+    fn job_ids_are_one_to_a_hundred_distinct_job_ids() {
+        let ids = |n: usize| (0..n).map(|i| format!("{i:024x}")).collect::<Vec<_>>();
+        assert_eq!(job_ids(ids(100)).unwrap().len(), 100);
+        assert_eq!(fields(job_ids(ids(0))), ["job_ids"]);
+        assert_eq!(fields(job_ids(ids(101))), ["job_ids"]);
+        assert_eq!(
+            fields(job_ids(vec![JOB.into(), "nope".into(), JOB.into()])),
+            ["job_ids[1]", "job_ids[2]"]
+        );
+        let Err(Error::InvalidArgument { violations }) = job_ids(vec![JOB.into(), JOB.into()])
+        else {
+            panic!("a repeated id")
+        };
+        assert_eq!(violations[0].description, "repeats job_ids[0]");
+        assert!(fields(task_token("")) == ["task_token"]);
+        assert_eq!(task_token("t").unwrap(), "t");
+    }
+
+    #[test]
+    fn each_job_outcome_carries_the_status_of_a_call_for_that_job_alone() {
+        let done = pb::JobOutcome::from((JOB.to_owned(), Ok(())));
+        assert!(done.ok);
+        assert_eq!((done.code, done.message.as_str()), (0, ""));
+        let missing = pb::JobOutcome::from((
+            JOB.to_owned(),
+            Err(Error::NotFound(format!("Cannot find job {JOB}"))),
+        ));
+        assert!(!missing.ok);
+        assert_eq!(missing.code, tonic::Code::NotFound as i32);
+        assert_eq!(missing.message, format!("Cannot find job {JOB}"));
+        let broken = pb::JobOutcome::from((
+            JOB.to_owned(),
+            Err(Error::internal(anyhow::anyhow!(
+                "relation \"jobs\" does not exist"
+            ))),
+        ));
+        assert_eq!(broken.code, tonic::Code::Internal as i32);
+        assert_eq!(broken.message, "internal error");
+    }
+
+    #[test]
+    fn tasks_and_events_become_their_messages() {
+        let at = DateTime::from_timestamp(1_767_225_600, 5_000).unwrap();
+        let task = pb::WorkerTask::from(WorkerTask {
+            task_token: "token".into(),
+            job_id: JOB.into(),
+            task_id: "1a2b".into(),
+            app: "Panorama".into(),
+            name: "commit".into(),
+            incoming: json!({"device": "fw1", "retries": 3})
+                .as_object()
+                .unwrap()
+                .clone(),
+            lease_deadline: at,
+            attempt: 2,
+        });
+        assert_eq!(task.attempt, 2);
+        assert_eq!(task.lease_deadline, Some(timestamp(at)));
+        let mut violations = Violations::default();
+        let incoming = struct_to_map(task.incoming.as_ref().unwrap(), "", &mut violations);
+        assert_eq!(incoming["retries"].to_string(), "3");
+
+        let event = pb::JobEvent::from(JobEvent {
+            sequence: 7,
+            job_id: JOB.into(),
+            task_id: "1a2b".into(),
+            kind: "task".into(),
+            status: "complete".into(),
+            finish_state: "success".into(),
+            at,
+        });
+        assert_eq!(
+            (
+                event.sequence,
+                event.kind.as_str(),
+                event.finish_state.as_str()
+            ),
+            (7, "task", "success")
+        );
+        assert_eq!(event.at.unwrap().nanos, 5_000);
+
+        let heartbeat = pb::HeartbeatTaskResponse::from(Heartbeat {
+            lease_deadline: at,
+            cancel_requested: true,
+        });
+        assert!(heartbeat.cancel_requested);
     }
 
     #[test]

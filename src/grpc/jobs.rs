@@ -2,11 +2,12 @@
 
 use tonic::{Request, Response, Status};
 
-use super::convert::{job_status_filter, time_from_proto};
+use super::convert::{job_id, job_ids, job_status_filter, time_from_proto, ManualFinish, Retry};
 use super::pb::{self, job_service_server::JobService};
-use super::GrpcApi;
+use super::{stream_of, GrpcApi, Streamed};
 use crate::domain::page::JobFilter;
-use crate::domain::{idempotency, storable, IdempotencyKey, RawStartJob, StartJob};
+use crate::domain::run::JobControl;
+use crate::domain::{idempotency, storable, Caller, IdempotencyKey, RawStartJob, StartJob};
 use crate::observe::record_job_id;
 use crate::service::ListJobs;
 
@@ -76,5 +77,98 @@ impl JobService for GrpcApi {
             jobs: page.items.into_iter().map(Into::into).collect(),
             next_page_token: page.next_page_token.unwrap_or_default(),
         }))
+    }
+
+    async fn cancel_jobs(
+        &self,
+        request: Request<pb::CancelJobsRequest>,
+    ) -> Result<Response<pb::CancelJobsResponse>, Status> {
+        let caller = self.caller(&request)?;
+        caller.require(crate::domain::Action::ControlJobs)?;
+        let ids = request.into_inner().job_ids;
+        let outcomes = self.control_jobs(&caller, JobControl::Cancel, ids).await?;
+        Ok(Response::new(pb::CancelJobsResponse { outcomes }))
+    }
+
+    async fn pause_jobs(
+        &self,
+        request: Request<pb::PauseJobsRequest>,
+    ) -> Result<Response<pb::PauseJobsResponse>, Status> {
+        let caller = self.caller(&request)?;
+        caller.require(crate::domain::Action::ControlJobs)?;
+        let ids = request.into_inner().job_ids;
+        let outcomes = self.control_jobs(&caller, JobControl::Pause, ids).await?;
+        Ok(Response::new(pb::PauseJobsResponse { outcomes }))
+    }
+
+    async fn resume_jobs(
+        &self,
+        request: Request<pb::ResumeJobsRequest>,
+    ) -> Result<Response<pb::ResumeJobsResponse>, Status> {
+        let caller = self.caller(&request)?;
+        caller.require(crate::domain::Action::ControlJobs)?;
+        let ids = request.into_inner().job_ids;
+        let outcomes = self.control_jobs(&caller, JobControl::Resume, ids).await?;
+        Ok(Response::new(pb::ResumeJobsResponse { outcomes }))
+    }
+
+    async fn finish_task(
+        &self,
+        request: Request<pb::FinishTaskRequest>,
+    ) -> Result<Response<pb::FinishTaskResponse>, Status> {
+        let caller = self.caller(&request)?;
+        caller.require(crate::domain::Action::ControlJobs)?;
+        let finish = ManualFinish::try_from(request.into_inner())?;
+        record_job_id(&finish.job_id);
+        self.engine
+            .finish_task(&caller, &finish.job_id, &finish.task_id, finish.result)
+            .await?;
+        Ok(Response::new(pb::FinishTaskResponse {}))
+    }
+
+    async fn retry_task(
+        &self,
+        request: Request<pb::RetryTaskRequest>,
+    ) -> Result<Response<pb::RetryTaskResponse>, Status> {
+        let caller = self.caller(&request)?;
+        caller.require(crate::domain::Action::ControlJobs)?;
+        let retry = Retry::try_from(request.into_inner())?;
+        record_job_id(&retry.job_id);
+        self.engine
+            .retry_task(&caller, &retry.job_id, &retry.task_id, retry.variables)
+            .await?;
+        Ok(Response::new(pb::RetryTaskResponse {}))
+    }
+
+    type WatchJobStream = Streamed<pb::JobEvent>;
+
+    async fn watch_job(
+        &self,
+        request: Request<pb::WatchJobRequest>,
+    ) -> Result<Response<Self::WatchJobStream>, Status> {
+        let caller = self.caller(&request)?;
+        caller.require(crate::domain::Action::WatchJobs)?;
+        let request = request.into_inner();
+        let id = job_id(&request.job_id, "job_id")?;
+        record_job_id(id.as_str());
+        let events = self
+            .engine
+            .watch_job(&caller, id.as_str(), request.after_sequence)
+            .await?;
+        Ok(Response::new(stream_of(events)))
+    }
+}
+
+impl GrpcApi {
+    /// CancelJobs, PauseJobs and ResumeJobs: the same call but for what it does.
+    async fn control_jobs(
+        &self,
+        caller: &Caller,
+        control: JobControl,
+        ids: Vec<String>,
+    ) -> Result<Vec<pb::JobOutcome>, Status> {
+        let ids = job_ids(ids)?;
+        let outcomes = self.engine.control_jobs(caller, control, ids).await?;
+        Ok(outcomes.into_iter().map(Into::into).collect())
     }
 }

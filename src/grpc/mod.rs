@@ -7,15 +7,19 @@ mod jobs;
 mod observe;
 mod status;
 mod unary;
+mod workers;
 mod workflows;
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::mpsc;
+use tokio_stream::{Stream, StreamExt};
 use tonic::service::interceptor::InterceptedService;
 
 use crate::auth::Verifier;
-use crate::domain::Caller;
+use crate::domain::{Caller, Error};
 use crate::engine::Engine;
 use crate::observe::metrics::Metrics;
 use crate::service::Service;
@@ -39,6 +43,8 @@ pub use convert::{json_to_proto, map_to_struct, proto_to_json, struct_to_map};
 pub use observe::ObserveLayer;
 pub use pb::job_service_client::JobServiceClient;
 pub use pb::job_service_server::JobServiceServer;
+pub use pb::worker_service_client::WorkerServiceClient;
+pub use pb::worker_service_server::WorkerServiceServer;
 pub use pb::workflow_service_client::WorkflowServiceClient;
 pub use pb::workflow_service_server::WorkflowServiceServer;
 
@@ -47,9 +53,25 @@ pub use pb::workflow_service_server::WorkflowServiceServer;
 #[derive(Clone)]
 pub struct GrpcApi {
     service: Arc<Service>,
-    #[allow(dead_code)]
     engine: Arc<Engine>,
     metrics: Arc<Metrics>,
+}
+
+/// The messages of a server-streaming method, as tonic sends them.
+pub type Streamed<T> = Pin<Box<dyn Stream<Item = Result<T, tonic::Status>> + Send>>;
+
+/// What the engine streams (PollTasks' tasks, WatchJob's events) as a method's messages. An
+/// error ends the call with its status; the engine stops when the client goes away and the
+/// receiver is dropped with the call.
+fn stream_of<D, P>(items: mpsc::Receiver<Result<D, Error>>) -> Streamed<P>
+where
+    D: Send + 'static,
+    P: From<D> + Send + 'static,
+{
+    Box::pin(
+        tokio_stream::wrappers::ReceiverStream::new(items)
+            .map(|item| item.map(P::from).map_err(tonic::Status::from)),
+    )
 }
 
 impl GrpcApi {
@@ -94,10 +116,10 @@ impl tonic::service::Interceptor for Authenticate {
     }
 }
 
-/// The router with both services, health and reflection (v1 and v1alpha, so every grpcurl
-/// version works). Unary methods must send their one request message within
-/// `request_body_timeout` (see `unary`); the token is checked first, so a caller without one is
-/// refused before its message is read.
+/// The router with our services, health and reflection (v1 and v1alpha, so every grpcurl
+/// version works). Unary and server-streaming methods must send their one request message
+/// within `request_body_timeout` (see `unary`); the token is checked first, so a caller without
+/// one is refused before its message is read.
 pub fn router(
     service: Arc<Service>,
     engine: Arc<Engine>,
@@ -125,7 +147,14 @@ pub fn router(
             Authenticate(verifier.clone()),
         ))
         .add_service(InterceptedService::new(
-            unary::UnaryCalls::new(WorkflowServiceServer::new(api), request_body_timeout),
+            unary::UnaryCalls::new(
+                WorkflowServiceServer::new(api.clone()),
+                request_body_timeout,
+            ),
+            Authenticate(verifier.clone()),
+        ))
+        .add_service(InterceptedService::new(
+            unary::UnaryCalls::new(WorkerServiceServer::new(api), request_body_timeout),
             Authenticate(verifier),
         ));
     Ok(routes.routes())

@@ -1,9 +1,10 @@
-//! A unary call brings exactly one request message, whole, within `--request-body-timeout`.
+//! A unary call brings exactly one request message, whole, within `--request-body-timeout`;
+//! so does a call of a server-streaming method of ours (one request, a stream of answers).
 //!
-//! tonic reads a unary call's first message and ignores the rest, and waits as long as the
+//! tonic reads such a call's first message and ignores the rest, and waits as long as the
 //! client likes for it: a client could open streams, send half a message and leave them
 //! hanging, each holding its stream and buffers. [`UnaryCalls`] reads the request body of every
-//! unary method first, within the timeout, and hands the service the message once complete;
+//! such method first, within the timeout, and hands the service the message once complete;
 //! otherwise it answers at once and the stream is freed:
 //!
 //! - none in time: DEADLINE_EXCEEDED;
@@ -14,7 +15,7 @@
 //! gRPC framing: each message is a compressed flag (1 byte), a length (4 bytes, big-endian)
 //! and that many bytes.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -34,19 +35,53 @@ const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
 const PREFIX_BYTES: usize = 5;
 
-/// The paths of the unary methods served (`/operations_manager.v1.JobService/StartJob`,
-/// `/grpc.health.v1.Health/Check`); other methods (health's Watch, reflection) stream.
-static UNARY_METHODS: LazyLock<HashSet<String>> = LazyLock::new(|| {
-    super::observe::method_paths(
+/// The kinds of call that take exactly one request message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OneMessage {
+    Unary,
+    ServerStreaming,
+}
+
+impl OneMessage {
+    /// The call, as the answers name it.
+    fn call(self) -> &'static str {
+        match self {
+            OneMessage::Unary => "a unary call",
+            OneMessage::ServerStreaming => "a server-streaming call",
+        }
+    }
+}
+
+/// The paths of the methods served that take one request message: the unary methods
+/// (`/operations_manager.v1.JobService/StartJob`, `/grpc.health.v1.Health/Check`) and our
+/// server-streaming ones (`/operations_manager.v1.JobService/WatchJob`). Health's Watch and
+/// reflection are left to tonic as they are.
+static ONE_MESSAGE_METHODS: LazyLock<HashMap<String, OneMessage>> = LazyLock::new(|| {
+    let paths = |sets: &[&[u8]], streaming: bool| {
+        super::observe::method_paths(sets, |method| {
+            !method.client_streaming() && method.server_streaming() == streaming
+        })
+    };
+    let unary = paths(
         &[
             super::FILE_DESCRIPTOR_SET,
             tonic_health::pb::FILE_DESCRIPTOR_SET,
         ],
-        |method| !method.client_streaming() && !method.server_streaming(),
-    )
+        false,
+    );
+    let streaming = paths(&[super::FILE_DESCRIPTOR_SET], true);
+    unary
+        .into_iter()
+        .map(|path| (path, OneMessage::Unary))
+        .chain(
+            streaming
+                .into_iter()
+                .map(|path| (path, OneMessage::ServerStreaming)),
+        )
+        .collect()
 });
 
-/// Wraps a generated server: its unary methods get their one message read first.
+/// Wraps a generated server: its methods that take one request message get it read first.
 #[derive(Clone)]
 pub struct UnaryCalls<S> {
     inner: S,
@@ -80,16 +115,16 @@ where
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        if !is_unary(request.uri().path()) {
+        let Some(kind) = one_message_method(request.uri().path()) else {
             return Box::pin(self.inner.call(request));
-        }
+        };
         // The ready service answers this call; a clone waits for the next.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let timeout = self.timeout;
         Box::pin(async move {
             let (parts, body) = request.into_parts();
-            let message = match tokio::time::timeout(timeout, one_message(body)).await {
+            let message = match tokio::time::timeout(timeout, one_message(body, kind)).await {
                 Ok(Ok(message)) => message,
                 Ok(Err(status)) => return Ok(status.into_http()),
                 Err(_) => {
@@ -107,7 +142,7 @@ where
 }
 
 /// Reads the body: the one message it holds, with its prefix, or the status to answer.
-async fn one_message(mut body: Body) -> Result<Bytes, Status> {
+async fn one_message(mut body: Body, kind: OneMessage) -> Result<Bytes, Status> {
     // Most messages come in one DATA frame, kept as it is; more are joined.
     let mut first: Option<Bytes> = None;
     let mut joined = BytesMut::new();
@@ -128,24 +163,28 @@ async fn one_message(mut body: Body) -> Result<Bytes, Status> {
         }
         let received = first.as_deref().unwrap_or(&joined);
         if let Framing::More = framing(received)? {
-            return Err(more_than_one());
+            return Err(more_than_one(kind));
         }
     }
     let received = first.unwrap_or_else(|| joined.freeze());
     match framing(&received)? {
         Framing::One => Ok(received),
-        Framing::More => Err(more_than_one()),
-        Framing::Empty => Err(Status::invalid_argument(
-            "a unary call carries exactly one request message; this one carried none",
-        )),
+        Framing::More => Err(more_than_one(kind)),
+        Framing::Empty => Err(Status::invalid_argument(format!(
+            "{} carries exactly one request message; this one carried none",
+            kind.call()
+        ))),
         Framing::Partial { arrived, length } => Err(Status::invalid_argument(format!(
             "the request message is cut short: {arrived} of its {length} bytes arrived"
         ))),
     }
 }
 
-fn more_than_one() -> Status {
-    Status::invalid_argument("a unary call carries exactly one request message")
+fn more_than_one(kind: OneMessage) -> Status {
+    Status::invalid_argument(format!(
+        "{} carries exactly one request message",
+        kind.call()
+    ))
 }
 
 /// What the bytes received so far hold.
@@ -189,9 +228,9 @@ fn framing(received: &[u8]) -> Result<Framing, Status> {
     })
 }
 
-/// Whether `path` is a unary method of the services served.
-fn is_unary(path: &str) -> bool {
-    UNARY_METHODS.contains(path)
+/// Whether `path` is a method served that takes one request message, and which kind.
+fn one_message_method(path: &str) -> Option<OneMessage> {
+    ONE_MESSAGE_METHODS.get(path).copied()
 }
 
 #[cfg(test)]
@@ -244,14 +283,41 @@ mod tests {
 
     #[test]
     fn the_unary_methods_are_ours_and_health_check_only() {
+        let is_unary = |path| one_message_method(path) == Some(OneMessage::Unary);
         assert!(is_unary("/operations_manager.v1.JobService/StartJob"));
         assert!(is_unary(
             "/operations_manager.v1.WorkflowService/CreateWorkflow"
+        ));
+        assert!(is_unary(
+            "/operations_manager.v1.WorkerService/CompleteTask"
         ));
         assert!(is_unary("/grpc.health.v1.Health/Check"));
         assert!(!is_unary("/grpc.health.v1.Health/Watch"));
         assert!(!is_unary(
             "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
         ));
+    }
+
+    #[test]
+    fn our_server_streaming_methods_take_one_message_and_health_watch_is_left_alone() {
+        for path in [
+            "/operations_manager.v1.JobService/WatchJob",
+            "/operations_manager.v1.WorkerService/PollTasks",
+        ] {
+            assert_eq!(
+                one_message_method(path),
+                Some(OneMessage::ServerStreaming),
+                "{path}"
+            );
+        }
+        assert_eq!(one_message_method("/grpc.health.v1.Health/Watch"), None);
+        assert_eq!(
+            more_than_one(OneMessage::ServerStreaming).message(),
+            "a server-streaming call carries exactly one request message"
+        );
+        assert_eq!(
+            more_than_one(OneMessage::Unary).message(),
+            "a unary call carries exactly one request message"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! The JSON gateway: the Operations Manager and Automation Studio REST routes, byte for byte in
 //! field names and envelopes, over the same service layer as gRPC.
 
+mod control;
 mod error;
 mod extract;
 mod health;
@@ -33,7 +34,6 @@ pub const BODY_LIMIT: usize = 4 * 1024 * 1024;
 #[derive(Clone)]
 pub struct HttpState {
     service: Arc<Service>,
-    #[allow(dead_code)]
     engine: Arc<Engine>,
     verifier: Arc<Verifier>,
     metrics: Arc<Metrics>,
@@ -56,6 +56,23 @@ pub fn router(
         .route("/operations-manager/jobs/start", post(jobs::start_job))
         .route("/operations-manager/jobs/{id}", get(jobs::get_job))
         .route("/operations-manager/jobs", get(jobs::list_jobs))
+        .route(
+            "/operations-manager/jobs/cancel",
+            post(control::cancel_jobs),
+        )
+        .route("/operations-manager/jobs/pause", post(control::pause_jobs))
+        .route(
+            "/operations-manager/jobs/resume",
+            post(control::resume_jobs),
+        )
+        .route(
+            "/operations-manager/jobs/{jobId}/tasks/{taskId}/finish",
+            post(control::finish_task),
+        )
+        .route(
+            "/operations-manager/jobs/{jobId}/tasks/{taskId}/retry",
+            post(control::retry_task),
+        )
         .route("/automation-studio/automations", post(workflows::create))
         .route(
             "/automation-studio/automations/import",

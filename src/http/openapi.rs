@@ -16,10 +16,12 @@ use utoipa::openapi::{RefOr, Response, ResponseBuilder, Schema};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 use super::rest::{
-    CreateWorkflowBody, CreatedWorkflow, EmptyEnvelope, ErrorEnvelope, FieldError, HealthStatus,
-    ImportWorkflowsBody, JobEnvelope, JobListEnvelope, JobListMetadata, StartJobBody, Workflow,
-    WorkflowListEnvelope, WorkflowPage,
+    CreateWorkflowBody, CreatedWorkflow, EmptyEnvelope, ErrorEnvelope, FieldError, FinishTaskBody,
+    HealthStatus, ImportWorkflowsBody, JobEnvelope, JobIdsBody, JobListEnvelope, JobListMetadata,
+    JobOutcome, JobOutcomesEnvelope, RetryTaskBody, StartJobBody, Workflow, WorkflowListEnvelope,
+    WorkflowPage,
 };
+use crate::domain::run::MAX_JOB_IDS;
 use crate::domain::workflow::{TRANSITION_STATES, TRANSITION_TYPES};
 use crate::domain::Job;
 
@@ -37,6 +39,11 @@ use crate::domain::Job;
         super::jobs::start_job,
         super::jobs::get_job,
         super::jobs::list_jobs,
+        super::control::cancel_jobs,
+        super::control::pause_jobs,
+        super::control::resume_jobs,
+        super::control::finish_task,
+        super::control::retry_task,
         super::workflows::create,
         super::workflows::import,
         super::workflows::list,
@@ -49,7 +56,7 @@ use crate::domain::Job;
     ),
     modifiers(&BearerAuth, &CommonResponses),
     tags(
-        (name = "jobs", description = "Start and read jobs"),
+        (name = "jobs", description = "Start and read jobs; cancel, pause and resume them; finish and retry their tasks"),
         (name = "workflows", description = "Store, read and delete workflows"),
         (name = "health", description = "Liveness, readiness, metrics and this document")
     )
@@ -220,6 +227,13 @@ fn parameters(method: &str, operation_id: &str) -> Value {
             limit,
             skip,
         ]),
+        ("post", "finishTask") | ("post", "retryTask") => json!([
+            {"name": "jobId", "in": "path", "required": true, "description": "Job id",
+             "schema": {"type": "string", "pattern": OBJECT_ID}},
+            {"name": "taskId", "in": "path", "required": true,
+             "description": "Task id: a key of the job's tasks",
+             "schema": {"type": "string", "minLength": 1, "pattern": NO_NUL}},
+        ]),
         ("get", "getWorkflow") | ("delete", "deleteWorkflow") => json!([{
             "name": "name", "in": "path", "required": true, "description": "Workflow name",
             "schema": {"type": "string", "minLength": 1, "pattern": NO_NUL},
@@ -329,6 +343,11 @@ fn schemas() -> Vec<(&'static str, Value)> {
         JobEnvelope,
         JobListEnvelope,
         JobListMetadata,
+        JobIdsBody,
+        JobOutcome,
+        JobOutcomesEnvelope,
+        FinishTaskBody,
+        RetryTaskBody,
         FieldError,
         ErrorEnvelope,
         EmptyEnvelope,
@@ -639,6 +658,91 @@ schema!(
                 "properties": {"errors": {"type": "array", "items": reference("FieldError")}},
             },
         },
+    })
+);
+
+schema!(
+    /// Body of `POST /operations-manager/jobs/cancel|pause|resume`.
+    for JobIdsBody = json!({
+        "type": "object",
+        "required": ["jobIds"],
+        "additionalProperties": false,
+        "properties": {"jobIds": {
+            "type": "array", "minItems": 1, "maxItems": MAX_JOB_IDS, "uniqueItems": true,
+            "items": {"type": "string", "pattern": OBJECT_ID},
+            "description": "Ids of the jobs, each once; each gets its own outcome.",
+        }},
+    })
+);
+
+schema!(
+    /// What a cancel, pause or resume did to one job.
+    for JobOutcome = json!({
+        "type": "object",
+        "required": ["_id", "ok", "code", "message"],
+        "additionalProperties": false,
+        "properties": {
+            "_id": {"type": "string", "pattern": OBJECT_ID},
+            "ok": {"type": "boolean", "description": "True when the job was changed as asked."},
+            "code": {"type": "integer", "minimum": 200, "maximum": 599,
+                     "description": "The HTTP status a call for this job alone would have been \
+                                     answered with: 200 when ok, 404 when no job the caller may \
+                                     see has that id, 400 when the job is not in a state that \
+                                     allows it."},
+            "message": {"type": ["string", "null"], "description": "Why the job was left unchanged; null when ok."},
+        },
+    })
+);
+
+schema!(
+    /// Each job's outcome.
+    for JobOutcomesEnvelope = json!({
+        "type": "object",
+        "required": ["message", "data", "metadata"],
+        "properties": {
+            "message": {"type": "string"},
+            "data": {"type": "array", "items": reference("JobOutcome"),
+                     "description": "One outcome for each id of jobIds, in the same order."},
+            "metadata": {"type": "object"},
+        },
+    })
+);
+
+schema!(
+    /// Body of `POST /operations-manager/jobs/{jobId}/tasks/{taskId}/finish`.
+    for FinishTaskBody = json!({
+        "type": "object",
+        "required": ["taskData"],
+        "additionalProperties": false,
+        "properties": {"taskData": {
+            "type": "object",
+            "required": ["finish_state"],
+            "additionalProperties": false,
+            "properties": {
+                "finish_state": {"type": "string", "enum": ["success", "failure", "error"],
+                                 "description": "How the manual task ended; its transitions of that state fire."},
+                "variables": {
+                    "type": "object",
+                    "propertyNames": {"type": "string", "pattern": NO_NUL},
+                    "additionalProperties": reference("Storable"),
+                    "description": "The task's outgoing values (default none).",
+                },
+            },
+        }},
+    })
+);
+
+schema!(
+    /// Body of `POST /operations-manager/jobs/{jobId}/tasks/{taskId}/retry`.
+    for RetryTaskBody = json!({
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {"variables": {
+            "type": "object",
+            "propertyNames": {"type": "string", "pattern": NO_NUL},
+            "additionalProperties": reference("Storable"),
+            "description": "Incoming values that replace the task's own for this run (default none).",
+        }},
     })
 );
 

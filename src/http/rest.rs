@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::domain::Job;
+use crate::engine::ControlOutcome;
 
 /// The body of `POST /operations-manager/jobs/start`. The handler reads it field by field (the
 /// reference schema's checks, every bad field named), so it has no fields here; its schema is
@@ -26,6 +27,17 @@ pub struct ImportWorkflowsBody;
 /// An Itential workflow document, answered as stored (free-form beyond the fields the
 /// document's schema names).
 pub struct Workflow;
+
+/// The body of `POST /operations-manager/jobs/cancel|pause|resume`: `{"jobIds": [...]}`.
+pub struct JobIdsBody;
+
+/// The body of `POST /operations-manager/jobs/{jobId}/tasks/{taskId}/finish`:
+/// `{"taskData": {"finish_state", "variables"}}`.
+pub struct FinishTaskBody;
+
+/// The body of `POST /operations-manager/jobs/{jobId}/tasks/{taskId}/retry`:
+/// `{"variables": {...}}`.
+pub struct RetryTaskBody;
 
 /// The REST envelope of a success: `{"message", "data", "metadata"}`.
 #[derive(Debug, Serialize)]
@@ -68,6 +80,49 @@ pub type EmptyEnvelope = Envelope<()>;
 
 /// Imported workflow documents, as stored.
 pub type WorkflowListEnvelope = Envelope<Vec<Value>>;
+
+/// What a cancel, pause or resume did to each job, in the order of the request's ids.
+pub type JobOutcomesEnvelope = Envelope<Vec<JobOutcome>>;
+
+/// What a cancel, pause or resume did to one job: `{"_id", "ok": true, "code": 200,
+/// "message": null}`, or for a job left unchanged the status and message a call for that job
+/// alone would have been answered with (`{"_id", "ok": false, "code": 404, "message":
+/// "Cannot find job ..."}`).
+#[derive(Debug, Serialize)]
+pub struct JobOutcome {
+    #[serde(rename = "_id")]
+    pub id: String,
+    pub ok: bool,
+    /// An HTTP status, by the one table of `domain::error`: 200 when ok.
+    pub code: u16,
+    /// Why the job was left unchanged; null when ok.
+    pub message: Option<String>,
+}
+
+impl From<ControlOutcome> for JobOutcome {
+    fn from((id, outcome): ControlOutcome) -> Self {
+        match outcome {
+            Ok(()) => JobOutcome {
+                id,
+                ok: true,
+                code: 200,
+                message: None,
+            },
+            Err(error) => {
+                let error = error.bounded();
+                if let crate::domain::Error::Internal(cause) = &error {
+                    tracing::error!(error = ?cause, job_id = %id, "internal error");
+                }
+                JobOutcome {
+                    id,
+                    ok: false,
+                    code: error.code().http_status(),
+                    message: Some(error.to_string()),
+                }
+            }
+        }
+    }
+}
 
 /// Where a page of jobs sits among all that match.
 #[derive(Debug, Serialize)]
@@ -181,6 +236,35 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&body).unwrap(),
             r#"{"message":"invalid request","data":null,"metadata":{"errors":[{"field":"options","description":"is required"}]}}"#
+        );
+    }
+
+    #[test]
+    fn each_job_outcome_has_its_own_status_by_the_one_table() {
+        let done = JobOutcome::from(("0123456789abcdef01234567".to_owned(), Ok(())));
+        assert_eq!(
+            serde_json::to_string(&done).unwrap(),
+            r#"{"_id":"0123456789abcdef01234567","ok":true,"code":200,"message":null}"#
+        );
+        let missing = JobOutcome::from((
+            "aaaaaaaaaaaaaaaaaaaaaaaa".to_owned(),
+            Err(crate::domain::Error::NotFound(
+                "Cannot find job aaaaaaaaaaaaaaaaaaaaaaaa".into(),
+            )),
+        ));
+        assert_eq!(
+            serde_json::to_string(&missing).unwrap(),
+            r#"{"_id":"aaaaaaaaaaaaaaaaaaaaaaaa","ok":false,"code":404,"message":"Cannot find job aaaaaaaaaaaaaaaaaaaaaaaa"}"#
+        );
+        let broken = JobOutcome::from((
+            "bbbbbbbbbbbbbbbbbbbbbbbb".to_owned(),
+            Err(crate::domain::Error::internal(anyhow::anyhow!(
+                "relation jobs"
+            ))),
+        ));
+        assert_eq!(
+            (broken.code, broken.message.as_deref()),
+            (500, Some("internal error"))
         );
     }
 

@@ -19,6 +19,8 @@ use crate::serve::{listening, serve_command};
 
 const START_JOB: &str = "/operations_manager.v1.JobService/StartJob";
 const GET_JOB: &str = "/operations_manager.v1.JobService/GetJob";
+const WATCH_JOB: &str = "/operations_manager.v1.JobService/WatchJob";
+const POLL_TASKS: &str = "/operations_manager.v1.WorkerService/PollTasks";
 
 /// The gateway's address (the tests here serve plain HTTP).
 fn http_addr(app: &TestApp) -> SocketAddr {
@@ -354,6 +356,66 @@ async fn a_unary_call_must_carry_exactly_one_request_message() {
     assert_eq!(code, tonic::Code::InvalidArgument);
     let (code, message) = grpc_call(&mut grpc, &app, GET_JOB, &[&get_job(id)]).await;
     assert_eq!(code, tonic::Code::NotFound, "{message}");
+}
+
+#[tokio::test]
+async fn a_server_streaming_call_must_carry_exactly_one_whole_request_message_in_time() {
+    let app = TestApp::spawn_with(|config| {
+        config.request_body_timeout = Duration::from_millis(500).into();
+    })
+    .await;
+    let (mut grpc, _connection) = h2_connect(app.addr).await;
+    let watch = frame(&pb::WatchJobRequest {
+        job_id: "0123456789abcdef01234567".into(),
+        after_sequence: 0,
+    });
+    let poll = frame(&pb::PollTasksRequest {
+        worker_id: "w".into(),
+        apps: vec!["A".into()],
+        max_tasks: 1,
+    });
+    for (path, message) in [(WATCH_JOB, &watch), (POLL_TASKS, &poll)] {
+        let (code, message) = grpc_call(&mut grpc, &app, path, &[message, message]).await;
+        assert_eq!(code, tonic::Code::InvalidArgument, "{path}: {message}");
+        assert_eq!(
+            message,
+            "a server-streaming call carries exactly one request message"
+        );
+        let (code, message) = grpc_call(&mut grpc, &app, path, &[]).await;
+        assert_eq!(code, tonic::Code::InvalidArgument, "{path}: {message}");
+        assert!(message.contains("carried none"), "{message}");
+    }
+
+    // A message cut short waits no longer than the body timeout.
+    let mut grpc = grpc.ready().await.unwrap();
+    let (response, mut body) = grpc
+        .send_request(grpc_request(&app, WATCH_JOB), false)
+        .unwrap();
+    body.send_data(Bytes::from(watch[..8].to_vec()), false)
+        .unwrap();
+    let (code, message) = tokio::time::timeout(Duration::from_secs(3), status_of(response))
+        .await
+        .expect("the server answers the half-sent call");
+    assert_eq!(code, tonic::Code::DeadlineExceeded, "{message}");
+}
+
+#[tokio::test]
+async fn a_server_streaming_request_with_a_field_this_version_lacks_is_refused_by_number() {
+    let app = TestApp::spawn().await;
+    let (mut grpc, _connection) = h2_connect(app.addr).await;
+    let mut request = pb::WatchJobRequest {
+        job_id: "0123456789abcdef01234567".into(),
+        after_sequence: 3,
+    }
+    .encode_to_vec();
+    // Field 9, a varint: what a client built from a newer .proto might send.
+    request.extend_from_slice(&[9 << 3, 1]);
+    let mut framed = vec![0];
+    framed.extend_from_slice(&(request.len() as u32).to_be_bytes());
+    framed.extend_from_slice(&request);
+    let (code, message) = grpc_call(&mut grpc, &app, WATCH_JOB, &[&framed]).await;
+    assert_eq!(code, tonic::Code::InvalidArgument, "{message}");
+    assert!(message.contains("#9"), "{message}");
 }
 
 /// `job_service_grpc_requests_total` of StartJob by status code, from `GET /metrics`.
