@@ -101,6 +101,7 @@ impl App {
                             lease: config.task_lease.into(),
                         },
                         sweep: config.engine_sweep.into(),
+                        run_jobs: config.run_jobs,
                         ..Default::default()
                     },
                 ));

@@ -190,6 +190,12 @@ pub struct ServeConfig {
     #[arg(long, env = "JOB_SERVICE_MAX_TASK_ITERATIONS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100000))]
     pub max_task_iterations: u32,
 
+    /// Whether this instance runs jobs (advances them and hands tasks to workers). `false`
+    /// makes an instance that only serves the API beside others that run the jobs; its
+    /// PollTasks answers UNAVAILABLE.
+    #[arg(long, env = "JOB_SERVICE_RUN_JOBS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub run_jobs: bool,
+
     /// How often the engine looks for due work without being told: timers, expired leases,
     /// notifications lost while reconnecting.
     #[arg(long, env = "JOB_SERVICE_ENGINE_SWEEP", default_value = "1s", value_parser = positive_duration)]

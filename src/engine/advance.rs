@@ -213,7 +213,10 @@ fn expire_and_fire_timers(
             (TaskStatus::Scheduled, Runner::Engine) if run.start_time.is_some() => {
                 // A wait that is over (a delay, a stub with a delay).
                 let incoming = run.incoming.clone();
-                let builtin = graph.tasks().get(&id).and_then(|task| Builtin::of(&task.fields));
+                let builtin = graph
+                    .tasks()
+                    .get(&id)
+                    .and_then(|task| Builtin::of(&task.fields));
                 if let Some(builtin) = builtin {
                     let outcome = builtin::finish_wait(builtin, &incoming);
                     apply_outcome(job, graph, &id, outcome, now, limits);

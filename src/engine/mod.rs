@@ -46,6 +46,8 @@ pub struct Settings {
     pub max_pollers: usize,
     /// Open WatchJob streams an instance serves at once.
     pub max_watchers: usize,
+    /// Whether this instance steps jobs and hands out tasks (else it only serves the API).
+    pub run_jobs: bool,
     /// Most tasks one PollTasks stream may hold (`max_tasks`).
     pub max_tasks_per_stream: u32,
 }
@@ -59,6 +61,7 @@ impl Default for Settings {
             max_pollers: 1000,
             max_watchers: 1000,
             max_tasks_per_stream: 1000,
+            run_jobs: true,
         }
     }
 }
@@ -101,15 +104,18 @@ impl Engine {
     ) -> Vec<tokio::task::JoinHandle<()>> {
         let stop = self.stop.subscribe();
         let engine = self.clone();
-        vec![
+        let mut tasks = vec![
             tokio::spawn(async move {
                 let _ = drain.wait_for(|d| *d).await;
                 let _ = engine.stop.send(true);
             }),
             tokio::spawn(self.clone().listen(stop.clone())),
-            tokio::spawn(self.clone().step_loop(stop.clone())),
-            tokio::spawn(self.clone().dispatch_loop(stop)),
-        ]
+        ];
+        if self.settings.run_jobs {
+            tasks.push(tokio::spawn(self.clone().step_loop(stop.clone())));
+            tasks.push(tokio::spawn(self.clone().dispatch_loop(stop)));
+        }
+        tasks
     }
 
     /// Listens for notifications and wakes the loops; when the connection drops, wakes them
@@ -262,6 +268,11 @@ impl Engine {
         max_tasks: u32,
     ) -> Result<mpsc::Receiver<Result<WorkerTask, Error>>, Error> {
         caller.require(Action::RunTasks)?;
+        if !self.settings.run_jobs {
+            return Err(Error::Unavailable(
+                "this instance does not run jobs (--run-jobs false): poll another".to_owned(),
+            ));
+        }
         if apps.is_empty() {
             return Err(Error::invalid(
                 "apps",

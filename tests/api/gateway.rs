@@ -158,7 +158,7 @@ fn json_type(value: &Value) -> &'static str {
 
 #[tokio::test]
 async fn a_job_started_over_grpc_reads_the_same_over_http_and_back() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_frozen().await;
     app.create_workflow(&small_workflow("W")).await;
     let grpc_job = app
         .start_job("W", json!({"device": "r1", "count": 3}))
@@ -398,7 +398,7 @@ async fn a_broken_task_graph_is_a_bad_request_listing_the_problems() {
 
 #[tokio::test]
 async fn job_search_takes_the_itential_parameters_and_names_bad_ones() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_frozen().await;
     app.create_workflow(&small_workflow("A")).await;
     app.create_workflow(&small_workflow("B")).await;
     for workflow in ["A", "A", "B", "A"] {

@@ -94,6 +94,12 @@ impl TestApp {
     }
 
     /// A test app whose configuration `adjust` changes first.
+    /// An instance that does not run jobs (`--run-jobs false`): jobs stay as they started,
+    /// for tests of what is stored and read back.
+    pub async fn spawn_frozen() -> TestApp {
+        Self::spawn_with(|config| config.run_jobs = false).await
+    }
+
     pub async fn spawn_with(adjust: impl FnOnce(&mut ServeConfig)) -> TestApp {
         Self::spawn_on(fresh_database().await, adjust).await
     }
@@ -101,6 +107,11 @@ impl TestApp {
     /// Another instance of the service on this app's database, as a second replica would be.
     pub async fn another_instance(&self) -> TestApp {
         Self::spawn_on(self.database_url.clone(), |_| {}).await
+    }
+
+    /// Another instance on the same database that does not run jobs.
+    pub async fn another_frozen_instance(&self) -> TestApp {
+        Self::spawn_on(self.database_url.clone(), |config| config.run_jobs = false).await
     }
 
     pub async fn spawn_on(database_url: String, adjust: impl FnOnce(&mut ServeConfig)) -> TestApp {

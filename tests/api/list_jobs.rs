@@ -58,7 +58,7 @@ async fn list_jobs_pages_through_every_job_once_newest_first() {
 
 #[tokio::test]
 async fn list_jobs_filters_by_workflow_status_and_time() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_frozen().await;
     app.create_workflow(&small_workflow("A")).await;
     app.create_workflow(&small_workflow("B")).await;
     let a = app.start_job("A", json!({"device": "r1"})).await.unwrap();

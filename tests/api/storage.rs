@@ -15,8 +15,8 @@ async fn count(app: &TestApp, sql: &str) -> i64 {
 
 #[tokio::test]
 async fn jobs_of_one_graph_share_one_stored_copy_and_keep_their_snapshot() {
-    let a = TestApp::spawn().await;
-    let b = a.another_instance().await;
+    let a = TestApp::spawn_frozen().await;
+    let b = a.another_frozen_instance().await;
     a.create_workflow(&small_workflow("W")).await;
     let first = a.start_job("W", json!({"device": "r1"})).await.unwrap();
     for i in 0..4 {
@@ -133,8 +133,9 @@ async fn jobs_stored_before_graphs_were_shared_read_back_unchanged() {
     .await
     .unwrap();
 
-    // The service migrates it and serves it as it was.
-    let app = TestApp::spawn_on(url, |_| {}).await;
+    // The service migrates it and serves it as it was (an instance that runs jobs would run
+    // it on at once).
+    let app = TestApp::spawn_on(url, |config| config.run_jobs = false).await;
     let (status, reply) = app
         .get(&format!(
             "/operations-manager/jobs/{}",

@@ -87,7 +87,7 @@ async fn a_malformed_workflow_is_rejected_naming_each_field() {
 
 #[tokio::test]
 async fn deleting_a_workflow_keeps_the_jobs_started_from_it() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_frozen().await;
     app.create_workflow(&small_workflow("Short Lived")).await;
     let job = app
         .start_job("Short Lived", json!({"device": "r1"}))
