@@ -31,6 +31,10 @@ struct State {
     tokens: HashMap<Uuid, u64>,
 }
 
+/// The streams that serve one set of apps: a worker id to record on claims, and each stream's
+/// id with its room.
+type Group = (String, Vec<(u64, u32)>);
+
 pub struct Dispatcher {
     state: Mutex<State>,
     wake: Notify,
@@ -178,10 +182,10 @@ impl Dispatcher {
     /// shares them out.
     async fn dispatch(&self, store: &Store, lease: Duration) -> Result<(), Error> {
         // Streams with room, grouped by the apps they serve.
-        let groups: BTreeMap<Vec<String>, (String, Vec<(u64, u32)>)> = {
+        let groups: BTreeMap<Vec<String>, Group> = {
             let mut state = self.state.lock().expect("dispatcher state");
             state.streams.retain(|_, stream| !stream.sender.is_closed());
-            let mut groups: BTreeMap<Vec<String>, (String, Vec<(u64, u32)>)> = BTreeMap::new();
+            let mut groups: BTreeMap<Vec<String>, Group> = BTreeMap::new();
             for (id, stream) in &state.streams {
                 let room = stream.max_tasks.saturating_sub(stream.held.len() as u32);
                 if room > 0 {
