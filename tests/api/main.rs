@@ -9,6 +9,7 @@ mod corpus;
 mod deadlines;
 mod disk_full;
 mod engine;
+mod engine_faults;
 mod engine_surface;
 mod examples;
 mod faults;
