@@ -615,3 +615,103 @@ async fn two_instances_on_one_database_hand_each_task_out_once() {
         job_when(&app, id, |job| job["status"] == "complete").await;
     }
 }
+
+/// Panorama's `commitChanges` result with this status, as the adapter answers.
+fn commit_result(status: &str) -> Value {
+    json!({"result": {"response": {"response": {"_attr": {"status": status}}}}})
+}
+
+#[tokio::test]
+async fn the_corpus_commit_workflow_takes_its_success_path_and_its_retry_loop() {
+    let app = TestApp::spawn().await;
+    let document = crate::helpers::corpus_workflow("palo-alto-panorama", "commit.json");
+    app.create_workflow(&document).await;
+    let mut tasks = app
+        .engine
+        .poll_tasks(&worker(), "panorama".into(), vec!["Panorama".into()], 4)
+        .await
+        .unwrap();
+
+    // The commit succeeds: the evaluation (`result.response.response._attr.status` contains
+    // `success`) sends the job to its end.
+    let first = app
+        .start_job("Commit", json!({"adapterId": "panorama-1"}))
+        .await
+        .unwrap()
+        .id;
+    let commit = next_task(&mut tasks).await;
+    assert_eq!(
+        (commit.task_id.as_str(), commit.name.as_str()),
+        ("26e8", "commitChanges")
+    );
+    assert_eq!(commit.incoming["adapter_id"], "panorama-1");
+    app.engine
+        .complete_task(
+            &worker(),
+            &commit.task_token,
+            result(FinishState::Success, commit_result("success")),
+        )
+        .await
+        .unwrap();
+    let job = job_when(&app, &first, |job| job["status"] == "complete").await;
+    assert_eq!(job["tasks"]["2d27"]["finish_state"], "success");
+    assert_eq!(
+        job["tasks"]["895c"]["status"], "incomplete",
+        "the failure dialog never opened"
+    );
+    assert_eq!(
+        job["variables"]["commitResult"],
+        commit_result("success")["result"]
+    );
+
+    // The commit fails: the evaluation takes the failure path to the manual task; the operator
+    // chooses "Retry" (success), whose revert runs the commit again, which now succeeds.
+    let second = app
+        .start_job("Commit", json!({"adapterId": "panorama-1"}))
+        .await
+        .unwrap()
+        .id;
+    let commit = next_task(&mut tasks).await;
+    app.engine
+        .complete_task(
+            &worker(),
+            &commit.task_token,
+            result(FinishState::Success, commit_result("error")),
+        )
+        .await
+        .unwrap();
+    let waiting = job_when(&app, &second, |job| {
+        job["tasks"]["895c"]["status"] == "scheduled"
+    })
+    .await;
+    assert_eq!(waiting["tasks"]["2d27"]["finish_state"], "failure");
+    app.engine
+        .finish_task(
+            &operator(),
+            &second,
+            "895c",
+            result(FinishState::Success, json!({})),
+        )
+        .await
+        .unwrap();
+    let again = next_task(&mut tasks).await;
+    assert_eq!(
+        (again.job_id.as_str(), again.task_id.as_str()),
+        (second.as_str(), "26e8")
+    );
+    app.engine
+        .complete_task(
+            &worker(),
+            &again.task_token,
+            result(FinishState::Success, commit_result("success")),
+        )
+        .await
+        .unwrap();
+    let job = job_when(&app, &second, |job| job["status"] == "complete").await;
+    assert_eq!(
+        job["tasks"]["26e8"]["iterations"],
+        json!([1, 2]),
+        "the commit ran twice"
+    );
+    assert_eq!(job["tasks"]["2d27"]["finish_state"], "success");
+}
