@@ -477,6 +477,11 @@ impl From<Job> for pb::Job {
                 user: job.metrics.user,
                 progress: job.metrics.progress.as_f64().unwrap_or_default(),
                 owner: job.metrics.owner,
+                end_time: job
+                    .metrics
+                    .end_time
+                    .and_then(DateTime::from_timestamp_millis)
+                    .map(timestamp),
             }),
             error: job.error.iter().map(json_to_proto).collect(),
             warnings: job.warnings.iter().map(json_to_proto).collect(),
