@@ -57,12 +57,17 @@ impl Watchers {
             let _slot = slot;
             let mut after = after;
             loop {
-                let events = match store.conn().await {
-                    Ok(mut conn) => runs::events(&mut conn, &job_id, after, EVENTS_PER_READ).await,
-                    Err(error) => Err(error),
+                // Whether the job had ended before its events are read: then what is read is
+                // all there will be, and a watcher that has seen the final event already (it
+                // resumed after it) gets an empty stream that ends.
+                let read = async {
+                    let mut conn = store.conn().await?;
+                    let ended = runs::has_ended(&mut conn, &job_id).await?;
+                    let events = runs::events(&mut conn, &job_id, after, EVENTS_PER_READ).await?;
+                    Ok::<_, Error>((ended, events))
                 };
-                let events = match events {
-                    Ok(events) => events,
+                let (ended, events) = match read.await {
+                    Ok(read) => read,
                     Err(error) => {
                         let _ = sender.send(Err(error)).await;
                         return;
@@ -78,6 +83,9 @@ impl Watchers {
                 }
                 if full {
                     continue;
+                }
+                if ended {
+                    return;
                 }
                 // Wait for news of this job, a look at every job, the recheck, or the client
                 // going away.

@@ -584,3 +584,14 @@ pub async fn still_running(conn: &mut PgConnection, tokens: &[Uuid]) -> Result<V
     .await
     .map_err(translate)
 }
+
+/// Whether the job has ended (`complete`, `error` or `canceled`); false when there is no such
+/// job.
+pub async fn has_ended(conn: &mut PgConnection, job_id: &str) -> Result<bool, Error> {
+    let status: Option<String> = sqlx::query_scalar("select status from jobs where id = $1")
+        .bind(job_id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(translate)?;
+    Ok(matches!(status.as_deref(), Some("complete" | "error" | "canceled")))
+}

@@ -549,6 +549,11 @@ async fn a_watcher_sees_every_event_in_order_and_resumes_without_gap_or_repeat()
     assert!(rest
         .iter()
         .any(|e| e.task_id == "a" && e.finish_state == "success"));
+    let mut late = app.engine.watch_job(&reader, &id, last.sequence).await.unwrap();
+    assert!(
+        events_until_end(&mut late).await.is_empty(),
+        "a watcher that saw the end gets an empty stream that ends"
+    );
 
     let hidden = app
         .engine
