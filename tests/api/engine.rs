@@ -549,7 +549,11 @@ async fn a_watcher_sees_every_event_in_order_and_resumes_without_gap_or_repeat()
     assert!(rest
         .iter()
         .any(|e| e.task_id == "a" && e.finish_state == "success"));
-    let mut late = app.engine.watch_job(&reader, &id, last.sequence).await.unwrap();
+    let mut late = app
+        .engine
+        .watch_job(&reader, &id, last.sequence)
+        .await
+        .unwrap();
     assert!(
         events_until_end(&mut late).await.is_empty(),
         "a watcher that saw the end gets an empty stream that ends"
@@ -719,4 +723,71 @@ async fn the_corpus_commit_workflow_takes_its_success_path_and_its_retry_loop() 
         "the commit ran twice"
     );
     assert_eq!(job["tasks"]["2d27"]["finish_state"], "success");
+}
+
+#[tokio::test]
+async fn a_delay_task_finishes_when_its_timer_is_due() {
+    let app = TestApp::spawn_with(|config| config.engine_sweep = "100ms".parse().unwrap()).await;
+    let delay = json!({"name": "delay", "app": "WorkFlowEngine", "type": "operation",
+                       "variables": {"incoming": {"time": 1}, "outgoing": {"time_in_milliseconds": ""}}});
+    let document = workflow(
+        "Wait a second",
+        json!({"d": delay}),
+        &[
+            ("workflow_start", "d", "success", "standard"),
+            ("d", "workflow_end", "success", "standard"),
+        ],
+    );
+    let started = std::time::Instant::now();
+    let id = start(&app, &document, json!({})).await;
+    let waiting = job_when(&app, &id, |job| job["tasks"]["d"]["status"] == "scheduled").await;
+    assert_eq!(waiting["status"], "running");
+    let job = job_when(&app, &id, |job| job["status"] == "complete").await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "the job waited for the timer"
+    );
+    assert_eq!(
+        job["tasks"]["d"]["variables"]["outgoing"]["time_in_milliseconds"],
+        1000
+    );
+}
+
+#[tokio::test]
+async fn a_task_with_retry_settings_runs_again_before_it_errors() {
+    let app = TestApp::spawn_with(|config| config.engine_sweep = "100ms".parse().unwrap()).await;
+    let mut task = adapter_task("Flaky");
+    task["retrySettings"] = json!({"autoRetry": true, "limit": 1, "delay": 0, "state": ["error"]});
+    let document = workflow(
+        "Flaky",
+        json!({"a": task}),
+        &[
+            ("workflow_start", "a", "success", "standard"),
+            ("a", "workflow_end", "success", "standard"),
+        ],
+    );
+    let mut tasks = app
+        .engine
+        .poll_tasks(&worker(), "w1".into(), vec!["Flaky".into()], 1)
+        .await
+        .unwrap();
+    let id = start(&app, &document, json!({})).await;
+    let mut failed = result(FinishState::Error, json!({}));
+    failed.error_message = "timeout".into();
+    let first = next_task(&mut tasks).await;
+    app.engine
+        .complete_task(&worker(), &first.task_token, failed.clone())
+        .await
+        .unwrap();
+    let second = next_task(&mut tasks).await;
+    assert_eq!(second.task_id, "a", "the retry offers the task again");
+    app.engine
+        .complete_task(&worker(), &second.task_token, failed)
+        .await
+        .unwrap();
+    let job = job_when(&app, &id, |job| job["status"] == "error").await;
+    assert_eq!(
+        job["tasks"]["a"]["status"], "error",
+        "after its one retry the task errs"
+    );
 }
