@@ -32,17 +32,14 @@ pub async fn cancel_jobs(
     Authenticated(caller): Authenticated,
     JsonBody(body): JsonBody,
 ) -> Result<JobOutcomesEnvelope, ApiError> {
-    // Roles first: a caller without them is refused whatever the body holds.
-    caller.require(crate::domain::Action::ControlJobs)?;
-    let ids = job_ids_body(body)?;
-    let outcomes = state
-        .engine
-        .control_jobs(&caller, JobControl::Cancel, ids)
-        .await?;
-    Ok(JobOutcomesEnvelope::new(
+    control_jobs(
+        state,
+        caller,
+        body,
+        JobControl::Cancel,
         "Canceled the jobs whose outcome is ok",
-        outcomes.into_iter().map(Into::into).collect(),
-    ))
+    )
+    .await
 }
 
 /// `POST /operations-manager/jobs/pause`
@@ -63,17 +60,14 @@ pub async fn pause_jobs(
     Authenticated(caller): Authenticated,
     JsonBody(body): JsonBody,
 ) -> Result<JobOutcomesEnvelope, ApiError> {
-    // Roles first: a caller without them is refused whatever the body holds.
-    caller.require(crate::domain::Action::ControlJobs)?;
-    let ids = job_ids_body(body)?;
-    let outcomes = state
-        .engine
-        .control_jobs(&caller, JobControl::Pause, ids)
-        .await?;
-    Ok(JobOutcomesEnvelope::new(
+    control_jobs(
+        state,
+        caller,
+        body,
+        JobControl::Pause,
         "Paused the jobs whose outcome is ok",
-        outcomes.into_iter().map(Into::into).collect(),
-    ))
+    )
+    .await
 }
 
 /// `POST /operations-manager/jobs/resume`
@@ -94,15 +88,30 @@ pub async fn resume_jobs(
     Authenticated(caller): Authenticated,
     JsonBody(body): JsonBody,
 ) -> Result<JobOutcomesEnvelope, ApiError> {
-    // Roles first: a caller without them is refused whatever the body holds.
+    control_jobs(
+        state,
+        caller,
+        body,
+        JobControl::Resume,
+        "Resumed the jobs whose outcome is ok",
+    )
+    .await
+}
+
+/// The three lifecycle routes: roles first (a caller without them is refused whatever the body
+/// holds), then the body, then each job's own outcome.
+async fn control_jobs(
+    state: HttpState,
+    caller: crate::domain::Caller,
+    body: Value,
+    control: JobControl,
+    message: &'static str,
+) -> Result<JobOutcomesEnvelope, ApiError> {
     caller.require(crate::domain::Action::ControlJobs)?;
     let ids = job_ids_body(body)?;
-    let outcomes = state
-        .engine
-        .control_jobs(&caller, JobControl::Resume, ids)
-        .await?;
+    let outcomes = state.engine.control_jobs(&caller, control, ids).await?;
     Ok(JobOutcomesEnvelope::new(
-        "Resumed the jobs whose outcome is ok",
+        message,
         outcomes.into_iter().map(Into::into).collect(),
     ))
 }

@@ -791,3 +791,49 @@ async fn a_task_with_retry_settings_runs_again_before_it_errors() {
         "after its one retry the task errs"
     );
 }
+
+#[tokio::test]
+async fn the_rest_routes_finish_a_manual_task_and_cancel_a_job() {
+    let app = TestApp::spawn().await;
+    let manual = json!({"name": "ViewData", "app": "WorkFlowEngine", "type": "manual",
+                        "variables": {"incoming": {}, "outgoing": {"approved": "$var.job.approved"}}});
+    let document = workflow(
+        "Approve over REST",
+        json!({"m": manual}),
+        &[
+            ("workflow_start", "m", "success", "standard"),
+            ("m", "workflow_end", "success", "standard"),
+        ],
+    );
+    let id = start(&app, &document, json!({})).await;
+    job_when(&app, &id, |job| job["tasks"]["m"]["status"] == "scheduled").await;
+    let (status, body) = app
+        .post(
+            &format!("/operations-manager/jobs/{id}/tasks/m/finish"),
+            &json!({"taskData": {"finish_state": "success", "variables": {"approved": "yes"}}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let job = job_when(&app, &id, |job| job["status"] == "complete").await;
+    assert_eq!(job["variables"]["approved"], "yes");
+
+    let other = app
+        .start_job("Approve over REST", json!({}))
+        .await
+        .unwrap()
+        .id;
+    let (status, body) = app
+        .post(
+            "/operations-manager/jobs/cancel",
+            &json!({"jobIds": [other, id]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"][0]["ok"], true, "{body}");
+    assert_eq!(
+        body["data"][1]["ok"], false,
+        "a complete job cannot be canceled: {body}"
+    );
+    assert_eq!(body["data"][1]["code"], 400, "{body}");
+    job_when(&app, &other, |job| job["status"] == "canceled").await;
+}
