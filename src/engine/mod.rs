@@ -79,6 +79,9 @@ pub struct Engine {
     stop: signal::Sender<bool>,
 }
 
+/// How long a job whose step failed waits before the engine tries it again.
+const POISON_DELAY: Duration = Duration::from_secs(60);
+
 /// What a lifecycle call did to one job.
 pub type ControlOutcome = (String, Result<(), Error>);
 
@@ -191,12 +194,17 @@ impl Engine {
                 if stopped {
                     return;
                 }
-                match self.step_due().await {
+                match self.step_due(self.settings.batch).await {
                     Ok(0) => break,
                     Ok(_) => {}
                     Err(error) => {
-                        tracing::warn!(error = ?error, "cannot step due jobs; retrying at the next sweep");
-                        break;
+                        tracing::warn!(error = ?error, "cannot step a batch of due jobs; stepping them one by one");
+                        // One job that cannot be stepped must not hold up the others: alone,
+                        // it is put off (see step_alone) and the rest go on.
+                        if let Err(error) = self.step_alone(self.settings.batch).await {
+                            tracing::warn!(error = ?error, "cannot step due jobs; retrying at the next sweep");
+                            break;
+                        }
                     }
                 }
             }
@@ -211,21 +219,49 @@ impl Engine {
         Ok(())
     }
 
-    /// Steps one batch of due jobs in one transaction; how many there were.
-    async fn step_due(&self) -> Result<usize, Error> {
-        let mut tx = self.store.begin().await?;
-        let due = runs::take_due(&mut tx, self.settings.batch).await?;
-        let now = Utc::now();
-        for job_id in &due {
-            let Some(mut locked) = runs::lock(&mut tx, job_id).await? else {
-                continue;
+    /// Steps up to `count` due jobs, each in a transaction of its own; a job whose step fails
+    /// is put off by [`POISON_DELAY`] and logged, so that it cannot block the jobs due after it.
+    async fn step_alone(&self, count: i64) -> Result<(), Error> {
+        for _ in 0..count {
+            let mut tx = self.store.begin().await?;
+            let Some(job_id) = runs::take_due(&mut tx, 1).await?.pop() else {
+                return Ok(());
             };
-            let graph = self.graph(&mut tx, &locked.graph_id).await?;
-            advance::advance(&mut locked.job, &graph, now, &self.settings.limits);
-            runs::save(&mut tx, &mut locked, &graph, now).await?;
+            match self.step_jobs(&mut tx, std::slice::from_ref(&job_id)).await {
+                Ok(()) => self.store.commit(tx).await?,
+                Err(error) => {
+                    drop(tx);
+                    tracing::error!(job_id = %job_id, error = ?error, "cannot step the job; trying again later");
+                    let mut conn = self.store.conn().await?;
+                    runs::put_off(&mut conn, &job_id, POISON_DELAY).await?;
+                }
+            }
         }
+        Ok(())
+    }
+
+    /// Steps up to `limit` due jobs in one transaction; how many there were.
+    async fn step_due(&self, limit: i64) -> Result<usize, Error> {
+        let mut tx = self.store.begin().await?;
+        let due = runs::take_due(&mut tx, limit).await?;
+        self.step_jobs(&mut tx, &due).await?;
         self.store.commit(tx).await?;
         Ok(due.len())
+    }
+
+    /// Advances each of `jobs` as far as it goes now, in `tx`.
+    async fn step_jobs(&self, tx: &mut Tx, jobs: &[String]) -> Result<(), Error> {
+        let due = jobs;
+        let now = Utc::now();
+        for job_id in due {
+            let Some(mut locked) = runs::lock(&mut *tx, job_id).await? else {
+                continue;
+            };
+            let graph = self.graph(tx, &locked.graph_id).await?;
+            advance::advance(&mut locked.job, &graph, now, &self.settings.limits);
+            runs::save(&mut *tx, &mut locked, &graph, now).await?;
+        }
+        Ok(())
     }
 
     async fn graph(&self, tx: &mut Tx, id: &str) -> Result<TaskGraph, Error> {

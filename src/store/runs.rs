@@ -593,5 +593,21 @@ pub async fn has_ended(conn: &mut PgConnection, job_id: &str) -> Result<bool, Er
         .fetch_optional(&mut *conn)
         .await
         .map_err(translate)?;
-    Ok(matches!(status.as_deref(), Some("complete" | "error" | "canceled")))
+    Ok(matches!(
+        status.as_deref(),
+        Some("complete" | "error" | "canceled")
+    ))
+}
+
+/// Puts the job's wakeup off by `delay` (its step failed; it is tried again then).
+pub async fn put_off(conn: &mut PgConnection, job_id: &str, delay: Duration) -> Result<(), Error> {
+    sqlx::query(
+        "update job_wakeups set due_at = now() + make_interval(secs => $2) where job_id = $1",
+    )
+    .bind(job_id)
+    .bind(delay.as_secs_f64())
+    .execute(&mut *conn)
+    .await
+    .map_err(translate)?;
+    Ok(())
 }

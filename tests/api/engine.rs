@@ -837,3 +837,55 @@ async fn the_rest_routes_finish_a_manual_task_and_cancel_a_job() {
     assert_eq!(body["data"][1]["code"], 400, "{body}");
     job_when(&app, &other, |job| job["status"] == "canceled").await;
 }
+
+#[tokio::test]
+async fn a_job_that_cannot_be_stepped_does_not_hold_up_the_others() {
+    let app = TestApp::spawn_frozen().await;
+    let document = workflow(
+        "Poison",
+        json!({"a": adapter_task("P")}),
+        &[
+            ("workflow_start", "a", "success", "standard"),
+            ("a", "workflow_end", "success", "standard"),
+        ],
+    );
+    let bad = start(&app, &document, json!({})).await;
+    let good = app.start_job("Poison", json!({})).await.unwrap().id;
+    // A run-state row no step can read (incoming must be an object), due before the good job.
+    sqlx::query(
+        "insert into job_tasks (job_id, task_id, status, runner, app, incoming)
+         values ($1, 'a', 'scheduled', 'worker', 'P', '[1]')",
+    )
+    .bind(&bad)
+    .execute(&app.db)
+    .await
+    .unwrap();
+    sqlx::query("update job_wakeups set due_at = now() - interval '1 minute' where job_id = $1")
+        .bind(&bad)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    // An instance that runs jobs, on the same database.
+    let runner = app.another_instance().await;
+    let mut tasks = runner
+        .engine
+        .poll_tasks(&worker(), "w1".into(), vec!["P".into()], 1)
+        .await
+        .unwrap();
+    let task = next_task(&mut tasks).await;
+    assert_eq!(
+        task.job_id, good,
+        "the good job runs although the bad one is due first"
+    );
+    let put_off: bool = sqlx::query_scalar(
+        "select due_at > now() + interval '30 seconds' from job_wakeups where job_id = $1",
+    )
+    .bind(&bad)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert!(
+        put_off,
+        "the job that cannot be stepped is tried again later"
+    );
+}
