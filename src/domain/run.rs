@@ -133,9 +133,13 @@ impl RunningJob {
         }
     }
 
-    /// Share of the graph's tasks that finished, 0 to 1 (`workflow_start` counts as finished).
+    /// Share of the graph's tasks that finished, 0 to 1 (`workflow_start` counts as finished);
+    /// 1 once the job is complete, also when paths not taken left tasks that never ran.
     pub fn progress(&self, graph: &TaskGraph) -> f64 {
         let total = graph.tasks().len();
+        if self.status == JobStatus::Complete {
+            return 1.0;
+        }
         if total == 0 {
             return 0.0;
         }

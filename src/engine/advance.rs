@@ -869,6 +869,7 @@ mod tests {
         );
         done(&mut j, &g, "d", FinishState::Success);
         assert_eq!(j.status, JobStatus::Complete);
+        assert_eq!(j.progress(&g), 1.0, "c never ran, and the job is done");
     }
 
     #[test]

@@ -312,7 +312,7 @@ pub async fn save(
                  document = document || jsonb_build_object(
                      'status', $2::text, 'variables', $5::jsonb, 'error', $6::jsonb,
                      'last_updated', $7::text,
-                     'metrics', coalesce(document->'metrics', '{}') || jsonb_build_object('progress', $8::float8)
+                     'metrics', (coalesce(document->'metrics', '{}') - case when $2::text in ('running', 'paused') then array['end_time'] else array[]::text[] end) || jsonb_build_object('progress', $8::float8)
                          || case when $9::bigint is null then '{}'::jsonb
                                  else jsonb_build_object('end_time', $9::bigint) end)
              where id = $1",

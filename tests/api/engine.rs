@@ -463,6 +463,12 @@ async fn a_task_that_ended_in_error_is_retried_with_new_values() {
         .unwrap();
     let second = next_task(&mut tasks).await;
     assert_eq!(second.incoming["device"], "new");
+    let revived = job_when(&app, &id, |job| job["status"] == "running").await;
+    assert!(
+        revived["metrics"].get("end_time").is_none(),
+        "a job running again has not ended: {}",
+        revived["metrics"]
+    );
     app.engine
         .complete_task(
             &worker(),

@@ -8,7 +8,8 @@ use crate::helpers::{from_struct, small_workflow, to_struct, violated_fields, Te
 
 #[tokio::test]
 async fn start_job_returns_the_stored_job_with_its_task_graph() {
-    let app = TestApp::spawn().await;
+    // Jobs stay as started: the stored job is compared with the one StartJob returned.
+    let app = TestApp::spawn_frozen().await;
     app.create_workflow(&small_workflow("Port Turn Up")).await;
 
     let response = app
