@@ -33,10 +33,10 @@ A task may run more than once: a lease that expired (a worker that died or stall
 again with `attempt` + 1. Handlers should be safe to repeat: createNetwork returns the network it
 made before when asked for the same one again.
 
-The service takes back the tasks of a stream that closed (their leases end at its next sweep):
-that is how it gets back tasks it sent that the worker never read. So the worker keeps its
-stream open until the tasks under way are completed, and does not start the ones that arrive
-meanwhile; they are offered again once the stream closes.
+A stream that closes does not give its tasks back: each stays the worker's until its lease ends,
+and can be heartbeaten and completed meanwhile. The worker still keeps its stream open until the
+tasks under way are completed, and does not start the ones that arrive meanwhile; those are
+offered again when their leases expire.
 """
 
 import argparse
@@ -205,10 +205,9 @@ class Worker:
             self.close_when_idle()
 
     def close_when_idle(self) -> None:
-        """Closes the stream once a draining worker has no task under way. Not before: the
-        service takes back the tasks of a closed stream (their leases end), so a task still
-        running could no longer be completed. Tasks the service sent meanwhile, which the
-        worker did not start, go back the same way and are offered again at once."""
+        """Closes the stream once a draining worker has no task under way, so that the service
+        sends no more. Tasks it sent meanwhile, which the worker did not start, are offered
+        again when their leases expire."""
         with self.state:
             if self.draining.is_set() and self.in_flight == 0 and self.stream is not None:
                 self.stream.closed = True
@@ -267,7 +266,7 @@ class Worker:
         with self.state:
             if self.draining.is_set():
                 log(f"task {offer.task_id} of job {offer.job_id}: not started, the worker is "
-                    "stopping; the service offers it again once the stream closes")
+                    "stopping; the service offers it again when its lease expires")
                 return
             self.taken += 1
             self.in_flight += 1

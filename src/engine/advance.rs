@@ -482,8 +482,14 @@ pub fn finish(
 }
 
 /// Makes `target` and every task after it (by standard transitions) not reached again, their
-/// iteration counts kept, so that they run again.
+/// iteration counts kept, so that they run again. With `waiting`, tasks scheduled but not
+/// taken by anyone yet (a manual task, a task waiting for a worker or its timer) are undone
+/// too: a retry takes back the path its task's error opened.
 fn reset_from(job: &mut RunningJob, graph: &TaskGraph, target: &str) {
+    reset_path(job, graph, target, false);
+}
+
+fn reset_path(job: &mut RunningJob, graph: &TaskGraph, target: &str, waiting: bool) {
     let mut seen = HashSet::new();
     let mut stack = vec![target.to_owned()];
     while let Some(id) = stack.pop() {
@@ -491,10 +497,13 @@ fn reset_from(job: &mut RunningJob, graph: &TaskGraph, target: &str) {
             continue;
         }
         if let Some(run) = job.runs.get_mut(&id) {
-            if matches!(run.status, TaskStatus::Complete | TaskStatus::Error) {
+            let undo = matches!(run.status, TaskStatus::Complete | TaskStatus::Error)
+                || (waiting && run.status == TaskStatus::Scheduled);
+            if undo {
                 run.status = TaskStatus::Incomplete;
                 run.finish_state = None;
                 run.retries = 0;
+                run.due_at = None;
                 job.touched.insert(id.clone());
             }
         }
@@ -690,7 +699,7 @@ pub fn retry(
     if let Some(task) = graph.tasks().get(id) {
         for transition in task.transitions.get("error").into_iter().flatten() {
             if transition.transition_type != "revert" {
-                reset_from(job, graph, &transition.task);
+                reset_path(job, graph, &transition.task, true);
             }
         }
     }
@@ -1091,6 +1100,35 @@ mod tests {
         done(&mut j, &g, "a", FinishState::Success);
         assert_eq!(j.status, JobStatus::Complete);
         assert!(retry(&mut j, &g, "a", Map::new(), now(), &Limits::default()).is_err());
+    }
+
+    #[test]
+    fn a_retry_takes_back_the_manual_task_its_error_path_scheduled() {
+        let g = graph(
+            &[("a", "X"), ("ask", "manual")],
+            &[
+                ("workflow_start", "a", "success", "standard"),
+                ("a", "workflow_end", "success", "standard"),
+                ("a", "ask", "error", "standard"),
+                ("ask", "workflow_end", "success", "standard"),
+            ],
+        );
+        let mut j = job();
+        advance(&mut j, &g, now(), &Limits::default());
+        done(&mut j, &g, "a", FinishState::Error);
+        assert_eq!(status(&j, "ask"), Some(TaskStatus::Scheduled));
+        retry(&mut j, &g, "a", Map::new(), now(), &Limits::default()).unwrap();
+        assert_eq!(
+            status(&j, "ask"),
+            Some(TaskStatus::Incomplete),
+            "the error path is undone"
+        );
+        done(&mut j, &g, "a", FinishState::Success);
+        assert_eq!(
+            j.status,
+            JobStatus::Complete,
+            "nobody has to answer the stale question"
+        );
     }
 
     #[test]

@@ -133,10 +133,11 @@ impl Dispatcher {
         }
     }
 
-    /// Forgets closed streams (their tasks' leases end now, so the tasks are offered again
-    /// at once) and tasks no longer held.
+    /// Forgets closed streams and tasks no longer held. A closed stream's tasks stay leased
+    /// until their deadlines: the worker may still be running them (a network blip closed its
+    /// stream) and may heartbeat and complete them, as the contract promises.
     async fn reconcile(&self, store: &Store) -> Result<(), Error> {
-        let (closed, held): (Vec<Uuid>, Vec<Uuid>) = {
+        let (_closed, held): (Vec<Uuid>, Vec<Uuid>) = {
             let mut state = self.state.lock().expect("dispatcher state");
             let closed_ids: Vec<u64> = state
                 .streams
@@ -156,9 +157,6 @@ impl Dispatcher {
             (closed, state.tokens.keys().copied().collect())
         };
         let mut conn = store.conn().await?;
-        if !closed.is_empty() {
-            runs::end_leases(&mut conn, &closed).await?;
-        }
         if held.is_empty() {
             return Ok(());
         }

@@ -325,22 +325,17 @@ fn condition(join: Join, text: &str) -> Result<Option<Condition>, String> {
         let test = match operator {
             "=" => Test::Equals(value),
             "~" => match regex_literal(&value) {
-                Some((source, flags)) => {
-                    Test::Matches(Pattern::new(source, flags).map_err(|why| {
-                        format!("has a regular expression /{source}/ with {why}")
-                    })?)
-                }
+                Some((source, flags)) => Test::Matches(
+                    Pattern::new(source, flags)
+                        .map_err(|why| format!("has a regular expression /{source}/ with {why}"))?,
+                ),
                 None => Test::Includes(value),
             },
             "<" => Test::Order(Relation::Less, value),
             "<=" => Test::Order(Relation::LessOrEqual, value),
             ">" => Test::Order(Relation::Greater, value),
             ">=" => Test::Order(Relation::GreaterOrEqual, value),
-            _ => {
-                return Err(
-                    "uses a helper `:` in a condition, which is not supported".to_owned()
-                )
-            }
+            _ => return Err("uses a helper `:` in a condition, which is not supported".to_owned()),
         };
         return Ok(Some(Condition {
             join,
@@ -356,8 +351,7 @@ fn condition(join: Join, text: &str) -> Result<Option<Condition>, String> {
 fn regex_literal(text: &str) -> Option<(&str, &str)> {
     let inner = text.strip_prefix('/')?;
     let (source, flags) = inner.rsplit_once('/')?;
-    (flags.len() <= 1 && flags.bytes().all(|b| b.is_ascii_lowercase()))
-        .then_some((source, flags))
+    (flags.len() <= 1 && flags.bytes().all(|b| b.is_ascii_lowercase())).then_some((source, flags))
 }
 
 fn run<'v>(steps: &[Step], mut current: Cow<'v, Value>) -> Result<Cow<'v, Value>, String> {
@@ -569,9 +563,7 @@ fn order_text(value: Option<&Value>, text: &str) -> Option<std::cmp::Ordering> {
     match value? {
         Value::Null => None,
         Value::Number(number) => number.as_f64()?.partial_cmp(&js::parse_number(text)?),
-        Value::Bool(flag) => {
-            (if *flag { 1.0 } else { 0.0 }).partial_cmp(&js::parse_number(text)?)
-        }
+        Value::Bool(flag) => (if *flag { 1.0 } else { 0.0 }).partial_cmp(&js::parse_number(text)?),
         Value::String(found) => Some(js::compare_text(found, text)),
         other => Some(js::compare_text(&js::primitive_text(other), text)),
     }
