@@ -137,29 +137,18 @@ impl Dispatcher {
     /// until their deadlines: the worker may still be running them (a network blip closed its
     /// stream) and may heartbeat and complete them, as the contract promises.
     async fn reconcile(&self, store: &Store) -> Result<(), Error> {
-        let (_closed, held): (Vec<Uuid>, Vec<Uuid>) = {
+        let held: Vec<Uuid> = {
             let mut state = self.state.lock().expect("dispatcher state");
-            let closed_ids: Vec<u64> = state
-                .streams
-                .iter()
-                .filter(|(_, stream)| stream.sender.is_closed())
-                .map(|(id, _)| *id)
-                .collect();
-            let mut closed = Vec::new();
-            for id in closed_ids {
-                if let Some(stream) = state.streams.remove(&id) {
-                    closed.extend(stream.held);
-                }
-            }
-            for token in &closed {
-                state.tokens.remove(token);
-            }
-            (closed, state.tokens.keys().copied().collect())
+            let state = &mut *state;
+            state.streams.retain(|_, stream| !stream.sender.is_closed());
+            let streams = &state.streams;
+            state.tokens.retain(|_, id| streams.contains_key(id));
+            state.tokens.keys().copied().collect()
         };
-        let mut conn = store.conn().await?;
         if held.is_empty() {
             return Ok(());
         }
+        let mut conn = store.conn().await?;
         let running: HashSet<Uuid> = runs::still_running(&mut conn, &held)
             .await?
             .into_iter()
