@@ -37,6 +37,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod batch;
 pub mod config;
 pub mod domain;
 pub mod engine;

@@ -11,6 +11,7 @@
 
 pub mod advance;
 pub mod builtin;
+mod completions;
 pub mod variables;
 mod watch;
 mod workers;
@@ -25,6 +26,7 @@ use uuid::Uuid;
 
 pub use advance::Limits;
 
+use crate::batch::Batcher;
 use crate::domain::run::{
     Heartbeat, JobControl, JobEvent, Runner, TaskResult, WorkerTask, MAX_JOB_IDS,
 };
@@ -73,7 +75,9 @@ pub struct Engine {
     settings: Settings,
     /// Wakes the step loop (new jobs, finished tasks, due timers).
     wakeups: Notify,
-    workers: workers::Dispatcher,
+    workers: Arc<workers::Dispatcher>,
+    /// Workers' completions, applied in batches.
+    completions: Batcher<completions::Completer>,
     watchers: watch::Watchers,
     /// Turns true when the service drains: the loops stop and open streams end.
     stop: signal::Sender<bool>,
@@ -87,10 +91,23 @@ pub type ControlOutcome = (String, Result<(), Error>);
 
 impl Engine {
     pub fn new(store: Store, graphs: Arc<GraphCache>, settings: Settings) -> Self {
+        let workers = Arc::new(workers::Dispatcher::new(settings.max_pollers));
+        let completer = completions::Completer {
+            store: store.clone(),
+            graphs: graphs.clone(),
+            limits: settings.limits,
+            workers: workers.clone(),
+        };
         Engine {
+            completions: Batcher::spawn(
+                Arc::new(completer),
+                settings.max_pollers.max(completions::MAX_BATCH),
+                completions::MAX_BATCH,
+                completions::CONCURRENT_BATCHES,
+            ),
             store,
             graphs,
-            workers: workers::Dispatcher::new(settings.max_pollers),
+            workers,
             watchers: watch::Watchers::new(settings.max_watchers),
             settings,
             wakeups: Notify::new(),
@@ -251,25 +268,18 @@ impl Engine {
 
     /// Advances each of `jobs` as far as it goes now, in `tx`.
     async fn step_jobs(&self, tx: &mut Tx, jobs: &[String]) -> Result<(), Error> {
-        let due = jobs;
+        let ids: Vec<&str> = jobs.iter().map(String::as_str).collect();
+        let mut locked = runs::lock_many(&mut *tx, &ids).await?;
+        let graph_ids: Vec<&str> = locked.iter().map(|job| job.graph_id.as_str()).collect();
+        let graphs = self.graphs.get_many(&mut *tx, &graph_ids).await?;
         let now = Utc::now();
-        for job_id in due {
-            let Some(mut locked) = runs::lock(&mut *tx, job_id).await? else {
-                continue;
-            };
-            let graph = self.graph(tx, &locked.graph_id).await?;
-            advance::advance(&mut locked.job, &graph, now, &self.settings.limits);
-            runs::save(&mut *tx, &mut locked, &graph, now).await?;
+        for job in &mut locked {
+            let graph = graphs
+                .get(&job.graph_id)
+                .ok_or_else(|| missing_graph(&job.graph_id))?;
+            advance::advance(&mut job.job, graph, now, &self.settings.limits);
         }
-        Ok(())
-    }
-
-    async fn graph(&self, tx: &mut Tx, id: &str) -> Result<TaskGraph, Error> {
-        self.graphs
-            .get_many(tx, &[id])
-            .await?
-            .remove(id)
-            .ok_or_else(|| Error::internal(anyhow::anyhow!("job graph {id} is missing")))
+        runs::save_many(&mut *tx, &mut locked, &graphs, now).await
     }
 
     /// Runs `step` on `job_id` in one transaction holding its row, then saves and commits.
@@ -282,13 +292,20 @@ impl Engine {
     ) -> Result<T, Error> {
         let mut tx = self.store.begin().await?;
         let not_found = || Error::NotFound(format!("Cannot find job {job_id}"));
-        let mut locked = runs::lock(&mut tx, job_id).await?.ok_or_else(not_found)?;
-        if caller.is_some_and(|caller| !caller.can_see(&locked.groups)) {
+        let mut locked = runs::lock_many(&mut tx, &[job_id]).await?;
+        let job = locked.first_mut().ok_or_else(not_found)?;
+        if caller.is_some_and(|caller| !caller.can_see(&job.groups)) {
             return Err(not_found());
         }
-        let graph = self.graph(&mut tx, &locked.graph_id).await?;
-        let answer = step(&mut locked, &graph)?;
-        runs::save(&mut tx, &mut locked, &graph, Utc::now()).await?;
+        let graphs = self
+            .graphs
+            .get_many(&mut tx, &[job.graph_id.as_str()])
+            .await?;
+        let graph = graphs
+            .get(&job.graph_id)
+            .ok_or_else(|| missing_graph(&job.graph_id))?;
+        let answer = step(job, graph)?;
+        runs::save_many(&mut tx, &mut locked, &graphs, Utc::now()).await?;
         self.store.commit(tx).await?;
         Ok(answer)
     }
@@ -352,38 +369,9 @@ impl Engine {
     ) -> Result<(), Error> {
         caller.require(Action::RunTasks)?;
         let token = parse_token(task_token)?;
-        let (job_id, task_id) = {
-            let mut conn = self.store.conn().await?;
-            runs::lease_holder(&mut conn, token)
-                .await?
-                .ok_or_else(stale_token)?
-        };
-        let limits = self.settings.limits;
-        self.with_job(None, &job_id, |locked, graph| {
-            let now = Utc::now();
-            let held = locked.holds_lease(&task_id, token)
-                && locked.job.runs.get(&task_id).is_some_and(|run| {
-                    run.status == crate::domain::graph::TaskStatus::Running
-                        && run.due_at.is_some_and(|deadline| deadline > now)
-                });
-            if !held {
-                return Err(stale_token());
-            }
-            advance::complete(
-                &mut locked.job,
-                graph,
-                &task_id,
-                result.finish_state,
-                result.outgoing,
-                &result.error_message,
-                now,
-                &limits,
-            );
-            Ok(())
-        })
-        .await?;
-        self.workers.released(token);
-        Ok(())
+        self.completions
+            .call(completions::Completion { token, result })
+            .await
     }
 
     /// `FinishTask`: a person finishes a manual task.
@@ -510,10 +498,9 @@ impl Engine {
         caller.require(Action::WatchJobs)?;
         let job_id = parse_job_id(job_id, "job_id")?;
         {
-            let mut tx = self.store.begin().await?;
-            let locked = runs::lock(&mut tx, job_id.as_str()).await?;
-            let visible = locked.is_some_and(|locked| caller.can_see(&locked.groups));
-            drop(tx);
+            let mut conn = self.store.conn().await?;
+            let groups = runs::groups_of(&mut conn, job_id.as_str()).await?;
+            let visible = groups.is_some_and(|groups| caller.can_see(&groups));
             if !visible {
                 return Err(Error::NotFound(format!("Cannot find job {job_id}")));
             }
@@ -546,6 +533,10 @@ fn parse_job_id(id: &str, field: &str) -> Result<JobId, Error> {
 fn parse_token(token: &str) -> Result<Uuid, Error> {
     Uuid::parse_str(token)
         .map_err(|_| Error::invalid("task_token", "is not a task token this service issued"))
+}
+
+fn missing_graph(id: &str) -> Error {
+    Error::internal(anyhow::anyhow!("job graph {id} is missing"))
 }
 
 fn stale_token() -> Error {

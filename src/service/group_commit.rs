@@ -1,21 +1,18 @@
 //! Group commit of StartJob: starts that arrive while earlier ones are being committed wait in
-//! a queue and are then written together, in one transaction of a handful of statements,
-//! instead of one transaction of five or six statements each. Durability is unchanged: a start
-//! is answered only after the transaction holding its job has committed.
+//! a queue and are then written together (`crate::batch`), in one transaction of a handful of
+//! statements, instead of one transaction of five or six statements each. Durability is
+//! unchanged: a start is answered only after the transaction holding its job has committed.
 //!
 //! Each start in a batch keeps its own outcome: a workflow that does not exist, variables that
-//! fail the schema or a reused idempotency key fail that start alone. Only a failure of the
-//! transaction itself fails the batch; a transient one (database unavailable, too slow) is
-//! returned to every start in it, any other is retried start by start so that one bad start
-//! cannot fail the others.
+//! fail the schema or a reused idempotency key fail that start alone.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::Utc;
-use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::Started;
+use crate::batch::{Batch, Batcher, Queued};
 use crate::domain::{Caller, CompiledWorkflow, Error, Job, StartJob, TaskGraph};
 use crate::store::cache::{weighted_cache, Weighed, WeightedCache};
 use crate::store::graphs::{self, GraphCache};
@@ -31,18 +28,17 @@ const MAX_BATCH: usize = 64;
 const CONCURRENT_BATCHES: usize = 4;
 
 /// One StartJob waiting for its batch.
-struct Pending {
+pub(super) struct Start {
     caller: Caller,
     request: StartJob,
     /// The idempotency key and the fingerprint of the request, when the call has a key.
     key: Option<(ScopedKey, String)>,
-    reply: oneshot::Sender<Result<Started, Error>>,
 }
 
 /// The queue of starts and the task that commits them in batches.
 #[derive(Debug)]
 pub(super) struct GroupCommit {
-    queue: mpsc::Sender<Pending>,
+    batcher: Batcher<Committer>,
     /// The batches' own connections.
     store: Store,
     committer: Arc<Committer>,
@@ -60,16 +56,15 @@ impl GroupCommit {
         queue_size: usize,
         workflow_cache_bytes: u64,
     ) -> Self {
-        let (queue, receiver) = mpsc::channel(queue_size.max(1));
         let store = store.dedicated(CONCURRENT_BATCHES as u32);
         let committer = Arc::new(Committer {
             store: store.clone(),
             workflows: weighted_cache(workflow_cache_bytes),
             graphs,
         });
-        tokio::spawn(run(receiver, committer.clone()));
+        let batcher = Batcher::spawn(committer.clone(), queue_size, MAX_BATCH, CONCURRENT_BATCHES);
         GroupCommit {
-            queue,
+            batcher,
             store,
             committer,
         }
@@ -104,40 +99,13 @@ impl GroupCommit {
         request: StartJob,
         key: Option<(ScopedKey, String)>,
     ) -> Result<Started, Error> {
-        let (reply, outcome) = oneshot::channel();
-        self.queue
-            .send(Pending {
+        self.batcher
+            .call(Start {
                 caller,
                 request,
                 key,
-                reply,
             })
             .await
-            .map_err(|_| Error::Unavailable("the service is shutting down".to_owned()))?;
-        outcome
-            .await
-            .map_err(|_| Error::internal(anyhow::anyhow!("a batch of starts was abandoned")))?
-    }
-}
-
-/// Takes whatever has queued up (at most MAX_BATCH) each time a batch slot is free.
-async fn run(mut queue: mpsc::Receiver<Pending>, committer: Arc<Committer>) {
-    let slots = Arc::new(Semaphore::new(CONCURRENT_BATCHES));
-    loop {
-        let slot = slots
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed");
-        let mut batch = Vec::with_capacity(MAX_BATCH);
-        if queue.recv_many(&mut batch, MAX_BATCH).await == 0 {
-            return;
-        }
-        let committer = committer.clone();
-        tokio::spawn(async move {
-            committer.commit(batch).await;
-            drop(slot);
-        });
     }
 }
 
@@ -158,39 +126,25 @@ impl std::fmt::Debug for Committer {
     }
 }
 
-impl Committer {
-    async fn commit(&self, batch: Vec<Pending>) {
-        // Starts whose callers have given up are not written at all.
-        let batch: Vec<Pending> = batch.into_iter().filter(|p| !p.reply.is_closed()).collect();
-        if batch.is_empty() {
-            return;
-        }
-        tracing::debug!(size = batch.len(), "committing a batch of starts");
-        match self.try_commit(&batch).await {
-            Ok(outcomes) => answer(batch, outcomes),
-            Err(Error::Unavailable(message)) => {
-                answer_all(batch, || Error::Unavailable(message.clone()))
-            }
-            Err(Error::DeadlineExceeded(message)) => {
-                answer_all(batch, || Error::DeadlineExceeded(message.clone()))
-            }
-            Err(error) if batch.len() == 1 => answer(batch, vec![Err(error)]),
-            Err(error) => {
-                tracing::warn!(error = %error, size = batch.len(), "a batch of starts failed; retrying each alone");
-                for pending in batch {
-                    let outcome = match self.try_commit(std::slice::from_ref(&pending)).await {
-                        Ok(mut outcomes) => outcomes.pop().expect("one outcome per start"),
-                        Err(error) => Err(error),
-                    };
-                    let _ = pending.reply.send(outcome);
-                }
-            }
-        }
-    }
+impl Batch for Committer {
+    type Item = Start;
+    type Output = Started;
 
+    async fn apply(
+        &self,
+        batch: &[Queued<Committer>],
+    ) -> Result<Vec<Result<Started, Error>>, Error> {
+        self.try_commit(batch).await
+    }
+}
+
+impl Committer {
     /// Writes the batch in one transaction and returns each start's outcome, in batch order.
     /// An error is a failure of the transaction: nothing of the batch was written.
-    async fn try_commit(&self, batch: &[Pending]) -> Result<Vec<Result<Started, Error>>, Error> {
+    async fn try_commit(
+        &self,
+        batch: &[Queued<Committer>],
+    ) -> Result<Vec<Result<Started, Error>>, Error> {
         let mut outcomes: Vec<Option<Result<Started, Error>>> =
             batch.iter().map(|_| None).collect();
         let mut tx = self.store.begin().await?;
@@ -199,7 +153,7 @@ impl Committer {
         // another instance) see each other's job; stored keys are replays or conflicts.
         let keys: Vec<ScopedKey> = batch
             .iter()
-            .filter_map(|p| p.key.as_ref().map(|(key, _)| key.clone()))
+            .filter_map(|p| p.item.key.as_ref().map(|(key, _)| key.clone()))
             .collect();
         if !keys.is_empty() {
             idempotency::lock_many(&mut tx, &keys).await?;
@@ -214,7 +168,7 @@ impl Committer {
             .iter()
             .zip(&outcomes)
             .filter(|(_, outcome)| outcome.is_none())
-            .map(|(p, _)| p.request.workflow.as_str())
+            .map(|(p, _)| p.item.request.workflow.as_str())
             .collect();
         names.sort_unstable();
         names.dedup();
@@ -232,13 +186,13 @@ impl Committer {
             if outcomes[i].is_some() {
                 continue;
             }
-            if pending.reply.is_closed() {
+            if pending.abandoned() {
                 outcomes[i] = Some(Err(Error::DeadlineExceeded(
                     "the caller gave up".to_owned(),
                 )));
                 continue;
             }
-            if let Some((key, fingerprint)) = &pending.key {
+            if let Some((key, fingerprint)) = &pending.item.key {
                 if let Some((first_fingerprint, first)) = made_by_key.get(key) {
                     outcomes[i] = Some(if first_fingerprint == fingerprint {
                         Ok(Started {
@@ -251,10 +205,10 @@ impl Committer {
                     continue;
                 }
             }
-            let workflow = &pending.request.workflow;
+            let workflow = &pending.item.request.workflow;
             let Some(target) = targets
                 .get(workflow)
-                .filter(|target| pending.caller.can_see(&target.groups))
+                .filter(|target| pending.item.caller.can_see(&target.groups))
             else {
                 outcomes[i] = Some(Err(Error::workflow_not_found(workflow)));
                 continue;
@@ -262,12 +216,12 @@ impl Committer {
             let compiled = self.compiled_workflow(&mut tx, target).await?;
             match Job::start(
                 &compiled,
-                pending.request.options.clone(),
-                &pending.caller,
+                pending.item.request.options.clone(),
+                &pending.item.caller,
                 now,
             ) {
                 Ok(job) => {
-                    if let Some((key, fingerprint)) = &pending.key {
+                    if let Some((key, fingerprint)) = &pending.item.key {
                         made_by_key.insert(key, (fingerprint.as_str(), made.len()));
                     }
                     made.push((i, job, compiled));
@@ -301,7 +255,7 @@ impl Committer {
             let keys: Vec<(ScopedKey, StoredKey)> = made
                 .iter()
                 .filter_map(|(i, job, _)| {
-                    batch[*i].key.as_ref().map(|(key, fingerprint)| {
+                    batch[*i].item.key.as_ref().map(|(key, fingerprint)| {
                         (
                             key.clone(),
                             StoredKey {
@@ -338,7 +292,7 @@ impl Committer {
     async fn replay(
         &self,
         tx: &mut Tx,
-        batch: &[Pending],
+        batch: &[Queued<Committer>],
         stored: &HashMap<ScopedKey, StoredKey>,
         outcomes: &mut [Option<Result<Started, Error>>],
     ) -> Result<(), Error> {
@@ -349,7 +303,7 @@ impl Committer {
             .map(|job| (job.id.clone(), job))
             .collect();
         for (pending, outcome) in batch.iter().zip(outcomes.iter_mut()) {
-            let Some((key, fingerprint)) = &pending.key else {
+            let Some((key, fingerprint)) = &pending.item.key else {
                 continue;
             };
             let Some(stored) = stored.get(key) else {
@@ -360,7 +314,7 @@ impl Committer {
             } else {
                 match jobs.get(&stored.job_id) {
                     // A replay shows the job only to a caller who may still see it, as GetJob.
-                    Some(job) if pending.caller.can_see(&job.groups) => Ok(Started {
+                    Some(job) if pending.item.caller.can_see(&job.groups) => Ok(Started {
                         job: job.clone(),
                         created: false,
                     }),
@@ -410,17 +364,4 @@ fn conflict(key: &ScopedKey) -> Error {
         "idempotency key {} was used for a different request",
         key.key
     ))
-}
-
-fn answer(batch: Vec<Pending>, outcomes: Vec<Result<Started, Error>>) {
-    for (pending, outcome) in batch.into_iter().zip(outcomes) {
-        // A caller that has gone away no longer needs its answer.
-        let _ = pending.reply.send(outcome);
-    }
-}
-
-fn answer_all(batch: Vec<Pending>, error: impl Fn() -> Error) {
-    for pending in batch {
-        let _ = pending.reply.send(Err(error()));
-    }
 }

@@ -38,6 +38,13 @@ impl LockedJob {
     pub fn holds_lease(&self, task_id: &str, token: Uuid) -> bool {
         self.leases.get(task_id) == Some(&token)
     }
+
+    /// Each task a worker holds, with its lease token.
+    pub fn leases(&self) -> impl Iterator<Item = (&str, Uuid)> {
+        self.leases
+            .iter()
+            .map(|(task, token)| (task.as_str(), *token))
+    }
 }
 
 fn task_status(text: &str) -> TaskStatus {
@@ -135,22 +142,52 @@ pub async fn runs_by_job(
     Ok(by_job)
 }
 
-/// Loads `job_id` for one step and locks its row; None when there is no such job.
-pub async fn lock(conn: &mut PgConnection, job_id: &str) -> Result<Option<LockedJob>, Error> {
-    let row = sqlx::query(
-        "select status, graph_id, groups, event_sequence,
-                coalesce(document->'variables', '{}') as variables,
-                coalesce(document->'error', '[]') as errors
-         from jobs where id = $1 for update",
-    )
-    .bind(job_id)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(translate)?;
-    let Some(row) = row else {
-        return Ok(None);
-    };
-    let read = || -> Result<_, sqlx::Error> {
+/// The columns of a job that a step reads, and its row locked: in id order, so that two
+/// transactions locking overlapping sets of jobs wait for each other instead of deadlocking.
+const LOCK_JOBS: &str = "select id, status, graph_id, groups, event_sequence,
+        coalesce(document->'variables', '{}') as variables,
+        coalesce(document->'error', '[]') as errors
+ from jobs where id = any($1) order by id for update";
+
+/// The same, for the jobs holding the leases `$1` names.
+const LOCK_HOLDERS: &str = "select id, status, graph_id, groups, event_sequence,
+        coalesce(document->'variables', '{}') as variables,
+        coalesce(document->'error', '[]') as errors
+ from jobs where id in (select job_id from job_tasks where lease_token = any($1))
+ order by id for update";
+
+/// Loads `job_ids` for one step each and locks their rows until the transaction ends; ids
+/// with no job are left out.
+pub async fn lock_many(conn: &mut PgConnection, job_ids: &[&str]) -> Result<Vec<LockedJob>, Error> {
+    let rows = sqlx::query(LOCK_JOBS)
+        .bind(job_ids)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(translate)?;
+    locked_jobs(conn, rows).await
+}
+
+/// Loads and locks the jobs of the tasks whose leases `tokens` name (tokens that name none
+/// are left out).
+pub async fn lock_holders(
+    conn: &mut PgConnection,
+    tokens: &[Uuid],
+) -> Result<Vec<LockedJob>, Error> {
+    let rows = sqlx::query(LOCK_HOLDERS)
+        .bind(tokens)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(translate)?;
+    locked_jobs(conn, rows).await
+}
+
+/// The locked jobs of `rows` with the run of each of their tasks, read after the lock so that
+/// they are the latest committed.
+async fn locked_jobs(
+    conn: &mut PgConnection,
+    rows: Vec<sqlx::postgres::PgRow>,
+) -> Result<Vec<LockedJob>, Error> {
+    let read = |row: &sqlx::postgres::PgRow| -> Result<LockedJob, sqlx::Error> {
         let status: String = row.try_get("status")?;
         let variables = match row.try_get::<Json<Value>, _>("variables")?.0 {
             Value::Object(map) => map,
@@ -160,116 +197,121 @@ pub async fn lock(conn: &mut PgConnection, job_id: &str) -> Result<Option<Locked
             Value::Array(list) => list,
             _ => Vec::new(),
         };
-        Ok((
-            serde_json::from_value::<JobStatus>(Value::String(status))
-                .unwrap_or(JobStatus::Running),
-            row.try_get::<String, _>("graph_id")?,
-            row.try_get::<Vec<String>, _>("groups")?,
-            row.try_get::<i64, _>("event_sequence")?,
-            variables,
-            errors,
-        ))
+        let status = serde_json::from_value::<JobStatus>(Value::String(status))
+            .unwrap_or(JobStatus::Running);
+        Ok(LockedJob {
+            job: RunningJob::new(row.try_get("id")?, status, variables, errors),
+            graph_id: row.try_get("graph_id")?,
+            groups: row.try_get("groups")?,
+            event_sequence: row.try_get("event_sequence")?,
+            leases: HashMap::new(),
+        })
     };
-    let (status, graph_id, groups, event_sequence, variables, errors) =
-        read().map_err(translate)?;
-    let mut job = RunningJob::new(job_id.to_owned(), status, variables, errors);
-    let mut leases = HashMap::new();
-    for (_, task_id, run, token) in runs_of(conn, &[job_id]).await? {
-        if let Some(token) = token {
-            leases.insert(task_id.clone(), token);
-        }
-        job.runs.insert(task_id, run);
+    let mut jobs = rows
+        .iter()
+        .map(read)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(translate)?;
+    if jobs.is_empty() {
+        return Ok(jobs);
     }
-    Ok(Some(LockedJob {
-        job,
-        graph_id,
-        groups,
-        event_sequence,
-        leases,
-    }))
+    let ids: Vec<&str> = jobs.iter().map(|locked| locked.job.id.as_str()).collect();
+    let runs = runs_of(conn, &ids).await?;
+    let position: HashMap<String, usize> = jobs
+        .iter()
+        .enumerate()
+        .map(|(i, locked)| (locked.job.id.clone(), i))
+        .collect();
+    for (job_id, task_id, run, token) in runs {
+        let Some(&i) = position.get(&job_id) else {
+            continue;
+        };
+        let locked = &mut jobs[i];
+        if let Some(token) = token {
+            locked.leases.insert(task_id.clone(), token);
+        }
+        locked.job.runs.insert(task_id, run);
+    }
+    Ok(jobs)
 }
 
-/// Writes what a step changed: the touched task runs, the job's status, variables, errors and
-/// metrics, its events, when to look at it again, and the notifications that wake workers and
-/// watchers (delivered when the transaction commits).
-pub async fn save(
+/// The groups of `job_id` (who may see it), without locking it; None when there is no such job.
+pub async fn groups_of(
     conn: &mut PgConnection,
-    locked: &mut LockedJob,
-    graph: &TaskGraph,
+    job_id: &str,
+) -> Result<Option<Vec<String>>, Error> {
+    sqlx::query_scalar("select groups from jobs where id = $1")
+        .bind(job_id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(translate)
+}
+
+/// Writes what steps changed in `jobs`, all in one statement: the touched task runs, each
+/// job's status, variables, errors and metrics, its events, when to look at it again, and the
+/// notifications that wake workers and watchers (delivered when the transaction commits).
+/// `graphs` holds the graph of every job.
+pub async fn save_many(
+    conn: &mut PgConnection,
+    jobs: &mut [LockedJob],
+    graphs: &HashMap<String, TaskGraph>,
     now: DateTime<Utc>,
 ) -> Result<(), Error> {
-    let job = &mut locked.job;
-    if !job.touched.is_empty() {
-        let rows: Vec<Value> = job
-            .touched
-            .iter()
-            .filter_map(|id| job.runs.get(id).map(|run| (id, run)))
-            .map(|(id, run)| {
-                let (runner, app) = runner_text(&run.runner);
-                let name = graph
-                    .tasks()
-                    .get(id)
-                    .and_then(|task| task.fields.get("name"))
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                // A running worker task's timer is its lease, kept in the lease columns.
-                let due_at = match (run.status, &run.runner) {
-                    (TaskStatus::Running, Runner::Worker { .. }) => None,
-                    _ => run.due_at,
-                };
-                json!({
-                    "task_id": id,
-                    "status": status_text(run.status),
-                    "runner": runner,
-                    "app": app,
-                    "name": name,
-                    "finish_state": run.finish_state.map(FinishState::as_str),
-                    "start_time": run.start_time,
-                    "end_time": run.end_time,
-                    "iteration": run.iteration,
-                    "attempt": run.attempt,
-                    "retries": run.retries,
-                    "incoming": run.incoming,
-                    "outgoing": run.outgoing,
-                    "error": run.error,
-                    "due_at": due_at,
-                })
-            })
-            .collect();
-        sqlx::query(
-            "insert into job_tasks as t (job_id, task_id, status, runner, app, name, finish_state,
-                 start_time, end_time, iteration, attempt, retries, incoming, outgoing, error,
-                 due_at, ready_at)
-             select $1, r.task_id, r.status, r.runner, r.app, r.name, r.finish_state,
-                    r.start_time, r.end_time, r.iteration, r.attempt, r.retries,
-                    coalesce(r.incoming, '{}'), coalesce(r.outgoing, '{}'), r.error, r.due_at, now()
-             from jsonb_to_recordset($2) as r(task_id text, status text, runner text, app text,
-                 name text, finish_state text, start_time timestamptz, end_time timestamptz,
-                 iteration integer, attempt integer, retries integer, incoming jsonb,
-                 outgoing jsonb, error jsonb, due_at timestamptz)
-             on conflict (job_id, task_id) do update set
-                 status = excluded.status, runner = excluded.runner, app = excluded.app,
-                 name = excluded.name, finish_state = excluded.finish_state,
-                 start_time = excluded.start_time, end_time = excluded.end_time,
-                 iteration = excluded.iteration, attempt = excluded.attempt,
-                 retries = excluded.retries, incoming = excluded.incoming,
-                 outgoing = excluded.outgoing, error = excluded.error, due_at = excluded.due_at,
-                 -- A task offered again goes to the back of the line; a lease ends with
-                 -- the task's run.
-                 ready_at = case when excluded.status = 'scheduled' and t.status <> 'scheduled'
-                                 then now() else t.ready_at end,
-                 -- A canceled task keeps its token, so its worker's heartbeat learns why.
-                 lease_token = case when excluded.status in ('running', 'canceled')
-                                    then t.lease_token end,
-                 lease_deadline = case when excluded.status = 'running' then t.lease_deadline end,
-                 stream_id = case when excluded.status = 'running' then t.stream_id end,
-                 worker_id = case when excluded.status = 'running' then t.worker_id end",
-        )
-        .bind(&job.id)
-        .bind(Json(&rows))
+    let mut tasks: Vec<Value> = Vec::new();
+    let mut events: Vec<Value> = Vec::new();
+    let mut changed: Vec<Value> = Vec::new();
+    let mut wakeups: Vec<Value> = Vec::new();
+    let mut asleep: Vec<&str> = Vec::new();
+    let mut channels: Vec<&str> = Vec::new();
+    let mut payloads: Vec<&str> = Vec::new();
+    for locked in jobs.iter_mut() {
+        let graph = graphs.get(&locked.graph_id).ok_or_else(|| {
+            Error::internal(anyhow::anyhow!("job graph {} is missing", locked.graph_id))
+        })?;
+        let job = &locked.job;
+        tasks.extend(task_rows(job, graph));
+        for (n, event) in job.events.iter().enumerate() {
+            events.push(json!({
+                "job_id": job.id, "sequence": locked.event_sequence + 1 + n as i64,
+                "task_id": event.task_id, "kind": event.kind, "status": event.status,
+                "finish_state": event.finish_state, "at": event.at}));
+        }
+        locked.event_sequence += job.events.len() as i64;
+        if job.job_changed || !job.touched.is_empty() || !job.events.is_empty() {
+            changed.push(json!({
+                "id": job.id, "status": job.status.as_str(),
+                "event_sequence": locked.event_sequence, "variables": job.variables,
+                "errors": job.errors, "progress": job.progress(graph),
+                "end_time": job.end_time.map(|at| at.timestamp_millis())}));
+        }
+        match job.next_wakeup() {
+            Some(at) => wakeups.push(json!({"job_id": job.id, "due_at": at})),
+            None => asleep.push(&job.id),
+        }
+        if job.offers && !channels.contains(&TASKS) {
+            channels.push(TASKS);
+            payloads.push("");
+        }
+        if !job.events.is_empty() {
+            channels.push(EVENTS);
+            payloads.push(&job.id);
+        }
+    }
+    sqlx::query(SAVE)
+        .bind(Json(&tasks))
+        .bind(Json(&events))
+        .bind(now)
+        .bind(now.to_rfc3339_opts(SecondsFormat::Millis, true))
+        .bind(Json(&changed))
+        .bind(Json(&wakeups))
+        .bind(&asleep)
+        .bind(&channels)
+        .bind(&payloads)
         .execute(&mut *conn)
         .await
         .map_err(translate)?;
+    for locked in jobs.iter_mut() {
+        let job = &mut locked.job;
         for id in &job.touched {
             if job
                 .runs
@@ -279,89 +321,114 @@ pub async fn save(
                 locked.leases.remove(id);
             }
         }
+        job.touched.clear();
+        job.events.clear();
+        job.job_changed = false;
+        job.offers = false;
     }
-    if !job.events.is_empty() {
-        let first = locked.event_sequence + 1;
-        let events: Vec<Value> = job
-            .events
-            .iter()
-            .map(|event| {
-                json!({"task_id": event.task_id, "kind": event.kind, "status": event.status,
-                       "finish_state": event.finish_state, "at": event.at})
-            })
-            .collect();
-        sqlx::query(
-            "insert into job_events (job_id, sequence, task_id, kind, status, finish_state, at)
-             select $1, $2 + e.n - 1, e.value->>'task_id', e.value->>'kind', e.value->>'status',
-                    e.value->>'finish_state', (e.value->>'at')::timestamptz
-             from jsonb_array_elements($3) with ordinality as e(value, n)",
-        )
-        .bind(&job.id)
-        .bind(first)
-        .bind(Json(&events))
-        .execute(&mut *conn)
-        .await
-        .map_err(translate)?;
-        locked.event_sequence += job.events.len() as i64;
-    }
-    if job.job_changed || !job.touched.is_empty() || !job.events.is_empty() {
-        let progress = job.progress(graph);
-        let end_time = job.end_time.map(|at| at.timestamp_millis());
-        sqlx::query(
-            "update jobs set status = $2, updated_at = $3, event_sequence = $4,
-                 document = document || jsonb_build_object(
-                     'status', $2::text, 'variables', $5::jsonb, 'error', $6::jsonb,
-                     'last_updated', $7::text,
-                     'metrics', (coalesce(document->'metrics', '{}') - case when $2::text in ('running', 'paused') then array['end_time'] else array[]::text[] end) || jsonb_build_object('progress', $8::float8)
-                         || case when $9::bigint is null then '{}'::jsonb
-                                 else jsonb_build_object('end_time', $9::bigint) end)
-             where id = $1",
-        )
-        .bind(&job.id)
-        .bind(job.status.as_str())
-        .bind(now)
-        .bind(locked.event_sequence)
-        .bind(Json(&job.variables))
-        .bind(Json(&job.errors))
-        .bind(now.to_rfc3339_opts(SecondsFormat::Millis, true))
-        .bind(progress)
-        .bind(end_time)
-        .execute(&mut *conn)
-        .await
-        .map_err(translate)?;
-    }
-    match job.next_wakeup() {
-        Some(at) => {
-            sqlx::query(
-                "insert into job_wakeups (job_id, due_at) values ($1, $2)
-                 on conflict (job_id) do update set due_at = excluded.due_at",
-            )
-            .bind(&job.id)
-            .bind(at)
-            .execute(&mut *conn)
-            .await
-            .map_err(translate)?;
-        }
-        None => {
-            sqlx::query("delete from job_wakeups where job_id = $1")
-                .bind(&job.id)
-                .execute(&mut *conn)
-                .await
-                .map_err(translate)?;
-        }
-    }
-    if job.offers {
-        notify(conn, TASKS, "").await?;
-    }
-    if !job.events.is_empty() {
-        notify(conn, EVENTS, &job.id).await?;
-    }
-    job.touched.clear();
-    job.events.clear();
-    job.job_changed = false;
-    job.offers = false;
     Ok(())
 }
+
+/// The rows of `job_tasks` a step touched.
+fn task_rows<'a>(job: &'a RunningJob, graph: &'a TaskGraph) -> impl Iterator<Item = Value> + 'a {
+    job.touched
+        .iter()
+        .filter_map(|id| job.runs.get(id).map(|run| (id, run)))
+        .map(move |(id, run)| {
+            let (runner, app) = runner_text(&run.runner);
+            let name = graph
+                .tasks()
+                .get(id)
+                .and_then(|task| task.fields.get("name"))
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            // A running worker task's timer is its lease, kept in the lease columns.
+            let due_at = match (run.status, &run.runner) {
+                (TaskStatus::Running, Runner::Worker { .. }) => None,
+                _ => run.due_at,
+            };
+            json!({
+                "job_id": job.id,
+                "task_id": id,
+                "status": status_text(run.status),
+                "runner": runner,
+                "app": app,
+                "name": name,
+                "finish_state": run.finish_state.map(FinishState::as_str),
+                "start_time": run.start_time,
+                "end_time": run.end_time,
+                "iteration": run.iteration,
+                "attempt": run.attempt,
+                "retries": run.retries,
+                "incoming": run.incoming,
+                "outgoing": run.outgoing,
+                "error": run.error,
+                "due_at": due_at,
+            })
+        })
+}
+
+/// One statement for [`save_many`]: data-modifying `with` queries all run, whether the final
+/// query reads them or not; each touches rows the others do not.
+const SAVE: &str = "
+with tasks as (
+    insert into job_tasks as t (job_id, task_id, status, runner, app, name, finish_state,
+        start_time, end_time, iteration, attempt, retries, incoming, outgoing, error, due_at,
+        ready_at)
+    select r.job_id, r.task_id, r.status, r.runner, r.app, r.name, r.finish_state,
+           r.start_time, r.end_time, r.iteration, r.attempt, r.retries,
+           coalesce(r.incoming, '{}'), coalesce(r.outgoing, '{}'), r.error, r.due_at, now()
+    from jsonb_to_recordset($1) as r(job_id text, task_id text, status text, runner text,
+        app text, name text, finish_state text, start_time timestamptz, end_time timestamptz,
+        iteration integer, attempt integer, retries integer, incoming jsonb, outgoing jsonb,
+        error jsonb, due_at timestamptz)
+    on conflict (job_id, task_id) do update set
+        status = excluded.status, runner = excluded.runner, app = excluded.app,
+        name = excluded.name, finish_state = excluded.finish_state,
+        start_time = excluded.start_time, end_time = excluded.end_time,
+        iteration = excluded.iteration, attempt = excluded.attempt,
+        retries = excluded.retries, incoming = excluded.incoming,
+        outgoing = excluded.outgoing, error = excluded.error, due_at = excluded.due_at,
+        -- A task offered again goes to the back of the line; a lease ends with the task's run.
+        ready_at = case when excluded.status = 'scheduled' and t.status <> 'scheduled'
+                        then now() else t.ready_at end,
+        -- A canceled task keeps its token, so its worker's heartbeat learns why.
+        lease_token = case when excluded.status in ('running', 'canceled')
+                           then t.lease_token end,
+        lease_deadline = case when excluded.status = 'running' then t.lease_deadline end,
+        stream_id = case when excluded.status = 'running' then t.stream_id end,
+        worker_id = case when excluded.status = 'running' then t.worker_id end
+),
+events as (
+    insert into job_events (job_id, sequence, task_id, kind, status, finish_state, at)
+    select e.job_id, e.sequence, e.task_id, e.kind, e.status, e.finish_state, e.at
+    from jsonb_to_recordset($2) as e(job_id text, sequence bigint, task_id text, kind text,
+        status text, finish_state text, at timestamptz)
+),
+changed as (
+    update jobs set status = u.status, updated_at = $3, event_sequence = u.event_sequence,
+        document = document || jsonb_build_object(
+            'status', u.status, 'variables', u.variables, 'error', u.errors,
+            'last_updated', $4::text,
+            'metrics', (coalesce(document->'metrics', '{}')
+                        - case when u.status in ('running', 'paused') then array['end_time']
+                               else array[]::text[] end)
+                       || jsonb_build_object('progress', u.progress)
+                       || case when u.end_time is null then '{}'::jsonb
+                               else jsonb_build_object('end_time', u.end_time) end)
+    from jsonb_to_recordset($5) as u(id text, status text, event_sequence bigint,
+        variables jsonb, errors jsonb, progress float8, end_time bigint)
+    where jobs.id = u.id
+),
+woken as (
+    insert into job_wakeups (job_id, due_at)
+    select w.job_id, w.due_at from jsonb_to_recordset($6) as w(job_id text, due_at timestamptz)
+    on conflict (job_id) do update set due_at = excluded.due_at
+),
+asleep as (
+    delete from job_wakeups where job_id = any($7)
+)
+select pg_notify(n.channel, n.payload) from unnest($8::text[], $9::text[]) as n(channel, payload)";
 
 async fn notify(conn: &mut PgConnection, channel: &str, payload: &str) -> Result<(), Error> {
     sqlx::query("select pg_notify($1, $2)")
@@ -373,13 +440,16 @@ async fn notify(conn: &mut PgConnection, channel: &str, payload: &str) -> Result
     Ok(())
 }
 
-/// Takes up to `limit` jobs whose wakeup is due (other instances skip them until this
-/// transaction ends) and removes their wakeups; a step that needs one later writes it again.
+/// Takes up to `limit` jobs whose wakeup is due and locks them (other instances skip them
+/// until this transaction ends), and removes their wakeups; a step that needs one later writes
+/// it again. A job locked by another transaction (a lifecycle call, a completion) is skipped:
+/// waiting for it while holding its wakeup, which that transaction writes too, would deadlock.
 pub async fn take_due(conn: &mut PgConnection, limit: i64) -> Result<Vec<String>, Error> {
     sqlx::query_scalar(
         "delete from job_wakeups where job_id in (
-             select job_id from job_wakeups where due_at <= now()
-             order by due_at limit $1 for update skip locked)
+             select w.job_id from job_wakeups w join jobs j on j.id = w.job_id
+             where w.due_at <= now()
+             order by w.due_at limit $1 for update of w, j skip locked)
          returning job_id",
     )
     .bind(limit)
@@ -417,7 +487,8 @@ pub async fn wake(conn: &mut PgConnection, job_id: &str) -> Result<(), Error> {
 }
 
 /// Claims up to `limit` scheduled tasks of `apps` for a worker's stream, oldest first, each
-/// with a new lease; tasks of paused or ended jobs wait.
+/// with a new lease, and records that each started (a `running` event for the job's
+/// watchers); tasks of paused or ended jobs wait.
 pub async fn claim(
     conn: &mut PgConnection,
     apps: &[String],
@@ -426,23 +497,49 @@ pub async fn claim(
     worker_id: &str,
 ) -> Result<Vec<WorkerTask>, Error> {
     let rows = sqlx::query(
+        // Each app's oldest tasks through its own ordered index scan (`job_tasks_offer_idx`
+        // is by app, then age), merged by age: one scan over every app would have to read and
+        // sort all their ready tasks to find the oldest, however few are wanted. The task's
+        // job is locked too, for its event sequence; a job being stepped is skipped (its
+        // step may be about to cancel the task) and its tasks are claimed at the next round.
         "with picked as (
-             select t.job_id, t.task_id from job_tasks t join jobs j on j.id = t.job_id
-             where t.status = 'scheduled' and t.runner = 'worker' and t.app = any($1)
-               and t.due_at is null and j.status = 'running'
-             order by t.ready_at limit $2
-             for update of t skip locked)
-         update job_tasks t set status = 'running', lease_token = gen_random_uuid(),
-                lease_deadline = now() + make_interval(secs => $3), attempt = t.attempt + 1,
-                worker_id = $4
-         from picked where t.job_id = picked.job_id and t.task_id = picked.task_id
-         returning t.job_id, t.task_id, t.app, t.name, t.incoming, t.lease_token,
-                   t.lease_deadline, t.attempt",
+             select p.job_id, p.task_id from unnest($1::text[]) as a(app)
+             cross join lateral (
+                 select t.job_id, t.task_id, t.ready_at from job_tasks t join jobs j on j.id = t.job_id
+                 where t.status = 'scheduled' and t.runner = 'worker' and t.app = a.app
+                   and t.due_at is null and j.status = 'running'
+                 order by t.ready_at limit $2
+                 for update of t, j skip locked) p
+             order by p.ready_at limit $2),
+         claimed as (
+             update job_tasks t set status = 'running', lease_token = gen_random_uuid(),
+                    lease_deadline = now() + make_interval(secs => $3), attempt = t.attempt + 1,
+                    worker_id = $4
+             from picked where t.job_id = picked.job_id and t.task_id = picked.task_id
+             returning t.job_id, t.task_id, t.app, t.name, t.incoming, t.lease_token,
+                       t.lease_deadline, t.attempt),
+         numbered as (
+             select c.job_id, c.task_id,
+                    row_number() over (partition by c.job_id order by c.task_id) as n,
+                    count(*) over (partition by c.job_id) as claims
+             from claimed c),
+         sequenced as (
+             update jobs j set event_sequence = j.event_sequence + b.claims
+             from (select distinct job_id, claims from numbered) b where j.id = b.job_id
+             returning j.id, j.event_sequence - b.claims as base),
+         recorded as (
+             insert into job_events (job_id, sequence, task_id, kind, status, at)
+             select n.job_id, s.base + n.n, n.task_id, 'task', 'running', now()
+             from numbered n join sequenced s on s.id = n.job_id
+             returning job_id)
+         select c.*, (select count(pg_notify($5, s.id)) from sequenced s) as notified
+         from claimed c",
     )
     .bind(apps)
     .bind(limit)
     .bind(lease.as_secs_f64())
     .bind(worker_id)
+    .bind(EVENTS)
     .fetch_all(&mut *conn)
     .await
     .map_err(translate)?;

@@ -552,9 +552,16 @@ async fn a_watcher_sees_every_event_in_order_and_resumes_without_gap_or_repeat()
         ("job", "complete"),
         "the stream ends with the job"
     );
-    assert!(rest
+    let task_a: Vec<(&str, &str)> = rest
         .iter()
-        .any(|e| e.task_id == "a" && e.finish_state == "success"));
+        .filter(|e| e.task_id == "a")
+        .map(|e| (e.status.as_str(), e.finish_state.as_str()))
+        .collect();
+    assert_eq!(
+        task_a,
+        [("running", ""), ("complete", "success")],
+        "the worker's claim shows as the task starting: {rest:?}"
+    );
     let mut late = app
         .engine
         .watch_job(&reader, &id, last.sequence)
