@@ -216,10 +216,15 @@ pub fn heap_size(value: &Value) -> usize {
 
 /// [`heap_size`] of an object's entries.
 pub fn map_heap_size(map: &Map<String, Value>) -> usize {
-    const ENTRY: usize = std::mem::size_of::<String>() + std::mem::size_of::<Value>() + 16;
     map.iter()
-        .map(|(key, value)| ENTRY + key.len() + heap_size(value))
+        .map(|(key, value)| entry_heap_size(key, value))
         .sum()
+}
+
+/// [`heap_size`] of one object entry.
+pub fn entry_heap_size(key: &str, value: &Value) -> usize {
+    const ENTRY: usize = std::mem::size_of::<String>() + std::mem::size_of::<Value>() + 16;
+    ENTRY + key.len() + heap_size(value)
 }
 
 /// A short name of a JSON value's type, for error messages.

@@ -24,7 +24,7 @@ use super::builtin::{self, Builtin, Outcome};
 use super::variables::{self, Scope};
 use crate::domain::graph::{JobTask, TaskStatus, WORKFLOW_END, WORKFLOW_START};
 use crate::domain::run::{FinishState, Runner, RunningJob, TaskRun};
-use crate::domain::{Error, JobStatus, TaskGraph};
+use crate::domain::{json, Error, JobStatus, TaskGraph};
 
 /// Bounds on what one job may make the engine do.
 #[derive(Debug, Clone, Copy)]
@@ -200,6 +200,7 @@ fn expire_and_fire_timers(
                         &id,
                         FinishState::Error,
                         Map::new(),
+                        Vec::new(),
                         Some(json!(message)),
                         now,
                         limits,
@@ -305,6 +306,7 @@ fn start(
             id,
             FinishState::Success,
             Map::new(),
+            Vec::new(),
             None,
             now,
             limits,
@@ -366,6 +368,45 @@ fn task_variables(task: &JobTask, which: &str) -> Map<String, Value> {
         .unwrap_or_default()
 }
 
+/// Most memory a job's variables, or one task's outgoing values, may take (as estimated by
+/// [`json::heap_size`]): what a step loads, and what every read of the job returns.
+pub const MAX_VALUES_BYTES: usize = 16 << 20;
+
+/// Why keeping a task's `outgoing` values and `job_writes` (with those its outgoing values are
+/// mapped to) would take more than [`MAX_VALUES_BYTES`]; None when they fit.
+fn oversized(
+    variables: &Map<String, Value>,
+    outgoing: &Map<String, Value>,
+    job_writes: &[(String, Value)],
+    task: &JobTask,
+) -> Option<String> {
+    if outgoing.is_empty() && job_writes.is_empty() {
+        return None;
+    }
+    let task_bytes = json::map_heap_size(outgoing);
+    if task_bytes > MAX_VALUES_BYTES {
+        return Some(format!(
+            "the task's outgoing values take about {task_bytes} bytes, more than the limit of {MAX_VALUES_BYTES}"
+        ));
+    }
+    let mapped = variables::job_writes(&task_variables(task, "outgoing"), outgoing);
+    let written = || job_writes.iter().chain(&mapped);
+    let kept: usize = variables
+        .iter()
+        .filter(|(name, _)| !written().any(|(n, _)| n == *name))
+        .map(|(name, value)| json::entry_heap_size(name, value))
+        .sum();
+    let total = kept
+        + written()
+            .map(|(name, value)| json::entry_heap_size(name, value))
+            .sum::<usize>();
+    (total > MAX_VALUES_BYTES).then(|| {
+        format!(
+            "the job variables the task writes would make them take about {total} bytes, more than the limit of {MAX_VALUES_BYTES}"
+        )
+    })
+}
+
 fn apply_outcome(
     job: &mut RunningJob,
     graph: &TaskGraph,
@@ -380,13 +421,17 @@ fn apply_outcome(
             outgoing,
             job_writes,
             error,
-        } => {
-            for (name, value) in job_writes {
-                job.variables.insert(name, value);
-                job.job_changed = true;
-            }
-            finish(job, graph, id, finish_state, outgoing, error, now, limits)
-        }
+        } => finish(
+            job,
+            graph,
+            id,
+            finish_state,
+            outgoing,
+            job_writes,
+            error,
+            now,
+            limits,
+        ),
         Outcome::Wait { delay: for_ } => {
             let run = job.runs.get_mut(id).expect("started");
             run.due_at =
@@ -397,8 +442,9 @@ fn apply_outcome(
     }
 }
 
-/// Records that a task finished: its result, the job variables it writes, a retry when its
-/// `retrySettings` ask for one, and the revert transitions it fires (whose targets run again:
+/// Records that a task finished: its result, the job variables it writes (`job_writes`, a
+/// WorkFlowEngine task's own, beside those its outgoing values and error are mapped to), a
+/// retry when its `retrySettings` ask for one, and the revert transitions it fires (whose targets run again:
 /// returned, after what follows them was reset).
 #[allow(clippy::too_many_arguments)]
 pub fn finish(
@@ -407,11 +453,11 @@ pub fn finish(
     id: &str,
     finish_state: FinishState,
     outgoing: Map<String, Value>,
+    job_writes: Vec<(String, Value)>,
     error: Option<Value>,
     now: DateTime<Utc>,
     limits: &Limits,
 ) -> Option<Vec<String>> {
-    let _ = limits;
     let task = graph.tasks().get(id)?;
     if finish_state == FinishState::Error {
         if let Some(delay) = retry_delay(task, job.runs.get(id).map_or(0, |run| run.retries)) {
@@ -425,7 +471,36 @@ pub fn finish(
             return None;
         }
     }
-    let writes = variables::job_writes(&task_variables(task, "outgoing"), &outgoing);
+    if let Some(problem) = oversized(&job.variables, &outgoing, &job_writes, task) {
+        // Kept, the values would grow the job without bound (a loop appending to a variable):
+        // the task ends in error instead, and what it made is not kept.
+        return finish(
+            job,
+            graph,
+            id,
+            FinishState::Error,
+            Map::new(),
+            Vec::new(),
+            Some(json!(problem)),
+            now,
+            limits,
+        );
+    }
+    let mut writes = job_writes;
+    writes.extend(variables::job_writes(
+        &task_variables(task, "outgoing"),
+        &outgoing,
+    ));
+    // A task's `variables.error` names where its error goes, as its outgoing values do:
+    // `"error": "$var.job.netboxError"` writes the error to job variable `netboxError`.
+    if let (Some(error), Some(spec)) = (
+        &error,
+        task.fields.get("variables").and_then(|v| v.get("error")),
+    ) {
+        let spec = Map::from_iter([("error".to_owned(), spec.clone())]);
+        let value = Map::from_iter([("error".to_owned(), error.clone())]);
+        writes.extend(variables::job_writes(&spec, &value));
+    }
     for (name, value) in writes {
         job.variables.insert(name, value);
         job.job_changed = true;
@@ -593,7 +668,17 @@ pub fn complete(
             json!(error_message)
         }
     });
-    if let Some(targets) = finish(job, graph, id, finish_state, outgoing, error, now, limits) {
+    if let Some(targets) = finish(
+        job,
+        graph,
+        id,
+        finish_state,
+        outgoing,
+        Vec::new(),
+        error,
+        now,
+        limits,
+    ) {
         for target in targets {
             if job.status == JobStatus::Running {
                 start(job, graph, &target, now, limits, Start::Fresh);
@@ -824,6 +909,98 @@ mod tests {
             .events
             .last()
             .is_some_and(|e| e.kind == "job" && e.status == "complete"));
+    }
+
+    #[test]
+    fn a_task_error_is_written_where_its_error_variable_points() {
+        let tasks = json!({
+            "workflow_start": {"name": "workflow_start"},
+            "workflow_end": {"name": "workflow_end"},
+            "a": {"name": "postIpamPrefixes", "app": "Netbox", "type": "automatic",
+                  "variables": {"error": "$var.job.netboxError", "incoming": {},
+                                "outgoing": {"result": "$var.job.created"}}},
+        });
+        let transitions = json!({
+            "workflow_start": {"a": {"state": "success", "type": "standard"}},
+            "a": {"workflow_end": {"state": "error", "type": "standard"}},
+            "workflow_end": {},
+        });
+        let g = TaskGraph::build(&object(tasks), &object(transitions));
+        let mut j = job();
+        advance(&mut j, &g, now(), &Limits::default());
+        complete(
+            &mut j,
+            &g,
+            "a",
+            FinishState::Error,
+            Map::new(),
+            "prefix exists",
+            now(),
+            &Limits::default(),
+        );
+        assert_eq!(j.variables["netboxError"], json!("prefix exists"));
+        assert!(!j.variables.contains_key("created"), "no result on error");
+        assert_eq!(
+            j.status,
+            JobStatus::Complete,
+            "the error path reached the end"
+        );
+
+        // A task that succeeds writes nothing there.
+        let mut j = job();
+        advance(&mut j, &g, now(), &Limits::default());
+        done(&mut j, &g, "a", FinishState::Success);
+        assert!(!j.variables.contains_key("netboxError"));
+    }
+
+    #[test]
+    fn values_past_the_bound_end_the_task_in_error_and_are_not_kept() {
+        let g = graph(
+            &[("a", "Netbox")],
+            &[
+                ("workflow_start", "a", "success", "standard"),
+                ("a", "workflow_end", "success", "standard"),
+            ],
+        );
+        let mut j = job();
+        advance(&mut j, &g, now(), &Limits::default());
+        let big = "x".repeat(MAX_VALUES_BYTES);
+        complete(
+            &mut j,
+            &g,
+            "a",
+            FinishState::Success,
+            object(json!({"result": big})),
+            "",
+            now(),
+            &Limits::default(),
+        );
+        assert_eq!(j.runs["a"].status, TaskStatus::Error);
+        assert!(j.runs["a"].outgoing.is_empty(), "what it made is not kept");
+        assert!(!j.variables.contains_key("result"));
+        let message = j.runs["a"].error.as_ref().unwrap().as_str().unwrap();
+        assert!(message.contains("more than the limit"), "{message}");
+        assert_eq!(
+            j.status,
+            JobStatus::Error,
+            "no error transition: the job ends"
+        );
+
+        // Under the bound, the same task's values are kept.
+        let mut j = job();
+        advance(&mut j, &g, now(), &Limits::default());
+        complete(
+            &mut j,
+            &g,
+            "a",
+            FinishState::Success,
+            object(json!({"result": "x".repeat(1 << 20)})),
+            "",
+            now(),
+            &Limits::default(),
+        );
+        assert_eq!(j.status, JobStatus::Complete);
+        assert_eq!(j.variables["result"].as_str().unwrap().len(), 1 << 20);
     }
 
     #[test]
