@@ -84,22 +84,24 @@ impl App {
         .await;
         match built {
             Ok((grpc_listener, http_listener)) => {
+                let run_limits = crate::engine::Limits {
+                    max_iterations: config.max_task_iterations,
+                    max_attempts: config.max_task_attempts,
+                    lease: config.task_lease.into(),
+                };
                 let settings = crate::service::Settings {
                     max_in_flight: config.max_in_flight,
                     cache_bytes: config.cache_bytes.as_u64(),
                     max_page_bytes: usize::try_from(config.max_page_bytes.as_u64())
                         .unwrap_or(usize::MAX),
+                    first_step: config.run_jobs.then_some(run_limits),
                 };
                 let service = Arc::new(Service::new(store.clone(), settings));
                 let engine = Arc::new(Engine::new(
                     store,
                     service.graphs(),
                     crate::engine::Settings {
-                        limits: crate::engine::Limits {
-                            max_iterations: config.max_task_iterations,
-                            max_attempts: config.max_task_attempts,
-                            lease: config.task_lease.into(),
-                        },
+                        limits: run_limits,
                         sweep: config.engine_sweep.into(),
                         run_jobs: config.run_jobs,
                         ..Default::default()

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use super::error::Violations;
 use super::graph::{TaskStatus, WORKFLOW_START};
 use super::ids::JobId;
-use super::job::JobStatus;
+use super::job::{Job, JobStatus};
 use super::json::index;
 use super::storable;
 use super::TaskGraph;
@@ -113,6 +113,27 @@ pub struct RunningJob {
 }
 
 impl RunningJob {
+    /// The run state of a job being started: nothing of it has run yet.
+    pub fn of_new(job: &Job) -> Self {
+        RunningJob::new(
+            job.id.clone(),
+            job.status,
+            job.variables.clone(),
+            job.error.clone(),
+        )
+    }
+
+    /// Writes what the job's document shows of its run (status, variables, errors, progress
+    /// and end time) onto `job`, as saving a step writes it to the stored document.
+    pub fn show_on(&self, job: &mut Job, graph: &TaskGraph) {
+        job.status = self.status;
+        job.variables = self.variables.clone();
+        job.error = self.errors.clone();
+        job.metrics.progress = serde_json::Number::from_f64(self.progress(graph))
+            .unwrap_or_else(|| serde_json::Number::from(0));
+        job.metrics.end_time = self.end_time.map(|at| at.timestamp_millis());
+    }
+
     pub fn new(
         id: String,
         status: JobStatus,

@@ -458,6 +458,7 @@ pub fn finish(
     now: DateTime<Utc>,
     limits: &Limits,
 ) -> Option<Vec<String>> {
+    let _ = limits;
     let task = graph.tasks().get(id)?;
     if finish_state == FinishState::Error {
         if let Some(delay) = retry_delay(task, job.runs.get(id).map_or(0, |run| run.retries)) {

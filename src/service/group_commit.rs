@@ -13,11 +13,14 @@ use chrono::Utc;
 
 use super::Started;
 use crate::batch::{Batch, Batcher, Queued};
+use crate::domain::run::RunningJob;
 use crate::domain::{Caller, CompiledWorkflow, Error, Job, StartJob, TaskGraph};
+use crate::engine::{advance, Limits};
 use crate::store::cache::{weighted_cache, Weighed, WeightedCache};
 use crate::store::graphs::{self, GraphCache};
 use crate::store::idempotency::{self, ScopedKey, StoredKey};
-use crate::store::jobs;
+use crate::store::jobs::{self, NewJob};
+use crate::store::runs::{self, LockedJob};
 use crate::store::workflows::{self, StartTarget};
 use crate::store::{PoolStats, Store, Tx};
 
@@ -55,10 +58,12 @@ impl GroupCommit {
         graphs: Arc<GraphCache>,
         queue_size: usize,
         workflow_cache_bytes: u64,
+        first_step: Option<Limits>,
     ) -> Self {
         let store = store.dedicated(CONCURRENT_BATCHES as u32);
         let committer = Arc::new(Committer {
             store: store.clone(),
+            first_step,
             workflows: weighted_cache(workflow_cache_bytes),
             graphs,
         });
@@ -111,6 +116,9 @@ impl GroupCommit {
 
 struct Committer {
     store: Store,
+    /// The engine's limits when this instance runs jobs: each start then takes its job's
+    /// first step in the start's transaction.
+    first_step: Option<Limits>,
     /// Compiled workflows by name, with the revision they were compiled from.
     workflows: WeightedCache<(i64, Arc<CompiledWorkflow>)>,
     /// The job graphs known to be stored: starts from them need not store them again.
@@ -247,11 +255,47 @@ impl Committer {
                 new_graphs.sort_unstable_by(|a, b| a.id().cmp(b.id()));
                 graphs::insert_many(&mut tx, &new_graphs).await?;
             }
-            let jobs: Vec<(&Job, &str)> = made
+            // With the engine running here, each job takes its first step now, in this
+            // transaction (what it runs at once, what it offers to workers): the engine need
+            // not take, lock, read and write it again. Callers are answered with the job as
+            // started; its stored document shows the step.
+            let mut shown: Vec<Job> = Vec::new();
+            let mut first_steps: Vec<LockedJob> = Vec::new();
+            if let Some(limits) = &self.first_step {
+                for (_, job, compiled) in &made {
+                    let graph = compiled.job_graph();
+                    let mut run = RunningJob::of_new(job);
+                    advance::advance(&mut run, graph, now, limits);
+                    let mut stepped = job.clone();
+                    run.show_on(&mut stepped, graph);
+                    shown.push(stepped);
+                    first_steps.push(LockedJob::started(
+                        run,
+                        graph.id().to_owned(),
+                        job.groups.clone(),
+                    ));
+                }
+            }
+            let rows: Vec<NewJob<'_>> = made
                 .iter()
-                .map(|(_, job, compiled)| (job, compiled.job_graph().id()))
+                .enumerate()
+                .map(|(n, (_, job, compiled))| NewJob {
+                    job: shown.get(n).unwrap_or(job),
+                    graph_id: compiled.job_graph().id(),
+                    event_sequence: first_steps.get(n).map_or(0, LockedJob::event_sequence),
+                })
                 .collect();
-            jobs::insert_many(&mut tx, &jobs).await?;
+            jobs::insert_many(&mut tx, &rows, self.first_step.is_none()).await?;
+            if !first_steps.is_empty() {
+                let graphs: HashMap<String, TaskGraph> = made
+                    .iter()
+                    .map(|(_, _, compiled)| {
+                        let graph = compiled.job_graph();
+                        (graph.id().to_owned(), graph.clone())
+                    })
+                    .collect();
+                runs::save_started(&mut tx, &mut first_steps, &graphs, now).await?;
+            }
             let keys: Vec<(ScopedKey, StoredKey)> = made
                 .iter()
                 .filter_map(|(i, job, _)| {

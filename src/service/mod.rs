@@ -72,6 +72,10 @@ pub struct Settings {
     pub cache_bytes: u64,
     /// Most bytes of items (as JSON) in one page of results.
     pub max_page_bytes: usize,
+    /// The engine's limits when this instance runs jobs (`--run-jobs`): a start then takes
+    /// its job's first step before it commits. None: the jobs wait for an instance that runs
+    /// them.
+    pub first_step: Option<crate::engine::Limits>,
 }
 
 impl Service {
@@ -86,6 +90,7 @@ impl Service {
                 graphs.clone(),
                 settings.max_in_flight,
                 settings.cache_bytes / 2,
+                settings.first_step,
             ),
             graphs,
             store,

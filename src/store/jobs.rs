@@ -110,35 +110,47 @@ impl Job {
 /// whatever their number. Each row holds the job's own fields (`Job::record`), not its graph.
 /// Groups travel as JSON arrays because PostgreSQL arrays cannot hold rows of different
 /// lengths.
-pub async fn insert_many(conn: &mut PgConnection, jobs: &[(&Job, &str)]) -> Result<(), Error> {
-    let ids: Vec<&str> = jobs.iter().map(|(job, _)| job.id.as_str()).collect();
-    let names: Vec<&str> = jobs.iter().map(|(job, _)| job.name.as_str()).collect();
-    let statuses: Vec<&str> = jobs.iter().map(|(job, _)| job.status.as_str()).collect();
-    let groups: Vec<Json<&Vec<String>>> = jobs.iter().map(|(job, _)| Json(&job.groups)).collect();
-    let created: Vec<DateTime<Utc>> = jobs.iter().map(|(job, _)| job.created).collect();
-    let updated: Vec<DateTime<Utc>> = jobs.iter().map(|(job, _)| job.last_updated).collect();
-    let created_by: Vec<&str> = jobs
-        .iter()
-        .map(|(job, _)| job.created_by.as_str())
-        .collect();
+/// A job to insert: its document, its graph's id, and the sequence of its last event (0
+/// unless its first step was taken before the insert).
+pub struct NewJob<'a> {
+    pub job: &'a Job,
+    pub graph_id: &'a str,
+    pub event_sequence: i64,
+}
+
+/// Inserts `jobs`; with `wake`, the engine is told to take their first steps.
+pub async fn insert_many(
+    conn: &mut PgConnection,
+    jobs: &[NewJob<'_>],
+    wake: bool,
+) -> Result<(), Error> {
+    let ids: Vec<&str> = jobs.iter().map(|new| new.job.id.as_str()).collect();
+    let names: Vec<&str> = jobs.iter().map(|new| new.job.name.as_str()).collect();
+    let statuses: Vec<&str> = jobs.iter().map(|new| new.job.status.as_str()).collect();
+    let groups: Vec<Json<&Vec<String>>> = jobs.iter().map(|new| Json(&new.job.groups)).collect();
+    let created: Vec<DateTime<Utc>> = jobs.iter().map(|new| new.job.created).collect();
+    let updated: Vec<DateTime<Utc>> = jobs.iter().map(|new| new.job.last_updated).collect();
+    let created_by: Vec<&str> = jobs.iter().map(|new| new.job.created_by.as_str()).collect();
     let documents: Vec<Json<JobRecord<'_>>> =
-        jobs.iter().map(|(job, _)| Json(job.record())).collect();
-    let graph_ids: Vec<&str> = jobs.iter().map(|(_, graph)| *graph).collect();
-    // The same statement hands the new jobs to the engine (`job_wakeups`) and wakes it when
-    // the transaction commits: no round trip more.
+        jobs.iter().map(|new| Json(new.job.record())).collect();
+    let graph_ids: Vec<&str> = jobs.iter().map(|new| new.graph_id).collect();
+    let sequences: Vec<i64> = jobs.iter().map(|new| new.event_sequence).collect();
+    // With `wake`, the same statement hands the new jobs to the engine (`job_wakeups`) and
+    // wakes it when the transaction commits: no round trip more.
     sqlx::query(
         "with inserted as (
              insert into jobs (id, workflow_name, status, groups, created_at, updated_at,
-                               created_by, document, graph_id)
+                               created_by, document, graph_id, event_sequence)
              select id, workflow_name, status, array(select jsonb_array_elements_text(groups)),
-                    created_at, updated_at, created_by, document, graph_id
+                    created_at, updated_at, created_by, document, graph_id, event_sequence
              from unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::timestamptz[],
-                         $6::timestamptz[], $7::text[], $8::jsonb[], $9::text[])
+                         $6::timestamptz[], $7::text[], $8::jsonb[], $9::text[], $10::int8[])
                   as j(id, workflow_name, status, groups, created_at, updated_at, created_by,
-                       document, graph_id)
+                       document, graph_id, event_sequence)
              returning id),
-         woken as (insert into job_wakeups (job_id) select id from inserted returning 1)
-         select pg_notify('job_service_wakeups', '') from (select count(*) from woken) as w",
+         woken as (insert into job_wakeups (job_id) select id from inserted where $11 returning 1)
+         select pg_notify('job_service_wakeups', '') from (select count(*) from woken) as w
+         where $11",
     )
     .bind(&ids)
     .bind(&names)
@@ -149,6 +161,8 @@ pub async fn insert_many(conn: &mut PgConnection, jobs: &[(&Job, &str)]) -> Resu
     .bind(&created_by)
     .bind(&documents)
     .bind(&graph_ids)
+    .bind(&sequences)
+    .bind(wake)
     .execute(conn)
     .await
     .map_err(translate)?;

@@ -34,6 +34,23 @@ pub struct LockedJob {
 }
 
 impl LockedJob {
+    /// A job being inserted in this transaction (no other sees it before commit), to save
+    /// its first step with [`save_started`].
+    pub fn started(job: RunningJob, graph_id: String, groups: Vec<String>) -> Self {
+        LockedJob {
+            job,
+            graph_id,
+            groups,
+            event_sequence: 0,
+            leases: HashMap::new(),
+        }
+    }
+
+    /// The sequence of the job's last event.
+    pub fn event_sequence(&self) -> i64 {
+        self.event_sequence + self.job.events.len() as i64
+    }
+
     /// Whether `token` is the current lease of `task_id`.
     pub fn holds_lease(&self, task_id: &str, token: Uuid) -> bool {
         self.leases.get(task_id) == Some(&token)
@@ -257,6 +274,28 @@ pub async fn save_many(
     graphs: &HashMap<String, TaskGraph>,
     now: DateTime<Utc>,
 ) -> Result<(), Error> {
+    save(conn, jobs, graphs, now, true).await
+}
+
+/// [`save_many`] for jobs inserted in this transaction with their first step already shown
+/// in their rows (document and `event_sequence`, see [`LockedJob::event_sequence`]): the
+/// rest of what the step did.
+pub async fn save_started(
+    conn: &mut PgConnection,
+    jobs: &mut [LockedJob],
+    graphs: &HashMap<String, TaskGraph>,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    save(conn, jobs, graphs, now, false).await
+}
+
+async fn save(
+    conn: &mut PgConnection,
+    jobs: &mut [LockedJob],
+    graphs: &HashMap<String, TaskGraph>,
+    now: DateTime<Utc>,
+    update_jobs: bool,
+) -> Result<(), Error> {
     let mut tasks: Vec<Value> = Vec::new();
     let mut events: Vec<Value> = Vec::new();
     let mut changed: Vec<Value> = Vec::new();
@@ -277,7 +316,7 @@ pub async fn save_many(
                 "finish_state": event.finish_state, "at": event.at}));
         }
         locked.event_sequence += job.events.len() as i64;
-        if job.job_changed || !job.touched.is_empty() || !job.events.is_empty() {
+        if update_jobs && (job.job_changed || !job.touched.is_empty() || !job.events.is_empty()) {
             changed.push(json!({
                 "id": job.id, "status": job.status.as_str(),
                 "event_sequence": locked.event_sequence, "variables": job.variables,

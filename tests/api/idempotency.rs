@@ -25,7 +25,8 @@ async fn job_count(app: &TestApp) -> i64 {
 
 #[tokio::test]
 async fn a_retry_with_the_same_key_returns_the_first_job() {
-    let app = TestApp::spawn().await;
+    // A replay shows the job as it is now: with no engine running it, exactly as first answered.
+    let app = TestApp::spawn_frozen().await;
     app.create_workflow(&small_workflow("W")).await;
     let first = app
         .jobs
