@@ -902,3 +902,55 @@ async fn a_job_that_cannot_be_stepped_does_not_hold_up_the_others() {
         "the job that cannot be stepped is tried again later"
     );
 }
+
+#[tokio::test]
+async fn a_start_takes_the_first_step_before_it_answers() {
+    let app = TestApp::spawn().await;
+    let stub = json!({"name": "stub", "app": "WorkFlowEngine", "type": "automatic",
+                      "variables": {"incoming": {}, "outgoing": {}}});
+    let document = workflow(
+        "First step",
+        json!({"s": stub, "a": adapter_task("Netbox")}),
+        &[
+            ("workflow_start", "s", "success", "standard"),
+            ("s", "a", "success", "standard"),
+            ("a", "workflow_end", "success", "standard"),
+        ],
+    );
+    let id = start(&app, &document, json!({"device": "fw-1"})).await;
+    // No waiting: the stub ran and the adapter task waits for a worker as soon as the start
+    // is acknowledged, and the engine has nothing left to do for the job.
+    let (status, body) = app.get(&format!("/operations-manager/jobs/{id}")).await;
+    assert_eq!(status, 200, "{body}");
+    let job = &body["data"];
+    assert_eq!(job["tasks"]["s"]["status"], "complete", "{job}");
+    assert_eq!(job["tasks"]["a"]["status"], "scheduled", "{job}");
+    assert_eq!(job["tasks"]["a"]["variables"]["incoming"]["device"], "fw-1");
+    let wakeups: i64 = sqlx::query_scalar("select count(*) from job_wakeups where job_id = $1")
+        .bind(&id)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(wakeups, 0);
+    let mut tasks = app
+        .engine
+        .poll_tasks(&worker(), "w1".into(), vec!["Netbox".into()], 1)
+        .await
+        .unwrap();
+    let task = next_task(&mut tasks).await;
+    assert_eq!(
+        (task.job_id.as_str(), task.task_id.as_str()),
+        (id.as_str(), "a")
+    );
+    let mut events = app
+        .engine
+        .watch_job(&caller(&["apiread"]), &id, 0)
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.sequence, 1, "the start's events are numbered from 1");
+}
