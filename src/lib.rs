@@ -11,15 +11,19 @@
 //!   is a redacting secret).
 //! - [`app`]: opens the store, binds the listeners, serves gRPC and HTTP with one shutdown.
 //! - [`auth`]: bearer JWT keys, token signing and verification.
+//! - [`batch`]: concurrent calls gathered into batches, each written in one transaction
+//!   (StartJob's group commit, CompleteTask).
 //! - [`domain`]: pure types, one concept a room: `workflow`, `graph` (the task graph:
 //!   transitions, the tasks a job starts with, graph problems, the digest), `job`, `start`
 //!   (the StartJob request), `run` (run state), `idempotency`, `ids`, `caller`/`access`, `search`/`page`,
 //!   `json`/`storable` (what may be stored), and `error`, the one error enum with its one
 //!   code table (gRPC and HTTP columns).
 //! - [`service`]: the use cases both front doors call; owns transactions (`group_commit`
-//!   beside it batches concurrent starts into one commit).
+//!   beside it batches concurrent starts into one commit, and takes each job's first step in
+//!   it when the instance runs jobs).
 //! - [`engine`]: what happens after a start: the advancing rules (`advance`), the WorkFlowEngine
-//!   tasks the service runs itself (`builtin`, `variables`), workers' leases, manual tasks,
+//!   tasks the service runs itself (`builtin`, `variables`), workers' leases and their
+//!   completions in batches (`completions`), manual tasks,
 //!   timers, cancel/pause/resume/retry and WatchJob; calls the store like the service does.
 //! - [`store`]: SQL only: one file a table (`jobs`, `graphs`, `runs`, `workflows`, `idempotency`),
 //!   the bounded caches, SQLSTATE translation, and the PostgreSQL cluster the service runs

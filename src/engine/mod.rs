@@ -5,9 +5,13 @@
 //! store as the service does; every step is one committed transaction that holds the job's
 //! row, so a crash resumes where it stopped and instances never step one job at once.
 //!
-//! How work reaches an instance: new jobs, finished tasks and due timers are rows of
-//! `job_wakeups`; PostgreSQL notifications (`LISTEN`) wake the instances at once, and a sweep
-//! every `--engine-sweep` catches what a lost notification or a dead worker left.
+//! How work reaches an instance: a start takes its job's first step itself when its instance
+//! runs jobs (`service::group_commit`), and a worker's or a person's result advances the job in
+//! the call that reports it (workers' completions in batches, `completions`). What is left,
+//! jobs started by an instance that does not run jobs, due timers, expired leases and resumed
+//! jobs, are rows of `job_wakeups`; PostgreSQL notifications (`LISTEN`) wake the instances at
+//! once, and a sweep every `--engine-sweep` catches what a lost notification or a dead worker
+//! left. Steps and completions lock and write their jobs a batch at a time.
 
 pub mod advance;
 pub mod builtin;
