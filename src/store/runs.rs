@@ -325,7 +325,9 @@ async fn save(
         }
         match job.next_wakeup() {
             Some(at) => wakeups.push(json!({"job_id": job.id, "due_at": at})),
-            None => asleep.push(&job.id),
+            // A job just inserted has no wakeup to remove.
+            None if update_jobs => asleep.push(&job.id),
+            None => {}
         }
         if job.offers && !channels.contains(&TASKS) {
             channels.push(TASKS);

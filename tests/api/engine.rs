@@ -954,3 +954,33 @@ async fn a_start_takes_the_first_step_before_it_answers() {
         .unwrap();
     assert_eq!(first.sequence, 1, "the start's events are numbered from 1");
 }
+
+#[tokio::test]
+async fn a_job_deleted_by_hand_takes_its_run_state_with_it() {
+    let app = TestApp::spawn().await;
+    let document = workflow(
+        "Deleted",
+        json!({"a": adapter_task("Gone")}),
+        &[
+            ("workflow_start", "a", "success", "standard"),
+            ("a", "workflow_end", "success", "standard"),
+        ],
+    );
+    let id = start(&app, &document, json!({})).await;
+    let kept = job_when(&app, &id, |job| job["tasks"]["a"]["status"] == "scheduled").await;
+    assert_eq!(kept["status"], "running");
+    sqlx::query("delete from jobs where id = $1")
+        .bind(&id)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    for table in ["job_tasks", "job_events", "job_wakeups"] {
+        let left: i64 =
+            sqlx::query_scalar(&format!("select count(*) from {table} where job_id = $1"))
+                .bind(&id)
+                .fetch_one(&app.db)
+                .await
+                .unwrap();
+        assert_eq!(left, 0, "{table} keeps rows of a deleted job");
+    }
+}
