@@ -983,4 +983,18 @@ async fn a_job_deleted_by_hand_takes_its_run_state_with_it() {
                 .unwrap();
         assert_eq!(left, 0, "{table} keeps rows of a deleted job");
     }
+
+    let again = app.start_job("Deleted", json!({})).await.unwrap().id;
+    job_when(&app, &again, |job| job["tasks"]["a"]["status"] == "scheduled").await;
+    sqlx::query("truncate jobs cascade")
+        .execute(&app.db)
+        .await
+        .unwrap();
+    for table in ["job_tasks", "job_events", "job_wakeups"] {
+        let left: i64 = sqlx::query_scalar(&format!("select count(*) from {table}"))
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+        assert_eq!(left, 0, "{table} keeps rows of truncated jobs");
+    }
 }
