@@ -97,7 +97,7 @@ impl Engine {
     pub fn new(store: Store, graphs: Arc<GraphCache>, settings: Settings) -> Self {
         let workers = Arc::new(workers::Dispatcher::new(settings.max_pollers));
         let completer = completions::Completer {
-            store: store.clone(),
+            store: store.dedicated(completions::CONCURRENT_BATCHES as u32),
             graphs: graphs.clone(),
             limits: settings.limits,
             workers: workers.clone(),

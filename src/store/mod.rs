@@ -169,14 +169,19 @@ impl Store {
     }
 
     /// A store of its own `connections` connections to the same database, with the same
-    /// settings: work that has it never waits for a connection the rest of the service holds,
-    /// and the other way round.
+    /// settings, for batches: work that has it never waits for a connection the rest of the
+    /// service holds, and the other way round. Batches run a few statements over and over,
+    /// their parameters arrays of rows, whose plans do not depend on the values: PostgreSQL
+    /// plans each once (`plan_cache_mode` generic) instead of again at every execution.
     pub fn dedicated(&self, connections: u32) -> Store {
+        let options = (*self.pool.connect_options())
+            .clone()
+            .options([("plan_cache_mode", "force_generic_plan")]);
         let pool = PgPoolOptions::new()
             .max_connections(connections)
             .acquire_timeout(self.pool.options().get_acquire_timeout())
             .test_before_acquire(true)
-            .connect_lazy_with((*self.pool.connect_options()).clone());
+            .connect_lazy_with(options);
         Store { pool }
     }
 
