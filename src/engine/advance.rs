@@ -850,27 +850,44 @@ mod tests {
     }
 
     fn done(job: &mut RunningJob, graph: &TaskGraph, id: &str, finish: FinishState) {
+        done_with(job, graph, id, finish, json!({}), "");
+    }
+
+    /// A worker's result for task `id`: `outgoing` values, `error_message`.
+    fn done_with(
+        job: &mut RunningJob,
+        graph: &TaskGraph,
+        id: &str,
+        finish: FinishState,
+        outgoing: Value,
+        error_message: &str,
+    ) {
         complete(
             job,
             graph,
             id,
             finish,
-            Map::new(),
-            "",
+            object(outgoing),
+            error_message,
             now(),
             &Limits::default(),
         );
     }
 
-    #[test]
-    fn a_linear_job_waits_for_its_worker_then_completes() {
-        let g = graph(
-            &[("a", "Netbox")],
+    /// workflow_start -> a (a task of `app`) -> workflow_end.
+    fn one_task(app: &str) -> TaskGraph {
+        graph(
+            &[("a", app)],
             &[
                 ("workflow_start", "a", "success", "standard"),
                 ("a", "workflow_end", "success", "standard"),
             ],
-        );
+        )
+    }
+
+    #[test]
+    fn a_linear_job_waits_for_its_worker_then_completes() {
+        let g = one_task("Netbox");
         let mut j = job();
         advance(&mut j, &g, now(), &Limits::default());
         assert_eq!(status(&j, "a"), Some(TaskStatus::Scheduled));
@@ -929,15 +946,13 @@ mod tests {
         let g = TaskGraph::build(&object(tasks), &object(transitions));
         let mut j = job();
         advance(&mut j, &g, now(), &Limits::default());
-        complete(
+        done_with(
             &mut j,
             &g,
             "a",
             FinishState::Error,
-            Map::new(),
+            json!({}),
             "prefix exists",
-            now(),
-            &Limits::default(),
         );
         assert_eq!(j.variables["netboxError"], json!("prefix exists"));
         assert!(!j.variables.contains_key("created"), "no result on error");
@@ -956,25 +971,17 @@ mod tests {
 
     #[test]
     fn values_past_the_bound_end_the_task_in_error_and_are_not_kept() {
-        let g = graph(
-            &[("a", "Netbox")],
-            &[
-                ("workflow_start", "a", "success", "standard"),
-                ("a", "workflow_end", "success", "standard"),
-            ],
-        );
+        let g = one_task("Netbox");
         let mut j = job();
         advance(&mut j, &g, now(), &Limits::default());
         let big = "x".repeat(MAX_VALUES_BYTES);
-        complete(
+        done_with(
             &mut j,
             &g,
             "a",
             FinishState::Success,
-            object(json!({"result": big})),
+            json!({"result": big}),
             "",
-            now(),
-            &Limits::default(),
         );
         assert_eq!(j.runs["a"].status, TaskStatus::Error);
         assert!(j.runs["a"].outgoing.is_empty(), "what it made is not kept");
@@ -990,15 +997,14 @@ mod tests {
         // Under the bound, the same task's values are kept.
         let mut j = job();
         advance(&mut j, &g, now(), &Limits::default());
-        complete(
+        let large = "x".repeat(1 << 20);
+        done_with(
             &mut j,
             &g,
             "a",
             FinishState::Success,
-            object(json!({"result": "x".repeat(1 << 20)})),
+            json!({"result": large}),
             "",
-            now(),
-            &Limits::default(),
         );
         assert_eq!(j.status, JobStatus::Complete);
         assert_eq!(j.variables["result"].as_str().unwrap().len(), 1 << 20);

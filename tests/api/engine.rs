@@ -985,7 +985,10 @@ async fn a_job_deleted_by_hand_takes_its_run_state_with_it() {
     }
 
     let again = app.start_job("Deleted", json!({})).await.unwrap().id;
-    job_when(&app, &again, |job| job["tasks"]["a"]["status"] == "scheduled").await;
+    job_when(&app, &again, |job| {
+        job["tasks"]["a"]["status"] == "scheduled"
+    })
+    .await;
     sqlx::query("truncate jobs cascade")
         .execute(&app.db)
         .await
