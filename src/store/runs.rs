@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use sqlx::types::Json;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
@@ -296,62 +296,18 @@ async fn save(
     now: DateTime<Utc>,
     update_jobs: bool,
 ) -> Result<(), Error> {
-    let mut tasks: Vec<Value> = Vec::new();
-    let mut events: Vec<Value> = Vec::new();
-    let mut changed: Vec<Value> = Vec::new();
-    let mut wakeups: Vec<Value> = Vec::new();
-    let mut asleep: Vec<&str> = Vec::new();
-    let mut channels: Vec<&str> = Vec::new();
-    let mut payloads: Vec<&str> = Vec::new();
-    for locked in jobs.iter_mut() {
-        let graph = graphs.get(&locked.graph_id).ok_or_else(|| {
-            Error::internal(anyhow::anyhow!("job graph {} is missing", locked.graph_id))
-        })?;
-        let job = &locked.job;
-        tasks.extend(task_rows(job, graph));
-        for (n, event) in job.events.iter().enumerate() {
-            events.push(json!({
-                "job_id": job.id, "sequence": locked.event_sequence + 1 + n as i64,
-                "task_id": event.task_id, "kind": event.kind, "status": event.status,
-                "finish_state": event.finish_state, "at": event.at}));
+    {
+        let mut rows = SaveRows::default();
+        for locked in jobs.iter() {
+            let graph = graphs.get(&locked.graph_id).ok_or_else(|| {
+                Error::internal(anyhow::anyhow!("job graph {} is missing", locked.graph_id))
+            })?;
+            rows.add(locked, graph, update_jobs);
         }
-        locked.event_sequence += job.events.len() as i64;
-        if update_jobs && (job.job_changed || !job.touched.is_empty() || !job.events.is_empty()) {
-            changed.push(json!({
-                "id": job.id, "status": job.status.as_str(),
-                "event_sequence": locked.event_sequence, "variables": job.variables,
-                "errors": job.errors, "progress": job.progress(graph),
-                "end_time": job.end_time.map(|at| at.timestamp_millis())}));
-        }
-        match job.next_wakeup() {
-            Some(at) => wakeups.push(json!({"job_id": job.id, "due_at": at})),
-            // A job just inserted has no wakeup to remove.
-            None if update_jobs => asleep.push(&job.id),
-            None => {}
-        }
-        if job.offers && !channels.contains(&TASKS) {
-            channels.push(TASKS);
-            payloads.push("");
-        }
-        if !job.events.is_empty() {
-            channels.push(EVENTS);
-            payloads.push(&job.id);
-        }
+        rows.query(now).execute(&mut *conn).await.map_err(translate)?;
     }
-    sqlx::query(SAVE)
-        .bind(Json(&tasks))
-        .bind(Json(&events))
-        .bind(now)
-        .bind(now.to_rfc3339_opts(SecondsFormat::Millis, true))
-        .bind(Json(&changed))
-        .bind(Json(&wakeups))
-        .bind(&asleep)
-        .bind(&channels)
-        .bind(&payloads)
-        .execute(&mut *conn)
-        .await
-        .map_err(translate)?;
     for locked in jobs.iter_mut() {
+        locked.event_sequence += locked.job.events.len() as i64;
         let job = &mut locked.job;
         for id in &job.touched {
             if job
@@ -370,43 +326,176 @@ async fn save(
     Ok(())
 }
 
-/// The rows of `job_tasks` a step touched.
-fn task_rows<'a>(job: &'a RunningJob, graph: &'a TaskGraph) -> impl Iterator<Item = Value> + 'a {
-    job.touched
-        .iter()
-        .filter_map(|id| job.runs.get(id).map(|run| (id, run)))
-        .map(move |(id, run)| {
+/// What [`save`] writes, a column a parameter (arrays that `unnest` turns into rows): encoded
+/// straight from the jobs, with no JSON built in the service and parsed again by PostgreSQL
+/// but the free-form values.
+#[derive(Default)]
+struct SaveRows<'a> {
+    // job_tasks
+    task_job: Vec<&'a str>,
+    task_id: Vec<&'a str>,
+    task_status: Vec<&'static str>,
+    runner: Vec<&'static str>,
+    app: Vec<&'a str>,
+    name: Vec<&'a str>,
+    finish_state: Vec<Option<&'static str>>,
+    start_time: Vec<Option<DateTime<Utc>>>,
+    end_time: Vec<Option<DateTime<Utc>>>,
+    iteration: Vec<i32>,
+    attempt: Vec<i32>,
+    retries: Vec<i32>,
+    incoming: Vec<Json<&'a Map<String, Value>>>,
+    outgoing: Vec<Json<&'a Map<String, Value>>>,
+    error: Vec<Option<Json<&'a Value>>>,
+    due_at: Vec<Option<DateTime<Utc>>>,
+    // job_events
+    event_job: Vec<&'a str>,
+    sequence: Vec<i64>,
+    event_task: Vec<&'a str>,
+    kind: Vec<&'static str>,
+    event_status: Vec<&'a str>,
+    event_finish: Vec<&'a str>,
+    at: Vec<DateTime<Utc>>,
+    // jobs
+    job_id: Vec<&'a str>,
+    job_status: Vec<&'static str>,
+    event_sequence: Vec<i64>,
+    variables: Vec<Json<&'a Map<String, Value>>>,
+    errors: Vec<Json<&'a Vec<Value>>>,
+    progress: Vec<f64>,
+    job_end: Vec<Option<i64>>,
+    // job_wakeups, and notifications
+    woken: Vec<&'a str>,
+    woken_at: Vec<DateTime<Utc>>,
+    asleep: Vec<&'a str>,
+    channels: Vec<&'static str>,
+    payloads: Vec<&'a str>,
+}
+
+impl<'a> SaveRows<'a> {
+    fn add(&mut self, locked: &'a LockedJob, graph: &'a TaskGraph, update_jobs: bool) {
+        let job = &locked.job;
+        for (id, run) in job
+            .touched
+            .iter()
+            .filter_map(|id| job.runs.get(id).map(|run| (id, run)))
+        {
             let (runner, app) = runner_text(&run.runner);
-            let name = graph
-                .tasks()
-                .get(id)
-                .and_then(|task| task.fields.get("name"))
-                .and_then(Value::as_str)
-                .unwrap_or_default();
+            self.task_job.push(&job.id);
+            self.task_id.push(id);
+            self.task_status.push(status_text(run.status));
+            self.runner.push(runner);
+            self.app.push(app);
+            self.name.push(
+                graph
+                    .tasks()
+                    .get(id)
+                    .and_then(|task| task.fields.get("name"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default(),
+            );
+            self.finish_state
+                .push(run.finish_state.map(FinishState::as_str));
+            self.start_time.push(run.start_time);
+            self.end_time.push(run.end_time);
+            self.iteration.push(clamp(run.iteration));
+            self.attempt.push(clamp(run.attempt));
+            self.retries.push(clamp(run.retries));
+            self.incoming.push(Json(&run.incoming));
+            self.outgoing.push(Json(&run.outgoing));
+            self.error.push(run.error.as_ref().map(Json));
             // A running worker task's timer is its lease, kept in the lease columns.
-            let due_at = match (run.status, &run.runner) {
+            self.due_at.push(match (run.status, &run.runner) {
                 (TaskStatus::Running, Runner::Worker { .. }) => None,
                 _ => run.due_at,
-            };
-            json!({
-                "job_id": job.id,
-                "task_id": id,
-                "status": status_text(run.status),
-                "runner": runner,
-                "app": app,
-                "name": name,
-                "finish_state": run.finish_state.map(FinishState::as_str),
-                "start_time": run.start_time,
-                "end_time": run.end_time,
-                "iteration": run.iteration,
-                "attempt": run.attempt,
-                "retries": run.retries,
-                "incoming": run.incoming,
-                "outgoing": run.outgoing,
-                "error": run.error,
-                "due_at": due_at,
-            })
-        })
+            });
+        }
+        for (n, event) in job.events.iter().enumerate() {
+            self.event_job.push(&job.id);
+            self.sequence.push(locked.event_sequence + 1 + n as i64);
+            self.event_task.push(&event.task_id);
+            self.kind.push(event.kind);
+            self.event_status.push(&event.status);
+            self.event_finish.push(&event.finish_state);
+            self.at.push(event.at);
+        }
+        if update_jobs && (job.job_changed || !job.touched.is_empty() || !job.events.is_empty()) {
+            self.job_id.push(&job.id);
+            self.job_status.push(job.status.as_str());
+            self.event_sequence
+                .push(locked.event_sequence + job.events.len() as i64);
+            self.variables.push(Json(&job.variables));
+            self.errors.push(Json(&job.errors));
+            self.progress.push(job.progress(graph));
+            self.job_end.push(job.end_time.map(|at| at.timestamp_millis()));
+        }
+        match job.next_wakeup() {
+            Some(at) => {
+                self.woken.push(&job.id);
+                self.woken_at.push(at);
+            }
+            // A job just inserted has no wakeup to remove.
+            None if update_jobs => self.asleep.push(&job.id),
+            None => {}
+        }
+        if job.offers && !self.channels.contains(&TASKS) {
+            self.channels.push(TASKS);
+            self.payloads.push("");
+        }
+        if !job.events.is_empty() {
+            self.channels.push(EVENTS);
+            self.payloads.push(&job.id);
+        }
+    }
+
+    fn query(
+        &'a self,
+        now: DateTime<Utc>,
+    ) -> sqlx::query::Query<'a, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        sqlx::query(SAVE)
+            .bind(&self.task_job)
+            .bind(&self.task_id)
+            .bind(&self.task_status)
+            .bind(&self.runner)
+            .bind(&self.app)
+            .bind(&self.name)
+            .bind(&self.finish_state)
+            .bind(&self.start_time)
+            .bind(&self.end_time)
+            .bind(&self.iteration)
+            .bind(&self.attempt)
+            .bind(&self.retries)
+            .bind(&self.incoming)
+            .bind(&self.outgoing)
+            .bind(&self.error)
+            .bind(&self.due_at)
+            .bind(&self.event_job)
+            .bind(&self.sequence)
+            .bind(&self.event_task)
+            .bind(&self.kind)
+            .bind(&self.event_status)
+            .bind(&self.event_finish)
+            .bind(&self.at)
+            .bind(&self.job_id)
+            .bind(&self.job_status)
+            .bind(&self.event_sequence)
+            .bind(&self.variables)
+            .bind(&self.errors)
+            .bind(&self.progress)
+            .bind(&self.job_end)
+            .bind(&self.woken)
+            .bind(&self.woken_at)
+            .bind(&self.asleep)
+            .bind(&self.channels)
+            .bind(&self.payloads)
+            .bind(now)
+            .bind(now.to_rfc3339_opts(SecondsFormat::Millis, true))
+    }
+}
+
+/// A count stored in an `integer` column.
+fn clamp(count: u32) -> i32 {
+    i32::try_from(count).unwrap_or(i32::MAX)
 }
 
 /// One statement for [`save_many`]: data-modifying `with` queries all run, whether the final
@@ -416,13 +505,12 @@ with tasks as (
     insert into job_tasks as t (job_id, task_id, status, runner, app, name, finish_state,
         start_time, end_time, iteration, attempt, retries, incoming, outgoing, error, due_at,
         ready_at)
-    select r.job_id, r.task_id, r.status, r.runner, r.app, r.name, r.finish_state,
-           r.start_time, r.end_time, r.iteration, r.attempt, r.retries,
-           coalesce(r.incoming, '{}'), coalesce(r.outgoing, '{}'), r.error, r.due_at, now()
-    from jsonb_to_recordset($1) as r(job_id text, task_id text, status text, runner text,
-        app text, name text, finish_state text, start_time timestamptz, end_time timestamptz,
-        iteration integer, attempt integer, retries integer, incoming jsonb, outgoing jsonb,
-        error jsonb, due_at timestamptz)
+    select r.*, now()
+    from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                $7::text[], $8::timestamptz[], $9::timestamptz[], $10::int4[], $11::int4[],
+                $12::int4[], $13::jsonb[], $14::jsonb[], $15::jsonb[], $16::timestamptz[])
+         as r(job_id, task_id, status, runner, app, name, finish_state, start_time, end_time,
+              iteration, attempt, retries, incoming, outgoing, error, due_at)
     on conflict (job_id, task_id) do update set
         status = excluded.status, runner = excluded.runner, app = excluded.app,
         name = excluded.name, finish_state = excluded.finish_state,
@@ -442,34 +530,34 @@ with tasks as (
 ),
 events as (
     insert into job_events (job_id, sequence, task_id, kind, status, finish_state, at)
-    select e.job_id, e.sequence, e.task_id, e.kind, e.status, e.finish_state, e.at
-    from jsonb_to_recordset($2) as e(job_id text, sequence bigint, task_id text, kind text,
-        status text, finish_state text, at timestamptz)
+    select * from unnest($17::text[], $18::int8[], $19::text[], $20::text[], $21::text[],
+                         $22::text[], $23::timestamptz[])
 ),
 changed as (
-    update jobs set status = u.status, updated_at = $3, event_sequence = u.event_sequence,
+    update jobs set status = u.status, updated_at = $36, event_sequence = u.event_sequence,
         document = document || jsonb_build_object(
             'status', u.status, 'variables', u.variables, 'error', u.errors,
-            'last_updated', $4::text,
+            'last_updated', $37::text,
             'metrics', (coalesce(document->'metrics', '{}')
                         - case when u.status in ('running', 'paused') then array['end_time']
                                else array[]::text[] end)
                        || jsonb_build_object('progress', u.progress)
                        || case when u.end_time is null then '{}'::jsonb
                                else jsonb_build_object('end_time', u.end_time) end)
-    from jsonb_to_recordset($5) as u(id text, status text, event_sequence bigint,
-        variables jsonb, errors jsonb, progress float8, end_time bigint)
+    from unnest($24::text[], $25::text[], $26::int8[], $27::jsonb[], $28::jsonb[],
+                $29::float8[], $30::int8[])
+         as u(id, status, event_sequence, variables, errors, progress, end_time)
     where jobs.id = u.id
 ),
 woken as (
     insert into job_wakeups (job_id, due_at)
-    select w.job_id, w.due_at from jsonb_to_recordset($6) as w(job_id text, due_at timestamptz)
+    select * from unnest($31::text[], $32::timestamptz[])
     on conflict (job_id) do update set due_at = excluded.due_at
 ),
 asleep as (
-    delete from job_wakeups where job_id = any($7)
+    delete from job_wakeups where job_id = any($33)
 )
-select pg_notify(n.channel, n.payload) from unnest($8::text[], $9::text[]) as n(channel, payload)";
+select pg_notify(n.channel, n.payload) from unnest($34::text[], $35::text[]) as n(channel, payload)";
 
 async fn notify(conn: &mut PgConnection, channel: &str, payload: &str) -> Result<(), Error> {
     sqlx::query("select pg_notify($1, $2)")
