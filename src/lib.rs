@@ -1,9 +1,10 @@
 //! job-service: starts automation jobs from workflows, over gRPC, storing them in PostgreSQL.
 //!
 //! # Layout
-//! Dependencies point inward: `domain <- store <- service <- {grpc, http}`; `grpc` and `http`
-//! never know each other nor sqlx, `domain` knows nothing of tonic, axum or sqlx, and generated
-//! protobuf types stay in `grpc`.
+//! Dependencies point inward: `domain <- store <- engine <- service <- {grpc, http}` (the
+//! service takes a start's first step with the engine's rules; both doors call the engine's use
+//! cases too); `grpc` and `http` never know each other nor sqlx, `domain` knows nothing of
+//! tonic, axum or sqlx, and generated protobuf types stay in `grpc`.
 //!
 //! - `src/main.rs` (the binary): logs, config, build the app, run
 //!   until the signal; `job-service token` signs a token.
