@@ -2278,4 +2278,43 @@ mod tests {
             )
         );
     }
+
+    #[test]
+    fn corpus_utility_tasks_update_the_job_variables_their_workflows_name() {
+        // gitlab/get-diff-for-merge.json fe3d: setObjectKey on job variable ReturnStatus,
+        // whose outgoing `object` the workflow maps back onto ReturnStatus.
+        let (outcome, writes) = run_corpus_task(
+            "gitlab/get-diff-for-merge.json",
+            "fe3d",
+            json!({
+                "ReturnStatus": {"errors": [], "message": "", "response": {}, "status": ""},
+                "mergeRequestIid": 17
+            }),
+            json!({}),
+        );
+        let status = json!({"errors": [], "message": "", "response": {}, "status": "", "mergeRequestId": 17});
+        assert_eq!(
+            outcome,
+            finished(FinishState::Success, json!({ "object": status.clone() }))
+        );
+        assert_eq!(writes, vec![("ReturnStatus".to_owned(), status)]);
+
+        // 83a6: push an earlier task's diff onto job variable `result` (made [] by afc5).
+        let (outcome, _) = run_corpus_task(
+            "gitlab/get-diff-for-merge.json",
+            "83a6",
+            json!({"result": [{"old_path": "a"}]}),
+            json!({"61db": {"return_data": {"old_path": "b"}}}),
+        );
+        let result = json!([{"old_path": "a"}, {"old_path": "b"}]);
+        assert_eq!(
+            outcome,
+            Outcome::Finished {
+                finish_state: FinishState::Success,
+                outgoing: object(json!({ "job_variable_value": result.clone() })),
+                job_writes: vec![("result".to_owned(), result)],
+                error: None,
+            }
+        );
+    }
 }
