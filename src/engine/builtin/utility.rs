@@ -273,7 +273,9 @@ fn path_key(value: &Value) -> Result<Key<'_>, String> {
 /// (is undefined), a path to it will be created". Where the path is missing or reaches a
 /// value that is neither an object nor an array, a new container takes its place: an array
 /// when the next key is an index, else an object (as lodash's `_.set`, which the reference's
-/// description matches). An index into an array beyond its end fills the gap with nulls.
+/// description matches); an array met where the next key is a name also gives way to an
+/// object (JSON arrays hold no named properties). An index into an array beyond its end fills
+/// the gap with nulls. `obj` itself must be an object, as the reference's type says.
 pub(super) fn set_object_key(incoming: &Map<String, Value>) -> Result<Outcome, String> {
     let mut object = match required(incoming, "obj")? {
         Value::Object(object) => Value::Object(object.clone()),
