@@ -1,21 +1,27 @@
 //! The WorkFlowEngine tasks the service runs itself: `stub`, `newVariable`, `delay`,
-//! `evaluation`, `query`, `merge` and `makeData`. Pure: they read the task's incoming values
-//! (already resolved by [`variables::resolve_incoming`]) and, for evaluation and merge
-//! operands, the job's variables and earlier tasks' results through a [`Scope`]; they touch
-//! no database and no clock. Every other WorkFlowEngine task (`childJob`, `transformation`,
-//! `forEach`, `push`, ...) is offered to task workers.
+//! `evaluation`, `query`, `merge` and `makeData`, and the utility tasks in [`utility`]:
+//! `push`, `setObjectKey`, `arrayLength`, `arrayPush`, `arrayIncludes`, `arrayIndexOf`,
+//! `join`, `stringConcat`, `stringLength`, `substring`, `split`, `numberToString` and
+//! `parse`. Pure: they read the task's incoming values (already resolved by
+//! [`variables::resolve_incoming`]) and, for evaluation and merge operands and `push`'s array,
+//! the job's variables and earlier tasks' results through a [`Scope`]; they touch no database
+//! and no clock (so `getTime` and the other tasks that read the clock are not here). Every
+//! other WorkFlowEngine task (`childJob`, `transformation`, `forEach`, `modify`, ...) is
+//! offered to task workers.
 //!
 //! Behaviour follows Itential's task reference (docs.itential.com, Studio > Tasks >
-//! Reference: stub, newVariable, delay, evaluation, query, merge, makeData), the notes
-//! Itential publishes for building workflows (github.com/itential/builder-skills,
-//! `builder-agent/SKILL.md`, "Utility Tasks") and what the exported workflows in
-//! `tests/data/itential-assets` do. Where neither says, the choice is stated on the item.
+//! Reference: stub, newVariable, delay, evaluation, query, merge, makeData, and one page per
+//! utility task), the notes Itential publishes for building workflows
+//! (github.com/itential/builder-skills, `builder-agent/SKILL.md`, "Utility Tasks") and what
+//! the exported workflows in `tests/data/itential-assets` do. Where neither says, the choice
+//! is stated on the item.
 //!
 //! A task that cannot do its work ends in `error` with `{"message": "<task>: <why>"}`; nothing
 //! here panics on what a workflow holds. The work a workflow can make is bounded: queries by
 //! [`MAX_QUERY_LEN`] and [`MAX_QUERY_STEPS`], patterns by [`MAX_PATTERN_LEN`] and
 //! [`MAX_PATTERN_WORK`], evaluations by [`MAX_EVALUATIONS`], merges by [`MAX_MERGE_ENTRIES`],
-//! makeData by [`MAX_TEMPLATE_LEN`] and [`MAX_MAKE_DATA_OUTPUT`], waits by [`MAX_DELAY`].
+//! makeData by [`MAX_TEMPLATE_LEN`] and [`MAX_MAKE_DATA_OUTPUT`], waits by [`MAX_DELAY`],
+//! the utility tasks by [`MAX_ARRAY_ITEMS`] and [`MAX_MAKE_DATA_OUTPUT`].
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
@@ -26,6 +32,9 @@ use serde_json::{json, Map, Value};
 mod js;
 mod path;
 mod pattern;
+mod utility;
+
+pub use utility::MAX_ARRAY_ITEMS;
 
 use super::variables::{self, Scope};
 use crate::domain::json::type_name;
@@ -74,11 +83,24 @@ pub enum Builtin {
     Query,
     Merge,
     MakeData,
+    Push,
+    SetObjectKey,
+    ArrayLength,
+    ArrayPush,
+    ArrayIncludes,
+    ArrayIndexOf,
+    Join,
+    StringConcat,
+    StringLength,
+    Substring,
+    Split,
+    NumberToString,
+    Parse,
 }
 
 impl Builtin {
     /// Every builtin.
-    pub const ALL: [Builtin; 7] = [
+    pub const ALL: [Builtin; 20] = [
         Builtin::Stub,
         Builtin::NewVariable,
         Builtin::Delay,
@@ -86,6 +108,19 @@ impl Builtin {
         Builtin::Query,
         Builtin::Merge,
         Builtin::MakeData,
+        Builtin::Push,
+        Builtin::SetObjectKey,
+        Builtin::ArrayLength,
+        Builtin::ArrayPush,
+        Builtin::ArrayIncludes,
+        Builtin::ArrayIndexOf,
+        Builtin::Join,
+        Builtin::StringConcat,
+        Builtin::StringLength,
+        Builtin::Substring,
+        Builtin::Split,
+        Builtin::NumberToString,
+        Builtin::Parse,
     ];
 
     /// The builtin a workflow task is: its `app` is `WorkFlowEngine`, its `type` is not
@@ -114,6 +149,19 @@ impl Builtin {
             Builtin::Query => "query",
             Builtin::Merge => "merge",
             Builtin::MakeData => "makeData",
+            Builtin::Push => "push",
+            Builtin::SetObjectKey => "setObjectKey",
+            Builtin::ArrayLength => "arrayLength",
+            Builtin::ArrayPush => "arrayPush",
+            Builtin::ArrayIncludes => "arrayIncludes",
+            Builtin::ArrayIndexOf => "arrayIndexOf",
+            Builtin::Join => "join",
+            Builtin::StringConcat => "stringConcat",
+            Builtin::StringLength => "stringLength",
+            Builtin::Substring => "substring",
+            Builtin::Split => "split",
+            Builtin::NumberToString => "numberToString",
+            Builtin::Parse => "parse",
         }
     }
 }
@@ -186,6 +234,19 @@ pub fn run(builtin: Builtin, incoming: &Map<String, Value>, scope: &Scope) -> Ou
         Builtin::Query => query_task(incoming),
         Builtin::Merge => merge(incoming, scope),
         Builtin::MakeData => make_data(incoming),
+        Builtin::Push => utility::push(incoming, scope),
+        Builtin::SetObjectKey => utility::set_object_key(incoming),
+        Builtin::ArrayLength => utility::array_length(incoming),
+        Builtin::ArrayPush => utility::array_push(incoming),
+        Builtin::ArrayIncludes => utility::array_includes(incoming),
+        Builtin::ArrayIndexOf => utility::array_index_of(incoming),
+        Builtin::Join => utility::join(incoming),
+        Builtin::StringConcat => utility::string_concat(incoming),
+        Builtin::StringLength => utility::string_length(incoming),
+        Builtin::Substring => utility::substring(incoming),
+        Builtin::Split => utility::split(incoming),
+        Builtin::NumberToString => utility::number_to_string(incoming),
+        Builtin::Parse => utility::parse(incoming),
     };
     result.unwrap_or_else(|message| Outcome::error(builtin, &message))
 }
@@ -900,14 +961,47 @@ mod tests {
 
     #[test]
     fn builtins_are_recognised_by_app_type_and_name() {
+        // The `type` each has in the exported workflows (tests/data/itential-assets): `push`
+        // and `modify` are operations there, the other utility tasks automatic.
         for builtin in Builtin::ALL {
-            let kind = if builtin == Builtin::Stub {
-                "automatic"
-            } else {
-                "operation"
+            let kind = match builtin {
+                Builtin::Stub
+                | Builtin::SetObjectKey
+                | Builtin::ArrayLength
+                | Builtin::ArrayPush
+                | Builtin::ArrayIncludes
+                | Builtin::ArrayIndexOf
+                | Builtin::Join
+                | Builtin::StringConcat
+                | Builtin::StringLength
+                | Builtin::Substring
+                | Builtin::Split
+                | Builtin::NumberToString
+                | Builtin::Parse => "automatic",
+                _ => "operation",
             };
             assert_eq!(
                 Builtin::of(&task("WorkFlowEngine", kind, builtin.name())),
+                Some(builtin)
+            );
+        }
+        for (name, builtin) in [
+            ("push", Builtin::Push),
+            ("setObjectKey", Builtin::SetObjectKey),
+            ("arrayLength", Builtin::ArrayLength),
+            ("arrayPush", Builtin::ArrayPush),
+            ("arrayIncludes", Builtin::ArrayIncludes),
+            ("arrayIndexOf", Builtin::ArrayIndexOf),
+            ("join", Builtin::Join),
+            ("stringConcat", Builtin::StringConcat),
+            ("stringLength", Builtin::StringLength),
+            ("substring", Builtin::Substring),
+            ("split", Builtin::Split),
+            ("numberToString", Builtin::NumberToString),
+            ("parse", Builtin::Parse),
+        ] {
+            assert_eq!(
+                Builtin::of(&task("WorkFlowEngine", "automatic", name)),
                 Some(builtin)
             );
         }
@@ -919,9 +1013,11 @@ mod tests {
             "childJob",
             "transformation",
             "forEach",
-            "push",
-            "arrayPush",
+            "modify",
+            "getTime",
+            "calculateTimeDiff",
             "Stub",
+            "ArrayPush",
         ] {
             assert_eq!(
                 Builtin::of(&task("WorkFlowEngine", "operation", name)),
@@ -929,7 +1025,9 @@ mod tests {
             );
         }
         assert_eq!(Builtin::of(&task("WorkFlowEngine", "manual", "stub")), None);
+        assert_eq!(Builtin::of(&task("WorkFlowEngine", "manual", "push")), None);
         assert_eq!(Builtin::of(&task("ServiceNow", "automatic", "query")), None);
+        assert_eq!(Builtin::of(&task("GitLab", "automatic", "split")), None);
         assert_eq!(Builtin::of(&object(json!({"name": "query"}))), None);
     }
 
@@ -1977,6 +2075,19 @@ mod tests {
             (Builtin::Query, 151),
             (Builtin::Merge, 59),
             (Builtin::MakeData, 13),
+            (Builtin::Push, 11),
+            (Builtin::SetObjectKey, 10),
+            (Builtin::ArrayLength, 8),
+            (Builtin::ArrayPush, 6),
+            (Builtin::ArrayIncludes, 3),
+            (Builtin::ArrayIndexOf, 1),
+            (Builtin::Join, 1),
+            (Builtin::StringConcat, 2),
+            (Builtin::StringLength, 1),
+            (Builtin::Substring, 1),
+            (Builtin::Split, 1),
+            (Builtin::NumberToString, 1),
+            (Builtin::Parse, 1),
         ]);
         assert_eq!(seen, expected);
     }
@@ -2165,6 +2276,45 @@ mod tests {
                 FinishState::Success,
                 json!({"return_data": [{"id": 2, "score": 99.5}]})
             )
+        );
+    }
+
+    #[test]
+    fn corpus_utility_tasks_update_the_job_variables_their_workflows_name() {
+        // gitlab/get-diff-for-merge.json fe3d: setObjectKey on job variable ReturnStatus,
+        // whose outgoing `object` the workflow maps back onto ReturnStatus.
+        let (outcome, writes) = run_corpus_task(
+            "gitlab/get-diff-for-merge.json",
+            "fe3d",
+            json!({
+                "ReturnStatus": {"errors": [], "message": "", "response": {}, "status": ""},
+                "mergeRequestIid": 17
+            }),
+            json!({}),
+        );
+        let status = json!({"errors": [], "message": "", "response": {}, "status": "", "mergeRequestId": 17});
+        assert_eq!(
+            outcome,
+            finished(FinishState::Success, json!({ "object": status.clone() }))
+        );
+        assert_eq!(writes, vec![("ReturnStatus".to_owned(), status)]);
+
+        // 83a6: push an earlier task's diff onto job variable `result` (made [] by afc5).
+        let (outcome, _) = run_corpus_task(
+            "gitlab/get-diff-for-merge.json",
+            "83a6",
+            json!({"result": [{"old_path": "a"}]}),
+            json!({"61db": {"return_data": {"old_path": "b"}}}),
+        );
+        let result = json!([{"old_path": "a"}, {"old_path": "b"}]);
+        assert_eq!(
+            outcome,
+            Outcome::Finished {
+                finish_state: FinishState::Success,
+                outgoing: object(json!({ "job_variable_value": result.clone() })),
+                job_writes: vec![("result".to_owned(), result)],
+                error: None,
+            }
         );
     }
 }
