@@ -304,7 +304,10 @@ async fn save(
             })?;
             rows.add(locked, graph, update_jobs);
         }
-        rows.query(now).execute(&mut *conn).await.map_err(translate)?;
+        rows.query(now)
+            .execute(&mut *conn)
+            .await
+            .map_err(translate)?;
     }
     for locked in jobs.iter_mut() {
         locked.event_sequence += locked.job.events.len() as i64;
@@ -427,7 +430,8 @@ impl<'a> SaveRows<'a> {
             self.variables.push(Json(&job.variables));
             self.errors.push(Json(&job.errors));
             self.progress.push(job.progress(graph));
-            self.job_end.push(job.end_time.map(|at| at.timestamp_millis()));
+            self.job_end
+                .push(job.end_time.map(|at| at.timestamp_millis()));
         }
         match job.next_wakeup() {
             Some(at) => {
