@@ -316,14 +316,8 @@ fn build_tasks(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::json::object;
     use serde_json::json;
-
-    fn object(value: Value) -> Map<String, Value> {
-        match value {
-            Value::Object(map) => map,
-            other => panic!("expected an object, got {other}"),
-        }
-    }
 
     /// The `tasks` and `transitions` of a workflow that can run.
     fn minimal() -> (Map<String, Value>, Map<String, Value>) {

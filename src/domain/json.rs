@@ -227,6 +227,15 @@ pub fn entry_heap_size(key: &str, value: &Value) -> usize {
     ENTRY + key.len() + heap_size(value)
 }
 
+/// The object `value` is: what tests build with `json!({...})`.
+#[cfg(test)]
+pub(crate) fn object(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        other => panic!("expected an object, got {other}"),
+    }
+}
+
 /// A short name of a JSON value's type, for error messages.
 pub fn type_name(value: &Value) -> &'static str {
     match value {

@@ -799,10 +799,7 @@ pub fn retry(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn object(value: Value) -> Map<String, Value> {
-        value.as_object().cloned().expect("an object")
-    }
+    use crate::domain::json::object;
 
     /// A graph of `tasks` (id -> app; `stub` for a WorkFlowEngine stub, `manual` for a manual
     /// task) and `edges` (source, target, state, type).

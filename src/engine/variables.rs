@@ -149,15 +149,9 @@ pub fn operand(reference: &Value, scope: &Scope) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::json::object;
     use serde_json::json;
     use std::collections::HashMap;
-
-    fn object(value: Value) -> Map<String, Value> {
-        match value {
-            Value::Object(map) => map,
-            other => panic!("expected an object, got {other}"),
-        }
-    }
 
     fn outgoing() -> HashMap<String, Map<String, Value>> {
         HashMap::from([(

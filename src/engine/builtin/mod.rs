@@ -907,15 +907,9 @@ fn parse_json(text: &str) -> Result<Value, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::json::object;
     use serde_json::json;
     use std::collections::HashMap;
-
-    fn object(value: Value) -> Map<String, Value> {
-        match value {
-            Value::Object(map) => map,
-            other => panic!("expected an object, got {other}"),
-        }
-    }
 
     /// Runs `check` with a scope of job variables `job` and the outgoing values of `tasks`
     /// (`{task_id: {name: value}}`).

@@ -493,15 +493,9 @@ pub(super) fn parse(incoming: &Map<String, Value>) -> Result<Outcome, String> {
 mod tests {
     use super::super::{run, Builtin};
     use super::*;
+    use crate::domain::json::object;
     use crate::domain::run::FinishState;
     use serde_json::json;
-
-    fn object(value: Value) -> Map<String, Value> {
-        match value {
-            Value::Object(map) => map,
-            other => panic!("expected an object, got {other}"),
-        }
-    }
 
     /// Runs `builtin` with job variables `job` and no earlier tasks.
     fn run_with_job(builtin: Builtin, job: Value, incoming: Value) -> Outcome {
