@@ -251,7 +251,7 @@ impl Engine {
             match self.step_jobs(&mut tx, std::slice::from_ref(&job_id)).await {
                 Ok(()) => self.store.commit(tx).await?,
                 Err(error) => {
-                    drop(tx);
+                    self.store.rollback(tx).await;
                     tracing::error!(job_id = %job_id, error = ?error, "cannot step the job; trying again later");
                     let mut conn = self.store.conn().await?;
                     runs::put_off(&mut conn, &job_id, POISON_DELAY).await?;
@@ -265,7 +265,11 @@ impl Engine {
     async fn step_due(&self, limit: i64) -> Result<usize, Error> {
         let mut tx = self.store.begin().await?;
         let due = runs::take_due(&mut tx, limit).await?;
-        self.step_jobs(&mut tx, &due).await?;
+        if let Err(error) = self.step_jobs(&mut tx, &due).await {
+            // The batch's jobs go back at once, to be stepped one by one.
+            self.store.rollback(tx).await;
+            return Err(error);
+        }
         self.store.commit(tx).await?;
         Ok(due.len())
     }

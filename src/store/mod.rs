@@ -132,6 +132,13 @@ impl Store {
         tx.commit().await.map_err(translate)
     }
 
+    /// Rolls `tx` back now, releasing its row locks at once (a dropped transaction is rolled
+    /// back only when its connection is next used). A failure is not reported: the
+    /// connection's end rolls the transaction back just the same.
+    pub async fn rollback(&self, tx: Tx) {
+        let _ = tx.rollback().await;
+    }
+
     /// Whether the database answers: a connection, and `select 1` on it. Only a failure to
     /// get the connection is translated (and so logged and counted); the failed statement is
     /// the answer readiness asks for, not an error of a call.
