@@ -51,11 +51,6 @@ impl LockedJob {
         self.event_sequence + self.job.events.len() as i64
     }
 
-    /// Whether `token` is the current lease of `task_id`.
-    pub fn holds_lease(&self, task_id: &str, token: Uuid) -> bool {
-        self.leases.get(task_id) == Some(&token)
-    }
-
     /// Each task a worker holds, with its lease token.
     pub fn leases(&self) -> impl Iterator<Item = (&str, Uuid)> {
         self.leases
@@ -159,19 +154,27 @@ pub async fn runs_by_job(
     Ok(by_job)
 }
 
-/// The columns of a job that a step reads, and its row locked: in id order, so that two
-/// transactions locking overlapping sets of jobs wait for each other instead of deadlocking.
-const LOCK_JOBS: &str = "select id, status, graph_id, groups, event_sequence,
-        coalesce(document->'variables', '{}') as variables,
-        coalesce(document->'error', '[]') as errors
- from jobs where id = any($1) order by id for update";
+/// The columns of a job that a step reads, for the jobs `$filter` picks, their rows locked: in
+/// id order, so that two transactions locking overlapping sets of jobs wait for each other
+/// instead of deadlocking.
+macro_rules! lock_jobs_where {
+    ($filter:literal) => {
+        concat!(
+            "select id, status, graph_id, groups, event_sequence,
+                    coalesce(document->'variables', '{}') as variables,
+                    coalesce(document->'error', '[]') as errors
+             from jobs where ",
+            $filter,
+            " order by id for update"
+        )
+    };
+}
+
+const LOCK_JOBS: &str = lock_jobs_where!("id = any($1)");
 
 /// The same, for the jobs holding the leases `$1` names.
-const LOCK_HOLDERS: &str = "select id, status, graph_id, groups, event_sequence,
-        coalesce(document->'variables', '{}') as variables,
-        coalesce(document->'error', '[]') as errors
- from jobs where id in (select job_id from job_tasks where lease_token = any($1))
- order by id for update";
+const LOCK_HOLDERS: &str =
+    lock_jobs_where!("id in (select job_id from job_tasks where lease_token = any($1))");
 
 /// Loads `job_ids` for one step each and locks their rows until the transaction ends; ids
 /// with no job are left out.
@@ -563,16 +566,6 @@ asleep as (
 )
 select pg_notify(n.channel, n.payload) from unnest($34::text[], $35::text[]) as n(channel, payload)";
 
-async fn notify(conn: &mut PgConnection, channel: &str, payload: &str) -> Result<(), Error> {
-    sqlx::query("select pg_notify($1, $2)")
-        .bind(channel)
-        .bind(payload)
-        .execute(&mut *conn)
-        .await
-        .map_err(translate)?;
-    Ok(())
-}
-
 /// Takes up to `limit` jobs whose wakeup is due and locks them (other instances skip them
 /// until this transaction ends), and removes their wakeups; a step that needs one later writes
 /// it again. A job locked by another transaction (a lifecycle call, a completion) is skipped:
@@ -604,19 +597,6 @@ pub async fn wake_expired_leases(conn: &mut PgConnection) -> Result<u64, Error> 
     .await
     .map_err(translate)?;
     Ok(done.rows_affected())
-}
-
-/// Marks `job_id` for the engine to look at now.
-pub async fn wake(conn: &mut PgConnection, job_id: &str) -> Result<(), Error> {
-    sqlx::query(
-        "insert into job_wakeups (job_id, due_at) values ($1, now())
-         on conflict (job_id) do update set due_at = least(job_wakeups.due_at, excluded.due_at)",
-    )
-    .bind(job_id)
-    .execute(&mut *conn)
-    .await
-    .map_err(translate)?;
-    notify(conn, WAKEUPS, "").await
 }
 
 /// Claims up to `limit` scheduled tasks of `apps` for a worker's stream, oldest first, each
@@ -739,21 +719,6 @@ async fn canceled_holder(conn: &mut PgConnection, token: Uuid) -> Result<bool, E
             .await
             .map_err(translate)?;
     Ok(found.as_deref() == Some("canceled"))
-}
-
-/// The job and task a lease token was issued for, if it names one now.
-pub async fn lease_holder(
-    conn: &mut PgConnection,
-    token: Uuid,
-) -> Result<Option<(String, String)>, Error> {
-    let row = sqlx::query("select job_id, task_id from job_tasks where lease_token = $1")
-        .bind(token)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(translate)?;
-    row.map(|row| Ok((row.try_get("job_id")?, row.try_get("task_id")?)))
-        .transpose()
-        .map_err(translate)
 }
 
 /// A job's events after `after`, in order, at most `limit`.
