@@ -100,6 +100,7 @@ impl App {
                 let engine = Arc::new(Engine::new(
                     store,
                     service.graphs(),
+                    service.workflows(),
                     crate::engine::Settings {
                         limits: run_limits,
                         sweep: config.engine_sweep.into(),

@@ -6,6 +6,7 @@
 
 pub mod cache;
 pub mod cluster;
+pub mod compiled;
 pub mod graphs;
 pub mod idempotency;
 pub mod jobs;
