@@ -249,7 +249,8 @@ impl RunningJob {
                 return Some(true);
             }
         }
-        self.finish_state(source).map(|finish| finish.as_str() == state)
+        self.finish_state(source)
+            .map(|finish| finish.as_str() == state)
     }
 
     /// Whether the task started in the current iteration (it is under way or finished).

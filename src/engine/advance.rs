@@ -21,8 +21,8 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 
 use super::builtin::{self, Builtin, Outcome};
-use super::{children, loops};
 use super::variables::{self, Scope};
+use super::{children, loops};
 use crate::domain::graph::{JobTask, TaskStatus, WORKFLOW_END, WORKFLOW_START};
 use crate::domain::run::{FinishState, Progress, Runner, RunningJob, TaskRun};
 use crate::domain::{json, Error, JobStatus, TaskGraph};
@@ -533,9 +533,9 @@ fn next_pass(job: &mut RunningJob, graph: &TaskGraph, now: DateTime<Utc>, limits
     for (id, index) in looping {
         let body = loops::body(graph, &id);
         let busy = body.iter().any(|task| {
-            job.runs
-                .get(task)
-                .is_some_and(|run| matches!(run.status, TaskStatus::Scheduled | TaskStatus::Running))
+            job.runs.get(task).is_some_and(|run| {
+                matches!(run.status, TaskStatus::Scheduled | TaskStatus::Running)
+            })
         });
         if busy {
             continue;
@@ -1652,7 +1652,10 @@ mod tests {
         advance(&mut j, &g, now(), &Limits::default());
         assert_eq!(status(&j, "fe"), Some(TaskStatus::Error));
         let message = j.runs["fe"].error.as_ref().unwrap().as_str().unwrap();
-        assert!(message.contains("data_array must be an array, not a string"), "{message}");
+        assert!(
+            message.contains("data_array must be an array, not a string"),
+            "{message}"
+        );
     }
 
     fn child_job(loop_type: &str, data_array: Value) -> TaskGraph {
@@ -1721,7 +1724,11 @@ mod tests {
         children_started(&mut j, "cj");
         j.children = Some(Default::default());
         advance(&mut j, &g, now(), &Limits::default());
-        assert_eq!(status(&j, "cj"), Some(TaskStatus::Running), "waits: c0 unknown");
+        assert_eq!(
+            status(&j, "cj"),
+            Some(TaskStatus::Running),
+            "waits: c0 unknown"
+        );
         child_ended(&mut j, "c0", JobStatus::Complete, json!({"result": "ok"}));
         advance(&mut j, &g, now(), &Limits::default());
         assert_eq!(status(&j, "cj"), Some(TaskStatus::Complete));

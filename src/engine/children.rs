@@ -23,8 +23,8 @@ use serde_json::{json, Map, Value};
 
 use super::variables::{self, Scope};
 use crate::domain::graph::JobTask;
-use crate::domain::start::JobOptions;
 use crate::domain::run::{ChildOutcome, FinishState, Progress};
+use crate::domain::start::JobOptions;
 use crate::domain::{json, Caller, Error, Job, JobStatus, TaskGraph};
 use crate::store::compiled::CompiledWorkflows;
 use crate::store::graphs::{self, GraphCache};
@@ -187,7 +187,11 @@ pub fn check(progress: &Progress, known: Option<&HashMap<String, ChildOutcome>>)
     }
     if !pending.is_empty() {
         // A sequential loop whose last child ended (a parallel one started all at once).
-        return if *sequential { Check::Start } else { Check::Wait };
+        return if *sequential {
+            Check::Start
+        } else {
+            Check::Wait
+        };
     }
     let mut failed = Vec::new();
     let mut details = Vec::with_capacity(started.len());
@@ -217,10 +221,7 @@ pub fn check(progress: &Progress, known: Option<&HashMap<String, ChildOutcome>>)
         Check::Done {
             finish_state: FinishState::Error,
             outgoing,
-            error: Some(format!(
-                "child job {} did not complete",
-                failed.join(", ")
-            )),
+            error: Some(format!("child job {} did not complete", failed.join(", "))),
         }
     }
 }
@@ -418,7 +419,10 @@ mod tests {
         else {
             panic!()
         };
-        assert_eq!(workflow, "@66d0ccea21161b4df27174c0: Command Template Runner");
+        assert_eq!(
+            workflow,
+            "@66d0ccea21161b4df27174c0: Command Template Runner"
+        );
         assert!(!looped);
         assert_eq!(
             Value::Object(pending[0].clone()),
@@ -502,7 +506,10 @@ mod tests {
     #[test]
     fn a_task_waits_for_its_children_then_takes_their_variables() {
         assert_eq!(check(&children(false, false, &[], 1), None), Check::Start);
-        assert_eq!(check(&children(false, false, &["c1"], 0), None), Check::Wait);
+        assert_eq!(
+            check(&children(false, false, &["c1"], 0), None),
+            Check::Wait
+        );
         let running = HashMap::from([(
             "c1".to_owned(),
             ChildOutcome {
@@ -538,7 +545,10 @@ mod tests {
     fn a_sequential_loop_starts_the_next_child_when_one_ends_and_reports_failures() {
         let known = HashMap::from([
             ("c1".to_owned(), outcome(JobStatus::Error, json!({"r": 1}))),
-            ("c2".to_owned(), outcome(JobStatus::Complete, json!({"r": 2}))),
+            (
+                "c2".to_owned(),
+                outcome(JobStatus::Complete, json!({"r": 2})),
+            ),
         ]);
         assert_eq!(
             check(&children(true, true, &["c1"], 1), Some(&known)),

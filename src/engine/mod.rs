@@ -319,15 +319,8 @@ impl Engine {
             advance::advance(&mut job.job, graph, now, &self.settings.limits);
             if !job.job.spawns.is_empty() {
                 stored.extend(
-                    children::start_children(
-                        tx,
-                        &sources,
-                        job,
-                        graph,
-                        now,
-                        &self.settings.limits,
-                    )
-                    .await?,
+                    children::start_children(tx, &sources, job, graph, now, &self.settings.limits)
+                        .await?,
                 );
             }
         }

@@ -310,16 +310,15 @@ async fn children_of(conn: &mut PgConnection, jobs: &mut [LockedJob]) -> Result<
     if ids.is_empty() {
         return Ok(());
     }
-    let statuses: HashMap<String, JobStatus> = sqlx::query_as::<_, (String, String)>(
-        "select id, status from jobs where id = any($1)",
-    )
-    .bind(&ids)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(translate)?
-    .into_iter()
-    .map(|(id, status)| (id, job_status(status)))
-    .collect();
+    let statuses: HashMap<String, JobStatus> =
+        sqlx::query_as::<_, (String, String)>("select id, status from jobs where id = any($1)")
+            .bind(&ids)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(translate)?
+            .into_iter()
+            .map(|(id, status)| (id, job_status(status)))
+            .collect();
     let open = |id: &String| {
         statuses
             .get(id)

@@ -4,6 +4,7 @@
 mod access;
 mod auth;
 mod bounds;
+mod child_jobs;
 mod cluster;
 mod corpus;
 mod deadlines;
