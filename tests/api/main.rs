@@ -7,6 +7,7 @@ mod bounds;
 mod child_jobs;
 mod cluster;
 mod corpus;
+mod corpus_run;
 mod deadlines;
 mod disk_full;
 mod engine;
