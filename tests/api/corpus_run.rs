@@ -282,6 +282,15 @@ async fn every_corpus_workflow_runs_to_an_end() {
     for (reason, count) in &reasons {
         println!("  {count:3} ended in error: {reason}");
     }
+    let transformations: i64 = sqlx::query_scalar(
+        "select count(*) from job_tasks
+         where name = 'transformation' and runner = 'worker' and status = 'complete'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    println!("  {transformations} transformation tasks were answered by the worker");
+    assert!(transformations > 0, "transformations are offered to workers");
     let internal: i64 = sqlx::query_scalar(
         "select count(*) from jobs where document::text like '%internal error%'",
     )
