@@ -290,7 +290,10 @@ async fn every_corpus_workflow_runs_to_an_end() {
     .await
     .unwrap();
     println!("  {transformations} transformation tasks were answered by the worker");
-    assert!(transformations > 0, "transformations are offered to workers");
+    assert!(
+        transformations > 0,
+        "transformations are offered to workers"
+    );
     let internal: i64 = sqlx::query_scalar(
         "select count(*) from jobs where document::text like '%internal error%'",
     )

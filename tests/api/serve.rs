@@ -145,6 +145,10 @@ impl Server {
     }
 
     /// Kills the process with SIGKILL, as a crash would.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn kill(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
@@ -511,4 +515,41 @@ async fn while_the_database_is_down_calls_fail_fast_and_the_service_recovers_by_
         .unwrap();
     assert_eq!(ready.status(), 200);
     assert!(server.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_service_on_the_same_data_dir_is_refused_and_the_first_serves_on() {
+    let dir = data_dir();
+    let first = start(dir.path());
+    let token = admin_token(dir.path());
+    let output = serve_command()
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env_remove("DATABASE_URL")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "the second one exits");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "in use by another job-service process (pid {})",
+            first.pid()
+        )),
+        "{stderr}"
+    );
+    // The first one's PostgreSQL is untouched: it still serves.
+    first
+        .workflows(&token)
+        .create_workflow(pb::CreateWorkflowRequest {
+            workflow: Some(to_struct(&small_workflow("Still served"))),
+        })
+        .await
+        .expect("the first service still works");
+    assert!(first.terminate().success(), "and stops cleanly");
+    assert!(!dir.path().join("postgres/postmaster.pid").exists());
+
+    // Once the owner has gone, the data dir is free again.
+    let next = start(dir.path());
+    assert!(next.terminate().success());
 }
