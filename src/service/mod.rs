@@ -16,6 +16,7 @@ use crate::domain::search::{JobSearch, WorkflowSearch};
 use crate::domain::{
     Action, Caller, Error, IdempotencyKey, Job, JobId, StartJob, Workflow, WorkflowDocument,
 };
+use crate::observe::Escaped;
 use crate::store::compiled::CompiledWorkflows;
 use crate::store::graphs::GraphCache;
 use crate::store::idempotency::ScopedKey;
@@ -152,7 +153,7 @@ impl Service {
     /// same caller with the same key and the same request returns the first job
     /// (`created: false`), one with a different request fails. Racing calls with one key are
     /// serialised, so they make one job.
-    #[instrument(skip_all, fields(workflow = %request.workflow, job_id))]
+    #[instrument(skip_all, fields(workflow = %Escaped(&request.workflow), job_id))]
     pub async fn start_job(
         &self,
         caller: &Caller,
@@ -273,7 +274,7 @@ impl Service {
             }
         };
         self.store.commit(tx).await?;
-        tracing::info!(workflow = %workflow.document.name(), "workflow created");
+        tracing::info!(workflow = %Escaped(workflow.document.name()), "workflow created");
         Ok(workflow)
     }
 
@@ -350,7 +351,7 @@ impl Service {
         }
     }
 
-    #[instrument(skip_all, fields(workflow = %name))]
+    #[instrument(skip_all, fields(workflow = %Escaped(name)))]
     pub async fn get_workflow(&self, caller: &Caller, name: &str) -> Result<Workflow, Error> {
         caller.require(Action::ReadWorkflows)?;
         let _slot = self.admit()?;
@@ -397,7 +398,7 @@ impl Service {
         })
     }
 
-    #[instrument(skip_all, fields(workflow = %name))]
+    #[instrument(skip_all, fields(workflow = %Escaped(name)))]
     pub async fn delete_workflow(&self, caller: &Caller, name: &str) -> Result<(), Error> {
         caller.require(Action::WriteWorkflows)?;
         let _slot = self.admit()?;
