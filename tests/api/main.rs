@@ -24,6 +24,7 @@ mod limits;
 mod list_jobs;
 mod metrics;
 mod openapi;
+mod postgres_tls;
 mod serve;
 mod start_job;
 mod storage;

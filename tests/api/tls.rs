@@ -14,9 +14,9 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use crate::helpers::{Bearer, TestApp};
 
 /// A certificate and its key, in PEM.
-struct Issued {
-    cert: String,
-    key: String,
+pub(crate) struct Issued {
+    pub cert: String,
+    pub key: String,
 }
 
 /// A CA made for one test, the server certificate it signed (for localhost and 127.0.0.1), and
@@ -85,7 +85,7 @@ impl Pki {
     }
 }
 
-fn test_ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
+pub(crate) fn test_ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.distinguished_name.push(DnType::CommonName, name);
@@ -93,7 +93,7 @@ fn test_ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
     CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
 }
 
-fn issue(
+pub(crate) fn issue(
     ca: &CertifiedIssuer<'static, KeyPair>,
     names: &[&str],
     usage: ExtendedKeyUsagePurpose,
