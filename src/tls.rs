@@ -7,6 +7,7 @@
 //! finished connections as [`Incoming`]; neither knows TLS is there.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,6 +49,7 @@ impl Tls {
             (None, Some(_)) => bail!("--tls-key needs --tls-cert"),
         };
         let chain = read_certificates(cert, "--tls-cert")?;
+        check_validity(&chain[0], cert, chrono::Utc::now());
         let key = read_key(key)?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ServerConfig::builder_with_provider(provider.clone())
@@ -88,12 +90,12 @@ impl Tls {
 
     /// The gRPC listener's connections, handshakes done.
     pub fn grpc_incoming(&self, listener: Listener) -> Incoming<TlsStream<TcpStream>> {
-        spawn(listener, self.grpc.clone())
+        spawn(listener, self.grpc.clone(), Door::Grpc)
     }
 
     /// The gateway's connections, handshakes done.
     pub fn http_incoming(&self, listener: Listener) -> Incoming<TlsStream<TcpStream>> {
-        spawn(listener, self.http.clone())
+        spawn(listener, self.http.clone(), Door::Http)
     }
 }
 
@@ -124,16 +126,133 @@ fn read_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
 
 /// Connections that finish their TLS handshake. Dropping the [`Incoming`] (the server stops
 /// accepting) stops the accept loop, closes the listener and abandons handshakes under way.
-fn spawn(listener: Listener, acceptor: TlsAcceptor) -> Incoming<TlsStream<TcpStream>> {
+fn spawn(listener: Listener, acceptor: TlsAcceptor, door: Door) -> Incoming<TlsStream<TcpStream>> {
     let (sender, incoming) = Incoming::channel();
-    tokio::spawn(accept_loop(listener, acceptor, sender));
+    tokio::spawn(accept_loop(listener, acceptor, sender, door));
     incoming
+}
+
+/// Warns when the certificate the service presents is not valid now or soon will not be:
+/// clients would refuse every handshake, which the service itself would never see fail.
+/// Its names are logged, so that one made for another host shows. Unreadable validity is no
+/// error here: rustls has accepted the certificate.
+fn check_validity(
+    certificate: &CertificateDer<'_>,
+    path: &Path,
+    now: chrono::DateTime<chrono::Utc>,
+) {
+    let Ok((_, parsed)) = x509_parser::parse_x509_certificate(certificate.as_ref()) else {
+        return;
+    };
+    let validity = parsed.validity();
+    let (from, until) = (
+        validity.not_before.timestamp(),
+        validity.not_after.timestamp(),
+    );
+    let names: Vec<String> = parsed
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .map(|n| n.to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    let file = path.display();
+    let at = |secs: i64| {
+        chrono::DateTime::from_timestamp(secs, 0)
+            .map_or_else(|| secs.to_string(), |t| t.to_rfc3339())
+    };
+    match validity_problem(from, until, now.timestamp()) {
+        Some(problem) => tracing::warn!(
+            cert = %file, not_before = %at(from), not_after = %at(until), names = ?names,
+            "--tls-cert {problem}: clients will refuse the service's handshakes"
+        ),
+        None => tracing::info!(
+            cert = %file, not_after = %at(until), names = ?names,
+            "serving TLS with this certificate"
+        ),
+    }
+}
+
+/// What is wrong with a certificate valid from `from` until `until` (epoch seconds) at `now`.
+fn validity_problem(from: i64, until: i64, now: i64) -> Option<&'static str> {
+    const SOON: i64 = 14 * 86_400;
+    if now > until {
+        Some("has expired")
+    } else if now < from {
+        Some("is not valid yet")
+    } else if until - now < SOON {
+        Some("expires within 14 days")
+    } else {
+        None
+    }
+}
+
+/// Which front door a handshake was for.
+#[derive(Debug, Clone, Copy)]
+enum Door {
+    Grpc,
+    Http,
+}
+
+/// Handshakes that failed since the start, by door and cause: `/metrics` shows them. Counted
+/// here, where the handshakes run, which knows nothing of the metrics registry.
+static HANDSHAKES_FAILED: [[AtomicU64; 2]; 2] = [
+    [AtomicU64::new(0), AtomicU64::new(0)],
+    [AtomicU64::new(0), AtomicU64::new(0)],
+];
+
+/// Each (door, cause, failed handshakes so far): causes are `error` (the client or the
+/// service refused: a certificate not trusted, no client certificate, no common protocol) and
+/// `timeout`.
+pub fn handshake_failures() -> Vec<(&'static str, &'static str, u64)> {
+    let mut counts = Vec::with_capacity(4);
+    for (d, door) in ["grpc", "http"].into_iter().enumerate() {
+        for (c, cause) in ["error", "timeout"].into_iter().enumerate() {
+            counts.push((door, cause, HANDSHAKES_FAILED[d][c].load(Ordering::Relaxed)));
+        }
+    }
+    counts
+}
+
+/// When a failed handshake was last logged (seconds since the epoch), and how many failed
+/// since without a line: a client that retries in a loop, or a scanner, must not flood the
+/// logs.
+static LAST_LOGGED: AtomicU64 = AtomicU64::new(0);
+static UNLOGGED: AtomicU64 = AtomicU64::new(0);
+const LOG_EVERY_SECS: u64 = 10;
+
+fn handshake_failed(door: Door, cause: usize, peer: std::net::SocketAddr, error: &str) {
+    HANDSHAKES_FAILED[door as usize][cause].fetch_add(1, Ordering::Relaxed);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = LAST_LOGGED.load(Ordering::Relaxed);
+    let due = now >= last + LOG_EVERY_SECS
+        && LAST_LOGGED
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok();
+    if due {
+        let unlogged = UNLOGGED.swap(0, Ordering::Relaxed);
+        tracing::warn!(
+            door = ?door, %peer, error = %crate::observe::Escaped(error),
+            failed_since_last_line = unlogged,
+            "tls handshake failed"
+        );
+    } else {
+        UNLOGGED.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 async fn accept_loop(
     mut listener: Listener,
     acceptor: TlsAcceptor,
     sender: mpsc::Sender<Connection<TlsStream<TcpStream>>>,
+    door: Door,
 ) {
     let mut handshakes = JoinSet::new();
     loop {
@@ -151,10 +270,8 @@ async fn accept_loop(
                 Ok(Ok(connection)) => {
                     let _ = sender.send(slot.hold(connection)).await;
                 }
-                Ok(Err(error)) => {
-                    tracing::debug!(%peer, error = %error, "tls handshake failed")
-                }
-                Err(_) => tracing::debug!(%peer, "tls handshake timed out"),
+                Ok(Err(error)) => handshake_failed(door, 0, peer, &error.to_string()),
+                Err(_) => handshake_failed(door, 1, peer, "timed out"),
             }
         });
     }
@@ -202,6 +319,24 @@ mod tests {
             text.contains("--tls-cert") && text.contains("no PEM certificate"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_certificate_out_of_its_validity_or_near_its_end_is_named() {
+        let day = 86_400;
+        assert_eq!(
+            validity_problem(0, 100 * day, 200 * day),
+            Some("has expired")
+        );
+        assert_eq!(
+            validity_problem(10 * day, 100 * day, day),
+            Some("is not valid yet")
+        );
+        assert_eq!(
+            validity_problem(0, 100 * day, 90 * day),
+            Some("expires within 14 days")
+        );
+        assert_eq!(validity_problem(0, 100 * day, 50 * day), None);
     }
 
     #[test]

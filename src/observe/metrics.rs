@@ -59,6 +59,13 @@ struct CacheLabel {
     cache: &'static str,
 }
 
+/// A front door (`grpc`, `http`) and why its handshakes failed (`error`, `timeout`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HandshakeLabel {
+    door: &'static str,
+    cause: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpResult {
     method: String,
@@ -142,6 +149,7 @@ pub struct Metrics {
     pool_max: Gauge,
     pool_stats: Box<dyn Fn() -> PoolStats + Send + Sync>,
     cache_bytes: Family<CacheLabel, Gauge>,
+    tls_handshakes_failed: Family<HandshakeLabel, Counter>,
     /// Each cache's name and estimated bytes, read at each scrape.
     cache_stats: Box<dyn Fn() -> Vec<(&'static str, u64)> + Send + Sync>,
 }
@@ -169,6 +177,7 @@ impl Metrics {
             pool_max: Gauge::default(),
             pool_stats: Box::new(pool_stats),
             cache_bytes: Family::default(),
+            tls_handshakes_failed: Family::default(),
             cache_stats: Box::new(Vec::new),
         };
         let registry = &mut metrics.registry;
@@ -221,6 +230,11 @@ impl Metrics {
             "db_pool_max_connections",
             "The most database connections the pool opens",
             metrics.pool_max.clone(),
+        );
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes that failed, by front door and cause (error, timeout)",
+            metrics.tls_handshakes_failed.clone(),
         );
         registry.register(
             "cache_bytes",
@@ -302,6 +316,15 @@ impl Metrics {
             self.cache_bytes
                 .get_or_create(&CacheLabel { cache })
                 .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
+        for (door, cause, failed) in crate::tls::handshake_failures() {
+            // Only with TLS on: a plaintext service shows no TLS series.
+            if failed > 0 {
+                let counter = self
+                    .tls_handshakes_failed
+                    .get_or_create(&HandshakeLabel { door, cause });
+                counter.inc_by(failed.saturating_sub(counter.get()));
+            }
         }
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)

@@ -223,4 +223,28 @@ async fn mutual_tls_needs_a_client_certificate_signed_by_the_client_ca() {
         .await
         .unwrap();
     assert_eq!(answer.status(), 200);
+
+    // The refused handshakes are counted for each door. (The counters are the process's:
+    // other tests' services add to them, never take away.)
+    let metrics = pki
+        .http_client(http_addr(&app), Some(&pki.client))
+        .get(format!("{}/metrics", app.http_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for door in ["grpc", "http"] {
+        let line = metrics
+            .lines()
+            .find(|line| {
+                line.starts_with("job_service_tls_handshake_failures_total")
+                    && line.contains(&format!("door=\"{door}\""))
+                    && line.contains("cause=\"error\"")
+            })
+            .unwrap_or_else(|| panic!("no {door} handshake failures in {metrics}"));
+        let count: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(count >= 2.0, "{line}");
+    }
 }
