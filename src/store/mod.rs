@@ -10,6 +10,7 @@ pub mod graphs;
 pub mod idempotency;
 pub mod jobs;
 pub mod runs;
+pub mod tasks;
 mod sqlstate;
 pub mod workflows;
 
