@@ -696,7 +696,10 @@ mod tests {
         let search = TaskSearch::parse(&params(&[
             ("equals[status]", "scheduled"),
             ("equals[type]", "manual"),
-            ("in[job]", "0123456789abcdef01234567,aaaaaaaaaaaaaaaaaaaaaaaa"),
+            (
+                "in[job]",
+                "0123456789abcdef01234567,aaaaaaaaaaaaaaaaaaaaaaaa",
+            ),
             ("equals[owner]", ""),
             ("equals[_id]", "0123456789abcdef01234567:6fa"),
             ("starts-with[name]", "View"),

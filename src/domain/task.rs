@@ -30,14 +30,14 @@ impl TaskRef {
     pub fn parse(text: &str, field: &str) -> Result<Self, Error> {
         let mut violations = Violations::default();
         let parsed = Self::parse_into(text, field, &mut violations);
-        violations.into_result(()).map(|()| parsed.unwrap_or_else(Self::placeholder))
+        violations
+            .into_result(())
+            .map(|()| parsed.unwrap_or_else(Self::placeholder))
     }
 
     /// As [`TaskRef::parse`], recording a violation instead.
     pub fn parse_into(text: &str, field: &str, violations: &mut Violations) -> Option<Self> {
-        let split = text
-            .split_once(':')
-            .filter(|(job, _)| is_object_id(job));
+        let split = text.split_once(':').filter(|(job, _)| is_object_id(job));
         let Some((job_id, task_id)) = split else {
             violations.push(
                 field,
@@ -197,7 +197,10 @@ pub const MAX_USER_ID: usize = 255;
 pub fn parse_user_id(text: &str, field: &str) -> Result<String, Error> {
     let mut violations = Violations::default();
     if text.is_empty() {
-        violations.push(field, "is required: the account id of the user to assign the task to");
+        violations.push(
+            field,
+            "is required: the account id of the user to assign the task to",
+        );
     } else if text.len() > MAX_USER_ID {
         violations.push(field, format!("must be at most {MAX_USER_ID} bytes"));
     } else if let Err(reason) = super::storable::check_text(text) {
@@ -284,7 +287,10 @@ mod tests {
             "0123456789abcdef0123456:6fa",
             "0123456789abcdef01234567:a\0",
         ] {
-            assert_eq!(fields(TaskRef::parse(bad, "taskId").unwrap_err()), ["taskId"]);
+            assert_eq!(
+                fields(TaskRef::parse(bad, "taskId").unwrap_err()),
+                ["taskId"]
+            );
         }
     }
 
@@ -292,7 +298,10 @@ mod tests {
     fn a_user_id_is_required_and_storable() {
         assert_eq!(parse_user_id("0123", "userId").unwrap(), "0123");
         for bad in ["", "a\0", &"x".repeat(256)] {
-            assert_eq!(fields(parse_user_id(bad, "userId").unwrap_err()), ["userId"]);
+            assert_eq!(
+                fields(parse_user_id(bad, "userId").unwrap_err()),
+                ["userId"]
+            );
         }
     }
 

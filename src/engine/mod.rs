@@ -408,7 +408,9 @@ impl Engine {
         caller.require(Action::ControlJobs)?;
         let job_id = parse_job_id(job_id, "job_id")?;
         let mut tx = self.store.begin().await?;
-        let (mut locked, graphs) = self.lock_job(&mut tx, Some(caller), job_id.as_str()).await?;
+        let (mut locked, graphs) = self
+            .lock_job(&mut tx, Some(caller), job_id.as_str())
+            .await?;
         let graph = only_graph(&locked, &graphs)?;
         let job = &mut locked[0];
         let waiting = job.job.runs.get(task_id).is_some_and(|run| {

@@ -9,8 +9,8 @@ use crate::domain::graph::TaskStatus;
 use crate::domain::page;
 use crate::domain::search::TaskSearch;
 use crate::domain::task::{
-    not_claimable, owned_by_other, status_name, require_task_groups, task_groups, Ownership, TaskKind,
-    TaskRef, TaskView,
+    not_claimable, owned_by_other, require_task_groups, status_name, task_groups, Ownership,
+    TaskKind, TaskRef, TaskView,
 };
 use crate::domain::{Action, Caller, Error};
 use crate::store::tasks;
@@ -127,7 +127,10 @@ impl Service {
             (Ownership::Claim, Some(owner)) if owner == caller.sub => None,
             (Ownership::Claim, Some(owner)) => {
                 require_task_groups(caller, task, &groups)?;
-                return Err(not_claimable(task, format!("is already claimed by {owner}")));
+                return Err(not_claimable(
+                    task,
+                    format!("is already claimed by {owner}"),
+                ));
             }
             (Ownership::Claim, None) => {
                 require_task_groups(caller, task, &groups)?;

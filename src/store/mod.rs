@@ -10,8 +10,8 @@ pub mod graphs;
 pub mod idempotency;
 pub mod jobs;
 pub mod runs;
-pub mod tasks;
 mod sqlstate;
+pub mod tasks;
 pub mod workflows;
 
 use std::path::Path;

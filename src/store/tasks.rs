@@ -25,7 +25,6 @@ const TASK_COLUMNS: &str = "select t.job_id, t.task_id, t.status, t.runner, t.fi
         j.groups as job_groups
      from job_tasks t join jobs j on j.id = t.job_id";
 
-
 fn parse_status(text: &str) -> TaskStatus {
     serde_json::from_value(Value::String(text.to_owned())).unwrap_or(TaskStatus::Incomplete)
 }
@@ -79,15 +78,24 @@ fn push_conditions(
                     .push("::text[]))");
             }
             TaskCondition::Jobs(jobs) => {
-                query.push(" and t.job_id = any(").push_bind(jobs.clone()).push(")");
+                query
+                    .push(" and t.job_id = any(")
+                    .push_bind(jobs.clone())
+                    .push(")");
             }
             TaskCondition::Statuses(statuses) => {
                 let texts: Vec<&str> = statuses.iter().map(|s| status_name(*s)).collect();
-                query.push(" and t.status = any(").push_bind(texts).push(")");
+                query
+                    .push(" and t.status = any(")
+                    .push_bind(texts)
+                    .push(")");
             }
             TaskCondition::Kinds(kinds) => {
                 let texts: Vec<&str> = kinds.iter().map(|k| runner_text(*k)).collect();
-                query.push(" and t.runner = any(").push_bind(texts).push(")");
+                query
+                    .push(" and t.runner = any(")
+                    .push_bind(texts)
+                    .push(")");
             }
             TaskCondition::Owners(owners) => {
                 // An empty value stands for "no owner".
@@ -233,13 +241,17 @@ async fn get_many(
                 .get(graph_id)
                 .and_then(|graph| graph.tasks().get(&view.task.task_id));
             let fields = task.map(|task| task.fields.clone()).unwrap_or_default();
-            let finish_states = [FinishState::Success, FinishState::Failure, FinishState::Error]
-                .into_iter()
-                .filter(|state| {
-                    task.and_then(|task| task.transitions.get(state.as_str()))
-                        .is_some_and(|targets| !targets.is_empty())
-                })
-                .collect();
+            let finish_states = [
+                FinishState::Success,
+                FinishState::Failure,
+                FinishState::Error,
+            ]
+            .into_iter()
+            .filter(|state| {
+                task.and_then(|task| task.transitions.get(state.as_str()))
+                    .is_some_and(|targets| !targets.is_empty())
+            })
+            .collect();
             Ok(TaskView {
                 fields,
                 finish_states,
@@ -283,8 +295,7 @@ fn read_task(row: &sqlx::postgres::PgRow) -> Result<TaskView, sqlx::Error> {
             id: row.try_get("job_id")?,
             name: row.try_get("workflow_name")?,
             description: row.try_get("job_description")?,
-            status: serde_json::from_value(Value::String(job_status))
-                .unwrap_or(JobStatus::Running),
+            status: serde_json::from_value(Value::String(job_status)).unwrap_or(JobStatus::Running),
             groups: row.try_get("job_groups")?,
         },
         finish_states: Vec::new(),
