@@ -209,6 +209,25 @@ pub fn parse_user_id(text: &str, field: &str) -> Result<String, Error> {
     violations.into_result(text.to_owned())
 }
 
+/// An assignment: the task (`<jobId>:<taskId>` in `task_field`) and the account id to assign
+/// it to (in `user_field`), both checked, every bad one named.
+pub fn parse_assignment(
+    task: &str,
+    user: &str,
+    task_field: &str,
+    user_field: &str,
+) -> Result<(TaskRef, String), Error> {
+    let mut violations = Violations::default();
+    let task = TaskRef::parse_into(task, task_field, &mut violations);
+    if let Err(Error::InvalidArgument { violations: found }) = parse_user_id(user, user_field) {
+        for violation in found {
+            violations.push(violation.field, violation.description);
+        }
+    }
+    // Without a task there is a violation, and the placeholder goes nowhere.
+    violations.into_result((task.unwrap_or_else(TaskRef::placeholder), user.to_owned()))
+}
+
 /// A task status as the documents write it.
 pub fn status_name(status: TaskStatus) -> &'static str {
     match status {

@@ -7,7 +7,7 @@ use super::pb::{self, task_service_server::TaskService};
 use super::GrpcApi;
 use crate::domain::page;
 use crate::domain::run::check_task_id;
-use crate::domain::task::{parse_user_id, Ownership, TaskRef};
+use crate::domain::task::{parse_assignment, Ownership, TaskRef};
 use crate::domain::{Action, JobId, Violations};
 use crate::observe::record_job_id;
 
@@ -70,23 +70,11 @@ impl TaskService for GrpcApi {
         let caller = self.caller(&request)?;
         caller.require(Action::ControlJobs)?;
         let request = request.into_inner();
-        let mut violations = Violations::default();
-        let task = TaskRef::parse_into(&request.id, "id", &mut violations);
-        if let Err(crate::domain::Error::InvalidArgument { violations: found }) =
-            parse_user_id(&request.user_id, "user_id")
-        {
-            for v in found {
-                violations.push(v.field, v.description);
-            }
-        }
-        violations.into_result(())?;
-        let Some(task) = task else {
-            return Err(Status::internal("internal error"));
-        };
+        let (task, user) = parse_assignment(&request.id, &request.user_id, "id", "user_id")?;
         record_job_id(&task.job_id);
         let view = self
             .service
-            .change_task_owner(&caller, &task, Ownership::Assign(request.user_id))
+            .change_task_owner(&caller, &task, Ownership::Assign(user))
             .await?;
         Ok(Response::new(pb::AssignTaskResponse {
             task: Some(view.into()),

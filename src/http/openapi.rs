@@ -1400,4 +1400,44 @@ mod tests {
             .collect();
         assert_eq!(deep, ["equals", "in", "starts-with", "gt", "lt"]);
     }
+
+    #[test]
+    fn every_task_search_field_the_document_names_is_one_the_search_takes() {
+        use crate::domain::search::TaskSearch;
+        let document = document_json();
+        let schemas = &document["components"]["schemas"];
+        let values = |field: &str, list: bool| -> &'static str {
+            match (field, list) {
+                ("_id", false) => "0123456789abcdef01234567:m",
+                ("_id", true) => "0123456789abcdef01234567:m,0123456789abcdef01234567:n",
+                ("job", _) => "0123456789abcdef01234567",
+                ("status", false) => "scheduled",
+                ("status", true) => "scheduled,running",
+                ("type", false) => "manual",
+                ("type", true) => "manual,automatic",
+                ("start_time", _) => "2026-01-01T00:00:00Z",
+                _ => "x",
+            }
+        };
+        for (operator, schema, list) in [
+            ("equals", "TaskTextSearch", false),
+            ("in", "TaskListSearch", true),
+            ("starts-with", "TaskPrefixSearch", false),
+            ("gt", "TaskTimeSearch", false),
+            ("lt", "TaskTimeSearch", false),
+        ] {
+            let fields = schemas[schema]["properties"].as_object().unwrap();
+            assert!(!fields.is_empty());
+            for field in fields.keys() {
+                let name = format!("{operator}[{field}]");
+                let value = values(field, list);
+                let parsed = TaskSearch::parse(&[(name.clone(), value.to_owned())]);
+                assert!(parsed.is_ok(), "{name}={value}: {parsed:?}");
+            }
+        }
+        for field in TaskField::SORTABLE {
+            let parsed = TaskSearch::parse(&[("sort".to_owned(), field.to_owned())]);
+            assert!(parsed.is_ok(), "sort={field}: {parsed:?}");
+        }
+    }
 }
