@@ -1,4 +1,5 @@
--- Who works a manual task: the person who claimed it or was assigned it (an account id), who
+-- Who works a manual task: the person who claimed it or was assigned it (an account id, and
+-- the username when they claimed it themselves: an assignment names an account only), who
 -- made them the owner, and when. Ownership belongs to one waiting run of the task: it is
 -- cleared when the run ends or the task is run again (its status, iteration or start time
 -- changes: finished, canceled, reset by a revert, scheduled anew), so that a retried or
@@ -7,12 +8,14 @@
 -- the function, and rows without an owner (nearly all) never call it.
 alter table job_tasks
     add column owner text,
+    add column owner_username text,
     add column owner_assigned_by text,
     add column owner_assigned_at timestamptz;
 
 create function job_service_forget_task_owner() returns trigger language plpgsql as $$
 begin
     new.owner := null;
+    new.owner_username := null;
     new.owner_assigned_by := null;
     new.owner_assigned_at := null;
     return new;

@@ -11,7 +11,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use super::error::{Error, Problem, Violations};
+use super::error::{Error, Violations};
 use super::graph::TaskStatus;
 use super::ids::is_object_id;
 use super::job::JobStatus;
@@ -77,11 +77,37 @@ impl std::fmt::Display for TaskRef {
 /// Who works a manual task now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskOwner {
-    /// The owner's account id.
-    pub id: String,
+    pub who: OwnerRef,
     /// Who made them the owner: themselves (a claim) or the one who assigned it.
     pub assigned_by: String,
     pub assigned_at: DateTime<Utc>,
+}
+
+/// An owner as refusals name them: the account id, with the username when it is known (the
+/// owner claimed the task; an assignment names an account only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerRef {
+    pub id: String,
+    pub username: Option<String>,
+}
+
+impl OwnerRef {
+    /// The caller, as the owner of a task they claim.
+    pub fn caller(caller: &Caller) -> Self {
+        OwnerRef {
+            id: caller.sub.clone(),
+            username: Some(caller.username.clone()),
+        }
+    }
+}
+
+impl std::fmt::Display for OwnerRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.username {
+            Some(name) => write!(f, "{name} ({})", self.id),
+            None => f.write_str(&self.id),
+        }
+    }
 }
 
 /// A task of a job as the task routes answer it: the workflow's task, its run, its job and
@@ -258,7 +284,7 @@ pub fn require_task_groups(
 }
 
 /// The refusal of a task owned by someone else.
-pub fn owned_by_other(task: &TaskRef, owner: &str) -> Error {
+pub fn owned_by_other(task: &TaskRef, owner: &OwnerRef) -> Error {
     Error::PermissionDenied(format!(
         "task {task} is claimed by {owner}: only its owner may work it (someone with the \
          control role may assign it)"
@@ -269,10 +295,7 @@ pub fn owned_by_other(task: &TaskRef, owner: &str) -> Error {
 pub fn not_claimable(task: &TaskRef, why: String) -> Error {
     Error::FailedPrecondition {
         message: format!("task {task} {why}"),
-        problems: vec![Problem {
-            subject: task.to_string(),
-            description: why,
-        }],
+        problems: Vec::new(),
     }
 }
 

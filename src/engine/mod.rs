@@ -446,7 +446,7 @@ impl Engine {
         let owner = tasks::lock_owner(&mut tx, &task)
             .await?
             .and_then(|locked| locked.owner);
-        if let Some(owner) = owner.filter(|owner| *owner != caller.sub) {
+        if let Some(owner) = owner.filter(|owner| owner.id != caller.sub) {
             return Err(owned_by_other(&task, &owner));
         }
         advance::complete(

@@ -634,7 +634,12 @@ impl From<TaskView> for pb::Task {
                 .owner
                 .as_ref()
                 .map(|owner| timestamp(owner.assigned_at)),
-            owner: view.owner.map(|owner| owner.id).unwrap_or_default(),
+            owner_username: view
+                .owner
+                .as_ref()
+                .and_then(|owner| owner.who.username.clone())
+                .unwrap_or_default(),
+            owner: view.owner.map(|owner| owner.who.id).unwrap_or_default(),
             finish_states: view
                 .finish_states
                 .iter()

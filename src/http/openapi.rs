@@ -862,7 +862,7 @@ schema!(
                         variables.incoming as resolved when it started, variables.outgoing once \
                         finished), its id across jobs, its job and its owner.",
         "required": ["_id", "task", "status", "type", "groups", "job", "owner",
-                     "owner_assigned_by", "owner_assigned_at", "finish_states", "variables",
+                     "owner_username", "owner_assigned_by", "owner_assigned_at", "finish_states", "variables",
                      "iterations"],
         "additionalProperties": true,
         "properties": {
@@ -886,6 +886,8 @@ schema!(
             },
             "owner": {"type": ["string", "null"],
                       "description": "The account id of who works the task; null when nobody claimed it or was assigned it."},
+            "owner_username": {"type": ["string", "null"],
+                               "description": "The owner's username when they claimed the task themselves; null for an assignment, which names an account only."},
             "owner_assigned_by": {"type": ["string", "null"],
                                   "description": "Who made them the owner: themselves (a claim) or who assigned it."},
             "owner_assigned_at": {"type": ["string", "null"], "format": "date-time"},

@@ -179,6 +179,9 @@ pub struct TaskDocument {
     pub job: TaskJobDocument,
     /// The owner's account id; null when nobody claimed it or was assigned it.
     pub owner: Option<String>,
+    /// The owner's username, when they claimed the task themselves (an assignment names an
+    /// account only); else null.
+    pub owner_username: Option<String>,
     pub owner_assigned_by: Option<String>,
     /// RFC 3339, milliseconds.
     pub owner_assigned_at: Option<String>,
@@ -202,7 +205,7 @@ pub struct TaskJobDocument {
 
 /// The keys [`TaskDocument`] writes itself; a workflow task's own field of the same name is
 /// left out rather than written twice.
-const TASK_DOCUMENT_KEYS: [&str; 10] = [
+const TASK_DOCUMENT_KEYS: [&str; 11] = [
     "_id",
     "task",
     "status",
@@ -210,6 +213,7 @@ const TASK_DOCUMENT_KEYS: [&str; 10] = [
     "groups",
     "job",
     "owner",
+    "owner_username",
     "owner_assigned_by",
     "owner_assigned_at",
     "finish_states",
@@ -266,7 +270,8 @@ impl From<TaskView> for TaskDocument {
             },
             owner_assigned_by: view.owner.as_ref().map(|o| o.assigned_by.clone()),
             owner_assigned_at: view.owner.as_ref().map(|o| millis(o.assigned_at)),
-            owner: view.owner.map(|o| o.id),
+            owner_username: view.owner.as_ref().and_then(|o| o.who.username.clone()),
+            owner: view.owner.map(|o| o.who.id),
             finish_states: view.finish_states.iter().map(|s| s.as_str()).collect(),
             fields,
         }
@@ -321,7 +326,7 @@ impl From<TaskView> for ManualController {
             description: field("description"),
             view: field("view"),
             status: view.status,
-            owner: view.owner.map(|o| o.id),
+            owner: view.owner.map(|o| o.who.id),
             groups,
             incoming: view.incoming,
             outgoing,

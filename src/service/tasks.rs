@@ -9,8 +9,8 @@ use crate::domain::graph::TaskStatus;
 use crate::domain::page;
 use crate::domain::search::TaskSearch;
 use crate::domain::task::{
-    not_claimable, owned_by_other, require_task_groups, status_name, task_groups, Ownership,
-    TaskKind, TaskRef, TaskView,
+    not_claimable, owned_by_other, require_task_groups, status_name, task_groups, OwnerRef,
+    Ownership, TaskKind, TaskRef, TaskView,
 };
 use crate::domain::{Action, Caller, Error};
 use crate::store::tasks;
@@ -123,8 +123,8 @@ impl Service {
             .and_then(|graph| graph.tasks().get(&task.task_id))
             .map(|task| task_groups(&task.fields))
             .unwrap_or_default();
-        let new_owner = match (&change, locked.owner.as_deref()) {
-            (Ownership::Claim, Some(owner)) if owner == caller.sub => None,
+        let new_owner = match (&change, &locked.owner) {
+            (Ownership::Claim, Some(owner)) if owner.id == caller.sub => None,
             (Ownership::Claim, Some(owner)) => {
                 require_task_groups(caller, task, &groups)?;
                 return Err(not_claimable(
@@ -134,20 +134,28 @@ impl Service {
             }
             (Ownership::Claim, None) => {
                 require_task_groups(caller, task, &groups)?;
-                Some(Some(caller.sub.as_str()))
+                Some(Some(OwnerRef::caller(caller)))
             }
-            (Ownership::Assign(user), _) => {
+            (Ownership::Assign(user), owner) => {
                 require_task_groups(caller, task, &groups)?;
-                (locked.owner.as_deref() != Some(user.as_str())).then_some(Some(user.as_str()))
+                // Assigning the owner again keeps the task as it is (and the owner's name).
+                let assignee = OwnerRef {
+                    id: user.clone(),
+                    username: (*user == caller.sub).then(|| caller.username.clone()),
+                };
+                owner
+                    .as_ref()
+                    .is_none_or(|owner| owner.id != *user)
+                    .then_some(Some(assignee))
             }
             (Ownership::Release, None) => {
                 return Err(not_claimable(task, "is not claimed by anyone".to_owned()));
             }
-            (Ownership::Release, Some(owner)) if owner == caller.sub => Some(None),
+            (Ownership::Release, Some(owner)) if owner.id == caller.sub => Some(None),
             (Ownership::Release, Some(owner)) => return Err(owned_by_other(task, owner)),
         };
         if let Some(owner) = new_owner {
-            let owner = owner.map(|owner| (owner, caller.sub.as_str()));
+            let owner = owner.as_ref().map(|owner| (owner, caller.sub.as_str()));
             tasks::set_owner(&mut tx, task, owner).await?;
         }
         let view = tasks::get(&mut tx, &self.graphs, task)

@@ -14,13 +14,13 @@ use super::{rows_within, translate};
 use crate::domain::graph::TaskStatus;
 use crate::domain::run::FinishState;
 use crate::domain::search::{TaskCondition, TaskField, TaskSearch};
-use crate::domain::task::{status_name, TaskJob, TaskKind, TaskOwner, TaskRef, TaskView};
+use crate::domain::task::{status_name, OwnerRef, TaskJob, TaskKind, TaskOwner, TaskRef, TaskView};
 use crate::domain::{Error, JobStatus};
 
 /// The columns of a task answer.
 const TASK_COLUMNS: &str = "select t.job_id, t.task_id, t.status, t.runner, t.finish_state,
         t.start_time, t.end_time, t.iteration, t.incoming, t.outgoing, t.error, t.owner,
-        t.owner_assigned_by, t.owner_assigned_at, j.graph_id, j.workflow_name,
+        t.owner_username, t.owner_assigned_by, t.owner_assigned_at, j.graph_id, j.workflow_name,
         j.status as job_status, coalesce(j.document->>'description', '') as job_description,
         j.groups as job_groups
      from job_tasks t join jobs j on j.id = t.job_id";
@@ -266,7 +266,10 @@ fn read_task(row: &sqlx::postgres::PgRow) -> Result<TaskView, sqlx::Error> {
     let owner: Option<String> = row.try_get("owner")?;
     let owner = match owner {
         Some(id) => Some(TaskOwner {
-            id,
+            who: OwnerRef {
+                id,
+                username: row.try_get("owner_username")?,
+            },
             assigned_by: row
                 .try_get::<Option<String>, _>("owner_assigned_by")?
                 .unwrap_or_default(),
@@ -307,7 +310,7 @@ fn read_task(row: &sqlx::postgres::PgRow) -> Result<TaskView, sqlx::Error> {
 /// other did.
 #[derive(Debug, Clone)]
 pub struct LockedOwner {
-    pub owner: Option<String>,
+    pub owner: Option<OwnerRef>,
     pub status: TaskStatus,
     pub kind: TaskKind,
     /// Who may see the task's job.
@@ -322,7 +325,7 @@ pub async fn lock_owner(
     task: &TaskRef,
 ) -> Result<Option<LockedOwner>, Error> {
     let row = sqlx::query(
-        "select t.owner, t.status, t.runner, j.groups, j.graph_id
+        "select t.owner, t.owner_username, t.status, t.runner, j.groups, j.graph_id
          from job_tasks t join jobs j on j.id = t.job_id
          where t.job_id = $1 and t.task_id = $2
          for update of t",
@@ -337,7 +340,13 @@ pub async fn lock_owner(
     };
     let read = || -> Result<LockedOwner, sqlx::Error> {
         Ok(LockedOwner {
-            owner: row.try_get("owner")?,
+            owner: match row.try_get::<Option<String>, _>("owner")? {
+                Some(id) => Some(OwnerRef {
+                    id,
+                    username: row.try_get("owner_username")?,
+                }),
+                None => None,
+            },
             status: parse_status(row.try_get("status")?),
             kind: kind_of(row.try_get("runner")?),
             job_groups: row.try_get("groups")?,
@@ -347,22 +356,23 @@ pub async fn lock_owner(
     read().map(Some).map_err(translate)
 }
 
-/// Makes `owner` (an account id) the owner of `task`, made so by `by`, or clears the owner
+/// Makes `owner` the owner of `task`, made so by `by` (an account id), or clears the owner
 /// (`None`). The caller holds the row ([`lock_owner`]) and has checked the change is allowed.
 pub async fn set_owner(
     conn: &mut PgConnection,
     task: &TaskRef,
-    owner: Option<(&str, &str)>,
+    owner: Option<(&OwnerRef, &str)>,
 ) -> Result<(), Error> {
     let (owner, by) = owner.unzip();
     sqlx::query(
-        "update job_tasks set owner = $3, owner_assigned_by = $4,
+        "update job_tasks set owner = $3, owner_username = $4, owner_assigned_by = $5,
                 owner_assigned_at = case when $3::text is null then null else now() end
          where job_id = $1 and task_id = $2",
     )
     .bind(&task.job_id)
     .bind(&task.task_id)
-    .bind(owner)
+    .bind(owner.map(|owner| owner.id.as_str()))
+    .bind(owner.and_then(|owner| owner.username.as_deref()))
     .bind(by)
     .execute(&mut *conn)
     .await

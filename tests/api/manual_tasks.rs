@@ -218,6 +218,7 @@ async fn an_operator_finds_claims_looks_at_and_finishes_a_manual_task() {
     assert_eq!(status, 200, "{claimed}");
     assert_eq!(claimed["message"], "Successfully claimed the task");
     assert_eq!(claimed["data"]["owner"], pat_id.as_str());
+    assert_eq!(claimed["data"]["owner_username"], "pat");
     assert_eq!(claimed["data"]["owner_assigned_by"], pat_id.as_str());
     assert_documented(&app, "TaskEnvelope", &claimed).await;
     let (status, again) = post_as(&app, &pat, &claim, &Value::Null).await;
@@ -232,7 +233,7 @@ async fn an_operator_finds_claims_looks_at_and_finishes_a_manual_task() {
         taken["message"]
             .as_str()
             .unwrap()
-            .contains(&format!("is already claimed by {pat_id}")),
+            .contains(&format!("is already claimed by pat ({pat_id})")),
         "{taken}"
     );
 
@@ -266,7 +267,7 @@ async fn an_operator_finds_claims_looks_at_and_finishes_a_manual_task() {
         refused["message"]
             .as_str()
             .unwrap()
-            .contains(&format!("claimed by {pat_id}")),
+            .contains(&format!("is claimed by pat ({pat_id})")),
         "{refused}"
     );
     let (status, done) = post_as(
@@ -341,7 +342,7 @@ async fn twenty_operators_claiming_one_task_at_once_leave_exactly_one_owner() {
         if let Err((status, message)) = outcome {
             assert_eq!(*status, 400, "{name}: {message}");
             assert!(
-                message.contains(&format!("is already claimed by {winner}")),
+                message.contains(&format!("is already claimed by {} ({winner})", winners[0])),
                 "{name}: {message}"
             );
         }
@@ -429,6 +430,10 @@ async fn assign_and_release_move_a_task_between_people_over_grpc() {
         .task
         .unwrap();
     assert_eq!(assigned.owner, sam_id);
+    assert_eq!(
+        assigned.owner_username, "",
+        "an assignment names an account only"
+    );
     assert_eq!(assigned.owner_assigned_by, account_id_for_username("lee"));
     assert!(assigned.owner_assigned_at.is_some());
     let read = tasks_as(&app, &reader)
@@ -822,7 +827,7 @@ async fn bad_input_to_the_task_calls_is_named() {
 }
 
 #[tokio::test]
-async fn a_page_of_tasks_is_bounded_and_reflection_knows_the_task_service() {
+async fn a_page_of_tasks_is_bounded_and_health_knows_the_task_service() {
     let app = TestApp::spawn().await;
     let workflow = approval("Paged", &[]);
     for _ in 0..3 {
@@ -848,7 +853,7 @@ async fn a_page_of_tasks_is_bounded_and_reflection_knows_the_task_service() {
         .collect();
     assert_eq!(distinct.len(), 3);
 
-    // Health and reflection serve the new service.
+    // Health reports the new service.
     let health = tonic_health::pb::health_client::HealthClient::new(app.channel())
         .check(tonic_health::pb::HealthCheckRequest {
             service: "operations_manager.v1.TaskService".into(),
