@@ -286,8 +286,8 @@ pub fn require_task_groups(
 /// The refusal of a task owned by someone else.
 pub fn owned_by_other(task: &TaskRef, owner: &OwnerRef) -> Error {
     Error::PermissionDenied(format!(
-        "task {task} is claimed by {owner}: only its owner may work it (someone with the \
-         control role may assign it)"
+        "task {task} is owned by {owner}: only its owner may finish or release it (someone \
+         with the control role may assign it to another)"
     ))
 }
 

@@ -267,7 +267,7 @@ async fn an_operator_finds_claims_looks_at_and_finishes_a_manual_task() {
         refused["message"]
             .as_str()
             .unwrap()
-            .contains(&format!("is claimed by pat ({pat_id})")),
+            .contains(&format!("is owned by pat ({pat_id})")),
         "{refused}"
     );
     let (status, done) = post_as(
@@ -474,6 +474,26 @@ async fn assign_and_release_move_a_task_between_people_over_grpc() {
         .task
         .unwrap();
     assert_eq!(released.owner, "");
+    let unowned = tasks_as(&app, &reader)
+        .list_tasks(pb::ListTasksRequest {
+            status: pb::TaskStatus::Scheduled as i32,
+            r#type: "manual".into(),
+            unowned: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(unowned.total, 2, "both waiting tasks are unowned again");
+    let sams = tasks_as(&app, &reader)
+        .list_tasks(pb::ListTasksRequest {
+            owner: sam_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(sams.total, 0);
     let twice = tasks_as(&app, &sam)
         .release_task(pb::ReleaseTaskRequest { id: task.clone() })
         .await
