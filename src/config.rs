@@ -115,6 +115,11 @@ pub struct ServeConfig {
     #[arg(long, env = "JOB_SERVICE_DB_STATEMENT_TIMEOUT", default_value = "10s")]
     pub db_statement_timeout: humantime::Duration,
 
+    /// How long startup waits for a database that cannot be reached yet (refused, unreachable,
+    /// still starting), trying again with a doubling delay; other failures stop it at once.
+    #[arg(long, env = "JOB_SERVICE_DB_STARTUP_TIMEOUT", default_value = "60s")]
+    pub db_startup_timeout: humantime::Duration,
+
     /// Largest number of calls in flight at once, both front doors together; more are refused
     /// with RESOURCE_EXHAUSTED / 429 rather than queued.
     #[arg(long, env = "JOB_SERVICE_MAX_IN_FLIGHT", default_value_t = 2048)]

@@ -6,6 +6,7 @@
 
 pub mod cache;
 pub mod cluster;
+pub mod compiled;
 pub mod graphs;
 pub mod idempotency;
 pub mod jobs;
@@ -38,6 +39,8 @@ pub struct PoolSettings {
     pub acquire_timeout: Duration,
     /// Longest a statement may run before PostgreSQL cancels it.
     pub statement_timeout: Duration,
+    /// How long startup waits for a database that cannot be reached yet (it is starting too).
+    pub startup_timeout: Duration,
 }
 
 /// Notifications from PostgreSQL (`LISTEN`).
@@ -56,6 +59,51 @@ impl Listener {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: PgPool,
+}
+
+/// Waits until the database takes a connection: services and their databases are started
+/// together, and a database that is not up yet (refused, unreachable, still starting) is
+/// tried again with a doubling delay, each failure logged with its cause, for up to `patience`.
+/// Any other failure (a wrong password, a database that does not exist) fails at once.
+async fn wait_for_database(options: &PgConnectOptions, patience: Duration) -> anyhow::Result<()> {
+    use sqlx::Connection;
+    let started = std::time::Instant::now();
+    let mut delay = Duration::from_millis(100);
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let error = match sqlx::PgConnection::connect_with(options).await {
+            Ok(connection) => {
+                let _ = connection.close().await;
+                if attempt > 1 {
+                    tracing::info!(attempt, "the database takes connections");
+                }
+                return Ok(());
+            }
+            Err(error) => error,
+        };
+        let waiting = started.elapsed();
+        if !not_up_yet(&error) || waiting + delay > patience {
+            return Err(anyhow::Error::new(error).context(format!(
+                "cannot connect to the database ({attempt} attempts in {} s;                  --db-startup-timeout is {} s)",
+                waiting.as_secs(),
+                patience.as_secs()
+            )));
+        }
+        tracing::warn!(error = %error, attempt, retry_in = ?delay, "the database cannot be reached yet; waiting for it");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Whether a failure to connect means the database is not up (yet): worth waiting for.
+fn not_up_yet(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => true,
+        // 57P03 cannot_connect_now: starting up, shutting down, in recovery.
+        sqlx::Error::Database(db) => db.code().as_deref() == Some("57P03"),
+        _ => false,
+    }
 }
 
 impl Store {
@@ -101,6 +149,7 @@ impl Store {
     async fn connect(options: PgConnectOptions, settings: &PoolSettings) -> anyhow::Result<Self> {
         let statement_timeout = format!("{}", settings.statement_timeout.as_millis());
         let options = options.options([("statement_timeout", statement_timeout.as_str())]);
+        wait_for_database(&options, settings.startup_timeout).await?;
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(settings.acquire_timeout)
