@@ -61,6 +61,29 @@ pub struct Store {
     pool: PgPool,
 }
 
+/// The connection options DATABASE_URL gives, or why it cannot be used. The URL holds a
+/// password: no message repeats it.
+fn database_options(url: &str) -> anyhow::Result<PgConnectOptions> {
+    let scheme = url.split_once("://").map(|(scheme, _)| scheme);
+    if !matches!(scheme, Some("postgres" | "postgresql")) {
+        anyhow::bail!(
+            "DATABASE_URL must be a PostgreSQL URL, postgres://user:password@host:port/database \
+             (or postgresql://), not one starting {:?}",
+            scheme.map_or_else(|| "without a scheme".to_owned(), |s| format!("{s}://"))
+        );
+    }
+    PgConnectOptions::from_str(url).map_err(|error| {
+        let mut message = format!("DATABASE_URL is not a valid PostgreSQL URL: {error}");
+        if error.to_string().contains("port") {
+            message.push_str(
+                "; if the user name or password holds characters such as @ : / ? # % or a \
+                 space, percent-encode them (@ as %40, : as %3A, / as %2F, # as %23, % as %25)",
+            );
+        }
+        anyhow::anyhow!(message)
+    })
+}
+
 /// Waits until the database takes a connection: services and their databases are started
 /// together, and a database that is not up yet (refused, unreachable, still starting) is
 /// tried again with a doubling delay, each failure logged with its cause, for up to `patience`.
@@ -119,11 +142,7 @@ impl Store {
         settings: &PoolSettings,
     ) -> anyhow::Result<(Store, Option<Arc<ManagedPostgres>>)> {
         let (options, cluster) = match database_url {
-            Some(url) => (
-                PgConnectOptions::from_str(url)
-                    .context("DATABASE_URL is not a valid PostgreSQL URL")?,
-                None,
-            ),
+            Some(url) => (database_options(url)?, None),
             None => {
                 let cluster = ManagedPostgres::start(data_dir, postgres_bin_dir).await?;
                 (cluster.connect_options(), Some(Arc::new(cluster)))
@@ -375,6 +394,31 @@ pub fn resource_errors() -> u64 {
 /// Whether `error` is a unique-key violation.
 pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some(sqlstate::UNIQUE_VIOLATION))
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::database_options;
+
+    #[test]
+    fn a_database_url_that_is_not_postgresql_is_refused_without_its_password() {
+        let error = database_options("mysql://app:s3cret@db/jobs")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("\"mysql://\""), "{error}");
+        assert!(!error.contains("s3cret"), "{error}");
+        assert!(database_options("postgresql://app:pw@db:5433/jobs").is_ok());
+        assert!(database_options("postgres://app@db/jobs?host=/run/pg").is_ok());
+    }
+
+    #[test]
+    fn an_unencoded_character_in_the_password_gets_a_hint() {
+        let error = database_options("postgres://app:p@ss:w#rd@db/jobs")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("percent-encode"), "{error}");
+        assert!(!error.contains("w#rd"), "{error}");
+    }
 }
 
 #[cfg(test)]

@@ -628,3 +628,17 @@ async fn startup_waits_for_a_database_that_comes_up_later_and_says_why() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("no_such_database"), "{stderr}");
 }
+
+#[test]
+fn an_invalid_rust_log_stops_the_service_before_it_starts() {
+    let output = serve_command()
+        .env("RUST_LOG", "info,job_service=loud")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("RUST_LOG=\"info,job_service=loud\" is not a valid log filter"),
+        "{stderr}"
+    );
+}
