@@ -8,6 +8,7 @@ use std::{env, path::PathBuf};
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/operations_manager/v1/jobs.proto",
+        "proto/operations_manager/v1/tasks.proto",
         "proto/operations_manager/v1/workflows.proto",
         "proto/operations_manager/v1/workers.proto",
     ];

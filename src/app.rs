@@ -43,6 +43,7 @@ async fn report_health(
     use tonic::server::NamedService;
     for service in [
         grpc::JobServiceServer::<grpc::GrpcApi>::NAME,
+        grpc::TaskServiceServer::<grpc::GrpcApi>::NAME,
         grpc::WorkflowServiceServer::<grpc::GrpcApi>::NAME,
         grpc::WorkerServiceServer::<grpc::GrpcApi>::NAME,
         "",

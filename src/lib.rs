@@ -16,17 +16,20 @@
 //!   (StartJob's group commit, CompleteTask).
 //! - [`domain`]: pure types, one concept a room: `workflow`, `graph` (the task graph:
 //!   transitions, the tasks a job starts with, graph problems, the digest), `job`, `start`
-//!   (the StartJob request), `run` (run state), `idempotency`, `ids`, `caller`/`access`, `search`/`page`,
+//!   (the StartJob request), `run` (run state), `task` (tasks across jobs, `<jobId>:<taskId>`,
+//!   and manual-task owners), `idempotency`, `ids`, `caller`/`access`, `search`/`page`,
 //!   `json`/`storable` (what may be stored), and `error`, the one error enum with its one
 //!   code table (gRPC and HTTP columns).
 //! - [`service`]: the use cases both front doors call; owns transactions (`group_commit`
 //!   beside it batches concurrent starts into one commit, and takes each job's first step in
-//!   it when the instance runs jobs).
+//!   it when the instance runs jobs; `tasks` lists tasks across jobs and claims, assigns and
+//!   releases manual tasks).
 //! - [`engine`]: what happens after a start: the advancing rules (`advance`), the WorkFlowEngine
 //!   tasks the service runs itself (`builtin`, `variables`), workers' leases and their
 //!   completions in batches (`completions`), manual tasks,
 //!   timers, cancel/pause/resume/retry and WatchJob; calls the store like the service does.
-//! - [`store`]: SQL only: one file a table (`jobs`, `graphs`, `runs`, `workflows`, `idempotency`),
+//! - [`store`]: SQL only: one file a table (`jobs`, `graphs`, `runs`, `workflows`, `idempotency`;
+//!   `tasks` reads run state across jobs and writes manual tasks' owners),
 //!   the bounded caches, SQLSTATE translation, and the PostgreSQL cluster the service runs
 //!   itself when no database is given (`cluster`).
 //! - [`grpc`]: generated code, thin adapters, proto <-> domain conversions, the strict codec,

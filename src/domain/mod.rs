@@ -14,6 +14,7 @@ pub mod run;
 pub mod search;
 pub mod start;
 pub mod storable;
+pub mod task;
 pub mod workflow;
 
 pub use access::Action;

@@ -85,6 +85,24 @@ pub fn decode_name_cursor(token: &str, field: &str) -> Result<String, Error> {
     Ok(name.to_owned())
 }
 
+/// Where the next page of tasks starts: after `skip` tasks. Tasks change status as jobs run,
+/// so no key orders them for good; an offset pages them as the REST route does, and a task
+/// that moves between two pages' reads may be seen twice or not at all.
+pub fn encode_skip_cursor(skip: i64) -> String {
+    URL_SAFE_NO_PAD.encode(format!("t1:{skip}"))
+}
+
+pub fn decode_skip_cursor(token: &str, field: &str) -> Result<i64, Error> {
+    let bad = || Error::invalid(field, "is not a page token this service issued");
+    let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    let skip = text.strip_prefix("t1:").ok_or_else(bad)?;
+    skip.parse::<i64>()
+        .ok()
+        .filter(|skip| *skip >= 0)
+        .ok_or_else(bad)
+}
+
 /// Cuts `items` (fetched with one extra row) to at most `limit` items and `max_bytes` bytes, as
 /// `size_of` measures them, keeping at least one item; returns whether items were left out,
 /// that is, whether there is a next page. A page of large items holds fewer of them: the page
@@ -198,5 +216,21 @@ mod tests {
             decode_name_cursor(&encode_name_cursor("a: b"), "t").unwrap(),
             "a: b"
         );
+    }
+
+    #[test]
+    fn task_page_tokens_hold_an_offset() {
+        let token = encode_skip_cursor(150);
+        assert_eq!(decode_skip_cursor(&token, "page_token").unwrap(), 150);
+        for forged in [
+            "nope",
+            &URL_SAFE_NO_PAD.encode("t1:-1"),
+            &URL_SAFE_NO_PAD.encode("w1:3"),
+        ] {
+            assert!(
+                decode_skip_cursor(forged, "page_token").is_err(),
+                "{forged}"
+            );
+        }
     }
 }

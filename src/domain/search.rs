@@ -8,9 +8,12 @@
 use chrono::{DateTime, Utc};
 
 use super::error::{Error, Violations};
+use super::graph::TaskStatus;
+use super::ids::is_object_id;
 use super::job::JobStatus;
 use super::page::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 use super::storable;
+use super::task::{TaskKind, TaskRef};
 
 /// Fields of a job a search can name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,6 +169,246 @@ impl WorkflowSearch {
             skip: paging.skip,
         })
     }
+}
+
+/// Fields of a task a search can name (`GET /operations-manager/tasks`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskField {
+    /// `<jobId>:<taskId>`.
+    Id,
+    /// The job's id.
+    Job,
+    Status,
+    /// Who runs it: `manual`, `automatic`, `operation`.
+    Type,
+    /// The owner's account id; an empty value matches tasks without an owner.
+    Owner,
+    /// The task's method (`ViewData`, `getDevice`).
+    Name,
+    App,
+    StartTime,
+}
+
+impl TaskField {
+    const ALL: [(&'static str, TaskField); 8] = [
+        ("_id", TaskField::Id),
+        ("job", TaskField::Job),
+        ("status", TaskField::Status),
+        ("type", TaskField::Type),
+        ("owner", TaskField::Owner),
+        ("name", TaskField::Name),
+        ("app", TaskField::App),
+        ("start_time", TaskField::StartTime),
+    ];
+
+    /// Fields a task search can sort by.
+    pub const SORTABLE: [&'static str; 5] = ["start_time", "_id", "status", "name", "app"];
+
+    fn parse(name: &str) -> Option<Self> {
+        Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
+    }
+
+    fn names() -> String {
+        Self::ALL
+            .iter()
+            .map(|(n, _)| *n)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// One condition of a task search, its values parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskCondition {
+    Ids(Vec<TaskRef>),
+    Jobs(Vec<String>),
+    Statuses(Vec<TaskStatus>),
+    Kinds(Vec<TaskKind>),
+    /// Owners' account ids; `""` stands for no owner.
+    Owners(Vec<String>),
+    /// `name` or `app` is one of these.
+    Text(TaskField, Vec<String>),
+    /// `name`, `app` or `owner` starts with this.
+    Prefix(TaskField, String),
+    StartedAfter(DateTime<Utc>),
+    StartedBefore(DateTime<Utc>),
+}
+
+/// A search of tasks across the jobs the caller sees: `equals[field]`, `in[field]`,
+/// `starts-with[field]`, `gt[start_time]`, `lt[start_time]`, `limit`, `skip`, `sort`, `order`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskSearch {
+    pub conditions: Vec<TaskCondition>,
+    pub sort: TaskField,
+    pub descending: bool,
+    pub limit: i64,
+    pub skip: i64,
+}
+
+impl Default for TaskSearch {
+    fn default() -> Self {
+        TaskSearch {
+            conditions: Vec::new(),
+            sort: TaskField::StartTime,
+            descending: true,
+            limit: DEFAULT_PAGE_SIZE,
+            skip: 0,
+        }
+    }
+}
+
+impl TaskSearch {
+    /// Parses query parameters (name, value), in order.
+    pub fn parse(params: &[(String, String)]) -> Result<Self, Error> {
+        let mut search = TaskSearch::default();
+        let mut paging = Paging::default();
+        let mut violations = Violations::default();
+        let mut seen = std::collections::HashSet::new();
+        for (name, value) in params {
+            if matches!(name.as_str(), "sort" | "order") && !seen.insert(name.as_str()) {
+                violations.push(name, "is given more than once");
+                continue;
+            }
+            if paging.take(name, value, &mut violations) {
+                continue;
+            }
+            match name.as_str() {
+                "sort" => match TaskField::parse(value)
+                    .filter(|_| TaskField::SORTABLE.contains(&value.as_str()))
+                {
+                    Some(field) => search.sort = field,
+                    None => violations.push(
+                        name,
+                        format!("must be one of {}", TaskField::SORTABLE.join(", ")),
+                    ),
+                },
+                "order" => match value.as_str() {
+                    "asc" | "1" => search.descending = false,
+                    "desc" | "-1" => search.descending = true,
+                    _ => violations.push(name, "must be asc, desc, 1 or -1"),
+                },
+                _ => match parse_task_condition(name, value) {
+                    Ok(condition) => search.conditions.push(condition),
+                    Err(description) => violations.push(name, description),
+                },
+            }
+        }
+        (search.limit, search.skip) = (paging.limit, paging.skip);
+        violations.into_result(search)
+    }
+}
+
+fn parse_task_condition(name: &str, value: &str) -> Result<TaskCondition, String> {
+    let Some((operator, field_name)) = name.strip_suffix(']').and_then(|n| n.split_once('['))
+    else {
+        return Err(
+            "is not a search parameter: use equals[field], in[field], starts-with[field], \
+             gt[start_time], lt[start_time], limit, skip, sort or order"
+                .to_owned(),
+        );
+    };
+    let Some(field) = TaskField::parse(field_name) else {
+        return Err(format!(
+            "{field_name} is not a field tasks can be searched by: use {}",
+            TaskField::names()
+        ));
+    };
+    storable::check_text(value)?;
+    match operator {
+        "equals" | "in" => {
+            let values: Vec<&str> = match operator {
+                "equals" => vec![value],
+                _ => value.split(',').collect(),
+            };
+            task_values(field, &values)
+        }
+        "starts-with" => match field {
+            TaskField::Name | TaskField::App | TaskField::Owner => {
+                Ok(TaskCondition::Prefix(field, value.to_owned()))
+            }
+            _ => Err("starts-with applies to name, app and owner".to_owned()),
+        },
+        "gt" | "lt" => {
+            if field != TaskField::StartTime {
+                return Err(format!("{operator} applies to start_time only"));
+            }
+            let time = parse_time(value)?;
+            Ok(match operator {
+                "gt" => TaskCondition::StartedAfter(time),
+                _ => TaskCondition::StartedBefore(time),
+            })
+        }
+        other => Err(format!(
+            "{other} is not a search operator: use equals, in, starts-with, gt or lt"
+        )),
+    }
+}
+
+/// The values of an `equals` or `in` condition on `field`, each checked.
+fn task_values(field: TaskField, values: &[&str]) -> Result<TaskCondition, String> {
+    let owned = || values.iter().map(|v| (*v).to_owned()).collect::<Vec<_>>();
+    Ok(match field {
+        TaskField::Id => {
+            let mut violations = Violations::default();
+            let ids = values
+                .iter()
+                .filter_map(|v| TaskRef::parse_into(v, "", &mut violations))
+                .collect();
+            if !violations.is_empty() {
+                return Err(
+                    "must be task ids: <jobId>:<taskId>, a job id of 24 lowercase hex \
+                     characters, a colon and the task's key"
+                        .to_owned(),
+                );
+            }
+            TaskCondition::Ids(ids)
+        }
+        TaskField::Job => {
+            if let Some(bad) = values.iter().find(|v| !is_object_id(v)) {
+                return Err(format!(
+                    "{bad:?} is not a job id: job ids are 24 lowercase hex characters"
+                ));
+            }
+            TaskCondition::Jobs(owned())
+        }
+        TaskField::Status => {
+            let mut statuses = Vec::with_capacity(values.len());
+            for value in values {
+                match serde_json::from_value::<TaskStatus>(serde_json::Value::String(
+                    (*value).to_owned(),
+                )) {
+                    Ok(status) => statuses.push(status),
+                    Err(_) => {
+                        return Err(format!(
+                            "{value} is not a task status: use incomplete, scheduled, running, \
+                             complete, error or canceled"
+                        ))
+                    }
+                }
+            }
+            TaskCondition::Statuses(statuses)
+        }
+        TaskField::Type => {
+            let mut kinds = Vec::with_capacity(values.len());
+            for value in values {
+                match TaskKind::parse(value) {
+                    Some(kind) => kinds.push(kind),
+                    None => {
+                        return Err(format!(
+                            "{value} is not a task type: use {}",
+                            TaskKind::NAMES.join(", ")
+                        ))
+                    }
+                }
+            }
+            TaskCondition::Kinds(kinds)
+        }
+        TaskField::Owner => TaskCondition::Owners(owned()),
+        TaskField::Name | TaskField::App => TaskCondition::Text(field, owned()),
+        TaskField::StartTime => {
+            return Err("equals and in do not apply to start_time: use gt or lt".to_owned())
+        }
+    })
 }
 
 /// `limit` and `skip` of a REST page, read the same way by every list route.
@@ -445,6 +688,81 @@ mod tests {
         assert_eq!(
             fields(err),
             ["equals[status]", "equals[name]", "limit", "skip"]
+        );
+    }
+
+    #[test]
+    fn task_searches_take_typed_values() {
+        let search = TaskSearch::parse(&params(&[
+            ("equals[status]", "scheduled"),
+            ("equals[type]", "manual"),
+            (
+                "in[job]",
+                "0123456789abcdef01234567,aaaaaaaaaaaaaaaaaaaaaaaa",
+            ),
+            ("equals[owner]", ""),
+            ("equals[_id]", "0123456789abcdef01234567:6fa"),
+            ("starts-with[name]", "View"),
+            ("gt[start_time]", "2026-01-01T00:00:00Z"),
+            ("sort", "name"),
+            ("order", "asc"),
+            ("limit", "5"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            search.conditions,
+            [
+                TaskCondition::Statuses(vec![TaskStatus::Scheduled]),
+                TaskCondition::Kinds(vec![TaskKind::Manual]),
+                TaskCondition::Jobs(vec![
+                    "0123456789abcdef01234567".into(),
+                    "aaaaaaaaaaaaaaaaaaaaaaaa".into()
+                ]),
+                TaskCondition::Owners(vec![String::new()]),
+                TaskCondition::Ids(vec![TaskRef::new("0123456789abcdef01234567", "6fa")]),
+                TaskCondition::Prefix(TaskField::Name, "View".into()),
+                TaskCondition::StartedAfter("2026-01-01T00:00:00Z".parse().unwrap()),
+            ]
+        );
+        assert_eq!(
+            (search.sort, search.descending, search.limit),
+            (TaskField::Name, false, 5)
+        );
+    }
+
+    #[test]
+    fn bad_task_search_parameters_are_named() {
+        let err = TaskSearch::parse(&params(&[
+            ("equals[status]", "waiting"),
+            ("equals[type]", "human"),
+            ("equals[job]", "nope"),
+            ("equals[_id]", "6fa"),
+            ("equals[colour]", "red"),
+            ("starts-with[status]", "sch"),
+            ("gt[name]", "a"),
+            ("equals[start_time]", "0"),
+            ("equals[owner]", "a\0"),
+            ("sort", "owner"),
+            ("limit", "1001"),
+            ("page", "2"),
+        ]))
+        .unwrap_err();
+        assert_eq!(
+            fields(err),
+            [
+                "equals[status]",
+                "equals[type]",
+                "equals[job]",
+                "equals[_id]",
+                "equals[colour]",
+                "starts-with[status]",
+                "gt[name]",
+                "equals[start_time]",
+                "equals[owner]",
+                "sort",
+                "limit",
+                "page"
+            ]
         );
     }
 }

@@ -22,6 +22,7 @@ pub mod variables;
 mod watch;
 mod workers;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,10 +37,12 @@ use crate::batch::Batcher;
 use crate::domain::run::{
     Heartbeat, JobControl, JobEvent, Progress, Runner, TaskResult, WorkerTask, MAX_JOB_IDS,
 };
+use crate::domain::task::{owned_by_other, require_task_groups, task_groups, TaskRef};
 use crate::domain::{Action, Caller, Error, JobId, TaskGraph};
 use crate::store::compiled::CompiledWorkflows;
 use crate::store::graphs::GraphCache;
 use crate::store::runs::{self, Lease, LockedJob};
+use crate::store::tasks;
 use crate::store::{Store, Tx};
 
 /// Settings of the engine.
@@ -337,23 +340,33 @@ impl Engine {
         step: impl FnOnce(&mut LockedJob, &TaskGraph) -> Result<T, Error>,
     ) -> Result<T, Error> {
         let mut tx = self.store.begin().await?;
+        let (mut locked, graphs) = self.lock_job(&mut tx, caller, job_id).await?;
+        let graph = only_graph(&locked, &graphs)?;
+        let answer = step(&mut locked[0], graph)?;
+        runs::save_many(&mut tx, &mut locked, &graphs, Utc::now()).await?;
+        self.store.commit(tx).await?;
+        Ok(answer)
+    }
+
+    /// Locks `job_id` in `tx` and reads it with its graph: one job, for [`only_graph`].
+    /// NOT_FOUND when there is no such job or the caller may not see it.
+    async fn lock_job(
+        &self,
+        tx: &mut Tx,
+        caller: Option<&Caller>,
+        job_id: &str,
+    ) -> Result<(Vec<LockedJob>, HashMap<String, TaskGraph>), Error> {
         let not_found = || Error::NotFound(format!("Cannot find job {job_id}"));
-        let mut locked = runs::lock_many(&mut tx, &[job_id]).await?;
-        let job = locked.first_mut().ok_or_else(not_found)?;
+        let locked = runs::lock_many(&mut *tx, &[job_id]).await?;
+        let job = locked.first().ok_or_else(not_found)?;
         if caller.is_some_and(|caller| !caller.can_see(&job.groups)) {
             return Err(not_found());
         }
         let graphs = self
             .graphs
-            .get_many(&mut tx, &[job.graph_id.as_str()])
+            .get_many(&mut *tx, &[job.graph_id.as_str()])
             .await?;
-        let graph = graphs
-            .get(&job.graph_id)
-            .ok_or_else(|| missing_graph(&job.graph_id))?;
-        let answer = step(job, graph)?;
-        runs::save_many(&mut tx, &mut locked, &graphs, Utc::now()).await?;
-        self.store.commit(tx).await?;
-        Ok(answer)
+        Ok((locked, graphs))
     }
 
     /// `PollTasks`: a stream of tasks for a worker serving `apps`, holding at most
@@ -420,7 +433,9 @@ impl Engine {
             .await
     }
 
-    /// `FinishTask`: a person finishes a manual task.
+    /// `FinishTask`: a person finishes a manual task. A task with `groups` is for members of
+    /// them; a task someone claimed or was assigned is for its owner alone (its row is locked
+    /// before the owner is read, so a claim under way is waited for, not overtaken).
     pub async fn finish_task(
         &self,
         caller: &Caller,
@@ -430,44 +445,61 @@ impl Engine {
     ) -> Result<(), Error> {
         caller.require(Action::ControlJobs)?;
         let job_id = parse_job_id(job_id, "job_id")?;
-        let limits = self.settings.limits;
-        self.with_job(Some(caller), job_id.as_str(), |locked, graph| {
-            let waiting = locked.job.runs.get(task_id).is_some_and(|run| {
-                run.runner == Runner::Manual
-                    && run.status == crate::domain::graph::TaskStatus::Scheduled
+        let mut tx = self.store.begin().await?;
+        let (mut locked, graphs) = self
+            .lock_job(&mut tx, Some(caller), job_id.as_str())
+            .await?;
+        let graph = only_graph(&locked, &graphs)?;
+        let job = &mut locked[0];
+        let waiting = job.job.runs.get(task_id).is_some_and(|run| {
+            run.runner == Runner::Manual
+                && run.status == crate::domain::graph::TaskStatus::Scheduled
+        });
+        if !waiting {
+            return Err(Error::FailedPrecondition {
+                message: format!(
+                    "task {task_id} of job {} is not a manual task waiting to be finished",
+                    job.job.id
+                ),
+                problems: Vec::new(),
             });
-            if !waiting {
-                return Err(Error::FailedPrecondition {
-                    message: format!(
-                        "task {task_id} of job {} is not a manual task waiting to be finished",
-                        locked.job.id
-                    ),
-                    problems: Vec::new(),
-                });
-            }
-            if locked.job.status != crate::domain::JobStatus::Running {
-                return Err(Error::FailedPrecondition {
-                    message: format!(
-                        "job {} is {}: its tasks cannot be finished",
-                        locked.job.id,
-                        locked.job.status.as_str()
-                    ),
-                    problems: Vec::new(),
-                });
-            }
-            advance::complete(
-                &mut locked.job,
-                graph,
-                task_id,
-                result.finish_state,
-                result.outgoing,
-                &result.error_message,
-                Utc::now(),
-                &limits,
-            );
-            Ok(())
-        })
-        .await
+        }
+        if job.job.status != crate::domain::JobStatus::Running {
+            return Err(Error::FailedPrecondition {
+                message: format!(
+                    "job {} is {}: its tasks cannot be finished",
+                    job.job.id,
+                    job.job.status.as_str()
+                ),
+                problems: Vec::new(),
+            });
+        }
+        let task = TaskRef::new(&job.job.id, task_id);
+        let groups = graph
+            .tasks()
+            .get(task_id)
+            .map(|task| task_groups(&task.fields))
+            .unwrap_or_default();
+        require_task_groups(caller, &task, &groups)?;
+        let owner = tasks::lock_owner(&mut tx, &task)
+            .await?
+            .and_then(|locked| locked.owner);
+        if let Some(owner) = owner.filter(|owner| owner.id != caller.sub) {
+            return Err(owned_by_other(&task, &owner));
+        }
+        advance::complete(
+            &mut job.job,
+            graph,
+            task_id,
+            result.finish_state,
+            result.outgoing,
+            &result.error_message,
+            Utc::now(),
+            &self.settings.limits,
+        );
+        runs::save_many(&mut tx, &mut locked, &graphs, Utc::now()).await?;
+        self.store.commit(tx).await?;
+        Ok(())
     }
 
     /// `RetryTask`: runs a task that ended in error again, its incoming values overridden by
@@ -630,6 +662,19 @@ fn parse_job_id(id: &str, field: &str) -> Result<JobId, Error> {
 fn parse_token(token: &str) -> Result<Uuid, Error> {
     Uuid::parse_str(token)
         .map_err(|_| Error::invalid("task_token", "is not a task token this service issued"))
+}
+
+/// The graph of the one job [`Engine::lock_job`] locked.
+fn only_graph<'a>(
+    locked: &[LockedJob],
+    graphs: &'a HashMap<String, TaskGraph>,
+) -> Result<&'a TaskGraph, Error> {
+    let job = locked
+        .first()
+        .ok_or_else(|| Error::internal(anyhow::anyhow!("no job was locked")))?;
+    graphs
+        .get(&job.graph_id)
+        .ok_or_else(|| missing_graph(&job.graph_id))
 }
 
 fn missing_graph(id: &str) -> Error {

@@ -11,10 +11,13 @@ use serde_json::{Map, Number, Value};
 use super::pb;
 use crate::domain::graph::{JobTask, TaskStatus, Transition};
 use crate::domain::json::{index, join, reject_nul_in};
+use crate::domain::page;
 use crate::domain::run::{
     check_job_ids, check_task_id, FinishState, Heartbeat, JobEvent, TaskResult, WorkerTask,
 };
+use crate::domain::search::{TaskCondition, TaskSearch};
 use crate::domain::storable;
+use crate::domain::task::{TaskKind, TaskView};
 use crate::domain::{
     Error, Job, JobId, JobStatus, RawJobOptions, RawStartJob, Violations, Workflow,
 };
@@ -588,6 +591,153 @@ impl From<Workflow> for pb::Workflow {
             updated_at: Some(timestamp(workflow.updated_at)),
             document: Some(map_to_struct(document.document())),
         }
+    }
+}
+
+// ---- tasks across jobs ----
+
+impl From<TaskView> for pb::Task {
+    fn from(view: TaskView) -> Self {
+        let text = |key: &str| {
+            view.fields
+                .get(key)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        pb::Task {
+            id: view.task.to_string(),
+            job_name: view.job.name.clone(),
+            job_status: pb::JobStatus::from(view.job.status) as i32,
+            name: text("name"),
+            summary: text("summary"),
+            description: text("description"),
+            app: text("app"),
+            r#type: view.kind.as_str().to_owned(),
+            status: pb::TaskStatus::from(view.status) as i32,
+            finish_state: view
+                .finish_state
+                .map(|state| state.as_str().to_owned())
+                .unwrap_or_default(),
+            groups: view.groups(),
+            incoming: Some(map_to_struct(&view.incoming)),
+            outgoing: Some(map_to_struct(&view.outgoing)),
+            start_time: view.start_time.map(timestamp),
+            end_time: view.end_time.map(timestamp),
+            iteration: view.iteration,
+            owner_assigned_by: view
+                .owner
+                .as_ref()
+                .map(|owner| owner.assigned_by.clone())
+                .unwrap_or_default(),
+            owner_assigned_at: view
+                .owner
+                .as_ref()
+                .map(|owner| timestamp(owner.assigned_at)),
+            owner_username: view
+                .owner
+                .as_ref()
+                .and_then(|owner| owner.who.username.clone())
+                .unwrap_or_default(),
+            owner: view.owner.map(|owner| owner.who.id).unwrap_or_default(),
+            finish_states: view
+                .finish_states
+                .iter()
+                .map(|state| state.as_str().to_owned())
+                .collect(),
+            error: view.error.as_ref().map(json_to_proto),
+            fields: Some(map_to_struct(&view.fields)),
+            job_id: view.task.job_id,
+            task_id: view.task.task_id,
+        }
+    }
+}
+
+impl From<TaskView> for pb::GetManualControllerResponse {
+    fn from(view: TaskView) -> Self {
+        let collects = match view.fields.get("variables").and_then(|v| v.get("outgoing")) {
+            Some(Value::Object(outgoing)) => outgoing.clone(),
+            _ => Map::new(),
+        };
+        pb::GetManualControllerResponse {
+            task: Some(view.into()),
+            collects: Some(map_to_struct(&collects)),
+        }
+    }
+}
+
+/// The task search of a ListTasks request, each filter checked and named.
+pub fn task_search(request: &pb::ListTasksRequest) -> Result<TaskSearch, Error> {
+    let mut violations = Violations::default();
+    let mut conditions = Vec::new();
+    match task_status_filter(request.status) {
+        Ok(Some(status)) => conditions.push(TaskCondition::Statuses(vec![status])),
+        Ok(None) => {}
+        Err(description) => violations.push("status", description),
+    }
+    if !request.r#type.is_empty() {
+        match TaskKind::parse(&request.r#type) {
+            Some(kind) => conditions.push(TaskCondition::Kinds(vec![kind])),
+            None => violations.push(
+                "type",
+                format!("must be one of {}", TaskKind::NAMES.join(", ")),
+            ),
+        }
+    }
+    if !request.job_id.is_empty() {
+        match JobId::parse(&request.job_id) {
+            Ok(id) => conditions.push(TaskCondition::Jobs(vec![id.as_str().to_owned()])),
+            Err(reason) => violations.push("job_id", reason),
+        }
+    }
+    match (request.owner.as_str(), request.unowned) {
+        ("", false) => {}
+        ("", true) => conditions.push(TaskCondition::Owners(vec![String::new()])),
+        (_, true) => violations.push("unowned", "cannot be set together with owner"),
+        (owner, false) => match storable::check_text(owner) {
+            Ok(()) => conditions.push(TaskCondition::Owners(vec![owner.to_owned()])),
+            Err(reason) => violations.push("owner", reason),
+        },
+    }
+    let limit = match page::page_size(request.page_size, "page_size") {
+        Ok(limit) => limit,
+        Err(Error::InvalidArgument { violations: found }) => {
+            for v in found {
+                violations.push(v.field, v.description);
+            }
+            0
+        }
+        Err(other) => return Err(other),
+    };
+    let skip = match request.page_token.as_str() {
+        "" => 0,
+        token => match page::decode_skip_cursor(token, "page_token") {
+            Ok(skip) => skip,
+            Err(_) => {
+                violations.push("page_token", "is not a page token this service issued");
+                0
+            }
+        },
+    };
+    violations.into_result(TaskSearch {
+        conditions,
+        limit,
+        skip,
+        ..TaskSearch::default()
+    })
+}
+
+/// A TaskStatus filter: None for unspecified.
+fn task_status_filter(status: i32) -> Result<Option<TaskStatus>, String> {
+    match pb::TaskStatus::try_from(status) {
+        Ok(pb::TaskStatus::Unspecified) => Ok(None),
+        Ok(pb::TaskStatus::Incomplete) => Ok(Some(TaskStatus::Incomplete)),
+        Ok(pb::TaskStatus::Scheduled) => Ok(Some(TaskStatus::Scheduled)),
+        Ok(pb::TaskStatus::Running) => Ok(Some(TaskStatus::Running)),
+        Ok(pb::TaskStatus::Complete) => Ok(Some(TaskStatus::Complete)),
+        Ok(pb::TaskStatus::Error) => Ok(Some(TaskStatus::Error)),
+        Ok(pb::TaskStatus::Canceled) => Ok(Some(TaskStatus::Canceled)),
+        Err(_) => Err(format!("{status} is not a TaskStatus value")),
     }
 }
 

@@ -6,6 +6,7 @@ mod convert;
 mod jobs;
 mod observe;
 mod status;
+mod tasks;
 mod unary;
 mod workers;
 mod workflows;
@@ -43,6 +44,8 @@ pub use convert::{json_to_proto, map_to_struct, proto_to_json, struct_to_map};
 pub use observe::ObserveLayer;
 pub use pb::job_service_client::JobServiceClient;
 pub use pb::job_service_server::JobServiceServer;
+pub use pb::task_service_client::TaskServiceClient;
+pub use pb::task_service_server::TaskServiceServer;
 pub use pb::worker_service_client::WorkerServiceClient;
 pub use pb::worker_service_server::WorkerServiceServer;
 pub use pb::workflow_service_client::WorkflowServiceClient;
@@ -144,6 +147,10 @@ pub fn router(
         .add_service(reflection().build_v1alpha()?)
         .add_service(InterceptedService::new(
             unary::UnaryCalls::new(JobServiceServer::new(api.clone()), request_body_timeout),
+            Authenticate(verifier.clone()),
+        ))
+        .add_service(InterceptedService::new(
+            unary::UnaryCalls::new(TaskServiceServer::new(api.clone()), request_body_timeout),
             Authenticate(verifier.clone()),
         ))
         .add_service(InterceptedService::new(

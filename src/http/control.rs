@@ -126,6 +126,7 @@ async fn control_jobs(
     responses(
         (status = 200, description = "The manual task finished; the job goes on", body = super::rest::EmptyEnvelope),
         (status = 400, description = "Bad path or body (named in metadata.errors), or the task is not a manual task waiting for a person", body = super::rest::ErrorEnvelope),
+        (status = 403, description = "The caller's roles do not allow it, the task is for groups the caller is not in, or someone else claimed it or was assigned it", body = super::rest::ErrorEnvelope),
         (status = 404, description = "No such job the caller may see, or no such task in it", body = super::rest::ErrorEnvelope),
     ),
     security(("bearer" = []))

@@ -9,6 +9,7 @@ mod jobs;
 mod observe;
 pub mod openapi;
 pub mod rest;
+mod tasks;
 mod workflows;
 
 use std::sync::Arc;
@@ -72,6 +73,24 @@ pub fn router(
         .route(
             "/operations-manager/jobs/{jobId}/tasks/{taskId}/retry",
             post(control::retry_task),
+        )
+        .route(
+            "/operations-manager/jobs/{jobId}/tasks/{taskId}/manual-controller",
+            get(tasks::manual_controller),
+        )
+        .route("/operations-manager/tasks", get(tasks::list_tasks))
+        .route("/operations-manager/tasks/{taskId}", get(tasks::get_task))
+        .route(
+            "/operations-manager/tasks/{taskId}/claim",
+            post(tasks::claim_task),
+        )
+        .route(
+            "/operations-manager/tasks/{taskId}/assign",
+            post(tasks::assign_task),
+        )
+        .route(
+            "/operations-manager/tasks/{taskId}/release",
+            post(tasks::release_task),
         )
         .route("/automation-studio/automations", post(workflows::create))
         .route(

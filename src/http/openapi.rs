@@ -16,12 +16,15 @@ use utoipa::openapi::{RefOr, Response, ResponseBuilder, Schema};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 use super::rest::{
-    CreateWorkflowBody, CreatedWorkflow, EmptyEnvelope, ErrorEnvelope, FieldError, FinishTaskBody,
-    HealthStatus, ImportWorkflowsBody, JobEnvelope, JobIdsBody, JobListEnvelope, JobListMetadata,
-    JobOutcome, JobOutcomesEnvelope, RetryTaskBody, StartJobBody, Workflow, WorkflowListEnvelope,
-    WorkflowPage,
+    AssignTaskBody, CreateWorkflowBody, CreatedWorkflow, EmptyEnvelope, ErrorEnvelope, FieldError,
+    FinishTaskBody, HealthStatus, ImportWorkflowsBody, JobEnvelope, JobIdsBody, JobListEnvelope,
+    JobListMetadata, JobOutcome, JobOutcomesEnvelope, ManualController, ManualControllerEnvelope,
+    RetryTaskBody, StartJobBody, TaskDocument, TaskEnvelope, TaskListEnvelope, Workflow,
+    WorkflowListEnvelope, WorkflowPage,
 };
 use crate::domain::run::MAX_JOB_IDS;
+use crate::domain::search::TaskField;
+use crate::domain::task::{TaskKind, MAX_USER_ID};
 use crate::domain::workflow::{TRANSITION_STATES, TRANSITION_TYPES};
 use crate::domain::Job;
 
@@ -44,6 +47,12 @@ use crate::domain::Job;
         super::control::resume_jobs,
         super::control::finish_task,
         super::control::retry_task,
+        super::tasks::list_tasks,
+        super::tasks::get_task,
+        super::tasks::claim_task,
+        super::tasks::assign_task,
+        super::tasks::release_task,
+        super::tasks::manual_controller,
         super::workflows::create,
         super::workflows::import,
         super::workflows::list,
@@ -57,6 +66,7 @@ use crate::domain::Job;
     modifiers(&BearerAuth, &CommonResponses),
     tags(
         (name = "jobs", description = "Start and read jobs; cancel, pause and resume them; finish and retry their tasks"),
+        (name = "tasks", description = "Tasks across jobs: find them, claim, assign and release manual tasks, see what a manual task shows"),
         (name = "workflows", description = "Store, read and delete workflows"),
         (name = "health", description = "Liveness, readiness, metrics and this document")
     )
@@ -234,6 +244,59 @@ fn parameters(method: &str, operation_id: &str) -> Value {
              "description": "Task id: a key of the job's tasks",
              "schema": {"type": "string", "minLength": 1, "pattern": NO_NUL}},
         ]),
+        ("get", "listTasks") => json!([
+            search(
+                "equals",
+                "Tasks whose field equals the value: equals[status]=scheduled, equals[type]=manual, \
+                 equals[owner]=<account id> (empty: tasks nobody owns)",
+                "TaskTextSearch"
+            ),
+            search(
+                "in",
+                "Tasks whose field is one of the comma-separated values: in[status]=scheduled,running",
+                "TaskListSearch"
+            ),
+            search(
+                "starts-with",
+                "Tasks whose field starts with the value: starts-with[name]=View",
+                "TaskPrefixSearch"
+            ),
+            search(
+                "gt",
+                "Tasks started after the time: gt[start_time]=2026-01-01T00:00:00Z",
+                "TaskTimeSearch"
+            ),
+            search(
+                "lt",
+                "Tasks started before the time: lt[start_time]=1767225600000",
+                "TaskTimeSearch"
+            ),
+            limit,
+            skip,
+            query(
+                "sort",
+                "Field to sort by (default start_time)",
+                json!({"type": "string", "enum": TaskField::SORTABLE})
+            ),
+            query(
+                "order",
+                "Sort order (default desc)",
+                json!({"type": "string", "enum": ["asc", "desc", "1", "-1"]})
+            ),
+        ]),
+        ("get", "getTask") | ("post", "claimTask") | ("post", "assignTask")
+        | ("post", "releaseTask") => json!([{
+            "name": "taskId", "in": "path", "required": true,
+            "description": "Task id across jobs: <jobId>:<taskId>, the job's id, a colon and the task's key in the job's tasks",
+            "schema": {"type": "string", "pattern": TASK_ID},
+        }]),
+        ("get", "getManualController") => json!([
+            {"name": "jobId", "in": "path", "required": true, "description": "Job id",
+             "schema": {"type": "string", "pattern": OBJECT_ID}},
+            {"name": "taskId", "in": "path", "required": true,
+             "description": "Task id: a key of the job's tasks",
+             "schema": {"type": "string", "minLength": 1, "pattern": NO_NUL}},
+        ]),
         ("get", "getWorkflow") | ("delete", "deleteWorkflow") => json!([{
             "name": "name", "in": "path", "required": true, "description": "Workflow name",
             "schema": {"type": "string", "minLength": 1, "pattern": NO_NUL},
@@ -259,7 +322,12 @@ fn links(operation_id: &str) -> Value {
         json!({"getJob": {"operationId": "getJob", "parameters": {"id": id},
                           "description": "Read the job"}})
     };
+    let task = |id: &str| {
+        json!({"getTask": {"operationId": "getTask", "parameters": {"taskId": id},
+                           "description": "Read the task"}})
+    };
     match operation_id {
+        "listTasks" => task("$response.body#/data/0/_id"),
         "startJob" => job("$response.body#/data/_id"),
         "listJobs" => job("$response.body#/data/0/_id"),
         "createWorkflow" => workflow("$response.body#/created/name"),
@@ -348,6 +416,16 @@ fn schemas() -> Vec<(&'static str, Value)> {
         JobOutcomesEnvelope,
         FinishTaskBody,
         RetryTaskBody,
+        AssignTaskBody,
+        TaskDocument,
+        TaskEnvelope,
+        TaskListEnvelope,
+        ManualController,
+        ManualControllerEnvelope,
+        TaskTextSearch,
+        TaskListSearch,
+        TaskPrefixSearch,
+        TaskTimeSearch,
         FieldError,
         ErrorEnvelope,
         EmptyEnvelope,
@@ -411,6 +489,9 @@ const NO_NUL: &str = "^[^\\u0000]*$";
 
 /// An object id: 24 lowercase hex characters.
 const OBJECT_ID: &str = "^[0-9a-f]{24}$";
+
+/// A task id across jobs: `<jobId>:<taskId>`.
+const TASK_ID: &str = "^[0-9a-f]{24}:[^\\u0000]+$";
 
 const JOB_STATUSES: [&str; 6] = [
     "running",
@@ -756,6 +837,209 @@ schema!(
             "data": {"type": "null"},
             "metadata": {"type": "object"},
         },
+    })
+);
+
+schema!(
+    /// Body of `POST /operations-manager/tasks/{taskId}/assign`.
+    for AssignTaskBody = json!({
+        "type": "object",
+        "required": ["userId"],
+        "additionalProperties": false,
+        "properties": {"userId": {
+            "type": "string", "minLength": 1, "maxLength": MAX_USER_ID, "pattern": NO_NUL,
+            "description": "The account id (a token's sub) of the user who is to own the task.",
+        }},
+    })
+);
+
+schema!(
+    /// A task of a job, as the task routes answer it.
+    for TaskDocument = json!({
+        "type": "object",
+        "description": "A task of a job: every field of the workflow's task, its run state as the job's \
+                        tasks show it (finish_state, start_time, end_time, iterations, error, \
+                        variables.incoming as resolved when it started, variables.outgoing once \
+                        finished), its id across jobs, its job and its owner.",
+        "required": ["_id", "task", "status", "type", "groups", "job", "owner",
+                     "owner_username", "owner_assigned_by", "owner_assigned_at", "finish_states", "variables",
+                     "iterations"],
+        "additionalProperties": true,
+        "properties": {
+            "_id": {"type": "string", "pattern": TASK_ID,
+                    "description": "The task's id across jobs: <jobId>:<taskId>."},
+            "task": {"type": "string", "description": "The task's key in the job's tasks."},
+            "status": {"type": "string", "enum": TASK_STATUSES},
+            "type": {"type": "string", "enum": TaskKind::NAMES,
+                     "description": "Who runs it: a person (manual), a task worker (automatic) or the service (operation)."},
+            "groups": {"type": "array", "items": {"type": "string"},
+                       "description": "When not empty, only members of these groups may claim, be assigned or finish the task."},
+            "job": {
+                "type": "object",
+                "required": ["_id", "name", "description", "status"],
+                "properties": {
+                    "_id": {"type": "string", "pattern": OBJECT_ID},
+                    "name": {"type": "string", "description": "The workflow's name."},
+                    "description": {"type": "string"},
+                    "status": {"type": "string", "enum": JOB_STATUSES},
+                },
+            },
+            "owner": {"type": ["string", "null"],
+                      "description": "The account id of who works the task; null when nobody claimed it or was assigned it."},
+            "owner_username": {"type": ["string", "null"],
+                               "description": "The owner's username when they claimed the task themselves; null for an assignment, which names an account only."},
+            "owner_assigned_by": {"type": ["string", "null"],
+                                  "description": "Who made them the owner: themselves (a claim) or who assigned it."},
+            "owner_assigned_at": {"type": ["string", "null"], "format": "date-time"},
+            "finish_states": {"type": "array", "items": {"type": "string", "enum": ["success", "failure", "error"]},
+                              "description": "The finish states a person may choose: those the task has transitions for."},
+            "variables": {"type": "object"},
+            "iterations": {"type": "array", "items": {"type": "integer"}},
+            "finish_state": {"type": "string", "enum": ["success", "failure", "error"]},
+            "start_time": {"type": "string", "format": "date-time"},
+            "end_time": {"type": "integer", "description": "Epoch milliseconds."},
+        },
+    })
+);
+
+schema!(
+    /// A task in the envelope.
+    for TaskEnvelope = json!({
+        "type": "object",
+        "required": ["message", "data", "metadata"],
+        "properties": {
+            "message": {"type": "string"},
+            "data": reference("TaskDocument"),
+            "metadata": {"type": "object"},
+        },
+    })
+);
+
+schema!(
+    /// A page of tasks.
+    for TaskListEnvelope = json!({
+        "type": "object",
+        "required": ["message", "data", "metadata"],
+        "properties": {
+            "message": {"type": "string"},
+            "data": {"type": "array", "items": reference("TaskDocument")},
+            "metadata": reference("JobListMetadata"),
+        },
+    })
+);
+
+schema!(
+    /// What a manual task shows and collects.
+    for ManualController = json!({
+        "type": "object",
+        "description": "What a manual task shows: its incoming values as resolved when it was scheduled \
+                        (a ViewData task's header, body, buttons, variables, ...); what it collects: \
+                        the workflow's outgoing values of the task; and the finish states a person may choose.",
+        "required": ["_id", "job", "task", "name", "summary", "description", "view", "status",
+                     "owner", "groups", "incoming", "outgoing", "finish_states"],
+        "additionalProperties": false,
+        "properties": {
+            "_id": {"type": "string", "pattern": TASK_ID},
+            "job": {"type": "string", "pattern": OBJECT_ID},
+            "task": {"type": "string"},
+            "name": {"description": "The task's name, as the workflow has it."},
+            "summary": {"description": "The task's summary, as the workflow has it (null when none)."},
+            "description": {"description": "The task's description, as the workflow has it (null when none)."},
+            "view": {"description": "The task's view, as the workflow has it (null when none)."},
+            "status": {"type": "string", "enum": TASK_STATUSES},
+            "owner": {"type": ["string", "null"]},
+            "groups": {"type": "array", "items": {"type": "string"}},
+            "incoming": {"type": "object"},
+            "outgoing": {"description": "The workflow's outgoing values of the task: what finishing it collects."},
+            "finish_states": {"type": "array", "items": {"type": "string", "enum": ["success", "failure", "error"]}},
+        },
+    })
+);
+
+schema!(
+    /// What a manual task shows, in the envelope.
+    for ManualControllerEnvelope = json!({
+        "type": "object",
+        "required": ["message", "data", "metadata"],
+        "properties": {
+            "message": {"type": "string"},
+            "data": reference("ManualController"),
+            "metadata": {"type": "object"},
+        },
+    })
+);
+
+/// The fields of a task search, `value` for free text.
+fn task_text_fields(value: Value, list: bool) -> Value {
+    let one_of = |items: &[&str]| {
+        if list {
+            json!({"type": "string", "pattern": format!("^({s})(,({s}))*$", s = items.join("|")),
+                   "description": "Comma-separated values"})
+        } else {
+            json!({"type": "string", "enum": items})
+        }
+    };
+    let task_id = if list {
+        json!({"type": "string", "pattern": "^[0-9a-f]{24}:[^\\u0000,]+(,[0-9a-f]{24}:[^\\u0000,]+)*$",
+               "description": "Comma-separated task ids (<jobId>:<taskId>)"})
+    } else {
+        json!({"type": "string", "pattern": TASK_ID})
+    };
+    let job = if list {
+        json!({"type": "string", "pattern": "^[0-9a-f]{24}(,[0-9a-f]{24})*$",
+               "description": "Comma-separated job ids"})
+    } else {
+        json!({"type": "string", "pattern": OBJECT_ID})
+    };
+    json!({
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+            "_id": task_id,
+            "job": job,
+            "status": one_of(&TASK_STATUSES),
+            "type": one_of(&TaskKind::NAMES),
+            "owner": value,
+            "name": value,
+            "app": value,
+        },
+    })
+}
+
+schema!(
+    /// `equals[field]=value` of a task search.
+    TaskTextSearch = task_text_fields(text(), false)
+);
+
+schema!(
+    /// `in[field]=a,b,c` of a task search.
+    TaskListSearch = task_text_fields(
+        json!({"type": "string", "pattern": NO_NUL, "description": "Comma-separated values"}),
+        true
+    )
+);
+
+schema!(
+    /// `starts-with[field]=prefix` of a task search.
+    TaskPrefixSearch = json!({
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {"name": text(), "app": text(), "owner": text()},
+    })
+);
+
+schema!(
+    /// `gt[start_time]=time`, `lt[start_time]=time`.
+    TaskTimeSearch = json!({
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {"start_time": {
+            "description": "An RFC 3339 time or epoch milliseconds, from year 1 to 9999",
+            "anyOf": [
+                {"type": "string", "pattern": epoch_millis_pattern()},
+                {"type": "string", "format": "date-time"},
+            ],
+        }},
     })
 );
 
@@ -1117,5 +1401,45 @@ mod tests {
             .map(|p| p["name"].as_str().unwrap())
             .collect();
         assert_eq!(deep, ["equals", "in", "starts-with", "gt", "lt"]);
+    }
+
+    #[test]
+    fn every_task_search_field_the_document_names_is_one_the_search_takes() {
+        use crate::domain::search::TaskSearch;
+        let document = document_json();
+        let schemas = &document["components"]["schemas"];
+        let values = |field: &str, list: bool| -> &'static str {
+            match (field, list) {
+                ("_id", false) => "0123456789abcdef01234567:m",
+                ("_id", true) => "0123456789abcdef01234567:m,0123456789abcdef01234567:n",
+                ("job", _) => "0123456789abcdef01234567",
+                ("status", false) => "scheduled",
+                ("status", true) => "scheduled,running",
+                ("type", false) => "manual",
+                ("type", true) => "manual,automatic",
+                ("start_time", _) => "2026-01-01T00:00:00Z",
+                _ => "x",
+            }
+        };
+        for (operator, schema, list) in [
+            ("equals", "TaskTextSearch", false),
+            ("in", "TaskListSearch", true),
+            ("starts-with", "TaskPrefixSearch", false),
+            ("gt", "TaskTimeSearch", false),
+            ("lt", "TaskTimeSearch", false),
+        ] {
+            let fields = schemas[schema]["properties"].as_object().unwrap();
+            assert!(!fields.is_empty());
+            for field in fields.keys() {
+                let name = format!("{operator}[{field}]");
+                let value = values(field, list);
+                let parsed = TaskSearch::parse(&[(name.clone(), value.to_owned())]);
+                assert!(parsed.is_ok(), "{name}={value}: {parsed:?}");
+            }
+        }
+        for field in TaskField::SORTABLE {
+            let parsed = TaskSearch::parse(&[("sort".to_owned(), field.to_owned())]);
+            assert!(parsed.is_ok(), "sort={field}: {parsed:?}");
+        }
     }
 }

@@ -10,6 +10,8 @@ use axum::Json;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::domain::graph::TaskStatus;
+use crate::domain::task::TaskView;
 use crate::domain::Job;
 use crate::engine::ControlOutcome;
 
@@ -38,6 +40,9 @@ pub struct FinishTaskBody;
 /// The body of `POST /operations-manager/jobs/{jobId}/tasks/{taskId}/retry`:
 /// `{"variables": {...}}`.
 pub struct RetryTaskBody;
+
+/// The body of `POST /operations-manager/tasks/{taskId}/assign`: `{"userId": ...}`.
+pub struct AssignTaskBody;
 
 /// The REST envelope of a success: `{"message", "data", "metadata"}`.
 #[derive(Debug, Serialize)]
@@ -153,6 +158,185 @@ impl JobListMetadata {
         }
     }
 }
+
+/// A task of a job, as the task routes answer it: the workflow's task with its run state, as
+/// the job document's `tasks` show it (`finish_state`, `start_time`, `end_time`, `iterations`,
+/// `variables.incoming` as resolved, `variables.outgoing` once finished), plus its id across
+/// jobs, its job, its groups and its owner.
+#[derive(Debug, Serialize)]
+pub struct TaskDocument {
+    /// `<jobId>:<taskId>`.
+    #[serde(rename = "_id")]
+    pub id: String,
+    /// The task's key in the job's `tasks`.
+    pub task: String,
+    pub status: TaskStatus,
+    /// Who runs it: `manual`, `automatic` (a task worker) or `operation` (the service).
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// When not empty, only members of these groups may claim or finish the task.
+    pub groups: Vec<String>,
+    pub job: TaskJobDocument,
+    /// The owner's account id; null when nobody claimed it or was assigned it.
+    pub owner: Option<String>,
+    /// The owner's username, when they claimed the task themselves (an assignment names an
+    /// account only); else null.
+    pub owner_username: Option<String>,
+    pub owner_assigned_by: Option<String>,
+    /// RFC 3339, milliseconds.
+    pub owner_assigned_at: Option<String>,
+    /// The finish states a person may choose (those the task has transitions for).
+    pub finish_states: Vec<&'static str>,
+    /// Every other field of the workflow's task, and its run state.
+    #[serde(flatten)]
+    pub fields: serde_json::Map<String, Value>,
+}
+
+/// The job of a task.
+#[derive(Debug, Serialize)]
+pub struct TaskJobDocument {
+    #[serde(rename = "_id")]
+    pub id: String,
+    /// The workflow's name.
+    pub name: String,
+    pub description: String,
+    pub status: crate::domain::JobStatus,
+}
+
+/// The keys [`TaskDocument`] writes itself; a workflow task's own field of the same name is
+/// left out rather than written twice.
+const TASK_DOCUMENT_KEYS: [&str; 11] = [
+    "_id",
+    "task",
+    "status",
+    "type",
+    "groups",
+    "job",
+    "owner",
+    "owner_username",
+    "owner_assigned_by",
+    "owner_assigned_at",
+    "finish_states",
+];
+
+fn millis(time: chrono::DateTime<chrono::Utc>) -> String {
+    time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+impl From<TaskView> for TaskDocument {
+    fn from(view: TaskView) -> Self {
+        let groups = view.groups();
+        let mut fields = view.fields;
+        for key in TASK_DOCUMENT_KEYS {
+            fields.remove(key);
+        }
+        // The run state, written as a job's `tasks` write it.
+        if let Some(finish) = view.finish_state {
+            fields.insert("finish_state".into(), Value::from(finish.as_str()));
+        }
+        if let Some(start) = view.start_time {
+            fields.insert("start_time".into(), Value::from(millis(start)));
+        }
+        if let Some(end) = view.end_time {
+            fields.insert("end_time".into(), Value::from(end.timestamp_millis()));
+        }
+        fields.insert(
+            "iterations".into(),
+            Value::Array((1..=view.iteration).map(Value::from).collect()),
+        );
+        if let Some(error) = view.error {
+            fields.insert("error".into(), error);
+        }
+        let mut variables = match fields.remove("variables") {
+            Some(Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        };
+        variables.insert("incoming".into(), Value::Object(view.incoming));
+        if view.finish_state.is_some() {
+            variables.insert("outgoing".into(), Value::Object(view.outgoing));
+        }
+        fields.insert("variables".into(), Value::Object(variables));
+        TaskDocument {
+            id: view.task.to_string(),
+            task: view.task.task_id,
+            status: view.status,
+            kind: view.kind.as_str(),
+            groups,
+            job: TaskJobDocument {
+                id: view.job.id,
+                name: view.job.name,
+                description: view.job.description,
+                status: view.job.status,
+            },
+            owner_assigned_by: view.owner.as_ref().map(|o| o.assigned_by.clone()),
+            owner_assigned_at: view.owner.as_ref().map(|o| millis(o.assigned_at)),
+            owner_username: view.owner.as_ref().and_then(|o| o.who.username.clone()),
+            owner: view.owner.map(|o| o.who.id),
+            finish_states: view.finish_states.iter().map(|s| s.as_str()).collect(),
+            fields,
+        }
+    }
+}
+
+/// A task read, claimed, assigned or released.
+pub type TaskEnvelope = Envelope<TaskDocument>;
+
+/// A page of tasks.
+pub type TaskListEnvelope = Envelope<Vec<TaskDocument>, JobListMetadata>;
+
+/// What a manual task shows and collects: its incoming values as resolved when it was
+/// scheduled (a ViewData task's header, body, buttons, variables, ...), what it collects (the
+/// workflow's outgoing values of the task) and the finish states a person may choose.
+#[derive(Debug, Serialize)]
+pub struct ManualController {
+    /// `<jobId>:<taskId>`.
+    #[serde(rename = "_id")]
+    pub id: String,
+    pub job: String,
+    pub task: String,
+    pub name: Value,
+    pub summary: Value,
+    pub description: Value,
+    /// The task's `view`, when the workflow gives one.
+    pub view: Value,
+    pub status: TaskStatus,
+    pub owner: Option<String>,
+    pub groups: Vec<String>,
+    pub incoming: serde_json::Map<String, Value>,
+    pub outgoing: Value,
+    pub finish_states: Vec<&'static str>,
+}
+
+impl From<TaskView> for ManualController {
+    fn from(view: TaskView) -> Self {
+        let groups = view.groups();
+        let field = |key: &str| view.fields.get(key).cloned().unwrap_or(Value::Null);
+        let outgoing = view
+            .fields
+            .get("variables")
+            .and_then(|v| v.get("outgoing"))
+            .cloned()
+            .unwrap_or_else(|| Value::Object(serde_json::Map::new()));
+        ManualController {
+            id: view.task.to_string(),
+            job: view.task.job_id.clone(),
+            task: view.task.task_id.clone(),
+            name: field("name"),
+            summary: field("summary"),
+            description: field("description"),
+            view: field("view"),
+            status: view.status,
+            owner: view.owner.map(|o| o.who.id),
+            groups,
+            incoming: view.incoming,
+            outgoing,
+            finish_states: view.finish_states.iter().map(|s| s.as_str()).collect(),
+        }
+    }
+}
+
+/// What a manual task shows.
+pub type ManualControllerEnvelope = Envelope<ManualController>;
 
 /// A page of workflow documents, in name order (Automation Studio's list, not an envelope).
 #[derive(Debug, Serialize)]

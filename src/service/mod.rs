@@ -2,6 +2,7 @@
 //! transactions are shared by the starts that arrive together (`group_commit`).
 
 mod group_commit;
+mod tasks;
 
 use chrono::Utc;
 use serde_json::Value;

@@ -12,6 +12,7 @@ pub mod idempotency;
 pub mod jobs;
 pub mod runs;
 mod sqlstate;
+pub mod tasks;
 pub mod workflows;
 
 use std::path::Path;

@@ -22,6 +22,7 @@ mod hostile_input;
 mod idempotency;
 mod limits;
 mod list_jobs;
+mod manual_tasks;
 mod metrics;
 mod openapi;
 mod postgres_tls;
