@@ -1024,13 +1024,7 @@ mod tests {
 
     #[test]
     fn other_workflow_engine_tasks_manual_tasks_and_adapter_tasks_are_not_builtins() {
-        for name in [
-            "childJob",
-            "transformation",
-            "forEach",
-            "Stub",
-            "ArrayPush",
-        ] {
+        for name in ["childJob", "transformation", "forEach", "Stub", "ArrayPush"] {
             assert_eq!(
                 Builtin::of(&task("WorkFlowEngine", "operation", name)),
                 None
