@@ -28,4 +28,5 @@ mod storage;
 mod telemetry;
 mod tls;
 mod transport;
+mod worker;
 mod workflows;
