@@ -139,20 +139,24 @@ pub async fn run(config: WorkerConfig, mut signals: mpsc::Receiver<()>) -> anyho
             }
         }
     }
-    let running = tasks.len();
     tracing::info!(
-        running,
+        running = tasks.len(),
         "stopping: no new tasks; finishing the running ones"
     );
-    tokio::select! {
-        _ = async { while tasks.join_next().await.is_some() {} } => {
-            tracing::info!("worker stopped");
-            Ok(())
-        }
-        _ = signals.recv() => {
-            tasks.abort_all();
-            while tasks.join_next().await.is_some() {}
-            bail!("stopped by a second signal: {} running tasks were killed and not reported", tasks.len().max(running))
+    loop {
+        tokio::select! {
+            next = tasks.join_next() => {
+                if next.is_none() {
+                    tracing::info!("worker stopped");
+                    return Ok(());
+                }
+            }
+            _ = signals.recv() => {
+                let killed = tasks.len();
+                tasks.abort_all();
+                while tasks.join_next().await.is_some() {}
+                bail!("stopped by a second signal: {killed} running tasks were killed and not reported");
+            }
         }
     }
 }
