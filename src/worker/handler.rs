@@ -45,8 +45,9 @@ pub enum Handler {
     },
 }
 
-/// The HTTP client of every `--http` handler: no proxy from the environment is taken
-/// implicitly; https:// endpoints are trusted through `--http-ca` only.
+/// The HTTP client of every `--http` handler. It follows no redirect (a handler answers for
+/// itself), honours the usual proxy variables (`HTTPS_PROXY`, `NO_PROXY`, ...), and trusts
+/// https:// endpoints through `--http-ca` only.
 pub fn http_client(config: &WorkerConfig) -> anyhow::Result<reqwest::Client> {
     let mut builder = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
@@ -120,6 +121,8 @@ async fn exec(program: &str, args: &[String], input: Vec<u8>, limits: &Limits) -
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
+        // The worker's own secret is not the handler's business.
+        .env_remove("JOB_SERVICE_TOKEN")
         // A group of its own, so that stopping the task stops everything it started.
         .process_group(0);
     let mut child = match command.spawn() {

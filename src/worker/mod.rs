@@ -33,6 +33,10 @@ use handler::{Handler, Limits, TaskResult};
 /// tail this long.
 pub const MAX_ERROR_MESSAGE: usize = 4096;
 
+/// Largest task message taken from the service: the service's bound on a job's variables
+/// (16 MiB), with room for the rest of the message.
+const MAX_TASK_MESSAGE: usize = 20 * 1024 * 1024;
+
 /// How often a failed CompleteTask is sent again (Unavailable, a dropped connection) before
 /// the task is left to its lease, which offers it again.
 const COMPLETE_ATTEMPTS: u32 = 6;
@@ -43,7 +47,7 @@ const BACKOFF_LAST: Duration = Duration::from_secs(30);
 
 /// Heartbeats come every third of what is left of the lease, within these bounds (the lower
 /// keeps a very short lease from turning into a busy loop).
-const HEARTBEAT_MIN: Duration = Duration::from_millis(50);
+const HEARTBEAT_MIN: Duration = Duration::from_millis(100);
 const HEARTBEAT_MAX: Duration = Duration::from_secs(600);
 
 /// Runs the worker until the first message on `signals` (SIGTERM, SIGINT): then it stops
@@ -287,7 +291,9 @@ impl Worker {
             format!("{host}-{}", std::process::id())
         });
         Ok(Worker {
-            client: WorkerServiceClient::new(channel).max_decoding_message_size(8 * 1024 * 1024),
+            // A task's incoming values may be as large as the service lets a job's variables
+            // be; tonic's default (4 MiB) would refuse such a task on every poll.
+            client: WorkerServiceClient::new(channel).max_decoding_message_size(MAX_TASK_MESSAGE),
             token,
             worker_id,
             handlers,

@@ -12,7 +12,7 @@ use axum::Json;
 use job_service::grpc::pb;
 use serde_json::{json, Value};
 
-use crate::helpers::TestApp;
+use crate::helpers::{fresh_database, TestApp};
 
 const APP: &str = "Infoblox";
 
@@ -89,15 +89,20 @@ impl Scratch {
 
     /// Starts `job-service worker` for `app` with a worker's token in a file and `args`.
     fn worker(&self, app: &TestApp, args: &[&str]) -> Worker {
-        let token = self.path("worker.token");
-        std::fs::write(&token, app.token("worker-1", &["worker"], &[])).unwrap();
+        self.worker_with_token(app, &app.token("worker-1", &["worker"], &[]), args)
+    }
+
+    /// [`Scratch::worker`] with `token` in its token file.
+    fn worker_with_token(&self, app: &TestApp, token: &str, args: &[&str]) -> Worker {
+        let token_file = self.path(&format!("{}.token", rand::random::<u32>()));
+        std::fs::write(&token_file, token).unwrap();
         let log = self.path(&format!("worker-{}.log", rand::random::<u32>()));
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_job-service"))
             .arg("worker")
             .arg("--grpc-addr")
             .arg(app.addr.to_string())
             .arg("--token-file")
-            .arg(&token)
+            .arg(&token_file)
             .args(args)
             .env_remove("JOB_SERVICE_TOKEN")
             .stdin(Stdio::null())
@@ -430,4 +435,58 @@ async fn bad_command_lines_get_an_error_naming_the_flag() {
     let (code, stderr) = run(&["--exec", "A=x", "--token-file", "/nonexistent/token"]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("--token-file"), "{stderr}");
+}
+
+#[tokio::test]
+async fn the_worker_polls_again_when_the_service_comes_back() {
+    // Both instances verify tokens with one secret, so the worker's token outlives the first.
+    let secret_dir = tempfile::tempdir().unwrap();
+    let secret = secret_dir.path().join("secret");
+    std::fs::write(&secret, format!("{:064x}", rand::random::<u128>())).unwrap();
+    let database_url = fresh_database().await;
+    let with_secret = |config: &mut job_service::config::ServeConfig| {
+        config.keys.jwt_secret_file = Some(secret.clone());
+    };
+    let first = TestApp::spawn_on(database_url.clone(), with_secret).await;
+    first.create_workflow(&workflow("Create")).await;
+    let addr = first.addr;
+    let scratch = Scratch::new();
+    let script = scratch.script("echo.sh", ECHO);
+    let worker = scratch.worker(&first, &["--exec", &format!("{APP}={script}")]);
+    let id = start(&first, "Create", "10.0.1.0/24").await;
+    job_when(&first, &id, Duration::from_secs(20), &worker, ended).await;
+    drop(first);
+    // The port is free once the first instance has stopped.
+    for _ in 0..200 {
+        if std::net::TcpListener::bind(addr).is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let second = TestApp::spawn_on(database_url, |config| {
+        with_secret(config);
+        config.grpc_addr = addr;
+    })
+    .await;
+    let id = start(&second, "Create", "10.0.2.0/24").await;
+    let job = job_when(&second, &id, Duration::from_secs(30), &worker, ended).await;
+    assert_eq!(job["status"], "complete", "{job}");
+    assert_eq!(
+        job["variables"]["created"]["incoming"]["network"],
+        "10.0.2.0/24"
+    );
+    let log = worker.log();
+    assert_eq!(log.matches("polling for tasks").count(), 2, "{log}");
+}
+
+#[tokio::test]
+async fn a_token_without_the_worker_role_stops_the_worker_with_the_services_answer() {
+    let app = TestApp::spawn().await;
+    let scratch = Scratch::new();
+    let reader = app.token("reader", &["apiread"], &[]);
+    let mut worker = scratch.worker_with_token(&app, &reader, &["--exec", "Infoblox=true"]);
+    let status = worker.exit(Duration::from_secs(20)).await;
+    assert_eq!(status.code(), Some(1));
+    let log = worker.log();
+    assert!(log.contains("refused to hand out tasks"), "{log}");
 }
