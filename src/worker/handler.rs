@@ -153,6 +153,12 @@ async fn exec(program: &str, args: &[String], input: Vec<u8>, limits: &Limits) -
         read_tail(stderr, MAX_ERROR_MESSAGE),
         child.wait()
     );
+    // Before the exit status: a program stopped for writing too much dies of SIGPIPE, and
+    // the output's size is what went wrong.
+    let output = match output {
+        Ok(output) => output,
+        Err(why) => return TaskResult::error(format!("{program}: {why}")),
+    };
     let status = match status {
         Ok(status) => status,
         Err(error) => return TaskResult::error(format!("waiting for {program} failed: {error}")),
@@ -174,10 +180,7 @@ async fn exec(program: &str, args: &[String], input: Vec<u8>, limits: &Limits) -
             errors.to_owned()
         });
     }
-    match output {
-        Ok(output) => result_from(&output),
-        Err(why) => TaskResult::error(format!("{program}: {why}")),
-    }
+    result_from(&output)
 }
 
 async fn http(client: &reqwest::Client, url: &str, body: Vec<u8>, limits: &Limits) -> TaskResult {

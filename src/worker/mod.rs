@@ -59,6 +59,7 @@ pub async fn run(config: WorkerConfig, mut signals: mpsc::Receiver<()>) -> anyho
     let slots = Arc::new(Semaphore::new(max_tasks));
     let mut tasks: JoinSet<()> = JoinSet::new();
     let mut backoff = BACKOFF_FIRST;
+    let mut refused = None;
     tracing::info!(
         worker_id = %worker.worker_id,
         apps = ?worker.apps(),
@@ -81,10 +82,12 @@ pub async fn run(config: WorkerConfig, mut signals: mpsc::Receiver<()>) -> anyho
         let mut stream = match opened {
             Ok(stream) => stream,
             Err(status) if is_fatal(&status) => {
-                bail!(
+                // The running tasks still finish and report before the worker stops.
+                refused = Some(anyhow::anyhow!(
                     "the service refused to hand out tasks: {}",
                     status.message()
-                )
+                ));
+                break 'poll;
             }
             Err(status) => {
                 tracing::warn!(code = ?status.code(), message = status.message(), retry_in = ?backoff, "could not poll for tasks");
@@ -152,7 +155,7 @@ pub async fn run(config: WorkerConfig, mut signals: mpsc::Receiver<()>) -> anyho
             next = tasks.join_next() => {
                 if next.is_none() {
                     tracing::info!("worker stopped");
-                    return Ok(());
+                    return refused.map_or(Ok(()), Err);
                 }
             }
             _ = signals.recv() => {

@@ -322,6 +322,27 @@ async fn a_command_past_the_task_timeout_is_killed_and_the_task_errors() {
 }
 
 #[tokio::test]
+async fn a_result_larger_than_max_output_ends_the_task_in_error() {
+    let app = TestApp::spawn().await;
+    app.create_workflow(&workflow("Create")).await;
+    let scratch = Scratch::new();
+    // Writes without end: the worker stops reading at the bound, which stops the program.
+    let script = scratch.script("chatty.sh", "cat >/dev/null\nyes '{\"outgoing\": {}}'");
+    let worker = scratch.worker(
+        &app,
+        &["--exec", &format!("{APP}={script}"), "--max-output", "1KiB"],
+    );
+    let id = start(&app, "Create", "10.0.1.0/24").await;
+    let job = job_when(&app, &id, Duration::from_secs(20), &worker, ended).await;
+    assert_eq!(job["status"], "error", "{job}");
+    let message = job["variables"]["createError"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("larger than --max-output (1024 bytes)"),
+        "{job}"
+    );
+}
+
+#[tokio::test]
 async fn heartbeats_keep_a_task_that_outlasts_its_lease() {
     let app = TestApp::spawn_with(|config| config.task_lease = "1s".parse().unwrap()).await;
     app.create_workflow(&workflow("Create")).await;
