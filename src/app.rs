@@ -61,6 +61,7 @@ impl App {
             max_connections: config.db_max_connections,
             acquire_timeout: config.db_acquire_timeout.into(),
             statement_timeout: config.db_statement_timeout.into(),
+            startup_timeout: config.db_startup_timeout.into(),
         };
         let (store, cluster) = Store::open(
             config
@@ -100,6 +101,7 @@ impl App {
                 let engine = Arc::new(Engine::new(
                     store,
                     service.graphs(),
+                    service.workflows(),
                     crate::engine::Settings {
                         limits: run_limits,
                         sweep: config.engine_sweep.into(),

@@ -117,6 +117,11 @@ pub struct ServeConfig {
     #[arg(long, env = "JOB_SERVICE_DB_STATEMENT_TIMEOUT", default_value = "10s")]
     pub db_statement_timeout: humantime::Duration,
 
+    /// How long startup waits for a database that cannot be reached yet (refused, unreachable,
+    /// still starting), trying again with a doubling delay; other failures stop it at once.
+    #[arg(long, env = "JOB_SERVICE_DB_STARTUP_TIMEOUT", default_value = "60s")]
+    pub db_startup_timeout: humantime::Duration,
+
     /// Largest number of calls in flight at once, both front doors together; more are refused
     /// with RESOURCE_EXHAUSTED / 429 rather than queued.
     #[arg(long, env = "JOB_SERVICE_MAX_IN_FLIGHT", default_value_t = 2048)]
@@ -204,7 +209,7 @@ pub struct ServeConfig {
     pub engine_sweep: humantime::Duration,
 
     /// How long StartJob idempotency keys are kept (at least 24 hours is promised to clients).
-    #[arg(long, env = "JOB_SERVICE_IDEMPOTENCY_RETENTION", default_value = "24h")]
+    #[arg(long, env = "JOB_SERVICE_IDEMPOTENCY_RETENTION", default_value = "24h", value_parser = at_least_a_day)]
     pub idempotency_retention: humantime::Duration,
 
     /// Log line format.
@@ -480,6 +485,19 @@ fn positive_duration(text: &str) -> Result<humantime::Duration, String> {
     Ok(duration)
 }
 
+/// A retention of at least the 24 hours clients are promised: a retried StartJob within a day
+/// finds the job its first try started.
+fn at_least_a_day(text: &str) -> Result<humantime::Duration, String> {
+    let duration: humantime::Duration = text.parse().map_err(|e| format!("{e}"))?;
+    if std::time::Duration::from(duration) < std::time::Duration::from_secs(86_400) {
+        return Err(
+            "must be at least 24h: clients are promised that a retry within a day finds its job"
+                .to_owned(),
+        );
+    }
+    Ok(duration)
+}
+
 impl ServeConfig {
     /// Defaults, as if no flag and no environment variable were given.
     pub fn defaults() -> Self {
@@ -511,6 +529,17 @@ mod tests {
         assert_eq!(token.groups.len(), 2);
         assert_eq!(token.roles, ["operations", "apiread"]);
         assert_eq!(std::time::Duration::from(token.ttl).as_secs(), 900);
+    }
+
+    #[test]
+    fn idempotency_keys_are_kept_at_least_the_promised_day() {
+        let refused = ServeConfig::try_parse_from(["serve", "--idempotency-retention", "1h"])
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("--idempotency-retention"), "{refused}");
+        assert!(refused.contains("at least 24h"), "{refused}");
+        let kept = ServeConfig::try_parse_from(["serve", "--idempotency-retention", "7days"]);
+        assert!(kept.is_ok());
     }
 
     #[test]

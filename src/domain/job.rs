@@ -29,6 +29,15 @@ pub enum JobStatus {
 }
 
 impl JobStatus {
+    /// Whether a job with this status has ended (nothing of it runs any more, unless a
+    /// task of one that ended in error is retried).
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Complete | JobStatus::Error | JobStatus::Canceled
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             JobStatus::Running => "running",

@@ -80,6 +80,33 @@ pub struct TaskRun {
     pub error: Option<Value>,
     /// When a scheduled timer (delay, retry delay) is due.
     pub due_at: Option<DateTime<Utc>>,
+    /// How far a task that runs in parts has got (child jobs, a loop).
+    pub progress: Option<Progress>,
+}
+
+/// How far a WorkFlowEngine task that runs in parts has got, kept with its run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Progress {
+    /// A `childJob` task: the child jobs started (in `data_array` order) and the variables of
+    /// those still to start (a sequential loop starts one when the one before it ended).
+    Children {
+        workflow: String,
+        /// Whether the task loops over `data_array` (its `job_details` is then `{"loop": [...]}`).
+        looped: bool,
+        sequential: bool,
+        started: Vec<String>,
+        pending: Vec<Map<String, Value>>,
+    },
+    /// A `forEach` task: the index of the element of its `data_array` the loop body runs for.
+    Items { index: usize },
+}
+
+/// What a step knows of a child job: its status and, once it ended, its variables.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChildOutcome {
+    pub status: JobStatus,
+    pub variables: Option<Map<String, Value>>,
 }
 
 /// What a step did, for the events a watcher sees.
@@ -110,6 +137,12 @@ pub struct RunningJob {
     pub events: Vec<Event>,
     pub job_changed: bool,
     pub offers: bool,
+    /// What is known of the child jobs of the job's childJob tasks under way, by child id
+    /// (loaded with the job); `None` when the loader did not look.
+    pub children: Option<HashMap<String, ChildOutcome>>,
+    /// Set by a step: childJob tasks whose children must be started now (the engine's step
+    /// loop starts them; until it does, the task's timer keeps the job due).
+    pub spawns: Vec<String>,
 }
 
 impl RunningJob {
@@ -151,6 +184,8 @@ impl RunningJob {
             events: Vec::new(),
             job_changed: false,
             offers: false,
+            children: None,
+            spawns: Vec::new(),
         }
     }
 
@@ -181,8 +216,8 @@ impl RunningJob {
         self.runs
             .values()
             .filter_map(|run| match (run.status, &run.runner) {
-                (TaskStatus::Scheduled, _) => run.due_at,
-                (TaskStatus::Running, Runner::Worker { .. }) => run.due_at,
+                // A worker's lease, or a childJob task whose children are still to start.
+                (TaskStatus::Scheduled | TaskStatus::Running, _) => run.due_at,
                 _ => None,
             })
             .min()
@@ -199,6 +234,23 @@ impl RunningJob {
             None if task == WORKFLOW_START => Some(FinishState::Success),
             None => None,
         }
+    }
+
+    /// Whether the transition from `source` in `state` fired: known once `source` finished;
+    /// a `loop` transition fires while its forEach task runs its loop body. None while it is
+    /// not known yet.
+    pub(crate) fn fired(&self, source: &str, state: &str) -> Option<bool> {
+        if state == "loop" {
+            let looping = self.runs.get(source).is_some_and(|run| {
+                run.status == TaskStatus::Running
+                    && matches!(run.progress, Some(Progress::Items { .. }))
+            });
+            if looping {
+                return Some(true);
+            }
+        }
+        self.finish_state(source)
+            .map(|finish| finish.as_str() == state)
     }
 
     /// Whether the task started in the current iteration (it is under way or finished).
@@ -419,6 +471,12 @@ pub fn overlay(
         );
         if let Some(error) = &run.error {
             put("error", error.clone());
+        }
+        if let Some(Progress::Children { started, .. }) = &run.progress {
+            put(
+                "childJobs",
+                Value::Array(started.iter().map(|id| Value::from(id.as_str())).collect()),
+            );
         }
         if run.status != TaskStatus::Incomplete {
             let mut variables = match fields.get("variables") {

@@ -22,8 +22,9 @@ use serde_json::{json, Map, Value};
 
 use super::builtin::{self, Builtin, Outcome};
 use super::variables::{self, Scope};
+use super::{children, loops};
 use crate::domain::graph::{JobTask, TaskStatus, WORKFLOW_END, WORKFLOW_START};
-use crate::domain::run::{FinishState, Runner, RunningJob, TaskRun};
+use crate::domain::run::{FinishState, Progress, Runner, RunningJob, TaskRun};
 use crate::domain::{json, Error, JobStatus, TaskGraph};
 
 /// Bounds on what one job may make the engine do.
@@ -89,8 +90,8 @@ fn dead<'g>(
     let mut all_resolved = true;
     let mut fired = false;
     for &(source, state) in predecessors {
-        match job.finish_state(source) {
-            Some(finish) => fired |= finish.as_str() == state,
+        match job.fired(source, state) {
+            Some(yes) => fired |= yes,
             None if dead(source, job, edges, memo) => {}
             None => all_resolved = false,
         }
@@ -116,8 +117,8 @@ fn ready<'g>(
     };
     let mut fired = false;
     for &(source, state) in predecessors {
-        match job.finish_state(source) {
-            Some(finish) => fired |= finish.as_str() == state,
+        match job.fired(source, state) {
+            Some(yes) => fired |= yes,
             None if dead(source, job, edges, memo) => {}
             None => return false,
         }
@@ -133,8 +134,20 @@ pub fn advance(job: &mut RunningJob, graph: &TaskGraph, now: DateTime<Utc>, limi
         return;
     }
     expire_and_fire_timers(job, graph, now, limits);
-    let edges = incoming_edges(graph);
     let mut forced: BTreeSet<String> = BTreeSet::new();
+    let waiting_for_children: Vec<String> = job
+        .runs
+        .iter()
+        .filter(|(_, run)| run.status == TaskStatus::Running)
+        .filter(|(_, run)| matches!(run.progress, Some(Progress::Children { .. })))
+        .map(|(id, _)| id.clone())
+        .collect();
+    for id in waiting_for_children {
+        if let Some(targets) = child_jobs_moved(job, graph, &id, now, limits) {
+            forced.extend(targets);
+        }
+    }
+    let edges = incoming_edges(graph);
     loop {
         if job.status != JobStatus::Running {
             return;
@@ -147,7 +160,16 @@ pub fn advance(job: &mut RunningJob, graph: &TaskGraph, now: DateTime<Utc>, limi
             .cloned()
             .collect();
         if next.is_empty() {
-            break;
+            // Nothing more runs now: a forEach whose loop body is done goes on to its next
+            // element (or finishes), and what that makes ready runs.
+            match next_pass(job, graph, now, limits) {
+                Pass::None => break,
+                Pass::Moved => continue,
+                Pass::Finished(targets) => {
+                    forced.extend(targets);
+                    continue;
+                }
+            }
         }
         forced.clear();
         for id in next {
@@ -296,6 +318,7 @@ fn start(
             outgoing: Map::new(),
             error: None,
             due_at: None,
+            progress: None,
         },
     );
     job.touched.insert(id.to_owned());
@@ -314,6 +337,83 @@ fn start(
         return None;
     }
     match runner {
+        Runner::Engine if children::is_child_job(task) => {
+            let plan = {
+                let outgoing_of = |task_id: &str| job.runs.get(task_id).map(|run| &run.outgoing);
+                let scope = Scope {
+                    job: &job.variables,
+                    tasks: &outgoing_of,
+                };
+                children::plan(&job.runs[id].incoming, &scope)
+            };
+            job.event(id, "task", "running", "", now);
+            match plan {
+                Ok(progress) => {
+                    let run = job.runs.get_mut(id).expect("started");
+                    run.status = TaskStatus::Running;
+                    run.progress = Some(progress);
+                    child_jobs_moved(job, graph, id, now, limits)
+                }
+                Err(message) => finish(
+                    job,
+                    graph,
+                    id,
+                    FinishState::Error,
+                    Map::new(),
+                    Vec::new(),
+                    Some(json!(message)),
+                    now,
+                    limits,
+                ),
+            }
+        }
+        Runner::Engine if loops::is_for_each(task) => {
+            job.event(id, "task", "running", "", now);
+            let items = match job.runs[id].incoming.get("data_array") {
+                Some(Value::Array(items)) if items.len() <= loops::MAX_ITEMS => Ok(items),
+                Some(Value::Array(items)) => Err(format!(
+                    "forEach: data_array has {} elements; a loop runs at most {}",
+                    items.len(),
+                    loops::MAX_ITEMS
+                )),
+                other => Err(format!(
+                    "forEach: data_array must be an array, not {}",
+                    other.map_or("missing".to_owned(), |v| json::type_name(v).to_owned())
+                )),
+            };
+            match items.map(|items| items.first().cloned()) {
+                Ok(Some(first)) => {
+                    let run = job.runs.get_mut(id).expect("started");
+                    run.status = TaskStatus::Running;
+                    run.progress = Some(Progress::Items { index: 0 });
+                    run.outgoing = Map::from_iter([("current_item".to_owned(), first)]);
+                    None
+                }
+                // Nothing to loop over: what follows the loop runs at once.
+                Ok(None) => finish(
+                    job,
+                    graph,
+                    id,
+                    FinishState::Success,
+                    Map::new(),
+                    Vec::new(),
+                    None,
+                    now,
+                    limits,
+                ),
+                Err(message) => finish(
+                    job,
+                    graph,
+                    id,
+                    FinishState::Error,
+                    Map::new(),
+                    Vec::new(),
+                    Some(json!(message)),
+                    now,
+                    limits,
+                ),
+            }
+        }
         Runner::Engine => {
             let builtin = Builtin::of(&task.fields).expect("the runner says it is built in");
             let outcome = {
@@ -343,7 +443,11 @@ fn start(
 /// Who runs a task: the service (a WorkFlowEngine task it implements), a person (a manual
 /// task), or a worker serving its app (everything else; nothing is skipped).
 pub fn runner_of(task: &JobTask, id: &str) -> Runner {
-    if id == WORKFLOW_END || Builtin::of(&task.fields).is_some() {
+    if id == WORKFLOW_END
+        || Builtin::of(&task.fields).is_some()
+        || children::is_child_job(task)
+        || loops::is_for_each(task)
+    {
         return Runner::Engine;
     }
     if task.fields.get("type").and_then(Value::as_str) == Some("manual") {
@@ -357,6 +461,124 @@ pub fn runner_of(task: &JobTask, id: &str) -> Runner {
     Runner::Worker {
         app: app.to_owned(),
     }
+}
+
+/// Moves a childJob task on by what is known of its children: asks for children to be
+/// started (and keeps the job due until they are), or finishes it once they all ended.
+/// Returns the targets of revert transitions it fired.
+fn child_jobs_moved(
+    job: &mut RunningJob,
+    graph: &TaskGraph,
+    id: &str,
+    now: DateTime<Utc>,
+    limits: &Limits,
+) -> Option<Vec<String>> {
+    let check = {
+        let progress = job.runs.get(id)?.progress.as_ref()?;
+        children::check(progress, job.children.as_ref())
+    };
+    match check {
+        children::Check::Wait => None,
+        children::Check::Start => {
+            if !job.spawns.iter().any(|s| s == id) {
+                job.spawns.push(id.to_owned());
+            }
+            // Until the step loop has started them, the job stays due.
+            job.runs.get_mut(id).expect("checked").due_at = Some(now);
+            job.touched.insert(id.to_owned());
+            None
+        }
+        children::Check::Done {
+            finish_state,
+            outgoing,
+            error,
+        } => finish(
+            job,
+            graph,
+            id,
+            finish_state,
+            outgoing,
+            Vec::new(),
+            error.map(Value::from),
+            now,
+            limits,
+        ),
+    }
+}
+
+/// What [`next_pass`] did.
+enum Pass {
+    /// No forEach task's loop body is done.
+    None,
+    /// A forEach task's loop body runs again, for its next element.
+    Moved,
+    /// A forEach task ran its body for its last element and finished; the revert
+    /// transitions it fired lead to these.
+    Finished(Vec<String>),
+}
+
+/// Moves on the first forEach task under way whose loop body is done (nothing of it is
+/// scheduled or running): to its next element, its body's tasks not reached again, or to
+/// its end.
+fn next_pass(job: &mut RunningJob, graph: &TaskGraph, now: DateTime<Utc>, limits: &Limits) -> Pass {
+    let looping: Vec<(String, usize)> = job
+        .runs
+        .iter()
+        .filter(|(_, run)| run.status == TaskStatus::Running)
+        .filter_map(|(id, run)| match run.progress {
+            Some(Progress::Items { index }) => Some((id.clone(), index)),
+            _ => None,
+        })
+        .collect();
+    for (id, index) in looping {
+        let body = loops::body(graph, &id);
+        let busy = body.iter().any(|task| {
+            job.runs.get(task).is_some_and(|run| {
+                matches!(run.status, TaskStatus::Scheduled | TaskStatus::Running)
+            })
+        });
+        if busy {
+            continue;
+        }
+        let run = job.runs.get_mut(&id).expect("listed above");
+        let next = match run.incoming.get("data_array") {
+            Some(Value::Array(items)) => items.get(index + 1).cloned(),
+            _ => None,
+        };
+        let Some(item) = next else {
+            let outgoing = std::mem::take(&mut run.outgoing);
+            let reverts = finish(
+                job,
+                graph,
+                &id,
+                FinishState::Success,
+                outgoing,
+                Vec::new(),
+                None,
+                now,
+                limits,
+            );
+            return Pass::Finished(reverts.unwrap_or_default());
+        };
+        run.progress = Some(Progress::Items { index: index + 1 });
+        run.outgoing = Map::from_iter([("current_item".to_owned(), item)]);
+        job.touched.insert(id.clone());
+        // The body runs afresh: its tasks are not reached, and a pass's runs do not count
+        // toward the bound on runs of a task (that bounds revert loops, not arrays).
+        for task in &body {
+            if let Some(run) = job.runs.get_mut(task) {
+                run.status = TaskStatus::Incomplete;
+                run.finish_state = None;
+                run.retries = 0;
+                run.iteration = 0;
+                run.due_at = None;
+                run.progress = None;
+                job.touched.insert(task.clone());
+            }
+        }
+        return Pass::Moved;
+    }
+    Pass::None
 }
 
 fn task_variables(task: &JobTask, which: &str) -> Map<String, Value> {
@@ -1337,5 +1559,203 @@ mod tests {
         }
         assert_eq!(status(&j, "a"), Some(TaskStatus::Error));
         assert_eq!(j.status, JobStatus::Error);
+    }
+
+    /// workflow_start -> fe (forEach over `$var.job.items`) -loop-> body (a task of `app`, its
+    /// `device` the current item) ; fe -success-> workflow_end.
+    fn for_each(app: &str) -> TaskGraph {
+        let body = match app {
+            "stub" => json!({"name": "stub", "app": "WorkFlowEngine", "type": "automatic",
+                             "variables": {"incoming": {}, "outgoing": {}}}),
+            app => json!({"name": "run", "app": app, "type": "automatic",
+                          "variables": {"incoming": {"device": "$var.fe.current_item"},
+                                        "outgoing": {}}}),
+        };
+        let tasks = json!({
+            "workflow_start": {"name": "workflow_start"},
+            "workflow_end": {"name": "workflow_end"},
+            "fe": {"name": "forEach", "app": "WorkFlowEngine", "type": "operation",
+                   "variables": {"incoming": {"data_array": "$var.job.items"},
+                                 "outgoing": {"current_item": null}}},
+            "body": body,
+        });
+        let transitions = json!({
+            "workflow_start": {"fe": {"state": "success", "type": "standard"}},
+            "fe": {"body": {"state": "loop", "type": "standard"},
+                   "workflow_end": {"state": "success", "type": "standard"}},
+            "body": {}, "workflow_end": {},
+        });
+        TaskGraph::build(&object(tasks), &object(transitions))
+    }
+
+    fn job_with(variables: Value) -> RunningJob {
+        RunningJob::new(
+            "0123456789abcdef01234567".into(),
+            JobStatus::Running,
+            object(variables),
+            Vec::new(),
+        )
+    }
+
+    #[test]
+    fn a_for_each_runs_its_body_once_per_element_then_goes_on() {
+        let g = for_each("Netbox");
+        let mut j = job_with(json!({"items": ["r1", "r2", "r3"]}));
+        advance(&mut j, &g, now(), &Limits::default());
+        for item in ["r1", "r2", "r3"] {
+            assert_eq!(status(&j, "fe"), Some(TaskStatus::Running));
+            assert_eq!(status(&j, "body"), Some(TaskStatus::Scheduled));
+            assert_eq!(j.runs["body"].incoming["device"], json!(item));
+            assert_eq!(j.status, JobStatus::Running);
+            done(&mut j, &g, "body", FinishState::Success);
+        }
+        assert_eq!(status(&j, "fe"), Some(TaskStatus::Complete));
+        assert_eq!(j.runs["fe"].finish_state, Some(FinishState::Success));
+        assert_eq!(j.status, JobStatus::Complete);
+    }
+
+    #[test]
+    fn a_pass_that_ends_in_error_does_not_stop_the_loop() {
+        let g = for_each("Netbox");
+        let mut j = job_with(json!({"items": ["r1", "r2"]}));
+        advance(&mut j, &g, now(), &Limits::default());
+        done(&mut j, &g, "body", FinishState::Error);
+        assert_eq!(j.runs["body"].incoming["device"], json!("r2"));
+        done(&mut j, &g, "body", FinishState::Success);
+        assert_eq!(j.status, JobStatus::Complete);
+    }
+
+    #[test]
+    fn a_loop_longer_than_the_revert_bound_runs_every_pass() {
+        let g = for_each("stub");
+        let items: Vec<Value> = (0..250).map(Value::from).collect();
+        let mut j = job_with(json!({ "items": items }));
+        advance(&mut j, &g, now(), &Limits::default());
+        assert_eq!(j.status, JobStatus::Complete, "{:?}", j.errors);
+        let passes = j
+            .events
+            .iter()
+            .filter(|e| e.task_id == "body" && e.status == "complete")
+            .count();
+        assert_eq!(passes, 250);
+    }
+
+    #[test]
+    fn a_for_each_over_nothing_goes_on_and_over_a_non_array_errs() {
+        let g = for_each("Netbox");
+        let mut j = job_with(json!({"items": []}));
+        advance(&mut j, &g, now(), &Limits::default());
+        assert_eq!(status(&j, "body"), None, "the body never runs");
+        assert_eq!(j.status, JobStatus::Complete);
+
+        let mut j = job_with(json!({"items": "r1"}));
+        advance(&mut j, &g, now(), &Limits::default());
+        assert_eq!(status(&j, "fe"), Some(TaskStatus::Error));
+        let message = j.runs["fe"].error.as_ref().unwrap().as_str().unwrap();
+        assert!(
+            message.contains("data_array must be an array, not a string"),
+            "{message}"
+        );
+    }
+
+    fn child_job(loop_type: &str, data_array: Value) -> TaskGraph {
+        let tasks = json!({
+            "workflow_start": {"name": "workflow_start"},
+            "workflow_end": {"name": "workflow_end"},
+            "cj": {"name": "childJob", "app": "WorkFlowEngine", "type": "operation",
+                   "variables": {"incoming": {
+                        "workflow": "Child", "loopType": loop_type, "data_array": data_array,
+                        "task": "", "transformation": "",
+                        "variables": {"device": {"task": "job", "value": "device"}}},
+                     "outgoing": {"job_details": "$var.job.details"}}},
+        });
+        let transitions = json!({
+            "workflow_start": {"cj": {"state": "success", "type": "standard"}},
+            "cj": {"workflow_end": {"state": "success", "type": "standard"}},
+            "workflow_end": {},
+        });
+        TaskGraph::build(&object(tasks), &object(transitions))
+    }
+
+    /// Marks the children of `task` as started with ids `c0`, `c1`, ... as the step loop
+    /// would.
+    fn children_started(j: &mut RunningJob, task: &str) {
+        j.spawns.clear();
+        let run = j.runs.get_mut(task).unwrap();
+        let Some(Progress::Children {
+            started,
+            pending,
+            sequential,
+            ..
+        }) = &mut run.progress
+        else {
+            panic!("no children")
+        };
+        let take = if *sequential { 1 } else { pending.len() };
+        for _ in 0..take {
+            pending.remove(0);
+            started.push(format!("c{}", started.len()));
+        }
+        run.due_at = None;
+    }
+
+    fn child_ended(j: &mut RunningJob, id: &str, status: JobStatus, variables: Value) {
+        j.children.get_or_insert_with(Default::default).insert(
+            id.to_owned(),
+            crate::domain::run::ChildOutcome {
+                status,
+                variables: Some(object(variables)),
+            },
+        );
+    }
+
+    #[test]
+    fn a_child_job_task_asks_for_its_child_waits_and_takes_its_variables() {
+        let g = child_job("", json!(""));
+        let mut j = job();
+        advance(&mut j, &g, now(), &Limits::default());
+        assert_eq!(status(&j, "cj"), Some(TaskStatus::Running));
+        assert_eq!(j.spawns, ["cj"]);
+        assert_eq!(
+            j.next_wakeup(),
+            Some(now()),
+            "due until its child is started"
+        );
+        children_started(&mut j, "cj");
+        j.children = Some(Default::default());
+        advance(&mut j, &g, now(), &Limits::default());
+        assert_eq!(
+            status(&j, "cj"),
+            Some(TaskStatus::Running),
+            "waits: c0 unknown"
+        );
+        child_ended(&mut j, "c0", JobStatus::Complete, json!({"result": "ok"}));
+        advance(&mut j, &g, now(), &Limits::default());
+        assert_eq!(status(&j, "cj"), Some(TaskStatus::Complete));
+        assert_eq!(j.variables["details"], json!({"result": "ok", "_id": "c0"}));
+        assert_eq!(j.status, JobStatus::Complete);
+    }
+
+    #[test]
+    fn a_sequential_child_loop_starts_each_after_the_last_and_a_failed_child_errs() {
+        let g = child_job("sequential", json!([{"n": 1}, {"n": 2}]));
+        let mut j = job();
+        j.children = Some(Default::default());
+        advance(&mut j, &g, now(), &Limits::default());
+        children_started(&mut j, "cj");
+        child_ended(&mut j, "c0", JobStatus::Error, json!({"n": 1}));
+        advance(&mut j, &g, now(), &Limits::default());
+        assert_eq!(j.spawns, ["cj"], "the second child is asked for");
+        children_started(&mut j, "cj");
+        advance(&mut j, &g, now(), &Limits::default());
+        assert!(j.spawns.is_empty(), "waits for c1");
+        child_ended(&mut j, "c1", JobStatus::Complete, json!({"n": 2}));
+        advance(&mut j, &g, now(), &Limits::default());
+        assert_eq!(status(&j, "cj"), Some(TaskStatus::Error));
+        assert_eq!(
+            j.runs["cj"].outgoing["job_details"],
+            json!({"loop": [{"n": 1, "_id": "c0"}, {"n": 2, "_id": "c1"}]})
+        );
+        assert_eq!(j.status, JobStatus::Error, "no error transition");
     }
 }

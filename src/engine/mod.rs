@@ -15,7 +15,9 @@
 
 pub mod advance;
 pub mod builtin;
+pub mod children;
 mod completions;
+pub mod loops;
 pub mod variables;
 mod watch;
 mod workers;
@@ -32,9 +34,10 @@ pub use advance::Limits;
 
 use crate::batch::Batcher;
 use crate::domain::run::{
-    Heartbeat, JobControl, JobEvent, Runner, TaskResult, WorkerTask, MAX_JOB_IDS,
+    Heartbeat, JobControl, JobEvent, Progress, Runner, TaskResult, WorkerTask, MAX_JOB_IDS,
 };
 use crate::domain::{Action, Caller, Error, JobId, TaskGraph};
+use crate::store::compiled::CompiledWorkflows;
 use crate::store::graphs::GraphCache;
 use crate::store::runs::{self, Lease, LockedJob};
 use crate::store::{Store, Tx};
@@ -76,6 +79,8 @@ impl Default for Settings {
 pub struct Engine {
     store: Store,
     graphs: Arc<GraphCache>,
+    /// Compiled workflows, to start child jobs from.
+    workflows: Arc<CompiledWorkflows>,
     settings: Settings,
     /// Wakes the step loop (new jobs, finished tasks, due timers).
     wakeups: Notify,
@@ -94,7 +99,12 @@ const POISON_DELAY: Duration = Duration::from_secs(60);
 pub type ControlOutcome = (String, Result<(), Error>);
 
 impl Engine {
-    pub fn new(store: Store, graphs: Arc<GraphCache>, settings: Settings) -> Self {
+    pub fn new(
+        store: Store,
+        graphs: Arc<GraphCache>,
+        workflows: Arc<CompiledWorkflows>,
+        settings: Settings,
+    ) -> Self {
         let workers = Arc::new(workers::Dispatcher::new(settings.max_pollers));
         let completer = completions::Completer {
             store: store.dedicated(completions::CONCURRENT_BATCHES as u32),
@@ -111,6 +121,7 @@ impl Engine {
             ),
             store,
             graphs,
+            workflows,
             workers,
             watchers: watch::Watchers::new(settings.max_watchers),
             settings,
@@ -249,7 +260,10 @@ impl Engine {
                 return Ok(());
             };
             match self.step_jobs(&mut tx, std::slice::from_ref(&job_id)).await {
-                Ok(()) => self.store.commit(tx).await?,
+                Ok(stored) => {
+                    self.store.commit(tx).await?;
+                    self.remember(&stored);
+                }
                 Err(error) => {
                     self.store.rollback(tx).await;
                     tracing::error!(job_id = %job_id, error = ?error, "cannot step the job; trying again later");
@@ -265,29 +279,53 @@ impl Engine {
     async fn step_due(&self, limit: i64) -> Result<usize, Error> {
         let mut tx = self.store.begin().await?;
         let due = runs::take_due(&mut tx, limit).await?;
-        if let Err(error) = self.step_jobs(&mut tx, &due).await {
-            // The batch's jobs go back at once, to be stepped one by one.
-            self.store.rollback(tx).await;
-            return Err(error);
-        }
+        let stored = match self.step_jobs(&mut tx, &due).await {
+            Ok(stored) => stored,
+            Err(error) => {
+                // The batch's jobs go back at once, to be stepped one by one.
+                self.store.rollback(tx).await;
+                return Err(error);
+            }
+        };
         self.store.commit(tx).await?;
+        self.remember(&stored);
         Ok(due.len())
     }
 
-    /// Advances each of `jobs` as far as it goes now, in `tx`.
-    async fn step_jobs(&self, tx: &mut Tx, jobs: &[String]) -> Result<(), Error> {
+    /// Remembers graphs stored by a committed transaction, so starts need not store them.
+    fn remember(&self, stored: &[TaskGraph]) {
+        for graph in stored {
+            self.graphs.insert(graph);
+        }
+    }
+
+    /// Advances each of `jobs` as far as it goes now, in `tx`, starting the child jobs their
+    /// steps ask for; returns the graphs stored for those, to remember once `tx` commits.
+    async fn step_jobs(&self, tx: &mut Tx, jobs: &[String]) -> Result<Vec<TaskGraph>, Error> {
         let ids: Vec<&str> = jobs.iter().map(String::as_str).collect();
         let mut locked = runs::lock_many(&mut *tx, &ids).await?;
         let graph_ids: Vec<&str> = locked.iter().map(|job| job.graph_id.as_str()).collect();
         let graphs = self.graphs.get_many(&mut *tx, &graph_ids).await?;
         let now = Utc::now();
+        let sources = children::Sources {
+            workflows: &self.workflows,
+            graphs: &self.graphs,
+        };
+        let mut stored = Vec::new();
         for job in &mut locked {
             let graph = graphs
                 .get(&job.graph_id)
                 .ok_or_else(|| missing_graph(&job.graph_id))?;
             advance::advance(&mut job.job, graph, now, &self.settings.limits);
+            if !job.job.spawns.is_empty() {
+                stored.extend(
+                    children::start_children(tx, &sources, job, graph, now, &self.settings.limits)
+                        .await?,
+                );
+            }
         }
-        runs::save_many(&mut *tx, &mut locked, &graphs, now).await
+        runs::save_many(&mut *tx, &mut locked, &graphs, now).await?;
+        Ok(stored)
     }
 
     /// Runs `step` on `job_id` in one transaction holding its row, then saves and commits.
@@ -476,6 +514,9 @@ impl Engine {
         for id in job_ids {
             let outcome = match parse_job_id(&id, "job_ids") {
                 Err(error) => Err(error),
+                Ok(job_id) if control == JobControl::Cancel => {
+                    self.cancel_with_children(caller, job_id.as_str()).await
+                }
                 Ok(job_id) => {
                     self.with_job(Some(caller), job_id.as_str(), |locked, graph| {
                         let now = Utc::now();
@@ -493,6 +534,40 @@ impl Engine {
             outcomes.push((id, outcome));
         }
         Ok(outcomes)
+    }
+
+    /// Cancels `job_id` and, in the same transaction, the child jobs its childJob tasks
+    /// started that are still under way, and theirs, down to [`children::MAX_DEPTH`] levels.
+    async fn cancel_with_children(&self, caller: &Caller, job_id: &str) -> Result<(), Error> {
+        let mut tx = self.store.begin().await?;
+        let not_found = || Error::NotFound(format!("Cannot find job {job_id}"));
+        let mut locked = runs::lock_many(&mut tx, &[job_id]).await?;
+        let job = locked.first_mut().ok_or_else(not_found)?;
+        if !caller.can_see(&job.groups) {
+            return Err(not_found());
+        }
+        let now = Utc::now();
+        advance::cancel(&mut job.job, now)?;
+        let mut level = children_of(job);
+        for _ in 0..children::MAX_DEPTH {
+            if level.is_empty() {
+                break;
+            }
+            let ids: Vec<&str> = level.iter().map(String::as_str).collect();
+            let mut children = runs::lock_many(&mut tx, &ids).await?;
+            let mut next = Vec::new();
+            for child in &mut children {
+                if advance::cancel(&mut child.job, now).is_ok() {
+                    next.extend(children_of(child));
+                }
+            }
+            locked.append(&mut children);
+            level = next;
+        }
+        let graph_ids: Vec<&str> = locked.iter().map(|job| job.graph_id.as_str()).collect();
+        let graphs = self.graphs.get_many(&mut tx, &graph_ids).await?;
+        runs::save_many(&mut tx, &mut locked, &graphs, now).await?;
+        self.store.commit(tx).await
     }
 
     /// `WatchJob`: the job's events after `after_sequence`, then new ones as they happen;
@@ -532,6 +607,20 @@ impl Engine {
             )
             .await;
     }
+}
+
+/// The child jobs `locked`'s childJob tasks started.
+fn children_of(locked: &LockedJob) -> Vec<String> {
+    locked
+        .job
+        .runs
+        .values()
+        .filter_map(|run| match &run.progress {
+            Some(Progress::Children { started, .. }) => Some(started.iter().cloned()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
 }
 
 fn parse_job_id(id: &str, field: &str) -> Result<JobId, Error> {

@@ -126,13 +126,19 @@ pub fn job_writes(
 /// `runEvaluationGroups` takes plain operands. A `query` path, where an evaluation has one,
 /// belongs to the evaluation, not to the operand: the evaluation task applies it.
 pub fn operand(reference: &Value, scope: &Scope) -> Value {
+    operand_named(reference, "variable", scope)
+}
+
+/// [`operand`] for references whose name is under `key`: a childJob task's variables say
+/// `{"task": "job" | TASKID | "static", "value": NAME}`.
+pub fn operand_named(reference: &Value, key: &str, scope: &Scope) -> Value {
     let Some(object) = reference.as_object() else {
         return reference.clone();
     };
     let Some(task) = object.get("task").and_then(Value::as_str) else {
         return reference.clone();
     };
-    let variable = object.get("variable").unwrap_or(&Value::Null);
+    let variable = object.get(key).unwrap_or(&Value::Null);
     match task {
         "static" => variable.clone(),
         "job" => match variable {

@@ -513,7 +513,7 @@ schema!(
             "groups": {"type": "array", "items": {"type": "string"}},
             "watchers": {"type": "array", "items": {"type": "string"}},
             "ancestors": {"type": "array", "items": {"type": "string"}},
-            "parent": {"description": "The parent job, null for a job started on its own."},
+            "parent": {"description": "For a job a childJob task started, {\"job\": parent job id, \"task\": task id, \"iteration\": n}; null for a job started on its own."},
             "metrics": {
                 "type": "object",
                 "required": ["start_time", "user", "progress", "owner"],

@@ -42,7 +42,7 @@ impl Telemetry {
 /// Installs the global subscriber. `otlp_endpoint`: the collector's base URL
 /// (`http://127.0.0.1:4318`); spans go to `<endpoint>/v1/traces`.
 pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> anyhow::Result<Telemetry> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = filter(std::env::var("RUST_LOG").ok().as_deref())?;
     let ansi = colour(
         std::io::stderr().is_terminal(),
         std::env::var_os("NO_COLOR").as_deref(),
@@ -77,6 +77,21 @@ pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> anyhow::Result<Te
             "--otlp-endpoint (OTEL_EXPORTER_OTLP_ENDPOINT) is set, but this build has no \
              OpenTelemetry export: build with `cargo build --release --features otel`"
         ),
+    }
+}
+
+/// The log filter `RUST_LOG` asks for (`info` when it is unset or empty). One that does not
+/// parse is an error: falling back to `info` would hide the debug lines asked for, or flood
+/// the logs where `warn` was meant, without a word.
+fn filter(rust_log: Option<&str>) -> anyhow::Result<EnvFilter> {
+    match rust_log.map(str::trim) {
+        None | Some("") => Ok(EnvFilter::new("info")),
+        Some(directives) => EnvFilter::builder().parse(directives).map_err(|error| {
+            anyhow::anyhow!(
+                "RUST_LOG={directives:?} is not a valid log filter ({error}); write levels and \
+                 targets as in RUST_LOG=info or RUST_LOG=warn,job_service=debug"
+            )
+        }),
     }
 }
 
@@ -116,6 +131,20 @@ mod otlp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_log_filter_that_does_not_parse_is_an_error_naming_it() {
+        assert!(filter(None).is_ok());
+        assert!(filter(Some("")).is_ok());
+        assert!(filter(Some("warn,job_service=debug")).is_ok());
+        let error = filter(Some("info,job_service=loud"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("RUST_LOG=\"info,job_service=loud\""),
+            "{error}"
+        );
+    }
 
     #[test]
     fn logs_are_coloured_only_on_a_terminal_without_no_color() {

@@ -16,7 +16,7 @@ use crate::batch::{Batch, Batcher, Queued};
 use crate::domain::run::RunningJob;
 use crate::domain::{Caller, CompiledWorkflow, Error, Job, StartJob, TaskGraph};
 use crate::engine::{advance, Limits};
-use crate::store::cache::{weighted_cache, Weighed, WeightedCache};
+use crate::store::compiled::CompiledWorkflows;
 use crate::store::graphs::{self, GraphCache};
 use crate::store::idempotency::{self, ScopedKey, StoredKey};
 use crate::store::jobs::{self, NewJob};
@@ -52,19 +52,18 @@ impl GroupCommit {
     /// Batches have connections of their own, one per batch in flight: they neither wait for
     /// nor hold up the connections of other calls, and only these few connections grow the
     /// buffers that whole batches need.
-    /// Compiled workflows are kept within `workflow_cache_bytes` (estimated).
     pub(super) fn spawn(
         store: &Store,
         graphs: Arc<GraphCache>,
+        workflows: Arc<CompiledWorkflows>,
         queue_size: usize,
-        workflow_cache_bytes: u64,
         first_step: Option<Limits>,
     ) -> Self {
         let store = store.dedicated(CONCURRENT_BATCHES as u32);
         let committer = Arc::new(Committer {
             store: store.clone(),
             first_step,
-            workflows: weighted_cache(workflow_cache_bytes),
+            workflows,
             graphs,
         });
         let batcher = Batcher::spawn(committer.clone(), queue_size, MAX_BATCH, CONCURRENT_BATCHES);
@@ -75,18 +74,11 @@ impl GroupCommit {
         }
     }
 
-    /// The memory the compiled workflows hold (estimated).
-    pub(super) fn cache_bytes(&self) -> u64 {
-        self.committer.workflows.weight()
-    }
-
     /// Forgets the compiled workflow `name` and its graph (the workflow was deleted), so that
     /// what it held is freed now rather than when the caches need the room.
     pub(super) fn forget_workflow(&self, name: &str) {
-        if let Some((_, compiled)) = self.committer.workflows.remove(name) {
-            self.committer
-                .graphs
-                .forget(compiled.value.1.job_graph().id());
+        if let Some(compiled) = self.committer.workflows.forget(name) {
+            self.committer.graphs.forget(compiled.job_graph().id());
         }
     }
 
@@ -120,7 +112,7 @@ struct Committer {
     /// first step in the start's transaction.
     first_step: Option<Limits>,
     /// Compiled workflows by name, with the revision they were compiled from.
-    workflows: WeightedCache<(i64, Arc<CompiledWorkflow>)>,
+    workflows: Arc<CompiledWorkflows>,
     /// The job graphs known to be stored: starts from them need not store them again.
     graphs: Arc<GraphCache>,
 }
@@ -128,8 +120,7 @@ struct Committer {
 impl std::fmt::Debug for Committer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Committer")
-            .field("compiled_workflows", &self.workflows.len())
-            .field("compiled_workflow_bytes", &self.workflows.weight())
+            .field("compiled_workflows", &self.workflows)
             .finish_non_exhaustive()
     }
 }
@@ -221,7 +212,7 @@ impl Committer {
                 outcomes[i] = Some(Err(Error::workflow_not_found(workflow)));
                 continue;
             };
-            let compiled = self.compiled_workflow(&mut tx, target).await?;
+            let compiled = self.workflows.get(&mut tx, target).await?;
             match Job::start(
                 &compiled,
                 pending.item.request.options.clone(),
@@ -269,11 +260,7 @@ impl Committer {
                     let mut stepped = job.clone();
                     run.show_on(&mut stepped, graph);
                     shown.push(stepped);
-                    first_steps.push(LockedJob::started(
-                        run,
-                        graph.id().to_owned(),
-                        job.groups.clone(),
-                    ));
+                    first_steps.push(LockedJob::started(job, run, graph.id().to_owned()));
                 }
             }
             let rows: Vec<NewJob<'_>> = made
@@ -373,33 +360,6 @@ impl Committer {
             });
         }
         Ok(())
-    }
-
-    /// The workflow at the target's revision, parsed and compiled: from the cache when it
-    /// holds that revision, else read (the transaction holds the row lock) and cached. A
-    /// revision changes whenever the workflow is replaced, whichever instance does it, so the
-    /// cache is never stale.
-    async fn compiled_workflow(
-        &self,
-        tx: &mut Tx,
-        target: &StartTarget,
-    ) -> Result<Arc<CompiledWorkflow>, Error> {
-        if let Some(cached) = self.workflows.get(&target.name) {
-            let (revision, compiled) = cached.value;
-            if revision == target.revision {
-                return Ok(compiled);
-            }
-        }
-        let workflow = workflows::get(tx, &target.name).await?;
-        let compiled = Arc::new(CompiledWorkflow::compile(workflow.document));
-        self.workflows.insert(
-            target.name.clone(),
-            Weighed {
-                value: (target.revision, compiled.clone()),
-                bytes: compiled.weight() as u64,
-            },
-        );
-        Ok(compiled)
     }
 }
 

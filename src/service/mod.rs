@@ -16,6 +16,8 @@ use crate::domain::search::{JobSearch, WorkflowSearch};
 use crate::domain::{
     Action, Caller, Error, IdempotencyKey, Job, JobId, StartJob, Workflow, WorkflowDocument,
 };
+use crate::observe::Escaped;
+use crate::store::compiled::CompiledWorkflows;
 use crate::store::graphs::GraphCache;
 use crate::store::idempotency::ScopedKey;
 use crate::store::jobs;
@@ -59,6 +61,8 @@ pub struct Service {
     starts: GroupCommit,
     /// The task graphs of stored jobs, shared by the jobs read with them.
     graphs: Arc<GraphCache>,
+    /// Compiled workflows, shared by starts and the engine's child jobs.
+    workflows: Arc<CompiledWorkflows>,
     /// Most bytes of items (as JSON) in one page of results.
     max_page_bytes: usize,
 }
@@ -84,15 +88,17 @@ impl Service {
     pub fn new(store: Store, settings: Settings) -> Self {
         // Half of the cache budget for the graphs of stored jobs, half for compiled workflows.
         let graphs = Arc::new(GraphCache::new(settings.cache_bytes / 2));
+        let workflows = Arc::new(CompiledWorkflows::new(settings.cache_bytes / 2));
         Service {
             starts: GroupCommit::spawn(
                 &store,
                 graphs.clone(),
+                workflows.clone(),
                 settings.max_in_flight,
-                settings.cache_bytes / 2,
                 settings.first_step,
             ),
             graphs,
+            workflows,
             store,
             max_page_bytes: settings.max_page_bytes,
             in_flight: Arc::new(Semaphore::new(settings.max_in_flight.max(1))),
@@ -104,6 +110,11 @@ impl Service {
     /// The cache of task graphs, shared with the engine.
     pub fn graphs(&self) -> Arc<GraphCache> {
         self.graphs.clone()
+    }
+
+    /// The cache of compiled workflows, shared with the engine (child jobs).
+    pub fn workflows(&self) -> Arc<CompiledWorkflows> {
+        self.workflows.clone()
     }
 
     /// A slot for one call, or RESOURCE_EXHAUSTED when every slot is taken: overload is
@@ -124,7 +135,7 @@ impl Service {
     /// `graphs`, the task graphs of stored jobs.
     pub fn cache_stats(&self) -> Vec<(&'static str, u64)> {
         vec![
-            ("workflows", self.starts.cache_bytes()),
+            ("workflows", self.workflows.bytes()),
             ("graphs", self.graphs.bytes()),
         ]
     }
@@ -142,7 +153,7 @@ impl Service {
     /// same caller with the same key and the same request returns the first job
     /// (`created: false`), one with a different request fails. Racing calls with one key are
     /// serialised, so they make one job.
-    #[instrument(skip_all, fields(workflow = %request.workflow, job_id))]
+    #[instrument(skip_all, fields(workflow = %Escaped(&request.workflow), job_id))]
     pub async fn start_job(
         &self,
         caller: &Caller,
@@ -263,7 +274,7 @@ impl Service {
             }
         };
         self.store.commit(tx).await?;
-        tracing::info!(workflow = %workflow.document.name(), "workflow created");
+        tracing::info!(workflow = %Escaped(workflow.document.name()), "workflow created");
         Ok(workflow)
     }
 
@@ -340,7 +351,7 @@ impl Service {
         }
     }
 
-    #[instrument(skip_all, fields(workflow = %name))]
+    #[instrument(skip_all, fields(workflow = %Escaped(name)))]
     pub async fn get_workflow(&self, caller: &Caller, name: &str) -> Result<Workflow, Error> {
         caller.require(Action::ReadWorkflows)?;
         let _slot = self.admit()?;
@@ -387,7 +398,7 @@ impl Service {
         })
     }
 
-    #[instrument(skip_all, fields(workflow = %name))]
+    #[instrument(skip_all, fields(workflow = %Escaped(name)))]
     pub async fn delete_workflow(&self, caller: &Caller, name: &str) -> Result<(), Error> {
         caller.require(Action::WriteWorkflows)?;
         let _slot = self.admit()?;

@@ -5,6 +5,11 @@
 //! connections: nothing else on the machine can reach it. PostgreSQL refuses to run as root,
 //! so when the service runs as root the cluster runs as the unprivileged `postgres` user.
 //!
+//! One service process owns a data dir at a time (a lock on `job-service.lock` in it): a
+//! second one started on the same dir is refused at once, before it could adopt the first
+//! one's cluster or stop it on its way out. A cluster left running by a service that was
+//! killed is adopted by the next one, which then owns it.
+//!
 //! The service supervises the cluster while it serves ([`ManagedPostgres::supervise`]): a
 //! postmaster that dies (killed, or stopped by hand) is started again.
 
@@ -15,7 +20,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use std::fs::File;
+
 use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::kill;
 use nix::unistd::{Gid, Pid, Uid, User};
 use sqlx::postgres::PgConnectOptions;
@@ -44,6 +52,45 @@ pub struct ManagedPostgres {
     cluster_dir: PathBuf,
     socket_dir: PathBuf,
     run_as: Option<User>,
+    /// This process's hold on the data dir, for as long as it lives: only the holder starts,
+    /// adopts or stops the cluster.
+    _owner: Flock<File>,
+}
+
+/// The file whose lock says which service process owns a data dir (its pid is written in it).
+const OWNER_FILE: &str = "job-service.lock";
+
+/// Takes the data dir for this process, or says which process has it. An advisory lock
+/// (`flock`), which the kernel releases when its holder exits however it exits, so a service
+/// that was killed leaves nothing to clean up; the file is opened close-on-exec, so the
+/// PostgreSQL processes the service starts do not inherit the lock.
+fn own_data_dir(data_dir: &Path) -> anyhow::Result<Flock<File>> {
+    use std::io::Write;
+    let path = data_dir.join(OWNER_FILE);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(mut owned) => {
+            owned.set_len(0)?;
+            writeln!(owned, "{}", std::process::id())?;
+            Ok(owned)
+        }
+        Err((_, Errno::EWOULDBLOCK)) => {
+            let owner = std::fs::read_to_string(&path).unwrap_or_default();
+            let owner = owner.trim();
+            bail!(
+                "the data dir {} is in use by another job-service process (pid {}): run one                  service per data dir, or give this one its own --data-dir or a DATABASE_URL",
+                data_dir.display(),
+                if owner.is_empty() { "unknown" } else { owner }
+            )
+        }
+        Err((_, errno)) => Err(errno).with_context(|| format!("cannot lock {}", path.display())),
+    }
 }
 
 impl ManagedPostgres {
@@ -82,6 +129,7 @@ impl ManagedPostgres {
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
         let data_dir = data_dir.canonicalize()?;
+        let owner = own_data_dir(&data_dir)?;
         let cluster_dir = data_dir.join("postgres");
         let socket_dir = socket_dir_for(&cluster_dir)?;
         let cluster = ManagedPostgres {
@@ -89,6 +137,7 @@ impl ManagedPostgres {
             cluster_dir,
             socket_dir,
             run_as,
+            _owner: owner,
         };
         cluster.prepare_dirs()?;
         if !cluster.cluster_dir.join("PG_VERSION").exists() {

@@ -6,6 +6,7 @@
 
 pub mod cache;
 pub mod cluster;
+pub mod compiled;
 pub mod graphs;
 pub mod idempotency;
 pub mod jobs;
@@ -37,6 +38,8 @@ pub struct PoolSettings {
     pub acquire_timeout: Duration,
     /// Longest a statement may run before PostgreSQL cancels it.
     pub statement_timeout: Duration,
+    /// How long startup waits for a database that cannot be reached yet (it is starting too).
+    pub startup_timeout: Duration,
 }
 
 /// Notifications from PostgreSQL (`LISTEN`).
@@ -57,6 +60,74 @@ pub struct Store {
     pool: PgPool,
 }
 
+/// The connection options DATABASE_URL gives, or why it cannot be used. The URL holds a
+/// password: no message repeats it.
+fn database_options(url: &str) -> anyhow::Result<PgConnectOptions> {
+    let scheme = url.split_once("://").map(|(scheme, _)| scheme);
+    if !matches!(scheme, Some("postgres" | "postgresql")) {
+        anyhow::bail!(
+            "DATABASE_URL must be a PostgreSQL URL, postgres://user:password@host:port/database \
+             (or postgresql://), not one starting {:?}",
+            scheme.map_or_else(|| "without a scheme".to_owned(), |s| format!("{s}://"))
+        );
+    }
+    PgConnectOptions::from_str(url).map_err(|error| {
+        let mut message = format!("DATABASE_URL is not a valid PostgreSQL URL: {error}");
+        if error.to_string().contains("port") {
+            message.push_str(
+                "; if the user name or password holds characters such as @ : / ? # % or a \
+                 space, percent-encode them (@ as %40, : as %3A, / as %2F, # as %23, % as %25)",
+            );
+        }
+        anyhow::anyhow!(message)
+    })
+}
+
+/// Waits until the database takes a connection: services and their databases are started
+/// together, and a database that is not up yet (refused, unreachable, still starting) is
+/// tried again with a doubling delay, each failure logged with its cause, for up to `patience`.
+/// Any other failure (a wrong password, a database that does not exist) fails at once.
+async fn wait_for_database(options: &PgConnectOptions, patience: Duration) -> anyhow::Result<()> {
+    use sqlx::Connection;
+    let started = std::time::Instant::now();
+    let mut delay = Duration::from_millis(100);
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let error = match sqlx::PgConnection::connect_with(options).await {
+            Ok(connection) => {
+                let _ = connection.close().await;
+                if attempt > 1 {
+                    tracing::info!(attempt, "the database takes connections");
+                }
+                return Ok(());
+            }
+            Err(error) => error,
+        };
+        let waiting = started.elapsed();
+        if !not_up_yet(&error) || waiting + delay > patience {
+            return Err(anyhow::Error::new(error).context(format!(
+                "cannot connect to the database ({attempt} attempts in {} s;                  --db-startup-timeout is {} s)",
+                waiting.as_secs(),
+                patience.as_secs()
+            )));
+        }
+        tracing::warn!(error = %error, attempt, retry_in = ?delay, "the database cannot be reached yet; waiting for it");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Whether a failure to connect means the database is not up (yet): worth waiting for.
+fn not_up_yet(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => true,
+        // 57P03 cannot_connect_now: starting up, shutting down, in recovery.
+        sqlx::Error::Database(db) => db.code().as_deref() == Some("57P03"),
+        _ => false,
+    }
+}
+
 impl Store {
     /// Opens the service's database: the one at `database_url` when given, else the cluster of
     /// the service's own under `data_dir` (started, and initialised first if need be, with the
@@ -70,11 +141,7 @@ impl Store {
         settings: &PoolSettings,
     ) -> anyhow::Result<(Store, Option<Arc<ManagedPostgres>>)> {
         let (options, cluster) = match database_url {
-            Some(url) => (
-                PgConnectOptions::from_str(url)
-                    .context("DATABASE_URL is not a valid PostgreSQL URL")?,
-                None,
-            ),
+            Some(url) => (database_options(url)?, None),
             None => {
                 let cluster = ManagedPostgres::start(data_dir, postgres_bin_dir).await?;
                 (cluster.connect_options(), Some(Arc::new(cluster)))
@@ -100,6 +167,7 @@ impl Store {
     async fn connect(options: PgConnectOptions, settings: &PoolSettings) -> anyhow::Result<Self> {
         let statement_timeout = format!("{}", settings.statement_timeout.as_millis());
         let options = options.options([("statement_timeout", statement_timeout.as_str())]);
+        wait_for_database(&options, settings.startup_timeout).await?;
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(settings.acquire_timeout)
@@ -325,6 +393,31 @@ pub fn resource_errors() -> u64 {
 /// Whether `error` is a unique-key violation.
 pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some(sqlstate::UNIQUE_VIOLATION))
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::database_options;
+
+    #[test]
+    fn a_database_url_that_is_not_postgresql_is_refused_without_its_password() {
+        let error = database_options("mysql://app:s3cret@db/jobs")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("\"mysql://\""), "{error}");
+        assert!(!error.contains("s3cret"), "{error}");
+        assert!(database_options("postgresql://app:pw@db:5433/jobs").is_ok());
+        assert!(database_options("postgres://app@db/jobs?host=/run/pg").is_ok());
+    }
+
+    #[test]
+    fn an_unencoded_character_in_the_password_gets_a_hint() {
+        let error = database_options("postgres://app:p@ss:w#rd@db/jobs")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("percent-encode"), "{error}");
+        assert!(!error.contains("w#rd"), "{error}");
+    }
 }
 
 #[cfg(test)]

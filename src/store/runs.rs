@@ -14,8 +14,10 @@ use uuid::Uuid;
 
 use super::translate;
 use crate::domain::graph::TaskStatus;
-use crate::domain::run::{FinishState, JobEvent, Runner, RunningJob, TaskRun, WorkerTask};
-use crate::domain::{Error, JobStatus, TaskGraph};
+use crate::domain::run::{
+    ChildOutcome, FinishState, JobEvent, Progress, Runner, RunningJob, TaskRun, WorkerTask,
+};
+use crate::domain::{Error, Job, JobStatus, TaskGraph};
 
 /// Channels of PostgreSQL notifications the engine listens on.
 pub const WAKEUPS: &str = "job_service_wakeups";
@@ -28,6 +30,12 @@ pub struct LockedJob {
     pub job: RunningJob,
     pub graph_id: String,
     pub groups: Vec<String>,
+    /// The account that started the job (its children act for it).
+    pub created_by: String,
+    /// The job's `ancestors`: the ids of its parents, outermost first, and its own.
+    pub ancestors: Vec<String>,
+    /// The job that started this one with a childJob task, woken when this one ends.
+    pub parent_id: Option<String>,
     event_sequence: i64,
     /// The lease of each task a worker holds: its token.
     leases: HashMap<String, Uuid>,
@@ -36,11 +44,14 @@ pub struct LockedJob {
 impl LockedJob {
     /// A job being inserted in this transaction (no other sees it before commit), to save
     /// its first step with [`save_started`].
-    pub fn started(job: RunningJob, graph_id: String, groups: Vec<String>) -> Self {
+    pub fn started(job: &Job, run: RunningJob, graph_id: String) -> Self {
         LockedJob {
-            job,
+            job: run,
             graph_id,
-            groups,
+            groups: job.groups.clone(),
+            created_by: job.created_by.clone(),
+            ancestors: job.ancestors.clone(),
+            parent_id: parent_of(&job.parent),
             event_sequence: 0,
             leases: HashMap::new(),
         }
@@ -57,6 +68,11 @@ impl LockedJob {
             .iter()
             .map(|(task, token)| (task.as_str(), *token))
     }
+}
+
+/// The id of the job a job's `parent` names, if any.
+fn parent_of(parent: &Value) -> Option<String> {
+    parent.get("job").and_then(Value::as_str).map(str::to_owned)
 }
 
 fn task_status(text: &str) -> TaskStatus {
@@ -98,7 +114,7 @@ async fn runs_of(
     let rows = sqlx::query(
         "select job_id, task_id, status, runner, app, finish_state, start_time, end_time,
                 iteration, attempt, retries, incoming, outgoing, error, due_at, lease_token,
-                lease_deadline
+                lease_deadline, progress
          from job_tasks where job_id = any($1)",
     )
     .bind(job_ids)
@@ -130,6 +146,9 @@ async fn runs_of(
                 outgoing: row.try_get::<Json<Map<String, Value>>, _>("outgoing")?.0,
                 error: row.try_get::<Option<Json<Value>>, _>("error")?.map(|e| e.0),
                 due_at,
+                progress: row
+                    .try_get::<Option<Json<Value>>, _>("progress")?
+                    .and_then(|p| serde_json::from_value(p.0).ok()),
             };
             Ok((
                 row.try_get("job_id")?,
@@ -160,9 +179,11 @@ pub async fn runs_by_job(
 macro_rules! lock_jobs_where {
     ($filter:literal) => {
         concat!(
-            "select id, status, graph_id, groups, event_sequence,
+            "select id, status, graph_id, groups, event_sequence, created_by,
                     coalesce(document->'variables', '{}') as variables,
-                    coalesce(document->'error', '[]') as errors
+                    coalesce(document->'error', '[]') as errors,
+                    coalesce(document->'ancestors', '[]') as ancestors,
+                    document->'parent'->>'job' as parent_id
              from jobs where ",
             $filter,
             " order by id for update"
@@ -217,12 +238,21 @@ async fn locked_jobs(
             Value::Array(list) => list,
             _ => Vec::new(),
         };
-        let status = serde_json::from_value::<JobStatus>(Value::String(status))
-            .unwrap_or(JobStatus::Running);
+        let status = job_status(status);
+        let ancestors = match row.try_get::<Json<Value>, _>("ancestors")?.0 {
+            Value::Array(list) => list
+                .into_iter()
+                .filter_map(|id| id.as_str().map(str::to_owned))
+                .collect(),
+            _ => Vec::new(),
+        };
         Ok(LockedJob {
             job: RunningJob::new(row.try_get("id")?, status, variables, errors),
             graph_id: row.try_get("graph_id")?,
             groups: row.try_get("groups")?,
+            created_by: row.try_get("created_by")?,
+            ancestors,
+            parent_id: row.try_get("parent_id")?,
             event_sequence: row.try_get("event_sequence")?,
             leases: HashMap::new(),
         })
@@ -252,7 +282,93 @@ async fn locked_jobs(
         }
         locked.job.runs.insert(task_id, run);
     }
+    children_of(conn, &mut jobs).await?;
     Ok(jobs)
+}
+
+/// Loads what a step needs to know of the child jobs of `jobs`' childJob tasks under way:
+/// each child's status, and the variables of those whose task can finish (every child
+/// ended). Two small reads, only for jobs waiting for children.
+async fn children_of(conn: &mut PgConnection, jobs: &mut [LockedJob]) -> Result<(), Error> {
+    let waiting = |job: &RunningJob| -> Vec<(bool, Vec<String>)> {
+        job.runs
+            .values()
+            .filter(|run| run.status == TaskStatus::Running)
+            .filter_map(|run| match &run.progress {
+                Some(Progress::Children {
+                    started, pending, ..
+                }) if !started.is_empty() => Some((pending.is_empty(), started.clone())),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut ids: Vec<String> = Vec::new();
+    for locked in jobs.iter_mut() {
+        locked.job.children = Some(HashMap::new());
+        ids.extend(waiting(&locked.job).into_iter().flat_map(|(_, ids)| ids));
+    }
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let statuses: HashMap<String, JobStatus> =
+        sqlx::query_as::<_, (String, String)>("select id, status from jobs where id = any($1)")
+            .bind(&ids)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(translate)?
+            .into_iter()
+            .map(|(id, status)| (id, job_status(status)))
+            .collect();
+    let open = |id: &String| {
+        statuses
+            .get(id)
+            .is_some_and(|s| matches!(s, JobStatus::Running | JobStatus::Paused))
+    };
+    let mut finishing: Vec<String> = Vec::new();
+    for locked in jobs.iter() {
+        for (all_started, started) in waiting(&locked.job) {
+            if all_started && !started.iter().any(open) {
+                finishing.extend(started);
+            }
+        }
+    }
+    let mut variables: HashMap<String, Map<String, Value>> = HashMap::new();
+    if !finishing.is_empty() {
+        variables = sqlx::query_as::<_, (String, Json<Map<String, Value>>)>(
+            "select id, coalesce(document->'variables', '{}') from jobs where id = any($1)",
+        )
+        .bind(&finishing)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(translate)?
+        .into_iter()
+        .map(|(id, vars)| (id, vars.0))
+        .collect();
+    }
+    for locked in jobs.iter_mut() {
+        let mine: Vec<String> = waiting(&locked.job)
+            .into_iter()
+            .flat_map(|(_, ids)| ids)
+            .collect();
+        let known = locked.job.children.get_or_insert_with(HashMap::new);
+        for id in mine {
+            // A child deleted by hand counts as canceled: its parent must not wait for ever.
+            let status = statuses.get(&id).copied().unwrap_or(JobStatus::Canceled);
+            let vars = variables.remove(&id);
+            known.insert(
+                id,
+                ChildOutcome {
+                    status,
+                    variables: vars,
+                },
+            );
+        }
+    }
+    Ok(())
+}
+
+fn job_status(text: String) -> JobStatus {
+    serde_json::from_value::<JobStatus>(Value::String(text)).unwrap_or(JobStatus::Running)
 }
 
 /// The groups of `job_id` (who may see it), without locking it; None when there is no such job.
@@ -305,7 +421,7 @@ async fn save(
             let graph = graphs.get(&locked.graph_id).ok_or_else(|| {
                 Error::internal(anyhow::anyhow!("job graph {} is missing", locked.graph_id))
             })?;
-            rows.add(locked, graph, update_jobs);
+            rows.add(locked, graph, update_jobs, now);
         }
         rows.query(now)
             .execute(&mut *conn)
@@ -354,6 +470,7 @@ struct SaveRows<'a> {
     outgoing: Vec<Json<&'a Map<String, Value>>>,
     error: Vec<Option<Json<&'a Value>>>,
     due_at: Vec<Option<DateTime<Utc>>>,
+    task_progress: Vec<Option<Json<&'a Progress>>>,
     // job_events
     event_job: Vec<&'a str>,
     sequence: Vec<i64>,
@@ -379,7 +496,13 @@ struct SaveRows<'a> {
 }
 
 impl<'a> SaveRows<'a> {
-    fn add(&mut self, locked: &'a LockedJob, graph: &'a TaskGraph, update_jobs: bool) {
+    fn add(
+        &mut self,
+        locked: &'a LockedJob,
+        graph: &'a TaskGraph,
+        update_jobs: bool,
+        now: DateTime<Utc>,
+    ) {
         let job = &locked.job;
         for (id, run) in job
             .touched
@@ -415,6 +538,7 @@ impl<'a> SaveRows<'a> {
                 (TaskStatus::Running, Runner::Worker { .. }) => None,
                 _ => run.due_at,
             });
+            self.task_progress.push(run.progress.as_ref().map(Json));
         }
         for (n, event) in job.events.iter().enumerate() {
             self.event_job.push(&job.id);
@@ -437,13 +561,16 @@ impl<'a> SaveRows<'a> {
                 .push(job.end_time.map(|at| at.timestamp_millis()));
         }
         match job.next_wakeup() {
-            Some(at) => {
-                self.woken.push(&job.id);
-                self.woken_at.push(at);
-            }
+            Some(at) => self.wake(&job.id, at),
             // A job just inserted has no wakeup to remove.
             None if update_jobs => self.asleep.push(&job.id),
             None => {}
+        }
+        // A child job that ended wakes its parent, whose childJob task waits for it.
+        if let (Some(parent), true) = (&locked.parent_id, job.status.is_final()) {
+            if job.job_changed {
+                self.wake(parent, now);
+            }
         }
         if job.offers && !self.channels.contains(&TASKS) {
             self.channels.push(TASKS);
@@ -453,6 +580,19 @@ impl<'a> SaveRows<'a> {
             self.channels.push(EVENTS);
             self.payloads.push(&job.id);
         }
+    }
+
+    /// Wakes `job_id` at `at` (the earliest, if it is woken twice): one row a job, which one
+    /// statement may not write twice.
+    fn wake(&mut self, job_id: &'a str, at: DateTime<Utc>) {
+        match self.woken.iter().position(|id| *id == job_id) {
+            Some(i) => self.woken_at[i] = self.woken_at[i].min(at),
+            None => {
+                self.woken.push(job_id);
+                self.woken_at.push(at);
+            }
+        }
+        self.asleep.retain(|id| *id != job_id);
     }
 
     fn query(
@@ -497,6 +637,7 @@ impl<'a> SaveRows<'a> {
             .bind(&self.payloads)
             .bind(now)
             .bind(now.to_rfc3339_opts(SecondsFormat::Millis, true))
+            .bind(&self.task_progress)
     }
 }
 
@@ -511,13 +652,14 @@ const SAVE: &str = "
 with tasks as (
     insert into job_tasks as t (job_id, task_id, status, runner, app, name, finish_state,
         start_time, end_time, iteration, attempt, retries, incoming, outgoing, error, due_at,
-        ready_at)
+        progress, ready_at)
     select r.*, now()
     from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
                 $7::text[], $8::timestamptz[], $9::timestamptz[], $10::int4[], $11::int4[],
-                $12::int4[], $13::jsonb[], $14::jsonb[], $15::jsonb[], $16::timestamptz[])
+                $12::int4[], $13::jsonb[], $14::jsonb[], $15::jsonb[], $16::timestamptz[],
+                $38::jsonb[])
          as r(job_id, task_id, status, runner, app, name, finish_state, start_time, end_time,
-              iteration, attempt, retries, incoming, outgoing, error, due_at)
+              iteration, attempt, retries, incoming, outgoing, error, due_at, progress)
     on conflict (job_id, task_id) do update set
         status = excluded.status, runner = excluded.runner, app = excluded.app,
         name = excluded.name, finish_state = excluded.finish_state,
@@ -525,6 +667,7 @@ with tasks as (
         iteration = excluded.iteration, attempt = excluded.attempt,
         retries = excluded.retries, incoming = excluded.incoming,
         outgoing = excluded.outgoing, error = excluded.error, due_at = excluded.due_at,
+        progress = excluded.progress,
         -- A task offered again goes to the back of the line; a lease ends with the task's run.
         ready_at = case when excluded.status = 'scheduled' and t.status <> 'scheduled'
                         then now() else t.ready_at end,

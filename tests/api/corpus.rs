@@ -9,7 +9,7 @@ use crate::helpers::{corpus_dir, from_struct, to_struct, TestApp};
 
 /// Variables that satisfy `schema`: an example when the schema gives one, else a value of the
 /// schema's type; for objects, the required properties only.
-fn sample(schema: &Value) -> Value {
+pub(crate) fn sample(schema: &Value) -> Value {
     let Some(schema) = schema.as_object() else {
         return json!("sample");
     };
@@ -95,7 +95,7 @@ fn matches(schema: &Value, instance: &Value) -> bool {
 }
 
 /// Every corpus file as (project, file name, document).
-fn corpus() -> Vec<(String, String, Value)> {
+pub(crate) fn corpus() -> Vec<(String, String, Value)> {
     let mut files = Vec::new();
     for project in std::fs::read_dir(corpus_dir()).unwrap() {
         let project = project.unwrap();

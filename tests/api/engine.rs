@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 
 use crate::helpers::TestApp;
 
-fn caller(roles: &[&str]) -> Caller {
+pub(crate) fn caller(roles: &[&str]) -> Caller {
     Caller {
         sub: "0123456789abcdef01234567".into(),
         username: "pat".into(),
@@ -19,16 +19,16 @@ fn caller(roles: &[&str]) -> Caller {
     }
 }
 
-fn worker() -> Caller {
+pub(crate) fn worker() -> Caller {
     caller(&["worker"])
 }
 
-fn operator() -> Caller {
+pub(crate) fn operator() -> Caller {
     caller(&["operations"])
 }
 
 /// A workflow of `tasks` (id -> task document) and `edges` (source, target, state, type).
-fn workflow(name: &str, tasks: Value, edges: &[(&str, &str, &str, &str)]) -> Value {
+pub(crate) fn workflow(name: &str, tasks: Value, edges: &[(&str, &str, &str, &str)]) -> Value {
     let mut all = json!({
         "workflow_start": {"name": "workflow_start", "groups": []},
         "workflow_end": {"name": "workflow_end", "groups": []},
@@ -47,13 +47,13 @@ fn workflow(name: &str, tasks: Value, edges: &[(&str, &str, &str, &str)]) -> Val
            "transitions": transitions, "inputSchema": {"type": "object"}})
 }
 
-fn adapter_task(app: &str) -> Value {
+pub(crate) fn adapter_task(app: &str) -> Value {
     json!({"name": "getDevice", "app": app, "type": "automatic", "location": "Adapter",
            "variables": {"incoming": {"device": "$var.job.device", "fixed": 7},
                          "outgoing": {"result": "$var.job.result"}}})
 }
 
-fn result(finish: FinishState, outgoing: Value) -> TaskResult {
+pub(crate) fn result(finish: FinishState, outgoing: Value) -> TaskResult {
     TaskResult {
         finish_state: finish,
         outgoing: outgoing.as_object().cloned().unwrap_or_default(),
@@ -61,7 +61,7 @@ fn result(finish: FinishState, outgoing: Value) -> TaskResult {
     }
 }
 
-async fn next_task(tasks: &mut mpsc::Receiver<Result<WorkerTask, Error>>) -> WorkerTask {
+pub(crate) async fn next_task(tasks: &mut mpsc::Receiver<Result<WorkerTask, Error>>) -> WorkerTask {
     tokio::time::timeout(Duration::from_secs(10), tasks.recv())
         .await
         .expect("a task reaches the worker within 10 s")
@@ -70,7 +70,7 @@ async fn next_task(tasks: &mut mpsc::Receiver<Result<WorkerTask, Error>>) -> Wor
 }
 
 /// The job's REST document once `done` holds of it (polled for up to 10 s).
-async fn job_when(app: &TestApp, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+pub(crate) async fn job_when(app: &TestApp, id: &str, done: impl Fn(&Value) -> bool) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let (status, body) = app.get(&format!("/operations-manager/jobs/{id}")).await;
@@ -86,7 +86,7 @@ async fn job_when(app: &TestApp, id: &str, done: impl Fn(&Value) -> bool) -> Val
     }
 }
 
-async fn start(app: &TestApp, document: &Value, variables: Value) -> String {
+pub(crate) async fn start(app: &TestApp, document: &Value, variables: Value) -> String {
     app.create_workflow(document).await;
     let name = document["name"].as_str().unwrap();
     app.start_job(name, variables)

@@ -4,8 +4,10 @@
 mod access;
 mod auth;
 mod bounds;
+mod child_jobs;
 mod cluster;
 mod corpus;
+mod corpus_run;
 mod deadlines;
 mod disk_full;
 mod engine;

@@ -145,6 +145,10 @@ impl Server {
     }
 
     /// Kills the process with SIGKILL, as a crash would.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn kill(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
@@ -511,4 +515,130 @@ async fn while_the_database_is_down_calls_fail_fast_and_the_service_recovers_by_
         .unwrap();
     assert_eq!(ready.status(), 200);
     assert!(server.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_service_on_the_same_data_dir_is_refused_and_the_first_serves_on() {
+    let dir = data_dir();
+    let first = start(dir.path());
+    let token = admin_token(dir.path());
+    let output = serve_command()
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env_remove("DATABASE_URL")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "the second one exits");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "in use by another job-service process (pid {})",
+            first.pid()
+        )),
+        "{stderr}"
+    );
+    // The first one's PostgreSQL is untouched: it still serves.
+    first
+        .workflows(&token)
+        .create_workflow(pb::CreateWorkflowRequest {
+            workflow: Some(to_struct(&small_workflow("Still served"))),
+        })
+        .await
+        .expect("the first service still works");
+    assert!(first.terminate().success(), "and stops cleanly");
+    assert!(!dir.path().join("postgres/postmaster.pid").exists());
+
+    // Once the owner has gone, the data dir is free again.
+    let next = start(dir.path());
+    assert!(next.terminate().success());
+}
+
+/// Forwards TCP connections on `port` to the test server's Unix socket, from `after` on: a
+/// database that comes up after the service.
+async fn database_coming_up(port: u16, after: Duration) {
+    let admin = url::Url::parse(&std::env::var("TEST_DATABASE_URL").unwrap()).unwrap();
+    let socket_dir = admin
+        .query_pairs()
+        .find(|(k, _)| k == "host")
+        .map(|(_, v)| v.into_owned())
+        .expect("TEST_DATABASE_URL names its socket directory");
+    let socket = std::path::Path::new(&socket_dir)
+        .join(format!(".s.PGSQL.{}", admin.port().unwrap_or(5432)));
+    tokio::time::sleep(after).await;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    loop {
+        let (mut inbound, _) = listener.accept().await.unwrap();
+        let socket = socket.clone();
+        tokio::spawn(async move {
+            let mut outbound = tokio::net::UnixStream::connect(socket).await.unwrap();
+            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+        });
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn startup_waits_for_a_database_that_comes_up_later_and_says_why() {
+    let database = crate::helpers::fresh_database().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut url = url::Url::parse(&database).unwrap();
+    url.set_query(None);
+    url.set_host(Some("127.0.0.1")).unwrap();
+    url.set_port(Some(port)).unwrap();
+    let proxy = tokio::spawn(database_coming_up(port, Duration::from_secs(2)));
+    let mut command = serve_command();
+    command
+        .env("DATABASE_URL", url.as_str())
+        .env("NO_COLOR", "1");
+    let server = tokio::task::spawn_blocking(move || listening(command))
+        .await
+        .unwrap();
+    let (status, log) = server.terminate_with_log();
+    proxy.abort();
+    assert!(status.success(), "{log:#?}");
+    let waited = log
+        .iter()
+        .find(|line| line.contains("the database cannot be reached yet"))
+        .unwrap_or_else(|| panic!("the wait is logged: {log:#?}"));
+    assert!(
+        waited.to_lowercase().contains("connection refused"),
+        "with its real cause: {waited}"
+    );
+
+    // A database that answers but refuses the service is not waited for.
+    let mut wrong = url::Url::parse(&database).unwrap();
+    wrong.set_path("no_such_database");
+    let started = std::time::Instant::now();
+    let output = serve_command()
+        .env("DATABASE_URL", wrong.as_str())
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "failed at once, not after --db-startup-timeout"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no_such_database"), "{stderr}");
+}
+
+#[test]
+fn an_invalid_rust_log_stops_the_service_before_it_starts() {
+    let output = serve_command()
+        .env("RUST_LOG", "info,job_service=loud")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("RUST_LOG=\"info,job_service=loud\" is not a valid log filter"),
+        "{stderr}"
+    );
 }

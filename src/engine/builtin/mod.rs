@@ -6,8 +6,9 @@
 //! read the task's incoming values (already resolved by [`variables::resolve_incoming`]) and,
 //! for evaluation and merge operands and `push`'s array, the job's variables and earlier
 //! tasks' results through a [`Scope`]; they touch no database, and the only time they read is
-//! the step's `now`, passed in. Every other WorkFlowEngine task (`childJob`,
-//! `transformation`, `forEach`, ...) is offered to task workers.
+//! the step's `now`, passed in. `childJob` and `forEach` are the engine's own (they start
+//! jobs and run loops); every other WorkFlowEngine task (`transformation`, ...) is offered to
+//! task workers.
 //!
 //! Behaviour follows Itential's task reference (docs.itential.com, Studio > Tasks >
 //! Reference: stub, newVariable, delay, evaluation, query, merge, makeData, and one page per
