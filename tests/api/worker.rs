@@ -12,7 +12,7 @@ use axum::Json;
 use job_service::grpc::pb;
 use serde_json::{json, Value};
 
-use crate::helpers::{fresh_database, TestApp};
+use crate::helpers::{fresh_database, from_struct, to_struct, Bearer, TestApp};
 
 const APP: &str = "Infoblox";
 
@@ -510,4 +510,70 @@ async fn a_token_without_the_worker_role_stops_the_worker_with_the_services_answ
     assert_eq!(status.code(), Some(1));
     let log = worker.log();
     assert!(log.contains("refused to hand out tasks"), "{log}");
+}
+
+#[tokio::test]
+async fn the_worker_reaches_a_service_over_mutual_tls() {
+    let pki = crate::tls::Pki::new();
+    let app = pki.spawn(true).await;
+    let channel = crate::tls::tls_channel(&app, pki.grpc_tls(Some(&pki.client)))
+        .await
+        .unwrap();
+    let bearer = Bearer::new(&app.admin_token);
+    job_service::grpc::WorkflowServiceClient::with_interceptor(channel.clone(), bearer.clone())
+        .create_workflow(pb::CreateWorkflowRequest {
+            workflow: Some(to_struct(&workflow("Create"))),
+        })
+        .await
+        .unwrap();
+    let mut jobs = job_service::grpc::JobServiceClient::with_interceptor(channel, bearer);
+    let id = jobs
+        .start_job(pb::StartJobRequest {
+            workflow: "Create".into(),
+            options: Some(pb::JobOptions {
+                variables: Some(to_struct(&json!({"network": "10.0.1.0/24"}))),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap()
+        .id;
+    let scratch = Scratch::new();
+    let script = scratch.script("echo.sh", ECHO);
+    let (cert, key) = (scratch.path("client.pem"), scratch.path("client.key"));
+    std::fs::write(&cert, &pki.client.cert).unwrap();
+    std::fs::write(&key, &pki.client.key).unwrap();
+    let ca = pki.file("ca.pem");
+    let worker = scratch.worker(
+        &app,
+        &[
+            "--exec",
+            &format!("{APP}={script}"),
+            "--tls-ca",
+            ca.to_str().unwrap(),
+            "--tls-client-cert",
+            cert.to_str().unwrap(),
+            "--tls-client-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    for _ in 0..200 {
+        let job = jobs
+            .get_job(pb::GetJobRequest { id: id.clone() })
+            .await
+            .unwrap()
+            .into_inner()
+            .job
+            .unwrap();
+        let variables = from_struct(job.variables.as_ref().unwrap());
+        if let Some(created) = variables.get("created") {
+            assert_eq!(created["incoming"]["network"], "10.0.1.0/24");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the worker never ran the task; its log:\n{}", worker.log());
 }
