@@ -26,6 +26,8 @@ pub enum Command {
     Serve(ServeConfig),
     /// Print a bearer token signed with the service's key.
     Token(TokenConfig),
+    /// Run tasks of the apps given with --exec and --http, as a task worker, until SIGTERM.
+    Worker(WorkerConfig),
 }
 
 /// Where the service keeps its state, and the keys that sign and verify bearer tokens.
@@ -259,6 +261,213 @@ pub struct TlsConfig {
     pub client_ca: Option<PathBuf>,
 }
 
+/// Options of `worker`. The token may be a secret held in the environment: it is a
+/// [`SecretString`], which Debug prints as redacted.
+#[derive(Parser, Clone, Debug)]
+#[command(after_long_help = WORKER_HELP)]
+pub struct WorkerConfig {
+    /// Runs the tasks of APP with COMMAND: a program and its arguments, split at white space
+    /// and run without a shell. The task comes as JSON on its stdin; its stdout is the
+    /// result. Repeat for more apps.
+    #[arg(long = "exec", value_name = "APP=COMMAND", value_parser = parse_exec)]
+    pub exec: Vec<ExecHandler>,
+
+    /// Runs the tasks of APP by POSTing them as JSON to URL (http:// or https://); the answer
+    /// is the result. Repeat for more apps.
+    #[arg(long = "http", value_name = "APP=URL", value_parser = parse_http)]
+    pub http: Vec<HttpHandler>,
+
+    /// The service's gRPC address: `host:port`, or `http://host:port`, or
+    /// `https://host:port` for TLS.
+    #[arg(long, env = "JOB_SERVICE_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    pub grpc_addr: String,
+
+    /// File holding the bearer token (role `worker`). Read again for every call, so a token
+    /// replaced in the file is used from the next call on.
+    #[arg(long, env = "JOB_SERVICE_TOKEN_FILE", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
+
+    /// The bearer token itself (prefer the environment variable, or --token-file: arguments
+    /// are visible to other users of the machine).
+    #[arg(long, env = "JOB_SERVICE_TOKEN", hide_env_values = true)]
+    pub token: Option<SecretString>,
+
+    /// Most tasks run at once.
+    #[arg(long, env = "JOB_SERVICE_WORKER_MAX_TASKS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_tasks: u32,
+
+    /// Longest one task's handler may run; past it, the command is killed (the HTTP call
+    /// dropped) and the task ends in error.
+    #[arg(long, env = "JOB_SERVICE_WORKER_TASK_TIMEOUT", default_value = "10m", value_parser = positive_duration)]
+    pub task_timeout: humantime::Duration,
+
+    /// Largest result a handler may give (its stdout, or the HTTP answer's body): a larger one
+    /// ends the task in error. At most 4MiB, what one gRPC message may carry.
+    #[arg(long, env = "JOB_SERVICE_WORKER_MAX_OUTPUT", default_value = "1MiB", value_parser = output_size)]
+    pub max_output: bytesize::ByteSize,
+
+    /// Names the worker in the service's records and logs. Default: host name and process id.
+    #[arg(long, env = "JOB_SERVICE_WORKER_ID")]
+    pub worker_id: Option<String>,
+
+    /// PEM file of the CA certificates that sign the service's certificate (TLS). The system's
+    /// certificates are not read: TLS needs this.
+    #[arg(long, env = "JOB_SERVICE_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// PEM file of this worker's certificate, for a service that asks for one (mutual TLS).
+    #[arg(
+        long,
+        env = "JOB_SERVICE_TLS_CLIENT_CERT",
+        value_name = "FILE",
+        requires = "tls_client_key"
+    )]
+    pub tls_client_cert: Option<PathBuf>,
+
+    /// PEM file of the private key of --tls-client-cert.
+    #[arg(
+        long,
+        env = "JOB_SERVICE_TLS_CLIENT_KEY",
+        value_name = "FILE",
+        requires = "tls_client_cert"
+    )]
+    pub tls_client_key: Option<PathBuf>,
+
+    /// The name the service's certificate must hold. Default: the host of --grpc-addr.
+    #[arg(long, env = "JOB_SERVICE_TLS_DOMAIN")]
+    pub tls_domain: Option<String>,
+
+    /// PEM file of the CA certificates that sign the certificates of https:// --http
+    /// endpoints (needed for those; the system's certificates are not read).
+    #[arg(long, env = "JOB_SERVICE_WORKER_HTTP_CA", value_name = "FILE")]
+    pub http_ca: Option<PathBuf>,
+
+    /// Log line format.
+    #[arg(long, env = "JOB_SERVICE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+const WORKER_HELP: &str = "\
+The task, on a command's stdin and in an HTTP handler's request body:
+  {\"job_id\": \"...\", \"task_id\": \"26e8\", \"app\": \"Panorama\", \"name\": \"commitChanges\",
+   \"incoming\": {...}, \"attempt\": 1}
+
+The result, on the command's stdout (exit status 0) or as the HTTP answer (2xx):
+  {\"finish_state\": \"success\", \"outgoing\": {...}}
+finish_state is success (the default), failure or error (with an error_message); empty
+output is success with no outgoing values. A command that exits with another status ends
+the task in error, the tail of its stderr as the error message; so does an HTTP answer
+that is not 2xx.
+
+While a handler runs the worker heartbeats the task; when its job is canceled, or the
+handler runs past --task-timeout, the command's process group is killed (the HTTP call
+dropped). SIGTERM or SIGINT: no new tasks; the running ones finish and are reported, then
+the worker exits 0. A second signal kills them and exits 1.
+
+Example:
+  job-service worker --token-file worker.token --exec 'Infoblox=./adapters/infoblox.sh'";
+
+/// `--exec APP=COMMAND`: the app's handler is a program run for each task.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecHandler {
+    pub app: String,
+    pub program: String,
+    pub args: Vec<String>,
+}
+
+/// `--http APP=URL`: the app's handler is an HTTP endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpHandler {
+    pub app: String,
+    pub url: String,
+}
+
+/// `APP=REST`, APP not empty.
+fn app_and(text: &str, what: &str) -> Result<(String, String), String> {
+    let Some((app, rest)) = text.split_once('=') else {
+        return Err(format!(
+            "expected APP={what}, with the app's name before '='"
+        ));
+    };
+    let app = app.trim();
+    if app.is_empty() {
+        return Err(format!(
+            "the app's name before '=' is empty (expected APP={what})"
+        ));
+    }
+    if app.contains('\0') || rest.contains('\0') {
+        return Err("must not hold U+0000".to_owned());
+    }
+    Ok((app.to_owned(), rest.trim().to_owned()))
+}
+
+fn parse_exec(text: &str) -> Result<ExecHandler, String> {
+    let (app, command) = app_and(text, "COMMAND")?;
+    let mut words = command.split_whitespace().map(str::to_owned);
+    let Some(program) = words.next() else {
+        return Err(format!("no command after '{app}='"));
+    };
+    Ok(ExecHandler {
+        app,
+        program,
+        args: words.collect(),
+    })
+}
+
+fn parse_http(text: &str) -> Result<HttpHandler, String> {
+    let (app, url) = app_and(text, "URL")?;
+    let parsed = reqwest::Url::parse(&url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(format!("{url:?} is not an http:// or https:// URL"));
+    }
+    Ok(HttpHandler { app, url })
+}
+
+/// A handler's largest output: at least 1 KiB, at most 4 MiB (one gRPC message).
+fn output_size(text: &str) -> Result<bytesize::ByteSize, String> {
+    let size: bytesize::ByteSize = text.parse()?;
+    if size.as_u64() < 1024 || size.as_u64() > 4 * 1024 * 1024 {
+        return Err("must be from 1KiB to 4MiB".to_owned());
+    }
+    Ok(size)
+}
+
+impl WorkerConfig {
+    /// What clap cannot check alone: at least one handler, each app once, a token. The
+    /// error names the flag.
+    pub fn check(&self) -> Result<(), String> {
+        if self.exec.is_empty() && self.http.is_empty() {
+            return Err(
+                "give at least one handler: --exec APP=COMMAND or --http APP=URL".to_owned(),
+            );
+        }
+        let mut seen = std::collections::HashSet::new();
+        let apps = self
+            .exec
+            .iter()
+            .map(|h| ("--exec", &h.app))
+            .chain(self.http.iter().map(|h| ("--http", &h.app)));
+        for (flag, app) in apps {
+            if !seen.insert(app) {
+                return Err(format!(
+                    "{flag}: app {app:?} has a handler already; give each app one handler"
+                ));
+            }
+        }
+        if self.token_file.is_none() && self.token.is_none() {
+            return Err(
+                "no token: give --token-file (or JOB_SERVICE_TOKEN_FILE), or JOB_SERVICE_TOKEN"
+                    .to_owned(),
+            );
+        }
+        let needs_ca = self.http.iter().any(|h| h.url.starts_with("https:"));
+        if needs_ca && self.http_ca.is_none() {
+            return Err("--http: an https:// URL needs --http-ca".to_owned());
+        }
+        Ok(())
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -353,6 +562,70 @@ mod tests {
         assert!(error.contains("--tls-key"), "{error}");
         let error = serve(&["--tls-client-ca", "ca.pem"]).unwrap_err();
         assert!(error.contains("--tls-cert"), "{error}");
+    }
+
+    fn worker(args: &[&str]) -> Result<WorkerConfig, String> {
+        let cli = Cli::try_parse_from(["job-service", "worker"].iter().chain(args))
+            .map_err(|e| e.to_string())?;
+        let Command::Worker(config) = cli.command else {
+            panic!("worker")
+        };
+        config.check()?;
+        Ok(config)
+    }
+
+    #[test]
+    fn worker_takes_handlers_per_app() {
+        let config = worker(&[
+            "--exec",
+            "Infoblox=./adapter.sh create --verbose",
+            "--http",
+            "Panorama=http://127.0.0.1:9000/tasks",
+            "--token-file",
+            "t",
+            "--max-tasks",
+            "8",
+        ])
+        .unwrap();
+        assert_eq!(
+            config.exec,
+            [ExecHandler {
+                app: "Infoblox".into(),
+                program: "./adapter.sh".into(),
+                args: vec!["create".into(), "--verbose".into()],
+            }]
+        );
+        assert_eq!(config.http[0].app, "Panorama");
+        assert_eq!(config.max_tasks, 8);
+    }
+
+    #[test]
+    fn worker_errors_name_the_flag() {
+        let token = ["--token-file", "t"];
+        for (args, flag) in [
+            (vec!["--exec", "adapter.sh"], "--exec"),
+            (vec!["--exec", "=adapter.sh"], "--exec"),
+            (vec!["--exec", "A="], "--exec"),
+            (vec!["--http", "A=ftp://host/x"], "--http"),
+            (vec!["--http", "A=https://host/x"], "--http-ca"),
+            (vec!["--exec", "A=x", "--max-tasks", "0"], "--max-tasks"),
+            (
+                vec!["--exec", "A=x", "--task-timeout", "soon"],
+                "--task-timeout",
+            ),
+            (
+                vec!["--exec", "A=x", "--max-output", "1GiB"],
+                "--max-output",
+            ),
+            (vec!["--exec", "A=x", "--http", "A=http://h/"], "--http"),
+            (vec![], "--exec"),
+        ] {
+            let all: Vec<&str> = args.iter().copied().chain(token).collect();
+            let error = worker(&all).unwrap_err();
+            assert!(error.contains(flag), "{args:?}: {error}");
+        }
+        let error = worker(&["--exec", "A=x"]).unwrap_err();
+        assert!(error.contains("--token-file"), "{error}");
     }
 
     #[test]

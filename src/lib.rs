@@ -7,7 +7,7 @@
 //! tonic, axum or sqlx, and generated protobuf types stay in `grpc`.
 //!
 //! - `src/main.rs` (the binary): logs, config, build the app, run
-//!   until the signal; `job-service token` signs a token.
+//!   until the signal; `job-service token` signs a token; `job-service worker` runs tasks.
 //! - [`config`]: command line and environment (clap, `env` on every option; the database URL
 //!   is a redacting secret).
 //! - [`app`]: opens the store, binds the listeners, serves gRPC and HTTP with one shutdown.
@@ -41,6 +41,9 @@
 //! - [`tls`]: TLS and mutual TLS on both front doors.
 //! - [`transport`]: bounds on both front doors' connections: a cap a port, idle and header
 //!   timeouts, HTTP/2 stream limits; serves the gateway's connections.
+//! - [`worker`]: `job-service worker`, a task worker that runs commands and HTTP endpoints
+//!   as the handlers of apps; a client of the WorkerService, sharing nothing else with the
+//!   service.
 //! - `fuzzing`: entry points for the fuzz targets in `fuzz/`.
 
 pub mod app;
@@ -58,3 +61,4 @@ pub mod service;
 pub mod store;
 pub mod tls;
 pub mod transport;
+pub mod worker;

@@ -37,6 +37,23 @@ async fn main() -> std::process::ExitCode {
                 }
             }
         }
+        Command::Worker(config) => {
+            if let Err(why) = config.check() {
+                eprintln!("error: {why}");
+                return std::process::ExitCode::from(2);
+            }
+            if let Err(error) = telemetry::init(config.log_format, None) {
+                eprintln!("error: {error:#}");
+                return std::process::ExitCode::FAILURE;
+            }
+            match job_service::worker::run(config, signals()).await {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(error) => {
+                    tracing::error!("{error:#}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
         Command::Token(config) => match job_service::auth::token_for(&config) {
             Ok(token) => {
                 if config.roles.is_empty() {
@@ -51,6 +68,28 @@ async fn main() -> std::process::ExitCode {
             }
         },
     }
+}
+
+/// One message for each SIGTERM or SIGINT, from now on: the worker drains on the first and
+/// stops at once on the second.
+fn signals() -> tokio::sync::mpsc::Receiver<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate()).expect("can install a SIGTERM handler");
+    let mut interrupt = signal(SignalKind::interrupt()).expect("can install a SIGINT handler");
+    let (sender, receiver) = tokio::sync::mpsc::channel(2);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = interrupt.recv() => {}
+            }
+            tracing::info!("signal received");
+            if sender.send(()).await.is_err() {
+                break;
+            }
+        }
+    });
+    receiver
 }
 
 /// Resolves on SIGTERM or SIGINT. The handlers are installed when this is called, not when the

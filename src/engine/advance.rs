@@ -423,7 +423,7 @@ fn start(
                     job: &job.variables,
                     tasks: &outgoing_of,
                 };
-                builtin::run(builtin, &run.incoming, &scope)
+                builtin::run(builtin, &run.incoming, &scope, now)
             };
             job.event(id, "task", "running", "", now);
             apply_outcome(job, graph, id, outcome, now, limits)

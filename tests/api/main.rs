@@ -32,4 +32,5 @@ mod storage;
 mod telemetry;
 mod tls;
 mod transport;
+mod worker;
 mod workflows;

@@ -15,20 +15,20 @@ use crate::helpers::{Bearer, TestApp};
 
 /// A certificate and its key, in PEM.
 pub(crate) struct Issued {
-    pub cert: String,
-    pub key: String,
+    pub(crate) cert: String,
+    pub(crate) key: String,
 }
 
 /// A CA made for one test, the server certificate it signed (for localhost and 127.0.0.1), and
 /// a client certificate it signed; written to files for the service.
-struct Pki {
+pub(crate) struct Pki {
     dir: tempfile::TempDir,
     ca: String,
-    client: Issued,
+    pub(crate) client: Issued,
 }
 
 impl Pki {
-    fn new() -> Pki {
+    pub(crate) fn new() -> Pki {
         let ca = test_ca("job-service test CA");
         let server = issue(
             &ca,
@@ -47,12 +47,12 @@ impl Pki {
         }
     }
 
-    fn file(&self, name: &str) -> PathBuf {
+    pub(crate) fn file(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
     /// The service over TLS, with mutual TLS when `mutual`.
-    async fn spawn(&self, mutual: bool) -> TestApp {
+    pub(crate) async fn spawn(&self, mutual: bool) -> TestApp {
         TestApp::spawn_with(|config| {
             config.tls.cert = Some(self.file("server.pem"));
             config.tls.key = Some(self.file("server.key"));
@@ -63,7 +63,7 @@ impl Pki {
         .await
     }
 
-    fn grpc_tls(&self, identity: Option<&Issued>) -> ClientTlsConfig {
+    pub(crate) fn grpc_tls(&self, identity: Option<&Issued>) -> ClientTlsConfig {
         let tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(&self.ca))
             .domain_name("localhost");
@@ -122,7 +122,7 @@ async fn list_jobs(app: &TestApp, channel: Channel) -> Result<(), tonic::Status>
         .map(|_| ())
 }
 
-async fn tls_channel(
+pub(crate) async fn tls_channel(
     app: &TestApp,
     tls: ClientTlsConfig,
 ) -> Result<Channel, tonic::transport::Error> {

@@ -1,13 +1,14 @@
 //! The WorkFlowEngine tasks the service runs itself: `stub`, `newVariable`, `delay`,
 //! `evaluation`, `query`, `merge` and `makeData`, and the utility tasks in [`utility`]:
 //! `push`, `setObjectKey`, `arrayLength`, `arrayPush`, `arrayIncludes`, `arrayIndexOf`,
-//! `join`, `stringConcat`, `stringLength`, `substring`, `split`, `numberToString` and
-//! `parse`. Pure: they read the task's incoming values (already resolved by
-//! [`variables::resolve_incoming`]) and, for evaluation and merge operands and `push`'s array,
-//! the job's variables and earlier tasks' results through a [`Scope`]; they touch no database
-//! and no clock (so `getTime` and the other tasks that read the clock are not here). Every
-//! other WorkFlowEngine task (`childJob`, `transformation`, `forEach`, `modify`, ...) is
-//! offered to task workers.
+//! `join`, `stringConcat`, `stringLength`, `substring`, `split`, `numberToString`, `parse`
+//! and `modify`; and the time tasks in [`time`]: `getTime` and `calculateTimeDiff`. Pure: they
+//! read the task's incoming values (already resolved by [`variables::resolve_incoming`]) and,
+//! for evaluation and merge operands and `push`'s array, the job's variables and earlier
+//! tasks' results through a [`Scope`]; they touch no database, and the only time they read is
+//! the step's `now`, passed in. `childJob` and `forEach` are the engine's own (they start
+//! jobs and run loops); every other WorkFlowEngine task (`transformation`, ...) is offered to
+//! task workers.
 //!
 //! Behaviour follows Itential's task reference (docs.itential.com, Studio > Tasks >
 //! Reference: stub, newVariable, delay, evaluation, query, merge, makeData, and one page per
@@ -27,11 +28,13 @@ use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 
 mod js;
 mod path;
 mod pattern;
+mod time;
 mod utility;
 
 pub use utility::MAX_ARRAY_ITEMS;
@@ -96,11 +99,14 @@ pub enum Builtin {
     Split,
     NumberToString,
     Parse,
+    Modify,
+    GetTime,
+    CalculateTimeDiff,
 }
 
 impl Builtin {
     /// Every builtin.
-    pub const ALL: [Builtin; 20] = [
+    pub const ALL: [Builtin; 23] = [
         Builtin::Stub,
         Builtin::NewVariable,
         Builtin::Delay,
@@ -121,6 +127,9 @@ impl Builtin {
         Builtin::Split,
         Builtin::NumberToString,
         Builtin::Parse,
+        Builtin::Modify,
+        Builtin::GetTime,
+        Builtin::CalculateTimeDiff,
     ];
 
     /// The builtin a workflow task is: its `app` is `WorkFlowEngine`, its `type` is not
@@ -162,6 +171,9 @@ impl Builtin {
             Builtin::Split => "split",
             Builtin::NumberToString => "numberToString",
             Builtin::Parse => "parse",
+            Builtin::Modify => "modify",
+            Builtin::GetTime => "getTime",
+            Builtin::CalculateTimeDiff => "calculateTimeDiff",
         }
     }
 }
@@ -223,9 +235,16 @@ fn one(key: &str, value: Value) -> Map<String, Value> {
 }
 
 /// Runs `builtin` on its resolved `incoming` values; `scope` serves the operands of
-/// evaluation and merge tasks. A `delay`, or a `stub` with a `delay`, answers
-/// [`Outcome::Wait`]; the engine finishes it with [`finish_wait`].
-pub fn run(builtin: Builtin, incoming: &Map<String, Value>, scope: &Scope) -> Outcome {
+/// evaluation and merge tasks, and `now` is the time of the step that runs it (what
+/// `getTime` reads: the clock is never read here, so a step gives every task one time). A
+/// `delay`, or a `stub` with a `delay`, answers [`Outcome::Wait`]; the engine finishes it
+/// with [`finish_wait`].
+pub fn run(
+    builtin: Builtin,
+    incoming: &Map<String, Value>,
+    scope: &Scope,
+    now: DateTime<Utc>,
+) -> Outcome {
     let result = match builtin {
         Builtin::Stub => stub(incoming),
         Builtin::NewVariable => new_variable(incoming),
@@ -247,6 +266,9 @@ pub fn run(builtin: Builtin, incoming: &Map<String, Value>, scope: &Scope) -> Ou
         Builtin::Split => utility::split(incoming),
         Builtin::NumberToString => utility::number_to_string(incoming),
         Builtin::Parse => utility::parse(incoming),
+        Builtin::Modify => utility::modify(incoming),
+        Builtin::GetTime => time::get_time(incoming, now),
+        Builtin::CalculateTimeDiff => time::calculate_time_diff(incoming),
     };
     result.unwrap_or_else(|message| Outcome::error(builtin, &message))
 }
@@ -929,7 +951,7 @@ mod tests {
 
     fn run_alone(builtin: Builtin, incoming: Value) -> Outcome {
         with_scope(json!({}), json!({}), |scope| {
-            run(builtin, &object(incoming), scope)
+            run(builtin, &object(incoming), scope, DateTime::UNIX_EPOCH)
         })
     }
 
@@ -1003,16 +1025,7 @@ mod tests {
 
     #[test]
     fn other_workflow_engine_tasks_manual_tasks_and_adapter_tasks_are_not_builtins() {
-        for name in [
-            "childJob",
-            "transformation",
-            "forEach",
-            "modify",
-            "getTime",
-            "calculateTimeDiff",
-            "Stub",
-            "ArrayPush",
-        ] {
+        for name in ["childJob", "transformation", "forEach", "Stub", "ArrayPush"] {
             assert_eq!(
                 Builtin::of(&task("WorkFlowEngine", "operation", name)),
                 None
@@ -1456,7 +1469,14 @@ mod tests {
         let outcome = with_scope(
             json!({"device": {"name": "ios-1"}}),
             json!({"1a2b": {"result": {"response": {"hostname": "ios-1", "interfaces": ["g0", "g1"]}}}}),
-            |scope| run(Builtin::Evaluation, &object(incoming), scope),
+            |scope| {
+                run(
+                    Builtin::Evaluation,
+                    &object(incoming),
+                    scope,
+                    DateTime::UNIX_EPOCH,
+                )
+            },
         );
         assert_eq!(outcome.finish_state(), Some(FinishState::Success));
     }
@@ -1693,7 +1713,14 @@ mod tests {
         let outcome = with_scope(
             json!({"filePath": "dir/a.txt"}),
             json!({"3ea5": {"return_data": {"text": "x"}}}),
-            |scope| run(Builtin::Merge, &object(incoming), scope),
+            |scope| {
+                run(
+                    Builtin::Merge,
+                    &object(incoming),
+                    scope,
+                    DateTime::UNIX_EPOCH,
+                )
+            },
         );
         assert_eq!(
             outcome,
@@ -2033,7 +2060,7 @@ mod tests {
                     .unwrap_or_default();
                 let outcome = with_scope(json!({}), json!({}), |scope| {
                     let resolved = variables::resolve_incoming(&incoming, scope);
-                    match run(builtin, &resolved, scope) {
+                    match run(builtin, &resolved, scope, DateTime::UNIX_EPOCH) {
                         Outcome::Wait { .. } => finish_wait(builtin, &resolved),
                         finished => finished,
                     }
@@ -2082,6 +2109,9 @@ mod tests {
             (Builtin::Split, 1),
             (Builtin::NumberToString, 1),
             (Builtin::Parse, 1),
+            (Builtin::Modify, 1),
+            (Builtin::GetTime, 2),
+            (Builtin::CalculateTimeDiff, 1),
         ]);
         assert_eq!(seen, expected);
     }
@@ -2093,6 +2123,17 @@ mod tests {
         task_id: &str,
         job: Value,
         tasks: Value,
+    ) -> (Outcome, Vec<(String, Value)>) {
+        run_corpus_task_at(file, task_id, job, tasks, DateTime::UNIX_EPOCH)
+    }
+
+    /// [`run_corpus_task`] in a step at `now`.
+    fn run_corpus_task_at(
+        file: &str,
+        task_id: &str,
+        job: Value,
+        tasks: Value,
+        now: DateTime<Utc>,
     ) -> (Outcome, Vec<(String, Value)>) {
         let task = corpus_task(file, task_id);
         let builtin =
@@ -2110,6 +2151,7 @@ mod tests {
                 builtin,
                 &variables::resolve_incoming(&incoming, scope),
                 scope,
+                now,
             )
         });
         let writes = match &outcome {
@@ -2310,5 +2352,222 @@ mod tests {
                 error: None,
             }
         );
+    }
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .unwrap_or_else(|why| panic!("{why}"))
+            .with_timezone(&Utc)
+    }
+
+    fn outgoing_of(outcome: Outcome) -> Value {
+        match outcome {
+            Outcome::Finished {
+                finish_state: FinishState::Success,
+                outgoing,
+                ..
+            } => Value::Object(outgoing),
+            other => panic!("expected success, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn get_time_gives_the_steps_time_at_the_tasks_utc_offset() {
+        // kentik/device-onboarding-flow-test.json: `timezone` -11:00, no format, no offset;
+        // the child job gets the result as its `startTime`. The reference page's example.
+        let (outcome, _) = run_corpus_task_at(
+            "kentik/device-onboarding-flow-test.json",
+            "07ef",
+            json!({}),
+            json!({}),
+            at("2023-04-28T12:21:14.052Z"),
+        );
+        assert_eq!(
+            outgoing_of(outcome),
+            json!({"time": {
+                "time": "2023-04-28T01:21:14.052000-1100",
+                "formatString": "YYYY-MM-DDTHH:mm:ss.SSSSSSZZ"
+            }})
+        );
+    }
+
+    #[test]
+    fn get_time_moves_the_time_by_its_offset_duration() {
+        // itential-platform-workflow-utilities/archive-jobs-and-tasks-collections.json: the
+        // date `copyMoveDataOlderThanDays` ago, at -04:00, as the transformation 91ea gives
+        // the offset; 3e8 reads it as `lessThanDate`.
+        let (outcome, _) = run_corpus_task_at(
+            "itential-platform-workflow-utilities/archive-jobs-and-tasks-collections.json",
+            "9fb8",
+            json!({}),
+            json!({"91ea": {"offsetDuration": {"days": -30}}}),
+            at("2026-03-31T02:00:00.5Z"),
+        );
+        assert_eq!(
+            outgoing_of(outcome)["time"]["time"],
+            json!("2026-02-28T22:00:00.500000-0400")
+        );
+        // Months move on the calendar (31 March less a month is the last of February);
+        // a number is milliseconds; a JSON text is taken as its object.
+        let get_time = |offset: Value| {
+            let incoming =
+                json!({"timezone": "", "format": "YYYY-MM-DD HH:mm", "offsetDuration": offset});
+            with_scope(json!({}), json!({}), |scope| {
+                outgoing_of(run(
+                    Builtin::GetTime,
+                    &object(incoming),
+                    scope,
+                    at("2026-03-31T10:00:00Z"),
+                ))["time"]["time"]
+                    .clone()
+            })
+        };
+        assert_eq!(get_time(json!({"months": -1})), json!("2026-02-28 10:00"));
+        assert_eq!(
+            get_time(json!({"years": 1, "hours": 4})),
+            json!("2027-03-31 14:00")
+        );
+        assert_eq!(get_time(json!(3_600_000)), json!("2026-03-31 11:00"));
+        assert_eq!(get_time(json!("{\"weeks\": 1}")), json!("2026-04-07 10:00"));
+        assert_eq!(get_time(json!("")), json!("2026-03-31 10:00"));
+    }
+
+    #[test]
+    fn get_time_says_what_is_wrong_with_its_incoming_values() {
+        let error = |incoming: Value| {
+            error_message(&with_scope(json!({}), json!({}), |scope| {
+                run(
+                    Builtin::GetTime,
+                    &object(incoming),
+                    scope,
+                    DateTime::UNIX_EPOCH,
+                )
+            }))
+        };
+        let message = error(json!({"timezone": "Mars/Olympus"}));
+        assert!(
+            message.starts_with("getTime: timezone must be a UTC offset"),
+            "{message}"
+        );
+        let message = error(json!({"format": "LLLL"}));
+        assert!(message.contains("\"LLLL\""), "{message}");
+        let message = error(json!({"offsetDuration": {"fortnights": 1}}));
+        assert!(
+            message.contains("offsetDuration.fortnights is not a unit"),
+            "{message}"
+        );
+        let message = error(json!({"offsetDuration": {"years": 1e12}}));
+        assert!(message.contains("out of range"), "{message}");
+    }
+
+    #[test]
+    fn calculate_time_diff_subtracts_the_second_time_from_the_first_in_every_unit() {
+        // kentik/device-flow-test.json: the time of a flow (merged with its format) less
+        // the job's `startTime` (a getTime result); the evaluation after it checks
+        // `milliseconds` >= 0.
+        let (outcome, _) = run_corpus_task(
+            "kentik/device-flow-test.json",
+            "6f53",
+            json!({"startTime": {
+                "time": "2023-04-28T01:21:14.052000-1100",
+                "formatString": "YYYY-MM-DDTHH:mm:ss.SSSSSSZZ"
+            }}),
+            json!({"35e4": {"merged_object": {
+                "time": "2023-04-28T12:22:14.152Z",
+                "formatString": "YYYY-MM-DDTHH:mm:ss.SSSZ"
+            }}}),
+        );
+        assert_eq!(
+            outgoing_of(outcome)["timeDiff"]["milliseconds"],
+            json!(60_100)
+        );
+        // The reference page's units for 30 days back.
+        let diff = with_scope(json!({}), json!({}), |scope| {
+            outgoing_of(run(
+                Builtin::CalculateTimeDiff,
+                &object(json!({
+                    "firstTime": {"time": "2023-05-01", "formatString": "YYYY-MM-DD"},
+                    "secondTime": {"time": "31 May 2023", "formatString": "D MMM YYYY"}
+                })),
+                scope,
+                DateTime::UNIX_EPOCH,
+            ))
+        });
+        assert_eq!(
+            diff["timeDiff"],
+            json!({
+                "milliseconds": -2_592_000_000_i64,
+                "seconds": -2_592_000,
+                "minutes": -43_200,
+                "hours": -720,
+                "days": -30,
+                "months": -0.9856465225158627,
+                "years": -0.08213721020965523
+            })
+        );
+    }
+
+    #[test]
+    fn calculate_time_diff_says_which_time_it_cannot_read() {
+        let message = error_message(&with_scope(json!({}), json!({}), |scope| {
+            run(
+                Builtin::CalculateTimeDiff,
+                &object(json!({
+                    "firstTime": {"time": "yesterday", "formatString": "YYYY-MM-DD"},
+                    "secondTime": "2023-05-01T00:00:00Z"
+                })),
+                scope,
+                DateTime::UNIX_EPOCH,
+            )
+        }));
+        assert!(
+            message.starts_with("calculateTimeDiff: firstTime.time \"yesterday\" does not match"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn modify_replaces_the_value_or_the_field_its_query_names() {
+        // gitlab/create-templated-project.json: the template name chosen in the form
+        // replaces `template_name`, written to job variable `templateName`.
+        let (outcome, writes) = run_corpus_task(
+            "gitlab/create-templated-project.json",
+            "8215",
+            json!({"template_name": "old"}),
+            json!({"bf60": {"return_data": "rails"}}),
+        );
+        assert_eq!(outgoing_of(outcome), json!({"updated_object": "rails"}));
+        assert_eq!(writes, vec![("templateName".to_owned(), json!("rails"))]);
+        let modify = |incoming: Value| {
+            with_scope(json!({}), json!({}), |scope| {
+                run(
+                    Builtin::Modify,
+                    &object(incoming),
+                    scope,
+                    DateTime::UNIX_EPOCH,
+                )
+            })
+        };
+        assert_eq!(
+            outgoing_of(modify(json!({
+                "object_to_update": {"device": {"sync-status": true, "name": "r1"}},
+                "query": "device.sync-status",
+                "new_value": false
+            }))),
+            json!({"updated_object": {"device": {"sync-status": false, "name": "r1"}}})
+        );
+        // The query is not used for a boolean, number or string.
+        assert_eq!(
+            outgoing_of(modify(
+                json!({"object_to_update": false, "query": "a", "new_value": true})
+            )),
+            json!({"updated_object": true})
+        );
+        let message = error_message(&modify(json!({
+            "object_to_update": {"list": [1, 2]},
+            "query": "list.0",
+            "new_value": 3
+        })));
+        assert!(message.contains("modify does not change"), "{message}");
     }
 }

@@ -1,7 +1,7 @@
 //! WorkFlowEngine utility tasks: small array, string, number, object and JSON operations
 //! (`push`, `arrayPush`, `arrayLength`, `arrayIncludes`, `arrayIndexOf`, `join`,
-//! `setObjectKey`, `stringConcat`, `stringLength`, `substring`, `split`, `numberToString`,
-//! `parse`).
+//! `setObjectKey`, `modify`, `stringConcat`, `stringLength`, `substring`, `split`,
+//! `numberToString`, `parse`).
 //!
 //! Incoming and outgoing names are those of the exported workflows in
 //! `tests/data/itential-assets`, and the behaviour is that of Itential's task reference
@@ -478,6 +478,62 @@ pub(super) fn number_to_string(incoming: &Map<String, Value>) -> Result<Outcome,
     Ok(Outcome::success(one("numToString", Value::String(text))))
 }
 
+/// `modify`: outgoing `updated_object` is `new_value`, or, when `object_to_update` is an
+/// object and `query` names one of its fields (keys separated by dots, `a.b.description`), a
+/// copy of the object with that field set to `new_value` (missing levels created). As
+/// Itential's reference says, the query is not used for a boolean, number or string, and
+/// `modify` does not change arrays: a query through an array, or into an array, is an error.
+pub(super) fn modify(incoming: &Map<String, Value>) -> Result<Outcome, String> {
+    let target = required(incoming, "object_to_update")?;
+    let new_value = required(incoming, "new_value")?.clone();
+    let query = match optional(incoming, "query") {
+        None => None,
+        Some(Value::String(query)) => Some(query.as_str()),
+        Some(other) => return Err(format!("query must be a string, not {}", type_name(other))),
+    };
+    let (Some(query), Value::Object(_) | Value::Array(_)) = (query, target) else {
+        return Ok(Outcome::success(one("updated_object", new_value)));
+    };
+    if matches!(target, Value::Array(_)) {
+        return Err("object_to_update is an array, which modify does not change".to_owned());
+    }
+    let keys: Vec<&str> = query.split('.').collect();
+    if keys.len() > MAX_QUERY_STEPS {
+        return Err(format!(
+            "query has {} keys, at most {MAX_QUERY_STEPS} are allowed",
+            keys.len()
+        ));
+    }
+    if keys.iter().any(|key| key.is_empty()) {
+        return Err(format!("query {query:?} has an empty key"));
+    }
+    let mut updated = target.clone();
+    let mut at = &mut updated;
+    for (step, key) in keys.iter().enumerate() {
+        let Value::Object(map) = at else {
+            return Err(format!(
+                "query {query:?} goes through {}, which modify does not change",
+                keys[..step].join(".")
+            ));
+        };
+        let slot = map.entry(key.to_string()).or_insert(Value::Null);
+        if step + 1 == keys.len() {
+            if matches!(slot, Value::Array(_)) {
+                return Err(format!(
+                    "query {query:?} names an array, which modify does not change"
+                ));
+            }
+            *slot = new_value;
+            break;
+        }
+        if matches!(slot, Value::Null) {
+            *slot = Value::Object(Map::new());
+        }
+        at = slot;
+    }
+    Ok(Outcome::success(one("updated_object", updated)))
+}
+
 /// `parse`: incoming `text` read as JSON, as outgoing `textObject`, as `JSON.parse`; within
 /// [`MAX_MAKE_DATA_OUTPUT`] bytes and the nesting and size bounds of what the service stores.
 pub(super) fn parse(incoming: &Map<String, Value>) -> Result<Outcome, String> {
@@ -505,7 +561,12 @@ mod tests {
             job: &job,
             tasks: &no_task,
         };
-        run(builtin, &object(incoming), &scope)
+        run(
+            builtin,
+            &object(incoming),
+            &scope,
+            chrono::DateTime::UNIX_EPOCH,
+        )
     }
 
     fn run_alone(builtin: Builtin, incoming: Value) -> Outcome {
