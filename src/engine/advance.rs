@@ -216,17 +216,7 @@ fn expire_and_fire_timers(
                         "the task was offered to workers {} times and no worker completed it before its lease expired",
                         run.attempt
                     );
-                    finish(
-                        job,
-                        graph,
-                        &id,
-                        FinishState::Error,
-                        Map::new(),
-                        Vec::new(),
-                        Some(json!(message)),
-                        now,
-                        limits,
-                    );
+                    fail_task(job, graph, &id, message, now, limits);
                 } else {
                     run.status = TaskStatus::Scheduled;
                     job.offers = true;
@@ -354,17 +344,7 @@ fn start(
                     run.progress = Some(progress);
                     child_jobs_moved(job, graph, id, now, limits)
                 }
-                Err(message) => finish(
-                    job,
-                    graph,
-                    id,
-                    FinishState::Error,
-                    Map::new(),
-                    Vec::new(),
-                    Some(json!(message)),
-                    now,
-                    limits,
-                ),
+                Err(message) => fail_task(job, graph, id, message, now, limits),
             }
         }
         Runner::Engine if loops::is_for_each(task) => {
@@ -401,17 +381,7 @@ fn start(
                     now,
                     limits,
                 ),
-                Err(message) => finish(
-                    job,
-                    graph,
-                    id,
-                    FinishState::Error,
-                    Map::new(),
-                    Vec::new(),
-                    Some(json!(message)),
-                    now,
-                    limits,
-                ),
+                Err(message) => fail_task(job, graph, id, message, now, limits),
             }
         }
         Runner::Engine => {
@@ -664,6 +634,28 @@ fn apply_outcome(
     }
 }
 
+/// Ends task `id` in error with `message`, nothing of it kept; returns what [`finish`] does.
+fn fail_task(
+    job: &mut RunningJob,
+    graph: &TaskGraph,
+    id: &str,
+    message: impl Into<Value>,
+    now: DateTime<Utc>,
+    limits: &Limits,
+) -> Option<Vec<String>> {
+    finish(
+        job,
+        graph,
+        id,
+        FinishState::Error,
+        Map::new(),
+        Vec::new(),
+        Some(message.into()),
+        now,
+        limits,
+    )
+}
+
 /// Records that a task finished: its result, the job variables it writes (`job_writes`, a
 /// WorkFlowEngine task's own, beside those its outgoing values and error are mapped to), a
 /// retry when its `retrySettings` ask for one, and the revert transitions it fires (whose targets run again:
@@ -697,17 +689,7 @@ pub fn finish(
     if let Some(problem) = oversized(&job.variables, &outgoing, &job_writes, task) {
         // Kept, the values would grow the job without bound (a loop appending to a variable):
         // the task ends in error instead, and what it made is not kept.
-        return finish(
-            job,
-            graph,
-            id,
-            FinishState::Error,
-            Map::new(),
-            Vec::new(),
-            Some(json!(problem)),
-            now,
-            limits,
-        );
+        return fail_task(job, graph, id, problem, now, limits);
     }
     let mut writes = job_writes;
     writes.extend(variables::job_writes(
