@@ -92,19 +92,36 @@ fn signals() -> tokio::sync::mpsc::Receiver<()> {
     receiver
 }
 
-/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is called, not when the
-/// future is first polled: a signal that arrives while the service starts, or just after it
-/// says it listens, is kept and answered with a graceful shutdown instead of ending the process
-/// on the spot (with its PostgreSQL left running).
+/// Resolves on SIGTERM, SIGINT, SIGHUP or SIGQUIT. The handlers are installed when this is
+/// called, not when the future is first polled: a signal that arrives while the service
+/// starts, or just after it says it listens, is kept and answered with a graceful shutdown
+/// instead of ending the process on the spot (with its PostgreSQL left running). SIGHUP and
+/// SIGQUIT, which would otherwise end the process at once, are handled the same way: the
+/// service does not reload anything in place (new certificates and keys are read at start),
+/// so a hangup means stop, cleanly; a supervisor starts it again.
 fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut terminate = signal(SignalKind::terminate()).expect("can install a SIGTERM handler");
-    let mut interrupt = signal(SignalKind::interrupt()).expect("can install a SIGINT handler");
+    let mut handlers = [
+        ("SIGTERM", SignalKind::terminate()),
+        ("SIGINT", SignalKind::interrupt()),
+        ("SIGHUP", SignalKind::hangup()),
+        ("SIGQUIT", SignalKind::quit()),
+    ]
+    .map(|(name, kind)| {
+        let handler = signal(kind).unwrap_or_else(|error| panic!("cannot handle {name}: {error}"));
+        (name, handler)
+    });
     async move {
-        tokio::select! {
-            _ = terminate.recv() => {}
-            _ = interrupt.recv() => {}
-        }
-        tracing::info!("shutdown signal received, finishing in-flight calls");
+        let [(term, a), (int, b), (hup, c), (quit, d)] = &mut handlers;
+        let name = tokio::select! {
+            _ = a.recv() => *term,
+            _ = b.recv() => *int,
+            _ = c.recv() => *hup,
+            _ = d.recv() => *quit,
+        };
+        tracing::info!(
+            signal = name,
+            "shutdown signal received, finishing in-flight calls"
+        );
     }
 }

@@ -156,12 +156,17 @@ impl Server {
 
     /// Sends SIGTERM, waits for the exit, and returns the exit status and every line the
     /// service wrote on stderr.
-    pub fn terminate_with_log(mut self) -> (std::process::ExitStatus, Vec<String>) {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
+    pub fn terminate_with_log(self) -> (std::process::ExitStatus, Vec<String>) {
+        self.signal_with_log(nix::sys::signal::Signal::SIGTERM)
+    }
+
+    /// Sends `signal`, waits for the exit, and returns the exit status and every line the
+    /// service wrote on stderr.
+    pub fn signal_with_log(
+        mut self,
+        signal: nix::sys::signal::Signal,
+    ) -> (std::process::ExitStatus, Vec<String>) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal).unwrap();
         let status = self.child.wait().unwrap();
         // The reader thread sees the end of stderr once the process is gone.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -641,4 +646,32 @@ fn an_invalid_rust_log_stops_the_service_before_it_starts() {
         stderr.contains("RUST_LOG=\"info,job_service=loud\" is not a valid log filter"),
         "{stderr}"
     );
+}
+
+#[test]
+fn sighup_and_sigquit_stop_the_service_cleanly_with_its_postgres() {
+    for signal in [
+        nix::sys::signal::Signal::SIGHUP,
+        nix::sys::signal::Signal::SIGQUIT,
+    ] {
+        let dir = data_dir();
+        let mut command = serve_command();
+        command
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env_remove("DATABASE_URL")
+            .env("NO_COLOR", "1");
+        let (status, log) = listening(command).signal_with_log(signal);
+        assert!(status.success(), "{signal}: {status}: {log:#?}");
+        assert!(
+            log.iter()
+                .any(|line| line.contains("shutdown signal received")
+                    && line.contains(signal.as_str())),
+            "{log:#?}"
+        );
+        assert!(
+            !dir.path().join("postgres/postmaster.pid").exists(),
+            "{signal} left PostgreSQL running"
+        );
+    }
 }
