@@ -6,16 +6,23 @@
 //! creates a random secret in the data dir on first start, and `job-service token` signs with
 //! that secret: it never creates one, since the service would refuse a token signed with a
 //! secret it does not hold.
+//!
+//! Or a JSON Web Key Set, from a file or from an identity provider's URL ([`jwks`]): a
+//! token's `kid` picks the key, and keys rotate without a restart.
+
+mod jwks;
+mod keys;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::config::{KeyConfig, TokenConfig};
 use crate::domain::ids::account_id_for_username;
@@ -45,14 +52,53 @@ pub struct Claims {
     pub groups: Vec<String>,
     #[serde(default)]
     pub roles: Vec<String>,
-    /// Expiry, seconds since the epoch.
+    /// Expiry, seconds since the epoch (a fraction is dropped: the token ends no later).
+    #[serde(deserialize_with = "numeric_date_floor")]
     pub exp: u64,
-    /// Not before, seconds since the epoch: the token is refused until then.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Not before, seconds since the epoch: the token is refused until then (a fraction
+    /// rounds up: the token starts no earlier).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "optional_numeric_date_ceil"
+    )]
     pub nbf: Option<u64>,
-    /// Issued at, seconds since the epoch: a token issued in the future is refused.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Issued at, seconds since the epoch: a token issued in the future is refused (a
+    /// fraction rounds up).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "optional_numeric_date_ceil"
+    )]
     pub iat: Option<u64>,
+}
+
+/// A NumericDate (RFC 7519 section 2): seconds since the epoch, which may have a fraction.
+/// Identity providers write `1767225600.5` as well as `1767225600`.
+fn numeric_date(value: serde_json::Number, round: fn(f64) -> f64) -> Result<u64, String> {
+    if let Some(whole) = value.as_u64() {
+        return Ok(whole);
+    }
+    match value.as_f64() {
+        // 2^53: past it, f64 holds no fraction, and no date is that far ahead.
+        Some(seconds) if seconds.is_finite() && (0.0..9.0e15).contains(&seconds) => {
+            Ok(round(seconds) as u64)
+        }
+        _ => Err(format!("{value} is not a date (seconds since 1970)")),
+    }
+}
+
+fn numeric_date_floor<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    numeric_date(serde_json::Number::deserialize(deserializer)?, f64::floor)
+        .map_err(serde::de::Error::custom)
+}
+
+fn optional_numeric_date_ceil<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<u64>, D::Error> {
+    Option::<serde_json::Number>::deserialize(deserializer)?
+        .map(|value| numeric_date(value, f64::ceil).map_err(serde::de::Error::custom))
+        .transpose()
 }
 
 impl Claims {
@@ -81,44 +127,118 @@ impl Claims {
 
 /// Checks bearer tokens.
 pub struct Verifier {
-    key: DecodingKey,
-    algorithm: Algorithm,
+    keys: VerifyingKeys,
     validation: Validation,
     /// The clock skew accepted on `exp`, `nbf` and `iat`, in seconds.
     leeway: u64,
+    /// What `--jwt-audience` and `--jwt-issuer` expect, for messages.
+    audience: Option<String>,
+    issuer: Option<String>,
+    /// The task that keeps a fetched key set fresh; it stops with the verifier.
+    _refresh: Option<AbortOnDrop>,
+}
+
+/// Where the keys that verify tokens come from.
+enum VerifyingKeys {
+    /// An HS256 secret or a PEM public key.
+    One {
+        key: DecodingKey,
+        algorithm: Algorithm,
+    },
+    /// The keys of `--jwt-jwks-file`.
+    Set(Vec<jwks::SetKey>),
+    /// The keys fetched from `--jwt-jwks-url`.
+    Remote(Arc<jwks::Remote>),
+}
+
+/// A token without `kid` is tried against at most this many keys of its algorithm: each try
+/// is a signature check, and such tokens cost anyone nothing to send.
+const MAX_KEYS_TRIED_WITHOUT_KID: usize = 4;
+
+/// Aborts a spawned task when dropped, so the task lives exactly as long as its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Verifier {
-    pub fn from_config(config: &KeyConfig) -> anyhow::Result<Self> {
-        let (key, algorithm) = match &config.jwt_public_key_file {
-            Some(path) => {
-                let pem = read_key_file(path)?;
-                if let Ok(key) = DecodingKey::from_rsa_pem(&pem) {
-                    (key, Algorithm::RS256)
-                } else if let Ok(key) = DecodingKey::from_ec_pem(&pem) {
-                    (key, Algorithm::ES256)
-                } else {
-                    bail!("{} is not a PEM RSA or P-256 public key", path.display());
-                }
-            }
-            None => (
-                DecodingKey::from_secret(&secret(config, MissingSecret::Create)?)?,
-                Algorithm::HS256,
-            ),
+    /// The verifier of `serve`: [`Verifier::from_config`], and with `--jwt-jwks-url`, the key
+    /// set fetched (startup fails when it cannot be) and a task that keeps it fresh.
+    pub async fn start(config: &KeyConfig) -> anyhow::Result<Self> {
+        let Some(url) = &config.jwt_jwks_url else {
+            return Self::from_config(config);
         };
+        only_one_verifying_key(config)?;
+        let remote =
+            Arc::new(jwks::Remote::start(url.clone(), config.jwt_jwks_ca_file.as_deref()).await?);
+        let refresh = tokio::spawn(remote.clone().refresh(config.jwt_jwks_refresh.into()));
+        let mut verifier = Self::with_keys(config, VerifyingKeys::Remote(remote));
+        verifier._refresh = Some(AbortOnDrop(refresh));
+        Ok(verifier)
+    }
+
+    /// A verifier whose keys are read from files (or created, for the data dir's secret).
+    /// A key set URL needs [`Verifier::start`].
+    pub fn from_config(config: &KeyConfig) -> anyhow::Result<Self> {
+        only_one_verifying_key(config)?;
+        let keys = if config.jwt_jwks_url.is_some() {
+            bail!("--jwt-jwks-url: the key set is fetched by Verifier::start");
+        } else if let Some(path) = &config.jwt_jwks_file {
+            VerifyingKeys::Set(jwks::read_file(path)?)
+        } else if let Some(path) = &config.jwt_public_key_file {
+            let key = keys::read_public_key("--jwt-public-key-file", path)?;
+            if let Some(weakness) = key.weakness() {
+                tracing::warn!(path = %path.display(), "--jwt-public-key-file: {weakness}");
+            }
+            VerifyingKeys::One {
+                key: key.decoding_key(),
+                algorithm: key.algorithm(),
+            }
+        } else {
+            VerifyingKeys::One {
+                key: DecodingKey::from_secret(&secret(config, MissingSecret::Create)?)?,
+                algorithm: Algorithm::HS256,
+            }
+        };
+        Ok(Self::with_keys(config, keys))
+    }
+
+    fn with_keys(config: &KeyConfig, keys: VerifyingKeys) -> Self {
         let leeway = Duration::from(config.jwt_leeway).as_secs();
-        let mut validation = Validation::new(algorithm);
+        let algorithms = match &keys {
+            VerifyingKeys::One { algorithm, .. } => vec![*algorithm],
+            VerifyingKeys::Set(_) | VerifyingKeys::Remote(_) => {
+                vec![Algorithm::RS256, Algorithm::ES256]
+            }
+        };
+        let mut validation = Validation::new(algorithms[0]);
+        validation.algorithms = algorithms;
         validation.leeway = leeway;
-        validation.set_required_spec_claims(&["exp"]);
+        let mut required = vec!["exp"];
         validation.validate_exp = true;
         validation.validate_nbf = true;
         validation.validate_aud = false;
-        Ok(Verifier {
-            key,
-            algorithm,
+        if let Some(audience) = &config.jwt_audience {
+            validation.validate_aud = true;
+            validation.set_audience(&[audience]);
+            required.push("aud");
+        }
+        if let Some(issuer) = &config.jwt_issuer {
+            validation.set_issuer(&[issuer]);
+            required.push("iss");
+        }
+        validation.set_required_spec_claims(&required);
+        Verifier {
+            keys,
             validation,
             leeway,
-        })
+            audience: config.jwt_audience.clone(),
+            issuer: config.jwt_issuer.clone(),
+            _refresh: None,
+        }
     }
 
     /// The caller named by an `authorization` header or metadata value.
@@ -148,25 +268,7 @@ impl Verifier {
         }
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| unauthenticated("malformed token: not a JSON Web Token".into()))?;
-        if header.alg != self.algorithm {
-            return Err(unauthenticated(format!(
-                "token is signed with {:?}; this service accepts {:?}",
-                header.alg, self.algorithm
-            )));
-        }
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|error| {
-            unauthenticated(match error.kind() {
-                ErrorKind::ExpiredSignature => "token expired".to_owned(),
-                ErrorKind::ImmatureSignature => "token is not valid yet".to_owned(),
-                ErrorKind::InvalidSignature => "token signature does not verify".to_owned(),
-                ErrorKind::MissingRequiredClaim(claim) => format!("token has no {claim} claim"),
-                ErrorKind::Json(_) | ErrorKind::InvalidClaimFormat(_) => {
-                    "malformed token claims: expected sub, exp and optional username, groups, roles, nbf, iat".to_owned()
-                }
-                _ => "malformed token".to_owned(),
-            })
-        })?;
-        let claims = data.claims;
+        let claims = self.decode(token, &header).map_err(unauthenticated)?;
         // jsonwebtoken checks exp and nbf, not iat: a token issued in the future was made by a
         // clock that is wrong, or made to outlive a revocation by being dated ahead.
         if claims
@@ -189,6 +291,121 @@ impl Verifier {
             roles: claims.roles,
         })
     }
+}
+
+impl Verifier {
+    /// The claims of `token`, checked with the key its header names: the message of the
+    /// refusal otherwise.
+    fn decode(&self, token: &str, header: &jsonwebtoken::Header) -> Result<Claims, String> {
+        let decode = |key: &DecodingKey| {
+            jsonwebtoken::decode::<Claims>(token, key, &self.validation)
+                .map(|data| data.claims)
+                .map_err(|error| self.refusal(&error))
+        };
+        let set = match &self.keys {
+            VerifyingKeys::One { key, algorithm } => {
+                if header.alg != *algorithm {
+                    return Err(format!(
+                        "token is signed with {:?}; this service accepts {algorithm:?}",
+                        header.alg
+                    ));
+                }
+                return decode(key);
+            }
+            VerifyingKeys::Set(keys) => keys,
+            VerifyingKeys::Remote(remote) => &*remote.keys(),
+        };
+        if !matches!(header.alg, Algorithm::RS256 | Algorithm::ES256) {
+            return Err(format!(
+                "token is signed with {:?}; this service accepts RS256 and ES256",
+                header.alg
+            ));
+        }
+        let fits = |key: &&jwks::SetKey| key.algorithm == header.alg;
+        if let Some(kid) = &header.kid {
+            let Some(key) = set
+                .iter()
+                .filter(fits)
+                .find(|key| key.kid.as_deref() == Some(kid))
+            else {
+                if let VerifyingKeys::Remote(remote) = &self.keys {
+                    remote.want_fresh_keys();
+                }
+                return Err(format!(
+                    "token names key id (kid) {:?}, which is not among this service's {:?} keys \
+                     (a key set fetched from a URL is fetched again: a key just published is \
+                     accepted in a moment)",
+                    kid.chars().take(100).collect::<String>(),
+                    header.alg
+                ));
+            };
+            return decode(&key.key);
+        }
+        // Without a kid, the keys of the token's algorithm in turn: a wrong key fails the
+        // signature, any other refusal (expired, wrong audience) is the token's own.
+        let mut refusal = format!(
+            "token names no key id (kid) and this service has no {:?} key",
+            header.alg
+        );
+        for key in set.iter().filter(fits).take(MAX_KEYS_TRIED_WITHOUT_KID) {
+            match jsonwebtoken::decode::<Claims>(token, &key.key, &self.validation) {
+                Ok(data) => return Ok(data.claims),
+                Err(error) if *error.kind() == ErrorKind::InvalidSignature => {
+                    refusal = self.refusal(&error);
+                }
+                Err(error) => return Err(self.refusal(&error)),
+            }
+        }
+        Err(refusal)
+    }
+
+    fn refusal(&self, error: &jsonwebtoken::errors::Error) -> String {
+        let expected = |value: &Option<String>| value.as_deref().unwrap_or_default().to_owned();
+        match error.kind() {
+            ErrorKind::ExpiredSignature => "token expired".to_owned(),
+            ErrorKind::ImmatureSignature => "token is not valid yet".to_owned(),
+            ErrorKind::InvalidSignature => "token signature does not verify".to_owned(),
+            ErrorKind::InvalidAlgorithm => "token algorithm does not match its key".to_owned(),
+            ErrorKind::MissingRequiredClaim(claim) => format!("token has no {claim} claim"),
+            ErrorKind::InvalidAudience => format!(
+                "token aud claim does not name {:?}, the audience this service accepts",
+                expected(&self.audience)
+            ),
+            ErrorKind::InvalidIssuer => format!(
+                "token iss claim is not {:?}, the issuer this service accepts",
+                expected(&self.issuer)
+            ),
+            ErrorKind::InvalidClaimFormat(claim) => format!("malformed token claim {claim}"),
+            ErrorKind::Json(_) => {
+                "malformed token claims: expected sub, exp and optional username, groups, roles, nbf, iat".to_owned()
+            }
+            _ => "malformed token".to_owned(),
+        }
+    }
+}
+
+/// Each way of giving the verifying keys excludes the others (clap says so for flags; this
+/// says so for a configuration built otherwise).
+fn only_one_verifying_key(config: &KeyConfig) -> anyhow::Result<()> {
+    let given: Vec<&str> = [
+        ("--jwt-secret-file", config.jwt_secret_file.is_some()),
+        (
+            "--jwt-public-key-file",
+            config.jwt_public_key_file.is_some(),
+        ),
+        ("--jwt-jwks-file", config.jwt_jwks_file.is_some()),
+        ("--jwt-jwks-url", config.jwt_jwks_url.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(flag, set)| set.then_some(flag))
+    .collect();
+    if given.len() > 1 {
+        bail!(
+            "{} each give the keys that verify tokens; give one of them",
+            given.join(" and ")
+        );
+    }
+    Ok(())
 }
 
 fn now_seconds() -> u64 {
@@ -222,22 +439,30 @@ fn header_alg(token: &str) -> Option<String> {
     value.get("alg")?.as_str().map(str::to_owned)
 }
 
-/// Signs a token with the configured key: the HS256 secret, or the private key matching the
-/// configured public key.
+/// Signs a token with the configured key: the HS256 secret, or the private key, which must
+/// match the configured public key when there is one.
 pub fn sign(config: &KeyConfig, claims: &Claims) -> anyhow::Result<String> {
     let (key, algorithm) = match (&config.jwt_public_key_file, &config.jwt_private_key_file) {
-        (_, Some(path)) => {
-            let pem = read_key_file(path)?;
-            if let Ok(key) = EncodingKey::from_rsa_pem(&pem) {
-                (key, Algorithm::RS256)
-            } else if let Ok(key) = EncodingKey::from_ec_pem(&pem) {
-                (key, Algorithm::ES256)
-            } else {
-                bail!("{} is not a PEM RSA or P-256 private key", path.display());
+        (public, Some(path)) => {
+            let private = keys::read_private_key("--jwt-private-key-file", path)?;
+            if let Some(public_path) = public {
+                let public = keys::read_public_key("--jwt-public-key-file", public_path)?;
+                if private.public_key() != public {
+                    bail!(
+                        "--jwt-private-key-file {} does not match --jwt-public-key-file {}: the \
+                         service would refuse every token it signs",
+                        path.display(),
+                        public_path.display()
+                    );
+                }
             }
+            private.encoding_key()?
         }
         (Some(_), None) => bail!(
             "tokens are verified with a public key; signing one needs the private key: pass --jwt-private-key-file"
+        ),
+        (None, None) if config.jwt_jwks_file.is_some() || config.jwt_jwks_url.is_some() => bail!(
+            "tokens are verified with a key set; signing one needs a private key of it: pass --jwt-private-key-file"
         ),
         (None, None) => (
             EncodingKey::from_secret(&secret(config, MissingSecret::Refuse)?)?,
@@ -266,10 +491,25 @@ pub fn token_for(config: &TokenConfig) -> anyhow::Result<String> {
 /// creates ([`MissingSecret`]).
 fn secret(config: &KeyConfig, missing: MissingSecret) -> anyhow::Result<Vec<u8>> {
     if let Some(path) = &config.jwt_secret_file {
-        let secret = read_key_file(path)?;
-        let secret = secret.trim_ascii().to_vec();
+        let flag = "--jwt-secret-file";
+        let bytes = keys::read_key_file(flag, path)?;
+        // Editors and `echo` end files with a newline that is not part of the secret; the
+        // token's signer must leave it out too, so it is said once.
+        let secret = bytes.trim_ascii().to_vec();
+        if secret.len() != bytes.len() {
+            tracing::info!(
+                path = %path.display(),
+                "{flag}: the whitespace around the secret is not part of it"
+            );
+        }
         if secret.len() < 32 {
-            bail!("the secret in {} is shorter than 32 bytes", path.display());
+            bail!(
+                "{flag} {}: the secret is shorter than 32 bytes",
+                path.display()
+            );
+        }
+        if let Some(warning) = readable_by_others(path) {
+            tracing::warn!(path = %path.display(), "{flag}: {warning}");
         }
         return Ok(secret);
     }
@@ -286,7 +526,23 @@ fn secret(config: &KeyConfig, missing: MissingSecret) -> anyhow::Result<Vec<u8>>
             ),
         }
     }
-    Ok(read_key_file(&path)?.trim_ascii().to_vec())
+    Ok(keys::read_key_file("the generated secret", &path)?
+        .trim_ascii()
+        .to_vec())
+}
+
+/// A warning when anyone on the machine may read the secret file: whoever reads it can sign
+/// tokens for any account and role.
+fn readable_by_others(path: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    (mode & 0o004 != 0).then(|| {
+        format!(
+            "the secret file is readable by every user of this machine (mode {:o}), who can \
+             then sign tokens for any account; chmod 600 it",
+            mode & 0o777
+        )
+    })
 }
 
 fn create_secret(path: &Path) -> anyhow::Result<()> {
@@ -310,10 +566,6 @@ fn create_secret(path: &Path) -> anyhow::Result<()> {
         Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(error) => Err(error).with_context(|| format!("cannot create {}", path.display())),
     }
-}
-
-fn read_key_file(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
 #[cfg(test)]
