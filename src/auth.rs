@@ -128,7 +128,9 @@ impl Claims {
 /// Checks bearer tokens.
 pub struct Verifier {
     keys: VerifyingKeys,
-    validation: Validation,
+    /// The checks for each accepted algorithm: jsonwebtoken takes only algorithms of the key's
+    /// family in one `Validation`.
+    validations: Vec<Validation>,
     /// The clock skew accepted on `exp`, `nbf` and `iat`, in seconds.
     leeway: u64,
     /// What `--jwt-audience` and `--jwt-issuer` expect, for messages.
@@ -214,26 +216,28 @@ impl Verifier {
                 vec![Algorithm::RS256, Algorithm::ES256]
             }
         };
-        let mut validation = Validation::new(algorithms[0]);
-        validation.algorithms = algorithms;
-        validation.leeway = leeway;
-        let mut required = vec!["exp"];
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
-        validation.validate_aud = false;
-        if let Some(audience) = &config.jwt_audience {
-            validation.validate_aud = true;
-            validation.set_audience(&[audience]);
-            required.push("aud");
-        }
-        if let Some(issuer) = &config.jwt_issuer {
-            validation.set_issuer(&[issuer]);
-            required.push("iss");
-        }
-        validation.set_required_spec_claims(&required);
+        let validation = |algorithm: Algorithm| {
+            let mut validation = Validation::new(algorithm);
+            validation.leeway = leeway;
+            let mut required = vec!["exp"];
+            validation.validate_exp = true;
+            validation.validate_nbf = true;
+            validation.validate_aud = false;
+            if let Some(audience) = &config.jwt_audience {
+                validation.validate_aud = true;
+                validation.set_audience(&[audience]);
+                required.push("aud");
+            }
+            if let Some(issuer) = &config.jwt_issuer {
+                validation.set_issuer(&[issuer]);
+                required.push("iss");
+            }
+            validation.set_required_spec_claims(&required);
+            validation
+        };
         Verifier {
             keys,
-            validation,
+            validations: algorithms.into_iter().map(validation).collect(),
             leeway,
             audience: config.jwt_audience.clone(),
             issuer: config.jwt_issuer.clone(),
@@ -297,30 +301,33 @@ impl Verifier {
     /// The claims of `token`, checked with the key its header names: the message of the
     /// refusal otherwise.
     fn decode(&self, token: &str, header: &jsonwebtoken::Header) -> Result<Claims, String> {
+        let Some(validation) = self
+            .validations
+            .iter()
+            .find(|v| v.algorithms.contains(&header.alg))
+        else {
+            let accepted: Vec<String> = self
+                .validations
+                .iter()
+                .flat_map(|v| &v.algorithms)
+                .map(|alg| format!("{alg:?}"))
+                .collect();
+            return Err(format!(
+                "token is signed with {:?}; this service accepts {}",
+                header.alg,
+                accepted.join(" and ")
+            ));
+        };
         let decode = |key: &DecodingKey| {
-            jsonwebtoken::decode::<Claims>(token, key, &self.validation)
+            jsonwebtoken::decode::<Claims>(token, key, validation)
                 .map(|data| data.claims)
                 .map_err(|error| self.refusal(&error))
         };
         let set = match &self.keys {
-            VerifyingKeys::One { key, algorithm } => {
-                if header.alg != *algorithm {
-                    return Err(format!(
-                        "token is signed with {:?}; this service accepts {algorithm:?}",
-                        header.alg
-                    ));
-                }
-                return decode(key);
-            }
+            VerifyingKeys::One { key, .. } => return decode(key),
             VerifyingKeys::Set(keys) => keys,
             VerifyingKeys::Remote(remote) => &*remote.keys(),
         };
-        if !matches!(header.alg, Algorithm::RS256 | Algorithm::ES256) {
-            return Err(format!(
-                "token is signed with {:?}; this service accepts RS256 and ES256",
-                header.alg
-            ));
-        }
         let fits = |key: &&jwks::SetKey| key.algorithm == header.alg;
         if let Some(kid) = &header.kid {
             let Some(key) = set
@@ -348,7 +355,7 @@ impl Verifier {
             header.alg
         );
         for key in set.iter().filter(fits).take(MAX_KEYS_TRIED_WITHOUT_KID) {
-            match jsonwebtoken::decode::<Claims>(token, &key.key, &self.validation) {
+            match jsonwebtoken::decode::<Claims>(token, &key.key, validation) {
                 Ok(data) => return Ok(data.claims),
                 Err(error) if *error.kind() == ErrorKind::InvalidSignature => {
                     refusal = self.refusal(&error);
@@ -817,5 +824,215 @@ mod tests {
                 "accepts",
             );
         }
+    }
+    /// `claims` signed as a JSON object with `key`, `algorithm` and `kid`.
+    fn encode_json(
+        claims: &serde_json::Value,
+        key: &EncodingKey,
+        algorithm: Algorithm,
+        kid: Option<&str>,
+    ) -> String {
+        let mut header = Header::new(algorithm);
+        header.kid = kid.map(str::to_owned);
+        format!(
+            "Bearer {}",
+            jsonwebtoken::encode(&header, claims, key).unwrap()
+        )
+    }
+
+    fn hs256_key(config: &KeyConfig) -> EncodingKey {
+        EncodingKey::from_secret(&secret(config, MissingSecret::Refuse).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn audience_and_issuer_are_checked_only_when_configured() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = keys(dir.path());
+        let key = hs256_key(&config);
+        let exp = now_seconds() + 60;
+        let token = |claims: serde_json::Value| encode_json(&claims, &key, Algorithm::HS256, None);
+        let plain = token(serde_json::json!({"sub": "x", "exp": exp}));
+        let foreign = token(
+            serde_json::json!({"sub": "x", "exp": exp, "aud": "other", "iss": "https://other/"}),
+        );
+        let unchecked = Verifier::from_config(&config).unwrap();
+        assert!(unchecked.verify(Some(&plain)).is_ok());
+        assert!(unchecked.verify(Some(&foreign)).is_ok());
+
+        config.jwt_audience = Some("job-service".into());
+        config.jwt_issuer = Some("https://idp.example/".into());
+        let verifier = Verifier::from_config(&config).unwrap();
+        for aud in [
+            serde_json::json!("job-service"),
+            serde_json::json!(["other", "job-service"]),
+        ] {
+            let good = token(
+                serde_json::json!({"sub": "x", "exp": exp, "aud": aud, "iss": "https://idp.example/"}),
+            );
+            assert!(verifier.verify(Some(&good)).is_ok(), "{aud}");
+        }
+        let cases = [
+            (
+                serde_json::json!({"sub": "x", "exp": exp, "iss": "https://idp.example/"}),
+                "token has no aud claim",
+            ),
+            (
+                serde_json::json!({"sub": "x", "exp": exp, "aud": ["other"], "iss": "https://idp.example/"}),
+                "token aud claim does not name \"job-service\"",
+            ),
+            (
+                serde_json::json!({"sub": "x", "exp": exp, "aud": "job-service"}),
+                "token has no iss claim",
+            ),
+            (
+                serde_json::json!({"sub": "x", "exp": exp, "aud": "job-service", "iss": "https://other/"}),
+                "token iss claim is not \"https://idp.example/\"",
+            ),
+        ];
+        for (claims, needle) in cases {
+            expect_unauthenticated(verifier.verify(Some(&token(claims))), needle);
+        }
+    }
+
+    #[test]
+    fn dates_with_a_fraction_are_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = keys(dir.path());
+        let key = hs256_key(&config);
+        let now = now_seconds() as f64;
+        let claims =
+            serde_json::json!({"sub": "x", "exp": now + 60.25, "nbf": now - 1.5, "iat": now - 1.5});
+        let verifier = Verifier::from_config(&config).unwrap();
+        assert!(verifier
+            .verify(Some(&encode_json(&claims, &key, Algorithm::HS256, None)))
+            .is_ok());
+        let expired = serde_json::json!({"sub": "x", "exp": now - 60.5});
+        expect_unauthenticated(
+            verifier.verify(Some(&encode_json(&expired, &key, Algorithm::HS256, None))),
+            "expired",
+        );
+        let negative = serde_json::json!({"sub": "x", "exp": -1.5});
+        expect_unauthenticated(
+            verifier.verify(Some(&encode_json(&negative, &key, Algorithm::HS256, None))),
+            "malformed token",
+        );
+    }
+
+    fn key_file(name: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/keys")
+            .join(name)
+    }
+
+    /// The JWK of a public key, as an identity provider publishes it.
+    fn jwk(public: &keys::PublicKey, kid: &str) -> serde_json::Value {
+        use rsa::traits::PublicKeyParts;
+        match public {
+            keys::PublicKey::Rsa(key) => serde_json::json!({"kty": "RSA", "kid": kid, "use": "sig",
+                "n": URL_SAFE_NO_PAD.encode(key.n_bytes()), "e": URL_SAFE_NO_PAD.encode(key.e_bytes())}),
+            keys::PublicKey::P256(key) => {
+                let point = key.to_sec1_bytes();
+                serde_json::json!({"kty": "EC", "crv": "P-256", "kid": kid, "alg": "ES256",
+                    "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..65])})
+            }
+        }
+    }
+
+    #[test]
+    fn a_key_set_file_verifies_tokens_of_each_of_its_keys_by_kid_or_by_trying() {
+        let dir = tempfile::tempdir().unwrap();
+        let es = keys::read_private_key("f", &key_file("es256-private-sec1.pem")).unwrap();
+        let rs = keys::read_private_key("f", &key_file("rs256-private-pkcs1.pem")).unwrap();
+        let other = keys::read_private_key("f", &key_file("other-es256-private-sec1.pem")).unwrap();
+        let set =
+            serde_json::json!({"keys": [jwk(&es.public_key(), "es"), jwk(&rs.public_key(), "rs")]});
+        let path = dir.path().join("jwks.json");
+        std::fs::write(&path, set.to_string()).unwrap();
+        let mut config = unserved_keys(dir.path());
+        config.jwt_jwks_file = Some(path);
+        let verifier = Verifier::from_config(&config).unwrap();
+        let claims =
+            serde_json::json!({"sub": "x", "exp": now_seconds() + 60, "roles": ["apiread"]});
+        for (key, kid) in [(&es, "es"), (&rs, "rs")] {
+            let (encoding, algorithm) = key.encoding_key().unwrap();
+            for kid in [Some(kid), None] {
+                let caller = verifier
+                    .verify(Some(&encode_json(&claims, &encoding, algorithm, kid)))
+                    .unwrap();
+                assert_eq!(caller.roles, ["apiread"]);
+            }
+        }
+        let (encoding, algorithm) = other.encoding_key().unwrap();
+        expect_unauthenticated(
+            verifier.verify(Some(&encode_json(
+                &claims,
+                &encoding,
+                algorithm,
+                Some("other"),
+            ))),
+            "token names key id (kid) \"other\"",
+        );
+        expect_unauthenticated(
+            verifier.verify(Some(&encode_json(&claims, &encoding, algorithm, None))),
+            "signature does not verify",
+        );
+        // A key of the set under another key's kid does not verify either.
+        expect_unauthenticated(
+            verifier.verify(Some(&encode_json(
+                &claims,
+                &encoding,
+                algorithm,
+                Some("es"),
+            ))),
+            "signature does not verify",
+        );
+        let hs = encode_json(
+            &claims,
+            &EncodingKey::from_secret(&[7; 32]).unwrap(),
+            Algorithm::HS256,
+            None,
+        );
+        expect_unauthenticated(verifier.verify(Some(&hs)), "accepts RS256 and ES256");
+    }
+
+    #[test]
+    fn token_signs_with_a_sec1_key_and_refuses_one_that_does_not_match_the_public_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = unserved_keys(dir.path());
+        config.jwt_public_key_file = Some(key_file("es256-public.pem"));
+        config.jwt_private_key_file = Some(key_file("es256-private-sec1.pem"));
+        let claims = Claims::new("pat", None, vec![], vec![], Duration::from_secs(60));
+        let token = sign(&config, &claims).unwrap();
+        assert!(Verifier::from_config(&config)
+            .unwrap()
+            .verify(Some(&format!("Bearer {token}")))
+            .is_ok());
+        config.jwt_private_key_file = Some(key_file("other-es256-private-sec1.pem"));
+        let refused = sign(&config, &claims).unwrap_err().to_string();
+        assert!(
+            refused.contains("does not match --jwt-public-key-file"),
+            "{refused}"
+        );
+        config.jwt_private_key_file = Some(key_file("rs256-private-pkcs1.pem"));
+        let refused = sign(&config, &claims).unwrap_err().to_string();
+        assert!(refused.contains("does not match"), "{refused}");
+    }
+
+    #[test]
+    fn a_secret_file_readable_by_everyone_is_worth_a_warning() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        std::fs::write(&path, format!("  {}\n", "s".repeat(40))).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(readable_by_others(&path).unwrap().contains("chmod 600"));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(readable_by_others(&path).is_none());
+        let mut config = unserved_keys(dir.path());
+        config.jwt_secret_file = Some(path);
+        assert_eq!(
+            secret(&config, MissingSecret::Refuse).unwrap(),
+            "s".repeat(40).as_bytes()
+        );
     }
 }

@@ -173,9 +173,11 @@ pub(crate) fn read_public_key(flag: &str, path: &Path) -> anyhow::Result<PublicK
                      and keep the private key with whoever signs tokens"
                 )))
             }
-            "CERTIFICATE" => return Err(at(anyhow!(
+            "CERTIFICATE" => {
+                return Err(at(anyhow!(
                 "this is a certificate; give its public key (openssl x509 -in FILE -pubkey -noout)"
-            ))),
+            )))
+            }
             _ => {}
         }
     }
