@@ -82,7 +82,9 @@ fn rsa_bits(key: &rsa::PublicKey) -> usize {
     key.n().bit_width() as usize
 }
 
-/// A key that signs tokens (`job-service token`).
+/// A key that signs tokens (`job-service token`). Read once per command: the size of the RSA
+/// variant costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum PrivateKey {
     Rsa(rsa::PrivateKey),
     P256(p256::SecretKey),
