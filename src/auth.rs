@@ -71,6 +71,13 @@ pub struct Claims {
         deserialize_with = "optional_numeric_date_ceil"
     )]
     pub iat: Option<u64>,
+    /// Audience, which `job-service token` writes for `--jwt-audience`. Only written: the
+    /// service checks the claim as tokens carry it (a string or an array) with jsonwebtoken.
+    #[serde(default, skip_deserializing, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+    /// Issuer, which `job-service token` writes for `--jwt-issuer`; only written, as `aud`.
+    #[serde(default, skip_deserializing, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
 }
 
 /// A NumericDate (RFC 7519 section 2): seconds since the epoch, which may have a fraction.
@@ -121,6 +128,8 @@ impl Claims {
             exp: (now + ttl).as_secs(),
             nbf: None,
             iat: Some(now.as_secs()),
+            aud: None,
+            iss: None,
         }
     }
 }
@@ -484,13 +493,16 @@ pub fn token_for(config: &TokenConfig) -> anyhow::Result<String> {
     if config.username.trim().is_empty() {
         bail!("--username must not be empty");
     }
-    let claims = Claims::new(
+    let mut claims = Claims::new(
         &config.username,
         config.sub.clone(),
         config.groups.clone(),
         config.roles.clone(),
         config.ttl.into(),
     );
+    // With the options of `serve`, a token the service accepts.
+    claims.aud = config.keys.jwt_audience.clone();
+    claims.iss = config.keys.jwt_issuer.clone();
     sign(&config.keys, &claims)
 }
 
@@ -892,6 +904,29 @@ mod tests {
         for (claims, needle) in cases {
             expect_unauthenticated(verifier.verify(Some(&token(claims))), needle);
         }
+    }
+
+    #[test]
+    fn token_writes_the_audience_and_issuer_the_service_expects() {
+        use clap::Parser;
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().to_str().unwrap();
+        keys(dir.path());
+        let options = [
+            "--data-dir",
+            data_dir,
+            "--jwt-audience",
+            "job-service",
+            "--jwt-issuer",
+            "https://idp.example/",
+        ];
+        let token = token_for(&crate::config::TokenConfig::parse_from(
+            ["token", "--username", "pat"].iter().chain(&options),
+        ))
+        .unwrap();
+        let serve = crate::config::ServeConfig::parse_from(["serve"].iter().chain(&options));
+        let verifier = Verifier::from_config(&serve.keys).unwrap();
+        assert!(verifier.verify(Some(&format!("Bearer {token}"))).is_ok());
     }
 
     #[test]

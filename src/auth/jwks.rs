@@ -88,9 +88,13 @@ fn parse_key(jwk: &serde_json::Value) -> anyhow::Result<Option<PublicKey>> {
             .ok_or_else(|| anyhow!("no {name}"))
     };
     let bytes = |name: &str| -> anyhow::Result<Vec<u8>> {
-        URL_SAFE_NO_PAD
+        let bytes = URL_SAFE_NO_PAD
             .decode(text(name)?.trim_end_matches('='))
-            .map_err(|_| anyhow!("{name} is not base64url"))
+            .map_err(|_| anyhow!("{name} is not base64url"))?;
+        if bytes.is_empty() {
+            bail!("{name} is empty");
+        }
+        Ok(bytes)
     };
     if jwk.get("use").and_then(|u| u.as_str()) == Some("enc") {
         return Ok(None);
@@ -167,7 +171,17 @@ impl Remote {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("job-service/", env!("CARGO_PKG_VERSION")));
         if let Some(path) = ca_file {
-            let pem = super::keys::read_key_file("--jwt-jwks-ca-file", path)?;
+            // A CA bundle may be as large as a system's; no larger than a key set, though.
+            let source = format!("--jwt-jwks-ca-file {}", path.display());
+            let size = std::fs::metadata(path)
+                .with_context(|| format!("{source}: cannot read it"))?
+                .len();
+            if size > MAX_JWKS_BYTES as u64 {
+                bail!(
+                    "{source}: larger than {MAX_JWKS_BYTES} bytes, too large for CA certificates"
+                );
+            }
+            let pem = std::fs::read(path).with_context(|| format!("{source}: cannot read it"))?;
             let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
                 anyhow!(
                     "--jwt-jwks-ca-file {}: not PEM certificates ({e})",
