@@ -196,7 +196,9 @@ impl Verifier {
     pub fn from_config(config: &KeyConfig) -> anyhow::Result<Self> {
         only_one_verifying_key(config)?;
         let keys = if config.jwt_jwks_url.is_some() {
-            bail!("--jwt-jwks-url: the key set is fetched by Verifier::start");
+            bail!(
+                "--jwt-jwks-url: the key set is fetched when the service starts (Verifier::start)"
+            );
         } else if let Some(path) = &config.jwt_jwks_file {
             VerifyingKeys::Set(jwks::read_file(path)?)
         } else if let Some(path) = &config.jwt_public_key_file {
