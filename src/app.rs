@@ -54,8 +54,11 @@ async fn report_health(
 
 impl App {
     pub async fn build(config: &ServeConfig) -> anyhow::Result<App> {
-        let verifier =
-            Arc::new(Verifier::from_config(&config.keys).context("cannot load the token keys")?);
+        let verifier = Arc::new(
+            Verifier::start(&config.keys)
+                .await
+                .context("cannot load the token keys")?,
+        );
         let tls = Tls::from_config(&config.tls).context("cannot set up TLS")?;
         let limits = Limits::from_config(config, transport::raise_open_file_limit())?;
         let settings = PoolSettings {

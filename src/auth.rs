@@ -6,16 +6,23 @@
 //! creates a random secret in the data dir on first start, and `job-service token` signs with
 //! that secret: it never creates one, since the service would refuse a token signed with a
 //! secret it does not hold.
+//!
+//! Or a JSON Web Key Set, from a file or from an identity provider's URL ([`jwks`]): a
+//! token's `kid` picks the key, and keys rotate without a restart.
+
+mod jwks;
+mod keys;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::config::{KeyConfig, TokenConfig};
 use crate::domain::ids::account_id_for_username;
@@ -45,14 +52,60 @@ pub struct Claims {
     pub groups: Vec<String>,
     #[serde(default)]
     pub roles: Vec<String>,
-    /// Expiry, seconds since the epoch.
+    /// Expiry, seconds since the epoch (a fraction is dropped: the token ends no later).
+    #[serde(deserialize_with = "numeric_date_floor")]
     pub exp: u64,
-    /// Not before, seconds since the epoch: the token is refused until then.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Not before, seconds since the epoch: the token is refused until then (a fraction
+    /// rounds up: the token starts no earlier).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "optional_numeric_date_ceil"
+    )]
     pub nbf: Option<u64>,
-    /// Issued at, seconds since the epoch: a token issued in the future is refused.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Issued at, seconds since the epoch: a token issued in the future is refused (a
+    /// fraction rounds up).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "optional_numeric_date_ceil"
+    )]
     pub iat: Option<u64>,
+    /// Audience, which `job-service token` writes for `--jwt-audience`. Only written: the
+    /// service checks the claim as tokens carry it (a string or an array) with jsonwebtoken.
+    #[serde(default, skip_deserializing, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+    /// Issuer, which `job-service token` writes for `--jwt-issuer`; only written, as `aud`.
+    #[serde(default, skip_deserializing, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+}
+
+/// A NumericDate (RFC 7519 section 2): seconds since the epoch, which may have a fraction.
+/// Identity providers write `1767225600.5` as well as `1767225600`.
+fn numeric_date(value: serde_json::Number, round: fn(f64) -> f64) -> Result<u64, String> {
+    if let Some(whole) = value.as_u64() {
+        return Ok(whole);
+    }
+    match value.as_f64() {
+        // 2^53: past it, f64 holds no fraction, and no date is that far ahead.
+        Some(seconds) if seconds.is_finite() && (0.0..9.0e15).contains(&seconds) => {
+            Ok(round(seconds) as u64)
+        }
+        _ => Err(format!("{value} is not a date (seconds since 1970)")),
+    }
+}
+
+fn numeric_date_floor<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    numeric_date(serde_json::Number::deserialize(deserializer)?, f64::floor)
+        .map_err(serde::de::Error::custom)
+}
+
+fn optional_numeric_date_ceil<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<u64>, D::Error> {
+    Option::<serde_json::Number>::deserialize(deserializer)?
+        .map(|value| numeric_date(value, f64::ceil).map_err(serde::de::Error::custom))
+        .transpose()
 }
 
 impl Claims {
@@ -75,50 +128,132 @@ impl Claims {
             exp: (now + ttl).as_secs(),
             nbf: None,
             iat: Some(now.as_secs()),
+            aud: None,
+            iss: None,
         }
     }
 }
 
 /// Checks bearer tokens.
 pub struct Verifier {
-    key: DecodingKey,
-    algorithm: Algorithm,
-    validation: Validation,
+    keys: VerifyingKeys,
+    /// The checks for each accepted algorithm: jsonwebtoken takes only algorithms of the key's
+    /// family in one `Validation`.
+    validations: Vec<Validation>,
     /// The clock skew accepted on `exp`, `nbf` and `iat`, in seconds.
     leeway: u64,
+    /// What `--jwt-audience` and `--jwt-issuer` expect, for messages.
+    audience: Option<String>,
+    issuer: Option<String>,
+    /// The task that keeps a fetched key set fresh; it stops with the verifier.
+    _refresh: Option<AbortOnDrop>,
+}
+
+/// Where the keys that verify tokens come from.
+enum VerifyingKeys {
+    /// An HS256 secret or a PEM public key.
+    One {
+        key: DecodingKey,
+        algorithm: Algorithm,
+    },
+    /// The keys of `--jwt-jwks-file`.
+    Set(Vec<jwks::SetKey>),
+    /// The keys fetched from `--jwt-jwks-url`.
+    Remote(Arc<jwks::Remote>),
+}
+
+/// A token without `kid` is tried against at most this many keys of its algorithm: each try
+/// is a signature check, and such tokens cost anyone nothing to send.
+const MAX_KEYS_TRIED_WITHOUT_KID: usize = 4;
+
+/// Aborts a spawned task when dropped, so the task lives exactly as long as its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Verifier {
-    pub fn from_config(config: &KeyConfig) -> anyhow::Result<Self> {
-        let (key, algorithm) = match &config.jwt_public_key_file {
-            Some(path) => {
-                let pem = read_key_file(path)?;
-                if let Ok(key) = DecodingKey::from_rsa_pem(&pem) {
-                    (key, Algorithm::RS256)
-                } else if let Ok(key) = DecodingKey::from_ec_pem(&pem) {
-                    (key, Algorithm::ES256)
-                } else {
-                    bail!("{} is not a PEM RSA or P-256 public key", path.display());
-                }
-            }
-            None => (
-                DecodingKey::from_secret(&secret(config, MissingSecret::Create)?)?,
-                Algorithm::HS256,
-            ),
+    /// The verifier of `serve`: [`Verifier::from_config`], and with `--jwt-jwks-url`, the key
+    /// set fetched (startup fails when it cannot be) and a task that keeps it fresh.
+    pub async fn start(config: &KeyConfig) -> anyhow::Result<Self> {
+        let Some(url) = &config.jwt_jwks_url else {
+            return Self::from_config(config);
         };
+        only_one_verifying_key(config)?;
+        let remote =
+            Arc::new(jwks::Remote::start(url.clone(), config.jwt_jwks_ca_file.as_deref()).await?);
+        let refresh = tokio::spawn(remote.clone().refresh(config.jwt_jwks_refresh.into()));
+        let mut verifier = Self::with_keys(config, VerifyingKeys::Remote(remote));
+        verifier._refresh = Some(AbortOnDrop(refresh));
+        Ok(verifier)
+    }
+
+    /// A verifier whose keys are read from files (or created, for the data dir's secret).
+    /// A key set URL needs [`Verifier::start`].
+    pub fn from_config(config: &KeyConfig) -> anyhow::Result<Self> {
+        only_one_verifying_key(config)?;
+        let keys = if config.jwt_jwks_url.is_some() {
+            bail!(
+                "--jwt-jwks-url: the key set is fetched when the service starts (Verifier::start)"
+            );
+        } else if let Some(path) = &config.jwt_jwks_file {
+            VerifyingKeys::Set(jwks::read_file(path)?)
+        } else if let Some(path) = &config.jwt_public_key_file {
+            let key = keys::read_public_key("--jwt-public-key-file", path)?;
+            if let Some(weakness) = key.weakness() {
+                tracing::warn!(path = %path.display(), "--jwt-public-key-file: {weakness}");
+            }
+            VerifyingKeys::One {
+                key: key.decoding_key(),
+                algorithm: key.algorithm(),
+            }
+        } else {
+            VerifyingKeys::One {
+                key: DecodingKey::from_secret(&secret(config, MissingSecret::Create)?)?,
+                algorithm: Algorithm::HS256,
+            }
+        };
+        Ok(Self::with_keys(config, keys))
+    }
+
+    fn with_keys(config: &KeyConfig, keys: VerifyingKeys) -> Self {
         let leeway = Duration::from(config.jwt_leeway).as_secs();
-        let mut validation = Validation::new(algorithm);
-        validation.leeway = leeway;
-        validation.set_required_spec_claims(&["exp"]);
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
-        validation.validate_aud = false;
-        Ok(Verifier {
-            key,
-            algorithm,
-            validation,
+        let algorithms = match &keys {
+            VerifyingKeys::One { algorithm, .. } => vec![*algorithm],
+            VerifyingKeys::Set(_) | VerifyingKeys::Remote(_) => {
+                vec![Algorithm::RS256, Algorithm::ES256]
+            }
+        };
+        let validation = |algorithm: Algorithm| {
+            let mut validation = Validation::new(algorithm);
+            validation.leeway = leeway;
+            let mut required = vec!["exp"];
+            validation.validate_exp = true;
+            validation.validate_nbf = true;
+            validation.validate_aud = false;
+            if let Some(audience) = &config.jwt_audience {
+                validation.validate_aud = true;
+                validation.set_audience(&[audience]);
+                required.push("aud");
+            }
+            if let Some(issuer) = &config.jwt_issuer {
+                validation.set_issuer(&[issuer]);
+                required.push("iss");
+            }
+            validation.set_required_spec_claims(&required);
+            validation
+        };
+        Verifier {
+            keys,
+            validations: algorithms.into_iter().map(validation).collect(),
             leeway,
-        })
+            audience: config.jwt_audience.clone(),
+            issuer: config.jwt_issuer.clone(),
+            _refresh: None,
+        }
     }
 
     /// The caller named by an `authorization` header or metadata value.
@@ -148,25 +283,7 @@ impl Verifier {
         }
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| unauthenticated("malformed token: not a JSON Web Token".into()))?;
-        if header.alg != self.algorithm {
-            return Err(unauthenticated(format!(
-                "token is signed with {:?}; this service accepts {:?}",
-                header.alg, self.algorithm
-            )));
-        }
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|error| {
-            unauthenticated(match error.kind() {
-                ErrorKind::ExpiredSignature => "token expired".to_owned(),
-                ErrorKind::ImmatureSignature => "token is not valid yet".to_owned(),
-                ErrorKind::InvalidSignature => "token signature does not verify".to_owned(),
-                ErrorKind::MissingRequiredClaim(claim) => format!("token has no {claim} claim"),
-                ErrorKind::Json(_) | ErrorKind::InvalidClaimFormat(_) => {
-                    "malformed token claims: expected sub, exp and optional username, groups, roles, nbf, iat".to_owned()
-                }
-                _ => "malformed token".to_owned(),
-            })
-        })?;
-        let claims = data.claims;
+        let claims = self.decode(token, &header).map_err(unauthenticated)?;
         // jsonwebtoken checks exp and nbf, not iat: a token issued in the future was made by a
         // clock that is wrong, or made to outlive a revocation by being dated ahead.
         if claims
@@ -189,6 +306,124 @@ impl Verifier {
             roles: claims.roles,
         })
     }
+}
+
+impl Verifier {
+    /// The claims of `token`, checked with the key its header names: the message of the
+    /// refusal otherwise.
+    fn decode(&self, token: &str, header: &jsonwebtoken::Header) -> Result<Claims, String> {
+        let Some(validation) = self
+            .validations
+            .iter()
+            .find(|v| v.algorithms.contains(&header.alg))
+        else {
+            let accepted: Vec<String> = self
+                .validations
+                .iter()
+                .flat_map(|v| &v.algorithms)
+                .map(|alg| format!("{alg:?}"))
+                .collect();
+            return Err(format!(
+                "token is signed with {:?}; this service accepts {}",
+                header.alg,
+                accepted.join(" and ")
+            ));
+        };
+        let decode = |key: &DecodingKey| {
+            jsonwebtoken::decode::<Claims>(token, key, validation)
+                .map(|data| data.claims)
+                .map_err(|error| self.refusal(&error))
+        };
+        let set = match &self.keys {
+            VerifyingKeys::One { key, .. } => return decode(key),
+            VerifyingKeys::Set(keys) => keys,
+            VerifyingKeys::Remote(remote) => &*remote.keys(),
+        };
+        let fits = |key: &&jwks::SetKey| key.algorithm == header.alg;
+        if let Some(kid) = &header.kid {
+            let Some(key) = set
+                .iter()
+                .filter(fits)
+                .find(|key| key.kid.as_deref() == Some(kid))
+            else {
+                if let VerifyingKeys::Remote(remote) = &self.keys {
+                    remote.want_fresh_keys();
+                }
+                return Err(format!(
+                    "token names key id (kid) {:?}, which is not among this service's {:?} keys \
+                     (a key set fetched from a URL is fetched again: a key just published is \
+                     accepted in a moment)",
+                    kid.chars().take(100).collect::<String>(),
+                    header.alg
+                ));
+            };
+            return decode(&key.key);
+        }
+        // Without a kid, the keys of the token's algorithm in turn: a wrong key fails the
+        // signature, any other refusal (expired, wrong audience) is the token's own.
+        let mut refusal = format!(
+            "token names no key id (kid) and this service has no {:?} key",
+            header.alg
+        );
+        for key in set.iter().filter(fits).take(MAX_KEYS_TRIED_WITHOUT_KID) {
+            match jsonwebtoken::decode::<Claims>(token, &key.key, validation) {
+                Ok(data) => return Ok(data.claims),
+                Err(error) if *error.kind() == ErrorKind::InvalidSignature => {
+                    refusal = self.refusal(&error);
+                }
+                Err(error) => return Err(self.refusal(&error)),
+            }
+        }
+        Err(refusal)
+    }
+
+    fn refusal(&self, error: &jsonwebtoken::errors::Error) -> String {
+        let expected = |value: &Option<String>| value.as_deref().unwrap_or_default().to_owned();
+        match error.kind() {
+            ErrorKind::ExpiredSignature => "token expired".to_owned(),
+            ErrorKind::ImmatureSignature => "token is not valid yet".to_owned(),
+            ErrorKind::InvalidSignature => "token signature does not verify".to_owned(),
+            ErrorKind::InvalidAlgorithm => "token algorithm does not match its key".to_owned(),
+            ErrorKind::MissingRequiredClaim(claim) => format!("token has no {claim} claim"),
+            ErrorKind::InvalidAudience => format!(
+                "token aud claim does not name {:?}, the audience this service accepts",
+                expected(&self.audience)
+            ),
+            ErrorKind::InvalidIssuer => format!(
+                "token iss claim is not {:?}, the issuer this service accepts",
+                expected(&self.issuer)
+            ),
+            ErrorKind::InvalidClaimFormat(claim) => format!("malformed token claim {claim}"),
+            ErrorKind::Json(_) => {
+                "malformed token claims: expected sub, exp and optional username, groups, roles, nbf, iat".to_owned()
+            }
+            _ => "malformed token".to_owned(),
+        }
+    }
+}
+
+/// Each way of giving the verifying keys excludes the others (clap says so for flags; this
+/// says so for a configuration built otherwise).
+fn only_one_verifying_key(config: &KeyConfig) -> anyhow::Result<()> {
+    let given: Vec<&str> = [
+        ("--jwt-secret-file", config.jwt_secret_file.is_some()),
+        (
+            "--jwt-public-key-file",
+            config.jwt_public_key_file.is_some(),
+        ),
+        ("--jwt-jwks-file", config.jwt_jwks_file.is_some()),
+        ("--jwt-jwks-url", config.jwt_jwks_url.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(flag, set)| set.then_some(flag))
+    .collect();
+    if given.len() > 1 {
+        bail!(
+            "{} each give the keys that verify tokens; give one of them",
+            given.join(" and ")
+        );
+    }
+    Ok(())
 }
 
 fn now_seconds() -> u64 {
@@ -222,22 +457,30 @@ fn header_alg(token: &str) -> Option<String> {
     value.get("alg")?.as_str().map(str::to_owned)
 }
 
-/// Signs a token with the configured key: the HS256 secret, or the private key matching the
-/// configured public key.
+/// Signs a token with the configured key: the HS256 secret, or the private key, which must
+/// match the configured public key when there is one.
 pub fn sign(config: &KeyConfig, claims: &Claims) -> anyhow::Result<String> {
     let (key, algorithm) = match (&config.jwt_public_key_file, &config.jwt_private_key_file) {
-        (_, Some(path)) => {
-            let pem = read_key_file(path)?;
-            if let Ok(key) = EncodingKey::from_rsa_pem(&pem) {
-                (key, Algorithm::RS256)
-            } else if let Ok(key) = EncodingKey::from_ec_pem(&pem) {
-                (key, Algorithm::ES256)
-            } else {
-                bail!("{} is not a PEM RSA or P-256 private key", path.display());
+        (public, Some(path)) => {
+            let private = keys::read_private_key("--jwt-private-key-file", path)?;
+            if let Some(public_path) = public {
+                let public = keys::read_public_key("--jwt-public-key-file", public_path)?;
+                if private.public_key() != public {
+                    bail!(
+                        "--jwt-private-key-file {} does not match --jwt-public-key-file {}: the \
+                         service would refuse every token it signs",
+                        path.display(),
+                        public_path.display()
+                    );
+                }
             }
+            private.encoding_key()?
         }
         (Some(_), None) => bail!(
             "tokens are verified with a public key; signing one needs the private key: pass --jwt-private-key-file"
+        ),
+        (None, None) if config.jwt_jwks_file.is_some() || config.jwt_jwks_url.is_some() => bail!(
+            "tokens are verified with a key set; signing one needs a private key of it: pass --jwt-private-key-file"
         ),
         (None, None) => (
             EncodingKey::from_secret(&secret(config, MissingSecret::Refuse)?)?,
@@ -252,13 +495,16 @@ pub fn token_for(config: &TokenConfig) -> anyhow::Result<String> {
     if config.username.trim().is_empty() {
         bail!("--username must not be empty");
     }
-    let claims = Claims::new(
+    let mut claims = Claims::new(
         &config.username,
         config.sub.clone(),
         config.groups.clone(),
         config.roles.clone(),
         config.ttl.into(),
     );
+    // With the options of `serve`, a token the service accepts.
+    claims.aud = config.keys.jwt_audience.clone();
+    claims.iss = config.keys.jwt_issuer.clone();
     sign(&config.keys, &claims)
 }
 
@@ -266,10 +512,25 @@ pub fn token_for(config: &TokenConfig) -> anyhow::Result<String> {
 /// creates ([`MissingSecret`]).
 fn secret(config: &KeyConfig, missing: MissingSecret) -> anyhow::Result<Vec<u8>> {
     if let Some(path) = &config.jwt_secret_file {
-        let secret = read_key_file(path)?;
-        let secret = secret.trim_ascii().to_vec();
+        let flag = "--jwt-secret-file";
+        let bytes = keys::read_key_file(flag, path)?;
+        // Editors and `echo` end files with a newline that is not part of the secret; the
+        // token's signer must leave it out too, so it is said once.
+        let secret = bytes.trim_ascii().to_vec();
+        if secret.len() != bytes.len() {
+            tracing::info!(
+                path = %path.display(),
+                "{flag}: the whitespace around the secret is not part of it"
+            );
+        }
         if secret.len() < 32 {
-            bail!("the secret in {} is shorter than 32 bytes", path.display());
+            bail!(
+                "{flag} {}: the secret is shorter than 32 bytes",
+                path.display()
+            );
+        }
+        if let Some(warning) = readable_by_others(path) {
+            tracing::warn!(path = %path.display(), "{flag}: {warning}");
         }
         return Ok(secret);
     }
@@ -286,7 +547,23 @@ fn secret(config: &KeyConfig, missing: MissingSecret) -> anyhow::Result<Vec<u8>>
             ),
         }
     }
-    Ok(read_key_file(&path)?.trim_ascii().to_vec())
+    Ok(keys::read_key_file("the generated secret", &path)?
+        .trim_ascii()
+        .to_vec())
+}
+
+/// A warning when anyone on the machine may read the secret file: whoever reads it can sign
+/// tokens for any account and role.
+fn readable_by_others(path: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    (mode & 0o004 != 0).then(|| {
+        format!(
+            "the secret file is readable by every user of this machine (mode {:o}), who can \
+             then sign tokens for any account; chmod 600 it",
+            mode & 0o777
+        )
+    })
 }
 
 fn create_secret(path: &Path) -> anyhow::Result<()> {
@@ -310,10 +587,6 @@ fn create_secret(path: &Path) -> anyhow::Result<()> {
         Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(error) => Err(error).with_context(|| format!("cannot create {}", path.display())),
     }
-}
-
-fn read_key_file(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
 #[cfg(test)]
@@ -565,5 +838,238 @@ mod tests {
                 "accepts",
             );
         }
+    }
+    /// `claims` signed as a JSON object with `key`, `algorithm` and `kid`.
+    fn encode_json(
+        claims: &serde_json::Value,
+        key: &EncodingKey,
+        algorithm: Algorithm,
+        kid: Option<&str>,
+    ) -> String {
+        let mut header = Header::new(algorithm);
+        header.kid = kid.map(str::to_owned);
+        format!(
+            "Bearer {}",
+            jsonwebtoken::encode(&header, claims, key).unwrap()
+        )
+    }
+
+    fn hs256_key(config: &KeyConfig) -> EncodingKey {
+        EncodingKey::from_secret(&secret(config, MissingSecret::Refuse).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn audience_and_issuer_are_checked_only_when_configured() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = keys(dir.path());
+        let key = hs256_key(&config);
+        let exp = now_seconds() + 60;
+        let token = |claims: serde_json::Value| encode_json(&claims, &key, Algorithm::HS256, None);
+        let plain = token(serde_json::json!({"sub": "x", "exp": exp}));
+        let foreign = token(
+            serde_json::json!({"sub": "x", "exp": exp, "aud": "other", "iss": "https://other/"}),
+        );
+        let unchecked = Verifier::from_config(&config).unwrap();
+        assert!(unchecked.verify(Some(&plain)).is_ok());
+        assert!(unchecked.verify(Some(&foreign)).is_ok());
+
+        config.jwt_audience = Some("job-service".into());
+        config.jwt_issuer = Some("https://idp.example/".into());
+        let verifier = Verifier::from_config(&config).unwrap();
+        for aud in [
+            serde_json::json!("job-service"),
+            serde_json::json!(["other", "job-service"]),
+        ] {
+            let good = token(
+                serde_json::json!({"sub": "x", "exp": exp, "aud": aud, "iss": "https://idp.example/"}),
+            );
+            assert!(verifier.verify(Some(&good)).is_ok(), "{aud}");
+        }
+        let cases = [
+            (
+                serde_json::json!({"sub": "x", "exp": exp, "iss": "https://idp.example/"}),
+                "token has no aud claim",
+            ),
+            (
+                serde_json::json!({"sub": "x", "exp": exp, "aud": ["other"], "iss": "https://idp.example/"}),
+                "token aud claim does not name \"job-service\"",
+            ),
+            (
+                serde_json::json!({"sub": "x", "exp": exp, "aud": "job-service"}),
+                "token has no iss claim",
+            ),
+            (
+                serde_json::json!({"sub": "x", "exp": exp, "aud": "job-service", "iss": "https://other/"}),
+                "token iss claim is not \"https://idp.example/\"",
+            ),
+        ];
+        for (claims, needle) in cases {
+            expect_unauthenticated(verifier.verify(Some(&token(claims))), needle);
+        }
+    }
+
+    #[test]
+    fn token_writes_the_audience_and_issuer_the_service_expects() {
+        use clap::Parser;
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().to_str().unwrap();
+        keys(dir.path());
+        let options = [
+            "--data-dir",
+            data_dir,
+            "--jwt-audience",
+            "job-service",
+            "--jwt-issuer",
+            "https://idp.example/",
+        ];
+        let token = token_for(&crate::config::TokenConfig::parse_from(
+            ["token", "--username", "pat"].iter().chain(&options),
+        ))
+        .unwrap();
+        let serve = crate::config::ServeConfig::parse_from(["serve"].iter().chain(&options));
+        let verifier = Verifier::from_config(&serve.keys).unwrap();
+        assert!(verifier.verify(Some(&format!("Bearer {token}"))).is_ok());
+    }
+
+    #[test]
+    fn dates_with_a_fraction_are_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = keys(dir.path());
+        let key = hs256_key(&config);
+        let now = now_seconds() as f64;
+        let claims =
+            serde_json::json!({"sub": "x", "exp": now + 60.25, "nbf": now - 1.5, "iat": now - 1.5});
+        let verifier = Verifier::from_config(&config).unwrap();
+        assert!(verifier
+            .verify(Some(&encode_json(&claims, &key, Algorithm::HS256, None)))
+            .is_ok());
+        let expired = serde_json::json!({"sub": "x", "exp": now - 60.5});
+        expect_unauthenticated(
+            verifier.verify(Some(&encode_json(&expired, &key, Algorithm::HS256, None))),
+            "expired",
+        );
+        let negative = serde_json::json!({"sub": "x", "exp": -1.5});
+        expect_unauthenticated(
+            verifier.verify(Some(&encode_json(&negative, &key, Algorithm::HS256, None))),
+            "malformed token",
+        );
+    }
+
+    fn key_file(name: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/keys")
+            .join(name)
+    }
+
+    /// The JWK of a public key, as an identity provider publishes it.
+    fn jwk(public: &keys::PublicKey, kid: &str) -> serde_json::Value {
+        use rsa::traits::PublicKeyParts;
+        match public {
+            keys::PublicKey::Rsa(key) => serde_json::json!({"kty": "RSA", "kid": kid, "use": "sig",
+                "n": URL_SAFE_NO_PAD.encode(key.n_bytes()), "e": URL_SAFE_NO_PAD.encode(key.e_bytes())}),
+            keys::PublicKey::P256(key) => {
+                let point = key.to_sec1_bytes();
+                serde_json::json!({"kty": "EC", "crv": "P-256", "kid": kid, "alg": "ES256",
+                    "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..65])})
+            }
+        }
+    }
+
+    #[test]
+    fn a_key_set_file_verifies_tokens_of_each_of_its_keys_by_kid_or_by_trying() {
+        let dir = tempfile::tempdir().unwrap();
+        let es = keys::read_private_key("f", &key_file("es256-private-sec1.pem")).unwrap();
+        let rs = keys::read_private_key("f", &key_file("rs256-private-pkcs1.pem")).unwrap();
+        let other = keys::read_private_key("f", &key_file("other-es256-private-sec1.pem")).unwrap();
+        let set =
+            serde_json::json!({"keys": [jwk(&es.public_key(), "es"), jwk(&rs.public_key(), "rs")]});
+        let path = dir.path().join("jwks.json");
+        std::fs::write(&path, set.to_string()).unwrap();
+        let mut config = unserved_keys(dir.path());
+        config.jwt_jwks_file = Some(path);
+        let verifier = Verifier::from_config(&config).unwrap();
+        let claims =
+            serde_json::json!({"sub": "x", "exp": now_seconds() + 60, "roles": ["apiread"]});
+        for (key, kid) in [(&es, "es"), (&rs, "rs")] {
+            let (encoding, algorithm) = key.encoding_key().unwrap();
+            for kid in [Some(kid), None] {
+                let caller = verifier
+                    .verify(Some(&encode_json(&claims, &encoding, algorithm, kid)))
+                    .unwrap();
+                assert_eq!(caller.roles, ["apiread"]);
+            }
+        }
+        let (encoding, algorithm) = other.encoding_key().unwrap();
+        expect_unauthenticated(
+            verifier.verify(Some(&encode_json(
+                &claims,
+                &encoding,
+                algorithm,
+                Some("other"),
+            ))),
+            "token names key id (kid) \"other\"",
+        );
+        expect_unauthenticated(
+            verifier.verify(Some(&encode_json(&claims, &encoding, algorithm, None))),
+            "signature does not verify",
+        );
+        // A key of the set under another key's kid does not verify either.
+        expect_unauthenticated(
+            verifier.verify(Some(&encode_json(
+                &claims,
+                &encoding,
+                algorithm,
+                Some("es"),
+            ))),
+            "signature does not verify",
+        );
+        let hs = encode_json(
+            &claims,
+            &EncodingKey::from_secret(&[7; 32]).unwrap(),
+            Algorithm::HS256,
+            None,
+        );
+        expect_unauthenticated(verifier.verify(Some(&hs)), "accepts RS256 and ES256");
+    }
+
+    #[test]
+    fn token_signs_with_a_sec1_key_and_refuses_one_that_does_not_match_the_public_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = unserved_keys(dir.path());
+        config.jwt_public_key_file = Some(key_file("es256-public.pem"));
+        config.jwt_private_key_file = Some(key_file("es256-private-sec1.pem"));
+        let claims = Claims::new("pat", None, vec![], vec![], Duration::from_secs(60));
+        let token = sign(&config, &claims).unwrap();
+        assert!(Verifier::from_config(&config)
+            .unwrap()
+            .verify(Some(&format!("Bearer {token}")))
+            .is_ok());
+        config.jwt_private_key_file = Some(key_file("other-es256-private-sec1.pem"));
+        let refused = sign(&config, &claims).unwrap_err().to_string();
+        assert!(
+            refused.contains("does not match --jwt-public-key-file"),
+            "{refused}"
+        );
+        config.jwt_private_key_file = Some(key_file("rs256-private-pkcs1.pem"));
+        let refused = sign(&config, &claims).unwrap_err().to_string();
+        assert!(refused.contains("does not match"), "{refused}");
+    }
+
+    #[test]
+    fn a_secret_file_readable_by_everyone_is_worth_a_warning() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        std::fs::write(&path, format!("  {}\n", "s".repeat(40))).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(readable_by_others(&path).unwrap().contains("chmod 600"));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(readable_by_others(&path).is_none());
+        let mut config = unserved_keys(dir.path());
+        config.jwt_secret_file = Some(path);
+        assert_eq!(
+            secret(&config, MissingSecret::Refuse).unwrap(),
+            "s".repeat(40).as_bytes()
+        );
     }
 }

@@ -38,17 +38,54 @@ pub struct KeyConfig {
     #[arg(long, env = "JOB_SERVICE_DATA_DIR", default_value = "./.job-service")]
     pub data_dir: PathBuf,
 
-    /// File holding the HS256 secret that signs and verifies tokens.
+    /// File holding the HS256 secret that signs and verifies tokens (surrounding whitespace,
+    /// such as a final newline, is not part of it).
     #[arg(
         long,
         env = "JOB_SERVICE_JWT_SECRET_FILE",
-        conflicts_with = "jwt_public_key_file"
+        conflicts_with_all = ["jwt_public_key_file", "jwt_jwks_file", "jwt_jwks_url"]
     )]
     pub jwt_secret_file: Option<PathBuf>,
 
     /// PEM file of the RS256 (RSA) or ES256 (P-256) public key that verifies tokens.
-    #[arg(long, env = "JOB_SERVICE_JWT_PUBLIC_KEY_FILE")]
+    #[arg(
+        long,
+        env = "JOB_SERVICE_JWT_PUBLIC_KEY_FILE",
+        conflicts_with_all = ["jwt_jwks_file", "jwt_jwks_url"]
+    )]
     pub jwt_public_key_file: Option<PathBuf>,
+
+    /// JSON Web Key Set file whose RS256 and ES256 keys verify tokens; a token's `kid` picks
+    /// the key.
+    #[arg(
+        long,
+        env = "JOB_SERVICE_JWT_JWKS_FILE",
+        conflicts_with = "jwt_jwks_url"
+    )]
+    pub jwt_jwks_file: Option<PathBuf>,
+
+    /// HTTPS URL of an identity provider's JSON Web Key Set: fetched at start (which fails
+    /// when it cannot be), then again every --jwt-jwks-refresh and when a token names a key
+    /// id the set does not hold.
+    #[arg(long, env = "JOB_SERVICE_JWT_JWKS_URL", value_parser = https_url)]
+    pub jwt_jwks_url: Option<reqwest::Url>,
+
+    /// How often the key set of --jwt-jwks-url is fetched again (e.g. `5m`).
+    #[arg(long, env = "JOB_SERVICE_JWT_JWKS_REFRESH", default_value = "5m", value_parser = jwks_refresh)]
+    pub jwt_jwks_refresh: humantime::Duration,
+
+    /// PEM file of CA certificates trusted for --jwt-jwks-url, beside the system's (an
+    /// identity provider behind an internal CA).
+    #[arg(long, env = "JOB_SERVICE_JWT_JWKS_CA_FILE", requires = "jwt_jwks_url")]
+    pub jwt_jwks_ca_file: Option<PathBuf>,
+
+    /// The `aud` a token must name (as a string or in an array). Unset: `aud` is not checked.
+    #[arg(long, env = "JOB_SERVICE_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// The `iss` a token must carry. Unset: `iss` is not checked.
+    #[arg(long, env = "JOB_SERVICE_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
 
     /// PEM file of the private key matching --jwt-public-key-file; only `token` uses it.
     #[arg(long, env = "JOB_SERVICE_JWT_PRIVATE_KEY_FILE")]
@@ -474,6 +511,30 @@ pub enum LogFormat {
     Json,
 }
 
+/// An `https://` URL: a key set fetched in the clear could be replaced on the way.
+fn https_url(text: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(text).map_err(|e| format!("not a URL: {e}"))?;
+    if url.scheme() != "https" {
+        return Err(format!(
+            "must be an https:// URL (a key set fetched over {} could be replaced on the way)",
+            url.scheme()
+        ));
+    }
+    Ok(url)
+}
+
+/// A key set refresh period from 10 seconds to a day: more often would only load the
+/// identity provider; less often would keep a removed key trusted for more than a day.
+fn jwks_refresh(text: &str) -> Result<humantime::Duration, String> {
+    let duration: humantime::Duration = text.parse().map_err(|e| format!("{e}"))?;
+    let value = std::time::Duration::from(duration);
+    if value < std::time::Duration::from_secs(10) || value > std::time::Duration::from_secs(86_400)
+    {
+        return Err("must be from 10s to 24h".to_owned());
+    }
+    Ok(duration)
+}
+
 /// A duration of at least a millisecond and at most a day (leases, sweeps).
 fn positive_duration(text: &str) -> Result<humantime::Duration, String> {
     let duration: humantime::Duration = text.parse().map_err(|e| format!("{e}"))?;
@@ -540,6 +601,65 @@ mod tests {
         assert!(refused.contains("at least 24h"), "{refused}");
         let kept = ServeConfig::try_parse_from(["serve", "--idempotency-retention", "7days"]);
         assert!(kept.is_ok());
+    }
+
+    #[test]
+    fn the_key_set_url_must_be_https_and_refreshed_within_bounds() {
+        let serve = |args: &[&str]| {
+            ServeConfig::try_parse_from(["serve"].iter().chain(args)).map_err(|e| e.to_string())
+        };
+        let refused = serve(&["--jwt-jwks-url", "http://idp.example/jwks"]).unwrap_err();
+        assert!(refused.contains("--jwt-jwks-url"), "{refused}");
+        assert!(refused.contains("https://"), "{refused}");
+        let config = serve(&["--jwt-jwks-url", "https://idp.example/jwks"]).unwrap();
+        assert_eq!(
+            std::time::Duration::from(config.keys.jwt_jwks_refresh).as_secs(),
+            300
+        );
+        let refused = serve(&[
+            "--jwt-jwks-url",
+            "https://idp.example/jwks",
+            "--jwt-jwks-refresh",
+            "1s",
+        ])
+        .unwrap_err();
+        assert!(refused.contains("from 10s to 24h"), "{refused}");
+    }
+
+    #[test]
+    fn only_one_kind_of_verifying_key_is_accepted() {
+        let serve = |args: &[&str]| {
+            ServeConfig::try_parse_from(["serve"].iter().chain(args))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        for pair in [
+            ["--jwt-secret-file", "s", "--jwt-jwks-file", "k.json"],
+            [
+                "--jwt-public-key-file",
+                "p.pem",
+                "--jwt-jwks-file",
+                "k.json",
+            ],
+            [
+                "--jwt-jwks-file",
+                "k.json",
+                "--jwt-jwks-url",
+                "https://idp.example/jwks",
+            ],
+        ] {
+            let refused = serve(&pair).unwrap_err();
+            assert!(refused.contains("cannot be used with"), "{refused}");
+        }
+        assert!(serve(&[
+            "--jwt-jwks-file",
+            "k.json",
+            "--jwt-audience",
+            "job-service",
+            "--jwt-issuer",
+            "https://idp.example/"
+        ])
+        .is_ok());
     }
 
     #[test]

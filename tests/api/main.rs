@@ -20,6 +20,7 @@ mod group_commit;
 mod helpers;
 mod hostile_input;
 mod idempotency;
+mod jwt;
 mod limits;
 mod list_jobs;
 mod manual_tasks;
