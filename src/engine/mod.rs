@@ -18,6 +18,7 @@ pub mod builtin;
 pub mod children;
 mod completions;
 pub mod loops;
+mod spawn;
 pub mod variables;
 mod watch;
 mod workers;
@@ -310,7 +311,7 @@ impl Engine {
         let graph_ids: Vec<&str> = locked.iter().map(|job| job.graph_id.as_str()).collect();
         let graphs = self.graphs.get_many(&mut *tx, &graph_ids).await?;
         let now = Utc::now();
-        let sources = children::Sources {
+        let sources = spawn::Sources {
             workflows: &self.workflows,
             graphs: &self.graphs,
         };
@@ -322,7 +323,7 @@ impl Engine {
             advance::advance(&mut job.job, graph, now, &self.settings.limits);
             if !job.job.spawns.is_empty() {
                 stored.extend(
-                    children::start_children(tx, &sources, job, graph, now, &self.settings.limits)
+                    spawn::start_children(tx, &sources, job, graph, now, &self.settings.limits)
                         .await?,
                 );
             }
