@@ -239,7 +239,7 @@ fn handshake_failed(door: Door, cause: usize, peer: std::net::SocketAddr, error:
     if due {
         let unlogged = UNLOGGED.swap(0, Ordering::Relaxed);
         tracing::warn!(
-            door = ?door, %peer, error = %crate::observe::Escaped(error),
+            door = ?door, %peer, error = %error.escape_debug(),
             failed_since_last_line = unlogged,
             "tls handshake failed"
         );
