@@ -401,3 +401,106 @@ async fn the_corpus_gitlab_variables_loop_takes_the_path_itential_would() {
         "the lookup's error path was not taken"
     );
 }
+
+/// alkira/create-security-group-with-ingress-rules.json, step by step: the group is created,
+/// its id queried out of the answer into a job variable, the rules transformed (a worker runs
+/// the JST), and a sequential child-job loop adds each rule through the workflow
+/// `Add Ingress Rule to Security Group - AWS` (which the exports lack: a stand-in with one
+/// adapter task), one child after the other; the loop's `job_details` collects the children's
+/// variables and the job completes.
+#[tokio::test]
+async fn the_corpus_security_group_child_loop_takes_the_path_itential_would() {
+    let app = TestApp::spawn().await;
+    let mut child = placeholder("Add Ingress Rule to Security Group - AWS");
+    child["tasks"]["run"] = json!({"name": "authorizeSecurityGroupIngress", "app": "Awsec2",
+        "type": "automatic",
+        "variables": {"incoming": {"groupId": "$var.job.groupId", "port": "$var.job.port"},
+                      "outgoing": {"result": "$var.job.added"}}});
+    app.create_workflow(&child).await;
+    let document =
+        crate::helpers::corpus_workflow("alkira", "create-security-group-with-ingress-rules.json");
+    app.create_workflow(&document).await;
+    let mut tasks = app
+        .engine
+        .poll_tasks(
+            &worker(),
+            "w1".into(),
+            vec!["Awsec2".into(), "WorkFlowEngine".into()],
+            4,
+        )
+        .await
+        .unwrap();
+    let job = app
+        .start_job(
+            document["name"].as_str().unwrap(),
+            json!({"adapterId": "AWS", "ruleList": [], "securityGroupDescription": "web",
+                   "securityGroupName": "web", "vpcId": "vpc-1"}),
+        )
+        .await
+        .unwrap();
+    let done = |outgoing: Value| TaskResult {
+        finish_state: FinishState::Success,
+        outgoing: outgoing.as_object().cloned().unwrap(),
+        error_message: String::new(),
+    };
+
+    let create = crate::engine::next_task(&mut tasks).await;
+    assert_eq!(create.task_id, "e62f");
+    assert_eq!(create.incoming["groupName"], "web");
+    app.engine
+        .complete_task(
+            &worker(),
+            &create.task_token,
+            done(json!({"result": {"response": {"CreateSecurityGroupResponse": {"groupId": "sg-7"}}}})),
+        )
+        .await
+        .unwrap();
+    // The query took the id out; the transformation is a worker's.
+    let transform = crate::engine::next_task(&mut tasks).await;
+    assert_eq!(
+        (transform.task_id.as_str(), transform.name.as_str()),
+        ("12c9", "transformation")
+    );
+    app.engine
+        .complete_task(
+            &worker(),
+            &transform.task_token,
+            done(json!({"ruleList": [{"groupId": "sg-7", "port": 443}, {"groupId": "sg-7", "port": 80}]})),
+        )
+        .await
+        .unwrap();
+
+    // One child at a time, each with its element's variables.
+    let mut children = Vec::new();
+    for port in [443, 80] {
+        let rule = crate::engine::next_task(&mut tasks).await;
+        assert_eq!(rule.name, "authorizeSecurityGroupIngress");
+        assert_eq!(rule.incoming["port"], port);
+        assert_eq!(rule.incoming["groupId"], "sg-7");
+        let waiting = crate::engine::job_when(&app, &job.id, |_| true).await;
+        assert_eq!(
+            waiting["tasks"]["c96d"]["childJobs"]
+                .as_array()
+                .unwrap()
+                .len(),
+            children.len() + 1,
+            "the next child starts only when the one before it ended"
+        );
+        children.push(rule.job_id.clone());
+        app.engine
+            .complete_task(
+                &worker(),
+                &rule.task_token,
+                done(json!({"result": format!("port {port} open")})),
+            )
+            .await
+            .unwrap();
+    }
+    let ended = crate::engine::job_when(&app, &job.id, |job| job["status"] != "running").await;
+    assert_eq!(ended["status"], "complete", "{ended}");
+    assert_eq!(ended["variables"]["securityGroupId"], "sg-7");
+    let details = &ended["tasks"]["c96d"]["variables"]["outgoing"]["job_details"]["loop"];
+    assert_eq!(details[0]["_id"], children[0].as_str());
+    assert_eq!(details[0]["added"], "port 443 open");
+    assert_eq!(details[1]["added"], "port 80 open");
+}
