@@ -256,8 +256,10 @@ impl Verifier {
         }
     }
 
-    /// The caller named by an `authorization` header or metadata value.
-    pub fn verify(&self, authorization: Option<&str>) -> Result<Caller, Error> {
+    /// The caller named by an `authorization` header or metadata value. A token naming a key
+    /// that a fetched key set does not hold waits for the set to be fetched again (see
+    /// [`jwks::Remote::fetch_for_unknown_key`]), so a key just published works at once.
+    pub async fn verify(&self, authorization: Option<&str>) -> Result<Caller, Error> {
         let unauthenticated = |message: String| Error::Unauthenticated(message);
         let Some(authorization) = authorization else {
             return Err(unauthenticated(
@@ -283,7 +285,22 @@ impl Verifier {
         }
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| unauthenticated("malformed token: not a JSON Web Token".into()))?;
-        let claims = self.decode(token, &header).map_err(unauthenticated)?;
+        let claims = match &self.keys {
+            VerifyingKeys::One { .. } => self.decode(token, &header, &[]),
+            VerifyingKeys::Set(keys) => self.decode(token, &header, keys),
+            VerifyingKeys::Remote(remote) => {
+                let fetched = remote.keys();
+                match self.decode(token, &header, &fetched.keys) {
+                    Err(Refusal::UnknownKey(_))
+                        if remote.fetch_for_unknown_key(fetched.generation).await =>
+                    {
+                        self.decode(token, &header, &remote.keys().keys)
+                    }
+                    decoded => decoded,
+                }
+            }
+        }
+        .map_err(|refusal| unauthenticated(refusal.into()))?;
         // jsonwebtoken checks exp and nbf, not iat: a token issued in the future was made by a
         // clock that is wrong, or made to outlive a revocation by being dated ahead.
         if claims
@@ -309,9 +326,14 @@ impl Verifier {
 }
 
 impl Verifier {
-    /// The claims of `token`, checked with the key its header names: the message of the
-    /// refusal otherwise.
-    fn decode(&self, token: &str, header: &jsonwebtoken::Header) -> Result<Claims, String> {
+    /// The claims of `token`, checked with the one key, or with the key of `set` its header
+    /// names: the refusal otherwise.
+    fn decode(
+        &self,
+        token: &str,
+        header: &jsonwebtoken::Header,
+        set: &[jwks::SetKey],
+    ) -> Result<Claims, Refusal> {
         let Some(validation) = self
             .validations
             .iter()
@@ -323,22 +345,20 @@ impl Verifier {
                 .flat_map(|v| &v.algorithms)
                 .map(|alg| format!("{alg:?}"))
                 .collect();
-            return Err(format!(
+            return Err(Refusal::Other(format!(
                 "token is signed with {:?}; this service accepts {}",
                 header.alg,
                 accepted.join(" and ")
-            ));
+            )));
         };
         let decode = |key: &DecodingKey| {
             jsonwebtoken::decode::<Claims>(token, key, validation)
                 .map(|data| data.claims)
-                .map_err(|error| self.refusal(&error))
+                .map_err(|error| Refusal::Other(self.refusal(&error)))
         };
-        let set = match &self.keys {
-            VerifyingKeys::One { key, .. } => return decode(key),
-            VerifyingKeys::Set(keys) => keys,
-            VerifyingKeys::Remote(remote) => &*remote.keys(),
-        };
+        if let VerifyingKeys::One { key, .. } = &self.keys {
+            return decode(key);
+        }
         let fits = |key: &&jwks::SetKey| key.algorithm == header.alg;
         if let Some(kid) = &header.kid {
             let Some(key) = set
@@ -346,16 +366,11 @@ impl Verifier {
                 .filter(fits)
                 .find(|key| key.kid.as_deref() == Some(kid))
             else {
-                if let VerifyingKeys::Remote(remote) = &self.keys {
-                    remote.want_fresh_keys();
-                }
-                return Err(format!(
-                    "token names key id (kid) {:?}, which is not among this service's {:?} keys \
-                     (a key set fetched from a URL is fetched again: a key just published is \
-                     accepted in a moment)",
+                return Err(Refusal::UnknownKey(format!(
+                    "token names key id (kid) {:?}, which is not among this service's {:?} keys",
                     kid.chars().take(100).collect::<String>(),
                     header.alg
-                ));
+                )));
             };
             return decode(&key.key);
         }
@@ -371,10 +386,10 @@ impl Verifier {
                 Err(error) if *error.kind() == ErrorKind::InvalidSignature => {
                     refusal = self.refusal(&error);
                 }
-                Err(error) => return Err(self.refusal(&error)),
+                Err(error) => return Err(Refusal::Other(self.refusal(&error))),
             }
         }
-        Err(refusal)
+        Err(Refusal::Other(refusal))
     }
 
     fn refusal(&self, error: &jsonwebtoken::errors::Error) -> String {
@@ -398,6 +413,21 @@ impl Verifier {
                 "malformed token claims: expected sub, exp and optional username, groups, roles, nbf, iat".to_owned()
             }
             _ => "malformed token".to_owned(),
+        }
+    }
+}
+
+/// Why a token was refused, as its caller is told.
+enum Refusal {
+    /// It names a key id that none of the keys has (a fetched key set is fetched again).
+    UnknownKey(String),
+    Other(String),
+}
+
+impl From<Refusal> for String {
+    fn from(refusal: Refusal) -> String {
+        match refusal {
+            Refusal::UnknownKey(message) | Refusal::Other(message) => message,
         }
     }
 }
@@ -608,6 +638,18 @@ mod tests {
         config
     }
 
+    /// Runs a verification to its end: with keys from files, nothing in it waits.
+    trait Now: std::future::Future + Sized {
+        fn now(self) -> Self::Output {
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
+                .block_on(self)
+        }
+    }
+
+    impl<F: std::future::Future> Now for F {}
+
     fn expect_unauthenticated(result: Result<Caller, Error>, needle: &str) {
         match result {
             Err(Error::Unauthenticated(message)) => assert!(message.contains(needle), "{message}"),
@@ -629,7 +671,7 @@ mod tests {
         let token = sign(&config, &claims).unwrap();
         let caller = Verifier::from_config(&config)
             .unwrap()
-            .verify(Some(&format!("Bearer {token}")))
+            .verify(Some(&format!("Bearer {token}"))).now()
             .unwrap();
         assert_eq!(caller.username, "pat");
         assert_eq!(caller.sub, account_id_for_username("pat"));
@@ -656,7 +698,7 @@ mod tests {
             "the service creates the secret on first start"
         );
         let token = sign(&config, &claims).unwrap();
-        assert!(verifier.verify(Some(&format!("Bearer {token}"))).is_ok());
+        assert!(verifier.verify(Some(&format!("Bearer {token}"))).now().is_ok());
     }
 
     #[test]
@@ -664,9 +706,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = keys(dir.path());
         let verifier = Verifier::from_config(&config).unwrap();
-        expect_unauthenticated(verifier.verify(None), "missing");
-        expect_unauthenticated(verifier.verify(Some("Basic dXNlcjpwdw==")), "Bearer");
-        expect_unauthenticated(verifier.verify(Some("Bearer not.a.jwt")), "malformed");
+        expect_unauthenticated(verifier.verify(None).now(), "missing");
+        expect_unauthenticated(verifier.verify(Some("Basic dXNlcjpwdw==")).now(), "Bearer");
+        expect_unauthenticated(verifier.verify(Some("Bearer not.a.jwt")).now(), "malformed");
 
         let mut expired = Claims::new("pat", None, vec![], vec![], Duration::ZERO);
         expired.exp -= 60;
@@ -674,7 +716,7 @@ mod tests {
             verifier.verify(Some(&format!(
                 "Bearer {}",
                 sign(&config, &expired).unwrap()
-            ))),
+            ))).now(),
             "expired",
         );
 
@@ -685,14 +727,14 @@ mod tests {
         )
         .unwrap();
         expect_unauthenticated(
-            verifier.verify(Some(&format!("Bearer {foreign}"))),
+            verifier.verify(Some(&format!("Bearer {foreign}"))).now(),
             "signature",
         );
 
         let none_header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
         let body = URL_SAFE_NO_PAD.encode(br#"{"sub":"x","exp":99999999999}"#);
         expect_unauthenticated(
-            verifier.verify(Some(&format!("Bearer {none_header}.{body}."))),
+            verifier.verify(Some(&format!("Bearer {none_header}.{body}."))).now(),
             "alg none",
         );
     }
@@ -710,7 +752,7 @@ mod tests {
         )
         .unwrap();
         let verifier = Verifier::from_config(&config).unwrap();
-        expect_unauthenticated(verifier.verify(Some(&format!("Bearer {token}"))), "exp");
+        expect_unauthenticated(verifier.verify(Some(&format!("Bearer {token}"))).now(), "exp");
     }
 
     #[test]
@@ -722,14 +764,14 @@ mod tests {
         let token = sign(&config, &claims).unwrap();
         assert!(Verifier::from_config(&config)
             .unwrap()
-            .verify(Some(&format!("Bearer {token}")))
+            .verify(Some(&format!("Bearer {token}"))).now()
             .is_ok());
     }
 
     fn verify_claims(config: &KeyConfig, claims: &Claims) -> Result<Caller, Error> {
         Verifier::from_config(config)
             .unwrap()
-            .verify(Some(&format!("Bearer {}", sign(config, claims).unwrap())))
+            .verify(Some(&format!("Bearer {}", sign(config, claims).unwrap()))).now()
     }
 
     #[test]
@@ -828,13 +870,13 @@ mod tests {
             let verifier = Verifier::from_config(&config).unwrap();
             assert_eq!(
                 verifier
-                    .verify(Some(&format!("Bearer {token}")))
+                    .verify(Some(&format!("Bearer {token}"))).now()
                     .unwrap()
                     .roles,
                 ["apiread"]
             );
             expect_unauthenticated(
-                verifier.verify(Some(&format!("Bearer {hs_token}"))),
+                verifier.verify(Some(&format!("Bearer {hs_token}"))).now(),
                 "accepts",
             );
         }
@@ -870,8 +912,8 @@ mod tests {
             serde_json::json!({"sub": "x", "exp": exp, "aud": "other", "iss": "https://other/"}),
         );
         let unchecked = Verifier::from_config(&config).unwrap();
-        assert!(unchecked.verify(Some(&plain)).is_ok());
-        assert!(unchecked.verify(Some(&foreign)).is_ok());
+        assert!(unchecked.verify(Some(&plain)).now().is_ok());
+        assert!(unchecked.verify(Some(&foreign)).now().is_ok());
 
         config.jwt_audience = Some("job-service".into());
         config.jwt_issuer = Some("https://idp.example/".into());
@@ -883,7 +925,7 @@ mod tests {
             let good = token(
                 serde_json::json!({"sub": "x", "exp": exp, "aud": aud, "iss": "https://idp.example/"}),
             );
-            assert!(verifier.verify(Some(&good)).is_ok(), "{aud}");
+            assert!(verifier.verify(Some(&good)).now().is_ok(), "{aud}");
         }
         let cases = [
             (
@@ -904,7 +946,7 @@ mod tests {
             ),
         ];
         for (claims, needle) in cases {
-            expect_unauthenticated(verifier.verify(Some(&token(claims))), needle);
+            expect_unauthenticated(verifier.verify(Some(&token(claims))).now(), needle);
         }
     }
 
@@ -928,7 +970,7 @@ mod tests {
         .unwrap();
         let serve = crate::config::ServeConfig::parse_from(["serve"].iter().chain(&options));
         let verifier = Verifier::from_config(&serve.keys).unwrap();
-        assert!(verifier.verify(Some(&format!("Bearer {token}"))).is_ok());
+        assert!(verifier.verify(Some(&format!("Bearer {token}"))).now().is_ok());
     }
 
     #[test]
@@ -941,16 +983,16 @@ mod tests {
             serde_json::json!({"sub": "x", "exp": now + 60.25, "nbf": now - 1.5, "iat": now - 1.5});
         let verifier = Verifier::from_config(&config).unwrap();
         assert!(verifier
-            .verify(Some(&encode_json(&claims, &key, Algorithm::HS256, None)))
+            .verify(Some(&encode_json(&claims, &key, Algorithm::HS256, None))).now()
             .is_ok());
         let expired = serde_json::json!({"sub": "x", "exp": now - 60.5});
         expect_unauthenticated(
-            verifier.verify(Some(&encode_json(&expired, &key, Algorithm::HS256, None))),
+            verifier.verify(Some(&encode_json(&expired, &key, Algorithm::HS256, None))).now(),
             "expired",
         );
         let negative = serde_json::json!({"sub": "x", "exp": -1.5});
         expect_unauthenticated(
-            verifier.verify(Some(&encode_json(&negative, &key, Algorithm::HS256, None))),
+            verifier.verify(Some(&encode_json(&negative, &key, Algorithm::HS256, None))).now(),
             "malformed token",
         );
     }
@@ -994,7 +1036,7 @@ mod tests {
             let (encoding, algorithm) = key.encoding_key().unwrap();
             for kid in [Some(kid), None] {
                 let caller = verifier
-                    .verify(Some(&encode_json(&claims, &encoding, algorithm, kid)))
+                    .verify(Some(&encode_json(&claims, &encoding, algorithm, kid))).now()
                     .unwrap();
                 assert_eq!(caller.roles, ["apiread"]);
             }
@@ -1006,11 +1048,11 @@ mod tests {
                 &encoding,
                 algorithm,
                 Some("other"),
-            ))),
+            ))).now(),
             "token names key id (kid) \"other\"",
         );
         expect_unauthenticated(
-            verifier.verify(Some(&encode_json(&claims, &encoding, algorithm, None))),
+            verifier.verify(Some(&encode_json(&claims, &encoding, algorithm, None))).now(),
             "signature does not verify",
         );
         // A key of the set under another key's kid does not verify either.
@@ -1020,7 +1062,7 @@ mod tests {
                 &encoding,
                 algorithm,
                 Some("es"),
-            ))),
+            ))).now(),
             "signature does not verify",
         );
         let hs = encode_json(
@@ -1029,7 +1071,7 @@ mod tests {
             Algorithm::HS256,
             None,
         );
-        expect_unauthenticated(verifier.verify(Some(&hs)), "accepts RS256 and ES256");
+        expect_unauthenticated(verifier.verify(Some(&hs)).now(), "accepts RS256 and ES256");
     }
 
     #[test]
@@ -1042,7 +1084,7 @@ mod tests {
         let token = sign(&config, &claims).unwrap();
         assert!(Verifier::from_config(&config)
             .unwrap()
-            .verify(Some(&format!("Bearer {token}")))
+            .verify(Some(&format!("Bearer {token}"))).now()
             .is_ok());
         config.jwt_private_key_file = Some(key_file("other-es256-private-sec1.pem"));
         let refused = sign(&config, &claims).unwrap_err().to_string();

@@ -150,13 +150,22 @@ pub(crate) fn read_file(path: &Path) -> anyhow::Result<Vec<SetKey>> {
     parse(&source, &bytes)
 }
 
-/// The key set of `--jwt-jwks-url`, the fetcher that keeps it fresh, and the way a token
-/// naming an unknown key asks for a fetch.
+/// The key set of `--jwt-jwks-url`, the fetcher that keeps it fresh, and the fetch a token
+/// naming an unknown key waits for.
 pub(crate) struct Remote {
     url: reqwest::Url,
     client: reqwest::Client,
-    keys: RwLock<Arc<Vec<SetKey>>>,
-    wanted: tokio::sync::Notify,
+    keys: RwLock<Arc<Fetched>>,
+    /// When a token last made the service fetch; held during that fetch, so tokens arriving
+    /// meanwhile wait for it rather than fetching again.
+    on_demand: tokio::sync::Mutex<Option<tokio::time::Instant>>,
+}
+
+/// The keys of one fetch, numbered so that a caller can tell whether the set changed since it
+/// looked.
+pub(crate) struct Fetched {
+    pub generation: u64,
+    pub keys: Vec<SetKey>,
 }
 
 impl Remote {
@@ -202,8 +211,11 @@ impl Remote {
         let remote = Remote {
             url,
             client,
-            keys: RwLock::new(Arc::new(Vec::new())),
-            wanted: tokio::sync::Notify::new(),
+            keys: RwLock::new(Arc::new(Fetched {
+                generation: 0,
+                keys: Vec::new(),
+            })),
+            on_demand: tokio::sync::Mutex::new(None),
         };
         let keys = remote.fetch().await?;
         tracing::info!(url = %remote.url, keys = keys.len(), "fetched the JSON Web Key Set");
@@ -211,7 +223,7 @@ impl Remote {
         Ok(remote)
     }
 
-    pub(crate) fn keys(&self) -> Arc<Vec<SetKey>> {
+    pub(crate) fn keys(&self) -> Arc<Fetched> {
         self.keys
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -219,15 +231,42 @@ impl Remote {
     }
 
     fn store(&self, keys: Vec<SetKey>) {
-        *self
+        let mut current = self
             .keys
             .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(keys);
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *current = Arc::new(Fetched {
+            generation: current.generation + 1,
+            keys,
+        });
     }
 
-    /// Asks for a fetch soon: a token named a key id the set does not hold.
-    pub(crate) fn want_fresh_keys(&self) {
-        self.wanted.notify_one();
+    /// Fetches the key set now for a token naming a key id that the set of `generation` does
+    /// not hold, so that a key the provider has just published is accepted on its first use.
+    /// True when the set changed since `generation` (by this fetch or one that ran meanwhile):
+    /// the token is worth checking again. At most one such fetch per
+    /// [`MIN_ON_DEMAND_INTERVAL`]; tokens arriving during a fetch wait for it (at most
+    /// [`FETCH_TIMEOUT`]) instead of fetching again.
+    pub(crate) async fn fetch_for_unknown_key(&self, generation: u64) -> bool {
+        let mut last = self.on_demand.lock().await;
+        if self.keys().generation != generation {
+            return true;
+        }
+        if last.is_some_and(|at| at.elapsed() < MIN_ON_DEMAND_INTERVAL) {
+            return false;
+        }
+        *last = Some(tokio::time::Instant::now());
+        match self.fetch().await {
+            Ok(keys) => {
+                tracing::info!(url = %self.url, keys = keys.len(), "fetched the JSON Web Key Set for a token naming a key it did not hold");
+                self.store(keys);
+                true
+            }
+            Err(error) => {
+                tracing::warn!("{error:#}; keeping the key set fetched before");
+                false
+            }
+        }
     }
 
     async fn fetch(&self) -> anyhow::Result<Vec<SetKey>> {
@@ -263,22 +302,11 @@ impl Remote {
         parse(&source, &body)
     }
 
-    /// Fetches the key set every `every`, and soon after a token asked for it (at most once
-    /// per [`MIN_ON_DEMAND_INTERVAL`]). A failed fetch keeps the keys there were. Runs until
+    /// Fetches the key set every `every`. A failed fetch keeps the keys there were. Runs until
     /// the task is aborted (see `Verifier`).
     pub(crate) async fn refresh(self: Arc<Self>, every: Duration) {
-        let mut last_on_demand: Option<tokio::time::Instant> = None;
         loop {
-            let on_demand = tokio::select! {
-                _ = tokio::time::sleep(every) => false,
-                _ = self.wanted.notified() => true,
-            };
-            if on_demand {
-                if let Some(last) = last_on_demand {
-                    tokio::time::sleep_until(last + MIN_ON_DEMAND_INTERVAL).await;
-                }
-                last_on_demand = Some(tokio::time::Instant::now());
-            }
+            tokio::time::sleep(every).await;
             match self.fetch().await {
                 Ok(keys) => {
                     tracing::debug!(url = %self.url, keys = keys.len(), "fetched the JSON Web Key Set");

@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_stream::{Stream, StreamExt};
-use tonic::service::interceptor::InterceptedService;
 
 use crate::auth::Verifier;
 use crate::domain::{Caller, Error};
@@ -96,26 +95,75 @@ impl GrpcApi {
     }
 }
 
-/// Checks the bearer token of every call to our services and hands the caller to the adapters.
-/// Health and reflection are not wrapped: they are open to all.
+/// Checks the bearer token of every call to our services and hands the caller to the adapters
+/// (in the request's extensions). Health and reflection are not wrapped: they are open to all.
+///
+/// A tower layer rather than tonic's interceptor: an interceptor cannot wait, and checking a
+/// token may wait for the identity provider's key set to be fetched again (a key it has just
+/// published).
 #[derive(Clone)]
-pub struct Authenticate(Arc<Verifier>);
+pub struct Authenticate<S> {
+    inner: S,
+    verifier: Arc<Verifier>,
+}
 
-impl tonic::service::Interceptor for Authenticate {
-    fn call(
+impl<S: tonic::server::NamedService> tonic::server::NamedService for Authenticate<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S> tower::Service<axum::http::Request<tonic::body::Body>> for Authenticate<S>
+where
+    S: tower::Service<
+            axum::http::Request<tonic::body::Body>,
+            Response = axum::http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = std::convert::Infallible;
+    type Future = Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
         &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        let header = match request.metadata().get("authorization") {
-            None => None,
-            Some(value) => Some(value.to_str().map_err(|_| {
-                tonic::Status::unauthenticated("malformed authorization: not ASCII")
-            })?),
-        };
-        let caller = self.0.verify(header)?;
-        crate::observe::record_caller(&caller);
-        request.extensions_mut().insert(caller);
-        Ok(request)
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: axum::http::Request<tonic::body::Body>) -> Self::Future {
+        // The ready service answers this call; a clone waits for the next.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let verifier = self.verifier.clone();
+        Box::pin(async move {
+            let header = request.headers().get(axum::http::header::AUTHORIZATION);
+            let checked = match header.map(|value| value.to_str()) {
+                Some(Err(_)) => Err(tonic::Status::unauthenticated(
+                    "malformed authorization: not ASCII",
+                )),
+                Some(Ok(value)) => verifier.verify(Some(value)).await.map_err(Into::into),
+                None => verifier.verify(None).await.map_err(Into::into),
+            };
+            match checked {
+                Ok(caller) => {
+                    crate::observe::record_caller(&caller);
+                    request.extensions_mut().insert(caller);
+                    inner.call(request).await
+                }
+                Err(status) => Ok(status.into_http()),
+            }
+        })
+    }
+}
+
+impl<S> Authenticate<S> {
+    fn new(inner: S, verifier: Arc<Verifier>) -> Self {
+        Authenticate { inner, verifier }
     }
 }
 
@@ -145,24 +193,24 @@ pub fn router(
         .add_service(unary::UnaryCalls::new(health, request_body_timeout))
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
-        .add_service(InterceptedService::new(
+        .add_service(Authenticate::new(
             unary::UnaryCalls::new(JobServiceServer::new(api.clone()), request_body_timeout),
-            Authenticate(verifier.clone()),
+            verifier.clone(),
         ))
-        .add_service(InterceptedService::new(
+        .add_service(Authenticate::new(
             unary::UnaryCalls::new(TaskServiceServer::new(api.clone()), request_body_timeout),
-            Authenticate(verifier.clone()),
+            verifier.clone(),
         ))
-        .add_service(InterceptedService::new(
+        .add_service(Authenticate::new(
             unary::UnaryCalls::new(
                 WorkflowServiceServer::new(api.clone()),
                 request_body_timeout,
             ),
-            Authenticate(verifier.clone()),
+            verifier.clone(),
         ))
-        .add_service(InterceptedService::new(
+        .add_service(Authenticate::new(
             unary::UnaryCalls::new(WorkerServiceServer::new(api), request_body_timeout),
-            Authenticate(verifier),
+            verifier,
         ));
     Ok(routes.routes())
 }

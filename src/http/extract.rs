@@ -26,7 +26,7 @@ impl FromRequestParts<HttpState> for Authenticated {
                 Error::Unauthenticated("malformed authorization: not ASCII".into())
             })?),
         };
-        let caller = state.verifier.verify(header)?;
+        let caller = state.verifier.verify(header).await?;
         crate::observe::record_caller(&caller);
         Ok(Authenticated(caller))
     }
