@@ -490,6 +490,16 @@ fn header_alg(token: &str) -> Option<String> {
 /// Signs a token with the configured key: the HS256 secret, or the private key, which must
 /// match the configured public key when there is one.
 pub fn sign(config: &KeyConfig, claims: &Claims) -> anyhow::Result<String> {
+    sign_naming(config, claims, None)
+}
+
+/// [`sign`], with `kid` in the token's header: the id of the key in the identity provider's
+/// key set, which picks the key that verifies it.
+pub fn sign_naming(
+    config: &KeyConfig,
+    claims: &Claims,
+    kid: Option<&str>,
+) -> anyhow::Result<String> {
     let (key, algorithm) = match (&config.jwt_public_key_file, &config.jwt_private_key_file) {
         (public, Some(path)) => {
             let private = keys::read_private_key("--jwt-private-key-file", path)?;
@@ -517,7 +527,9 @@ pub fn sign(config: &KeyConfig, claims: &Claims) -> anyhow::Result<String> {
             Algorithm::HS256,
         ),
     };
-    Ok(jsonwebtoken::encode(&Header::new(algorithm), claims, &key)?)
+    let mut header = Header::new(algorithm);
+    header.kid = kid.map(str::to_owned);
+    Ok(jsonwebtoken::encode(&header, claims, &key)?)
 }
 
 /// `job-service token`: the token for the command line's claims.
@@ -535,7 +547,7 @@ pub fn token_for(config: &TokenConfig) -> anyhow::Result<String> {
     // With the options of `serve`, a token the service accepts.
     claims.aud = config.keys.jwt_audience.clone();
     claims.iss = config.keys.jwt_issuer.clone();
-    sign(&config.keys, &claims)
+    sign_naming(&config.keys, &claims, config.key_id.as_deref())
 }
 
 /// The HS256 secret: from --jwt-secret-file, else the data dir's, which only the service

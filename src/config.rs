@@ -113,6 +113,11 @@ pub struct TokenConfig {
     /// How long the token is valid (`30s`, `15m`, `1h`).
     #[arg(long, default_value = "1h")]
     pub ttl: humantime::Duration,
+    /// The `kid` header: the id of the signing key in the key set of --jwt-jwks-file or
+    /// --jwt-jwks-url, which picks the key that verifies the token. Unset: no `kid`; the
+    /// service then tries the keys of the token's algorithm, at most 4.
+    #[arg(long)]
+    pub key_id: Option<String>,
     #[command(flatten)]
     pub keys: KeyConfig,
 }

@@ -13,6 +13,7 @@ use crate::domain::task::{
     Ownership, TaskKind, TaskRef, TaskView,
 };
 use crate::domain::{Action, Caller, Error};
+use crate::observe::Escaped;
 use crate::store::tasks;
 
 fn task_not_found(task: &TaskRef) -> Error {
@@ -45,7 +46,7 @@ impl Service {
     }
 
     /// One task of a job the caller sees.
-    #[instrument(skip_all, fields(task = %task))]
+    #[instrument(skip_all, fields(task = %Escaped(&task.to_string())))]
     pub async fn get_task(&self, caller: &Caller, task: &TaskRef) -> Result<TaskView, Error> {
         caller.require(Action::ReadJobs)?;
         let _slot = self.admit()?;
@@ -59,7 +60,7 @@ impl Service {
     /// What a manual task shows (its incoming values as resolved when it was scheduled) and
     /// the finish states a person may choose. FAILED_PRECONDITION for a task that is not
     /// manual.
-    #[instrument(skip_all, fields(task = %task))]
+    #[instrument(skip_all, fields(task = %Escaped(&task.to_string())))]
     pub async fn manual_controller(
         &self,
         caller: &Caller,
@@ -82,7 +83,7 @@ impl Service {
     /// A claim needs the task to be unowned (claiming one's own task again changes nothing);
     /// an assignment replaces whoever owned it; a release is for the owner. A task with
     /// `groups` may be claimed, and assigned, only by members of one of them (or an admin).
-    #[instrument(skip_all, fields(task = %task))]
+    #[instrument(skip_all, fields(task = %Escaped(&task.to_string())))]
     pub async fn change_task_owner(
         &self,
         caller: &Caller,

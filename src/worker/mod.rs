@@ -27,6 +27,7 @@ use tonic::Code;
 
 use crate::config::WorkerConfig;
 use crate::grpc::{map_to_struct, pb, struct_to_map, WorkerServiceClient};
+use crate::observe::Escaped;
 use handler::{Handler, Limits, TaskResult};
 
 /// Longest error message sent with CompleteTask, in bytes; a handler's stderr is cut to its
@@ -367,9 +368,9 @@ impl Worker {
         let line = |outcome: &str, detail: &str| {
             tracing::info!(
                 job_id = %task.job_id,
-                task_id = %task.task_id,
-                app = %task.app,
-                name = %task.name,
+                task_id = %Escaped(&task.task_id),
+                app = %Escaped(&task.app),
+                name = %Escaped(&task.name),
                 attempt = task.attempt,
                 elapsed_ms,
                 outcome,
@@ -428,7 +429,7 @@ impl Worker {
                 }
                 Err(status) => {
                     // The service may be restarting: keep working, try again sooner.
-                    tracing::warn!(task_id = %task.task_id, code = ?status.code(), message = status.message(), "heartbeat failed");
+                    tracing::warn!(task_id = %Escaped(&task.task_id), code = ?status.code(), message = status.message(), "heartbeat failed");
                     every = (every / 2).max(HEARTBEAT_MIN);
                 }
             }

@@ -447,3 +447,46 @@ async fn token_signs_with_a_sec1_key_and_refuses_a_key_that_does_not_match() {
         Algorithm::RS256
     );
 }
+
+#[tokio::test]
+async fn token_names_its_key_with_key_id_so_a_large_key_set_finds_it() {
+    let keys: Vec<TestKey> = (0..6).map(|i| TestKey::new(&format!("k{i}"))).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let set = dir.path().join("jwks.json");
+    std::fs::write(&set, key_set(&keys.iter().collect::<Vec<_>>())).unwrap();
+    let private = dir.path().join("k5.pem");
+    std::fs::write(&private, &keys[5].pem).unwrap();
+    let app = TestApp::spawn_with(|config| {
+        config.keys.jwt_secret_file = None;
+        config.keys.jwt_jwks_file = Some(set.clone());
+        config.keys.jwt_private_key_file = Some(private.clone());
+    })
+    .await;
+    let signed = |key_id: Option<&str>| {
+        let mut flags = vec![
+            ("--jwt-jwks-file", set.clone()),
+            ("--jwt-private-key-file", private.clone()),
+        ];
+        if let Some(key_id) = key_id {
+            flags.push(("--key-id", PathBuf::from(key_id)));
+        }
+        let output = token_command(&flags);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    };
+
+    // Without a kid the service tries at most 4 keys of the algorithm: the sixth is not one.
+    let (status, message) = search_with(&app, &signed(None)).await;
+    assert_eq!(status, 401);
+    assert!(message.contains("signature does not verify"), "{message}");
+
+    let token = signed(Some("k5"));
+    let header = jsonwebtoken::decode_header(&token).unwrap();
+    assert_eq!(header.kid.as_deref(), Some("k5"));
+    let (status, message) = search_with(&app, &token).await;
+    assert_eq!(status, 200, "{message}");
+}

@@ -18,6 +18,8 @@ use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 use tonic_reflection::pb::v1::ServerReflectionRequest;
 
+use serde_json::json;
+
 use crate::helpers::{small_workflow, to_struct, Authed, Bearer};
 
 pub struct Server {
@@ -367,7 +369,7 @@ async fn token_creates_no_secret_and_says_where_it_looked_until_the_service_has_
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn log_lines_written_to_a_pipe_carry_no_colour_codes() {
+async fn log_lines_written_to_a_pipe_carry_no_colour_codes_nor_forged_lines() {
     let dir = data_dir();
     let mut command = serve_command();
     command
@@ -376,11 +378,31 @@ async fn log_lines_written_to_a_pipe_carry_no_colour_codes() {
         .env_remove("DATABASE_URL")
         .env_remove("NO_COLOR");
     let server = listening(command);
+    // A workflow name is the caller's text: it must not forge a line or colour the terminal.
+    let hostile = "ok\n2026-12-01T00:00:00.000000Z  INFO forged: admin logged in\x1b[31m";
+    let mut workflow = small_workflow(hostile);
+    workflow["name"] = json!(hostile);
+    let created = reqwest::Client::new()
+        .post(format!("http://{}/automation-studio/automations", server.http_addr))
+        .bearer_auth(admin_token(dir.path()))
+        .json(&json!({ "automation": workflow }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 200, "{:?}", created.text().await);
     let (status, log) = server.terminate_with_log();
     assert!(status.success(), "{status}: {log:#?}");
+    let logged: Vec<_> = log
+        .iter()
+        .filter(|line| line.contains("workflow created"))
+        .collect();
     assert!(
-        log.iter().any(|line| line.contains("INFO")),
-        "the service logged: {log:#?}"
+        logged.len() == 1 && logged[0].contains(r"ok\n2026"),
+        "the name is logged escaped, on the line of its event: {log:#?}"
+    );
+    assert!(
+        !log.iter().any(|line| line.contains("INFO forged") && !line.contains("workflow created")),
+        "a forged line: {log:#?}"
     );
     let coloured: Vec<_> = log.iter().filter(|line| line.contains("\x1b[")).collect();
     assert!(coloured.is_empty(), "coloured lines: {coloured:#?}");
