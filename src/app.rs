@@ -59,7 +59,8 @@ impl App {
                 .await
                 .context("cannot load the token keys")?,
         );
-        let tls = Tls::from_config(&config.tls).context("cannot set up TLS")?;
+        let tls = Tls::from_config(&config.tls, &[config.grpc_addr.ip(), config.http_addr.ip()])
+            .context("cannot set up TLS")?;
         let limits = Limits::from_config(config, transport::raise_open_file_limit())?;
         let settings = PoolSettings {
             max_connections: config.db_max_connections,

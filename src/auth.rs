@@ -683,7 +683,8 @@ mod tests {
         let token = sign(&config, &claims).unwrap();
         let caller = Verifier::from_config(&config)
             .unwrap()
-            .verify(Some(&format!("Bearer {token}"))).now()
+            .verify(Some(&format!("Bearer {token}")))
+            .now()
             .unwrap();
         assert_eq!(caller.username, "pat");
         assert_eq!(caller.sub, account_id_for_username("pat"));
@@ -710,7 +711,10 @@ mod tests {
             "the service creates the secret on first start"
         );
         let token = sign(&config, &claims).unwrap();
-        assert!(verifier.verify(Some(&format!("Bearer {token}"))).now().is_ok());
+        assert!(verifier
+            .verify(Some(&format!("Bearer {token}")))
+            .now()
+            .is_ok());
     }
 
     #[test]
@@ -725,10 +729,12 @@ mod tests {
         let mut expired = Claims::new("pat", None, vec![], vec![], Duration::ZERO);
         expired.exp -= 60;
         expect_unauthenticated(
-            verifier.verify(Some(&format!(
-                "Bearer {}",
-                sign(&config, &expired).unwrap()
-            ))).now(),
+            verifier
+                .verify(Some(&format!(
+                    "Bearer {}",
+                    sign(&config, &expired).unwrap()
+                )))
+                .now(),
             "expired",
         );
 
@@ -746,7 +752,9 @@ mod tests {
         let none_header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
         let body = URL_SAFE_NO_PAD.encode(br#"{"sub":"x","exp":99999999999}"#);
         expect_unauthenticated(
-            verifier.verify(Some(&format!("Bearer {none_header}.{body}."))).now(),
+            verifier
+                .verify(Some(&format!("Bearer {none_header}.{body}.")))
+                .now(),
             "alg none",
         );
     }
@@ -764,7 +772,10 @@ mod tests {
         )
         .unwrap();
         let verifier = Verifier::from_config(&config).unwrap();
-        expect_unauthenticated(verifier.verify(Some(&format!("Bearer {token}"))).now(), "exp");
+        expect_unauthenticated(
+            verifier.verify(Some(&format!("Bearer {token}"))).now(),
+            "exp",
+        );
     }
 
     #[test]
@@ -776,14 +787,16 @@ mod tests {
         let token = sign(&config, &claims).unwrap();
         assert!(Verifier::from_config(&config)
             .unwrap()
-            .verify(Some(&format!("Bearer {token}"))).now()
+            .verify(Some(&format!("Bearer {token}")))
+            .now()
             .is_ok());
     }
 
     fn verify_claims(config: &KeyConfig, claims: &Claims) -> Result<Caller, Error> {
         Verifier::from_config(config)
             .unwrap()
-            .verify(Some(&format!("Bearer {}", sign(config, claims).unwrap()))).now()
+            .verify(Some(&format!("Bearer {}", sign(config, claims).unwrap())))
+            .now()
     }
 
     #[test]
@@ -882,7 +895,8 @@ mod tests {
             let verifier = Verifier::from_config(&config).unwrap();
             assert_eq!(
                 verifier
-                    .verify(Some(&format!("Bearer {token}"))).now()
+                    .verify(Some(&format!("Bearer {token}")))
+                    .now()
                     .unwrap()
                     .roles,
                 ["apiread"]
@@ -982,7 +996,10 @@ mod tests {
         .unwrap();
         let serve = crate::config::ServeConfig::parse_from(["serve"].iter().chain(&options));
         let verifier = Verifier::from_config(&serve.keys).unwrap();
-        assert!(verifier.verify(Some(&format!("Bearer {token}"))).now().is_ok());
+        assert!(verifier
+            .verify(Some(&format!("Bearer {token}")))
+            .now()
+            .is_ok());
     }
 
     #[test]
@@ -995,16 +1012,21 @@ mod tests {
             serde_json::json!({"sub": "x", "exp": now + 60.25, "nbf": now - 1.5, "iat": now - 1.5});
         let verifier = Verifier::from_config(&config).unwrap();
         assert!(verifier
-            .verify(Some(&encode_json(&claims, &key, Algorithm::HS256, None))).now()
+            .verify(Some(&encode_json(&claims, &key, Algorithm::HS256, None)))
+            .now()
             .is_ok());
         let expired = serde_json::json!({"sub": "x", "exp": now - 60.5});
         expect_unauthenticated(
-            verifier.verify(Some(&encode_json(&expired, &key, Algorithm::HS256, None))).now(),
+            verifier
+                .verify(Some(&encode_json(&expired, &key, Algorithm::HS256, None)))
+                .now(),
             "expired",
         );
         let negative = serde_json::json!({"sub": "x", "exp": -1.5});
         expect_unauthenticated(
-            verifier.verify(Some(&encode_json(&negative, &key, Algorithm::HS256, None))).now(),
+            verifier
+                .verify(Some(&encode_json(&negative, &key, Algorithm::HS256, None)))
+                .now(),
             "malformed token",
         );
     }
@@ -1048,33 +1070,40 @@ mod tests {
             let (encoding, algorithm) = key.encoding_key().unwrap();
             for kid in [Some(kid), None] {
                 let caller = verifier
-                    .verify(Some(&encode_json(&claims, &encoding, algorithm, kid))).now()
+                    .verify(Some(&encode_json(&claims, &encoding, algorithm, kid)))
+                    .now()
                     .unwrap();
                 assert_eq!(caller.roles, ["apiread"]);
             }
         }
         let (encoding, algorithm) = other.encoding_key().unwrap();
         expect_unauthenticated(
-            verifier.verify(Some(&encode_json(
-                &claims,
-                &encoding,
-                algorithm,
-                Some("other"),
-            ))).now(),
+            verifier
+                .verify(Some(&encode_json(
+                    &claims,
+                    &encoding,
+                    algorithm,
+                    Some("other"),
+                )))
+                .now(),
             "token names key id (kid) \"other\"",
         );
         expect_unauthenticated(
-            verifier.verify(Some(&encode_json(&claims, &encoding, algorithm, None))).now(),
+            verifier
+                .verify(Some(&encode_json(&claims, &encoding, algorithm, None)))
+                .now(),
             "signature does not verify",
         );
         // A key of the set under another key's kid does not verify either.
         expect_unauthenticated(
-            verifier.verify(Some(&encode_json(
-                &claims,
-                &encoding,
-                algorithm,
-                Some("es"),
-            ))).now(),
+            verifier
+                .verify(Some(&encode_json(
+                    &claims,
+                    &encoding,
+                    algorithm,
+                    Some("es"),
+                )))
+                .now(),
             "signature does not verify",
         );
         let hs = encode_json(
@@ -1096,7 +1125,8 @@ mod tests {
         let token = sign(&config, &claims).unwrap();
         assert!(Verifier::from_config(&config)
             .unwrap()
-            .verify(Some(&format!("Bearer {token}"))).now()
+            .verify(Some(&format!("Bearer {token}")))
+            .now()
             .is_ok());
         config.jwt_private_key_file = Some(key_file("other-es256-private-sec1.pem"));
         let refused = sign(&config, &claims).unwrap_err().to_string();

@@ -6,6 +6,7 @@
 //! timeout), so a slow or silent client never holds up the others. Both servers take the
 //! finished connections as [`Incoming`]; neither knows TLS is there.
 
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -38,7 +39,8 @@ pub struct Tls {
 impl Tls {
     /// TLS as configured, or `None` when no certificate is given. Errors name the setting and
     /// the file at fault.
-    pub fn from_config(config: &TlsConfig) -> anyhow::Result<Option<Tls>> {
+    /// `listen` are the addresses the doors listen on, to which clients connect.
+    pub fn from_config(config: &TlsConfig, listen: &[IpAddr]) -> anyhow::Result<Option<Tls>> {
         let (cert, key) = match (&config.cert, &config.key) {
             (None, None) if config.client_ca.is_some() => {
                 bail!("--tls-client-ca needs --tls-cert and --tls-key")
@@ -49,7 +51,7 @@ impl Tls {
             (None, Some(_)) => bail!("--tls-key needs --tls-cert"),
         };
         let chain = read_certificates(cert, "--tls-cert")?;
-        check_validity(&chain[0], cert, chrono::Utc::now());
+        check_validity(&chain[0], cert, chrono::Utc::now(), listen);
         let key = read_key(key)?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ServerConfig::builder_with_provider(provider.clone())
@@ -132,14 +134,15 @@ fn spawn(listener: Listener, acceptor: TlsAcceptor, door: Door) -> Incoming<TlsS
     incoming
 }
 
-/// Warns when the certificate the service presents is not valid now or soon will not be:
-/// clients would refuse every handshake, which the service itself would never see fail.
-/// Its names are logged, so that one made for another host shows. Unreadable validity is no
-/// error here: rustls has accepted the certificate.
+/// Warns when the certificate the service presents is not valid now or soon will not be, or
+/// names neither this host nor the address the service listens on: clients would refuse every
+/// handshake, which the service itself would never see fail. Its names are logged. Unreadable
+/// validity is no error here: rustls has accepted the certificate.
 fn check_validity(
     certificate: &CertificateDer<'_>,
     path: &Path,
     now: chrono::DateTime<chrono::Utc>,
+    listen: &[IpAddr],
 ) {
     let Ok((_, parsed)) = x509_parser::parse_x509_certificate(certificate.as_ref()) else {
         return;
@@ -149,19 +152,25 @@ fn check_validity(
         validity.not_before.timestamp(),
         validity.not_after.timestamp(),
     );
-    let names: Vec<String> = parsed
+    let general_names = parsed
         .subject_alternative_name()
         .ok()
         .flatten()
-        .map(|san| {
-            san.value
-                .general_names
-                .iter()
-                .map(|n| n.to_string())
-                .collect()
-        })
+        .map(|san| san.value.general_names.as_slice())
         .unwrap_or_default();
+    let names: Vec<String> = general_names.iter().map(|n| n.to_string()).collect();
     let file = path.display();
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|name| name.into_string().ok());
+    if let Some(reached_by) = uncovered(&CertNames::of(general_names), host.as_deref(), listen) {
+        tracing::warn!(
+            cert = %file, names = ?names,
+            "--tls-cert names neither {reached_by}: clients reaching the service that way \
+             will refuse its handshakes (no matter for clients that use one of the \
+             certificate's names, through DNS or a load balancer)"
+        );
+    }
     let at = |secs: i64| {
         chrono::DateTime::from_timestamp(secs, 0)
             .map_or_else(|| secs.to_string(), |t| t.to_rfc3339())
@@ -176,6 +185,83 @@ fn check_validity(
             "serving TLS with this certificate"
         ),
     }
+}
+
+/// The names a certificate is valid for (its subject alternative names).
+#[derive(Default)]
+struct CertNames {
+    dns: Vec<String>,
+    ips: Vec<IpAddr>,
+}
+
+impl CertNames {
+    fn of(names: &[x509_parser::extensions::GeneralName<'_>]) -> CertNames {
+        use x509_parser::extensions::GeneralName;
+        let mut out = CertNames::default();
+        for name in names {
+            match name {
+                GeneralName::DNSName(dns) => out.dns.push(dns.to_ascii_lowercase()),
+                GeneralName::IPAddress(bytes) => match bytes.len() {
+                    4 => out.ips.push(IpAddr::from(
+                        <[u8; 4]>::try_from(*bytes).unwrap_or_default(),
+                    )),
+                    16 => out.ips.push(IpAddr::from(
+                        <[u8; 16]>::try_from(*bytes).unwrap_or_default(),
+                    )),
+                    _ => {}
+                },
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// Whether `host` is among the DNS names, a wildcard (`*.example.com`) standing for one
+    /// label, as clients match it (RFC 6125).
+    fn covers_host(&self, host: &str) -> bool {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        self.dns.iter().any(|name| match name.strip_prefix("*.") {
+            Some(parent) => host
+                .split_once('.')
+                .is_some_and(|(label, rest)| !label.is_empty() && rest == parent),
+            None => *name == host,
+        })
+    }
+}
+
+/// The ways of reaching this service that the certificate covers none of, said for a warning
+/// ("this host's name h nor 10.0.0.5"), or None when it covers one of them: this host's name,
+/// the specific addresses the doors listen on, and `localhost` for a loopback one. Nothing to
+/// compare with (no host name, listening on every address) is None too.
+fn uncovered(names: &CertNames, host: Option<&str>, listen: &[IpAddr]) -> Option<String> {
+    let mut specific: Vec<IpAddr> = listen
+        .iter()
+        .copied()
+        .filter(|ip| !ip.is_unspecified())
+        .collect();
+    specific.sort();
+    specific.dedup();
+    let host = host.filter(|h| !h.is_empty());
+    if host.is_none() && specific.is_empty() {
+        return None;
+    }
+    let covered = host.is_some_and(|h| names.covers_host(h))
+        || specific.iter().any(|ip| {
+            names.ips.contains(ip) || (ip.is_loopback() && names.covers_host("localhost"))
+        });
+    if covered {
+        return None;
+    }
+    let mut ways: Vec<String> = host
+        .map(|h| format!("this host's name {h}"))
+        .into_iter()
+        .collect();
+    ways.extend(
+        specific
+            .iter()
+            .map(|ip| format!("the address {ip} it listens on")),
+    );
+    Some(ways.join(" nor "))
 }
 
 /// What is wrong with a certificate valid from `from` until `until` (epoch seconds) at `now`.
@@ -291,12 +377,17 @@ mod tests {
     }
 
     fn error(config: &TlsConfig) -> String {
-        format!("{:#}", Tls::from_config(config).err().expect("an error"))
+        format!(
+            "{:#}",
+            Tls::from_config(config, &[]).err().expect("an error")
+        )
     }
 
     #[test]
     fn no_certificate_means_no_tls() {
-        assert!(Tls::from_config(&TlsConfig::default()).unwrap().is_none());
+        assert!(Tls::from_config(&TlsConfig::default(), &[])
+            .unwrap()
+            .is_none());
     }
 
     #[test]
@@ -345,5 +436,61 @@ mod tests {
         assert!(error(&config(Some(&path), None, None)).contains("--tls-key"));
         assert!(error(&config(None, Some(&path), None)).contains("--tls-cert"));
         assert!(error(&config(None, None, Some(&path))).contains("--tls-cert"));
+    }
+
+    #[test]
+    fn a_certificate_for_another_host_is_told_apart_from_one_for_this_host() {
+        let names = |dns: &[&str], ips: &[&str]| CertNames {
+            dns: dns.iter().map(|d| d.to_string()).collect(),
+            ips: ips.iter().map(|ip| ip.parse().unwrap()).collect(),
+        };
+        let any: IpAddr = "0.0.0.0".parse().unwrap();
+        let loopback: IpAddr = "127.0.0.1".parse().unwrap();
+        let private: IpAddr = "10.0.0.5".parse().unwrap();
+        // Covered: the host's name, a wildcard over it, the listening address, localhost.
+        assert_eq!(
+            uncovered(
+                &names(&["api-1.example.com"], &[]),
+                Some("API-1.example.com"),
+                &[any]
+            ),
+            None
+        );
+        assert_eq!(
+            uncovered(
+                &names(&["*.example.com"], &[]),
+                Some("api-1.example.com"),
+                &[any]
+            ),
+            None
+        );
+        assert_eq!(
+            uncovered(&names(&[], &["10.0.0.5"]), Some("h"), &[private]),
+            None
+        );
+        assert_eq!(
+            uncovered(&names(&["localhost"], &[]), Some("h"), &[loopback]),
+            None
+        );
+        // Nothing to compare with.
+        assert_eq!(uncovered(&names(&["other"], &[]), None, &[any]), None);
+        // Not covered: another host, a wildcard one level off, another address.
+        let told = uncovered(
+            &names(&["db.example.org"], &["10.9.9.9"]),
+            Some("api-1"),
+            &[private, any],
+        )
+        .unwrap();
+        assert_eq!(
+            told,
+            "this host's name api-1 nor the address 10.0.0.5 it listens on"
+        );
+        assert!(uncovered(
+            &names(&["*.example.com"], &[]),
+            Some("a.b.example.com"),
+            &[any]
+        )
+        .is_some());
+        assert!(uncovered(&names(&["*.example.com"], &[]), Some("example.com"), &[any]).is_some());
     }
 }

@@ -383,7 +383,10 @@ async fn log_lines_written_to_a_pipe_carry_no_colour_codes_nor_forged_lines() {
     let mut workflow = small_workflow(hostile);
     workflow["name"] = json!(hostile);
     let created = reqwest::Client::new()
-        .post(format!("http://{}/automation-studio/automations", server.http_addr))
+        .post(format!(
+            "http://{}/automation-studio/automations",
+            server.http_addr
+        ))
         .bearer_auth(admin_token(dir.path()))
         .json(&json!({ "automation": workflow }))
         .send()
@@ -401,7 +404,8 @@ async fn log_lines_written_to_a_pipe_carry_no_colour_codes_nor_forged_lines() {
         "the name is logged escaped, on the line of its event: {log:#?}"
     );
     assert!(
-        !log.iter().any(|line| line.contains("INFO forged") && !line.contains("workflow created")),
+        !log.iter()
+            .any(|line| line.contains("INFO forged") && !line.contains("workflow created")),
         "a forged line: {log:#?}"
     );
     let coloured: Vec<_> = log.iter().filter(|line| line.contains("\x1b[")).collect();
