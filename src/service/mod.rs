@@ -193,7 +193,7 @@ impl Service {
         self.store.purge_keys(before).await
     }
 
-    #[instrument(skip_all, fields(job_id = %id))]
+    #[instrument(skip_all, fields(job_id = %Escaped(id)))]
     pub async fn get_job(&self, caller: &Caller, id: &str) -> Result<Job, Error> {
         caller.require(Action::ReadJobs)?;
         let _slot = self.admit()?;
