@@ -454,22 +454,22 @@ pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
 
 #[cfg(test)]
 mod url_tests {
-    use super::database_options;
+    use super::database_hosts;
 
     #[test]
     fn a_database_url_that_is_not_postgresql_is_refused_without_its_password() {
-        let error = database_options("mysql://app:s3cret@db/jobs")
+        let error = database_hosts("mysql://app:s3cret@db/jobs")
             .unwrap_err()
             .to_string();
         assert!(error.contains("\"mysql://\""), "{error}");
         assert!(!error.contains("s3cret"), "{error}");
-        assert!(database_options("postgresql://app:pw@db:5433/jobs").is_ok());
-        assert!(database_options("postgres://app@db/jobs?host=/run/pg").is_ok());
+        assert!(database_hosts("postgresql://app:pw@db:5433/jobs").is_ok());
+        assert!(database_hosts("postgres://app@db/jobs?host=/run/pg").is_ok());
     }
 
     #[test]
     fn an_unencoded_character_in_the_password_gets_a_hint() {
-        let error = database_options("postgres://app:p@ss:w#rd@db/jobs")
+        let error = database_hosts("postgres://app:p@ss:w#rd@db/jobs")
             .unwrap_err()
             .to_string();
         assert!(error.contains("percent-encode"), "{error}");
