@@ -459,7 +459,8 @@ mod url_tests {
     #[test]
     fn a_database_url_that_is_not_postgresql_is_refused_without_its_password() {
         let error = database_hosts("mysql://app:s3cret@db/jobs")
-            .unwrap_err()
+            .err()
+            .unwrap()
             .to_string();
         assert!(error.contains("\"mysql://\""), "{error}");
         assert!(!error.contains("s3cret"), "{error}");
@@ -470,7 +471,8 @@ mod url_tests {
     #[test]
     fn an_unencoded_character_in_the_password_gets_a_hint() {
         let error = database_hosts("postgres://app:p@ss:w#rd@db/jobs")
-            .unwrap_err()
+            .err()
+            .unwrap()
             .to_string();
         assert!(error.contains("percent-encode"), "{error}");
         assert!(!error.contains("w#rd"), "{error}");
