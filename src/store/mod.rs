@@ -389,6 +389,30 @@ pub(crate) fn translate(error: sqlx::Error) -> Error {
             tracing::warn!(error = %error, "database unavailable");
             Error::Unavailable("database unavailable, try again later".to_owned())
         }
+        // The server is a standby now (a failover under way): the primary is elsewhere, and
+        // the host watch moves the pools to it (`primary`).
+        sqlx::Error::Database(db)
+            if db.code().as_deref() == Some(sqlstate::READ_ONLY_SQL_TRANSACTION) =>
+        {
+            tracing::warn!(error = %error, "the database takes no writes");
+            Error::Unavailable(
+                "the database takes no writes now (a failover may be under way), try again later"
+                    .to_owned(),
+            )
+        }
+        // PostgreSQL gave up one of two transactions waiting on each other (a deadlock) or
+        // that could not both be serialised; nothing of it was written and a retry can pass.
+        sqlx::Error::Database(db)
+            if db
+                .code()
+                .is_some_and(|code| code.starts_with(sqlstate::TRANSACTION_ROLLBACK)) =>
+        {
+            tracing::warn!(error = %error, "the database rolled back a transaction in a conflict");
+            Error::Unavailable(
+                "the database rolled the change back in a conflict with another, try again"
+                    .to_owned(),
+            )
+        }
         // Counted, so that readiness probes a write until one succeeds again
         // (`resource_errors`).
         sqlx::Error::Database(db)

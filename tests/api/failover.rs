@@ -273,3 +273,41 @@ async fn with_no_writable_host_startup_says_what_each_host_is() {
     );
     assert!(error.contains(&nowhere), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_the_server_refuses_as_read_only_is_unavailable_not_an_internal_error() {
+    let app = TestApp::spawn().await;
+    app.create_workflow(&small_workflow("ro")).await;
+    // The database turns read-only under the service, as a demoted primary does: its
+    // sessions are ended and new ones cannot write.
+    let database: String = sqlx::query_scalar("select current_database()")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    sqlx::query(&format!(
+        "alter database {database} set default_transaction_read_only = on"
+    ))
+    .execute(&app.db)
+    .await
+    .unwrap();
+    sqlx::query(
+        "select pg_terminate_backend(pid) from pg_stat_activity
+         where datname = current_database() and pid <> pg_backend_pid()",
+    )
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let mut attempts = 0;
+    let refused = loop {
+        attempts += 1;
+        match app.start_job("ro", json!({"device": "r1"})).await {
+            // A connection ended under a call may fail it first.
+            Err(status) if status.message().contains("unavailable, try") && attempts < 20 => {
+                continue
+            }
+            other => break other.unwrap_err(),
+        }
+    };
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert!(refused.message().contains("takes no writes"), "{refused:?}");
+}
