@@ -26,6 +26,7 @@ use super::convert::{job_without_graph, task_graph};
 use super::pb;
 use crate::domain::graph::JobTask;
 use crate::domain::Job;
+use crate::store::cache::one_shard_cache;
 
 /// The `StartJobResponse` the server sends (the generated server takes it in place of the
 /// generated message; clients decode the generated `pb::StartJobResponse`).
@@ -147,22 +148,11 @@ impl std::fmt::Debug for EncodedGraphs {
 }
 
 impl EncodedGraphs {
-    /// A cache of at most `bytes` of encoded graphs, in one shard (as `store::cache`'s: one
+    /// A cache of at most `bytes` of encoded graphs, in one shard, as the other caches (one
     /// graph may take the whole budget).
     pub fn new(bytes: u64) -> Self {
-        let options = quick_cache::OptionsBuilder::new()
-            .shards(1)
-            .estimated_items_capacity(64)
-            .weight_capacity(bytes.max(1))
-            .build()
-            .expect("the cache options are valid");
         EncodedGraphs {
-            cache: quick_cache::sync::Cache::with_options(
-                options,
-                ByLength,
-                Default::default(),
-                Default::default(),
-            ),
+            cache: one_shard_cache(bytes, ByLength),
         }
     }
 
