@@ -138,15 +138,6 @@ impl quick_cache::Weighter<usize, Encoded> for ByLength {
     }
 }
 
-impl std::fmt::Debug for EncodedGraphs {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EncodedGraphs")
-            .field("graphs", &self.cache.len())
-            .field("bytes", &self.cache.weight())
-            .finish()
-    }
-}
-
 impl EncodedGraphs {
     /// A cache of at most `bytes` of encoded graphs, in one shard, as the other caches (one
     /// graph may take the whole budget).
@@ -195,8 +186,8 @@ impl EncodedGraphs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::workflow::WorkflowDocument;
     use crate::domain::start::JobOptions;
+    use crate::domain::workflow::WorkflowDocument;
     use crate::domain::{Caller, CompiledWorkflow, TaskGraph};
     use serde_json::json;
 
