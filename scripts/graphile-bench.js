@@ -129,6 +129,9 @@ async function add() {
   const payload = JSON.parse(payloadArg);
   await runMigrations({ connectionString: url, logger: new (require("graphile-worker").Logger)(quiet) });
   const pgPool = new Pool({ connectionString: url, max: concurrency });
+  // A connection's error would otherwise end the process (graphile-worker warns of it).
+  pgPool.on("error", (error) => console.error(error));
+  pgPool.on("connect", (client) => client.on("error", (error) => console.error(error)));
   const utils = await makeWorkerUtils({ pgPool, logger: new (require("graphile-worker").Logger)(quiet) });
   // Every connection opened before the clock starts, as the other clients' are.
   await Promise.all(Array.from({ length: concurrency }, () => utils.addJob("start_job", payload)));
