@@ -9,9 +9,16 @@
 // LOCAL_QUEUE, when given, turns on graphile-worker's batched fetching (`localQueue.size`);
 // otherwise its defaults are kept. The clock starts when the processes, already started and
 // with graphile-worker loaded, are told to run; the first job's start is reported too.
+//
+// With `add`, for `scripts/bench` to compare StartJob with: CONCURRENCY callers each add one
+// job (`addJob`, PAYLOAD as its payload: the StartJob request), wait for it to be committed and
+// add the next, for SECONDS, on a pool of one connection a caller. Prints one JSON line as
+// examples/loadgen.rs does (target `graphile`).
+//
+//   NODE_PATH=<dir with graphile-worker> node scripts/graphile-bench.js add URL CONCURRENCY SECONDS PAYLOAD_JSON
 "use strict";
 const { fork } = require("node:child_process");
-const { Client } = require("pg");
+const { Client, Pool } = require("pg");
 const { runMigrations, makeWorkerUtils, run } = require("graphile-worker");
 
 const quiet = () => () => {};
@@ -115,8 +122,62 @@ async function main() {
   }));
 }
 
+async function add() {
+  const [url, concurrencyArg, secondsArg, payloadArg] = process.argv.slice(3);
+  const concurrency = Number(concurrencyArg);
+  const seconds = Number(secondsArg);
+  const payload = JSON.parse(payloadArg);
+  await runMigrations({ connectionString: url, logger: new (require("graphile-worker").Logger)(quiet) });
+  const pgPool = new Pool({ connectionString: url, max: concurrency });
+  // A connection's error would otherwise end the process (graphile-worker warns of it).
+  pgPool.on("error", (error) => console.error(error));
+  pgPool.on("connect", (client) => client.on("error", (error) => console.error(error)));
+  const utils = await makeWorkerUtils({ pgPool, logger: new (require("graphile-worker").Logger)(quiet) });
+  // Every connection opened before the clock starts, as the other clients' are.
+  await Promise.all(Array.from({ length: concurrency }, () => utils.addJob("start_job", payload)));
+  const latencies = [];
+  let errors = 0;
+  const started = process.hrtime.bigint();
+  const until = started + BigInt(Math.round(seconds * 1e9));
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      for (;;) {
+        const sent = process.hrtime.bigint();
+        if (sent >= until) return;
+        try {
+          await utils.addJob("start_job", payload);
+          latencies.push(Number(process.hrtime.bigint() - sent) / 1e6);
+        } catch {
+          errors += 1;
+        }
+      }
+    }),
+  );
+  const elapsed = Number(process.hrtime.bigint() - started) / 1e9;
+  await utils.release();
+  await pgPool.end();
+  latencies.sort((a, b) => a - b);
+  const percentile = (q) => latencies[Math.max(1, Math.ceil(latencies.length * q)) - 1] ?? 0;
+  console.log(JSON.stringify({
+    target: "graphile",
+    concurrency,
+    seconds: elapsed,
+    requests: latencies.length,
+    errors,
+    throughput: latencies.length / elapsed,
+    p50_ms: percentile(0.5),
+    p99_ms: percentile(0.99),
+    p999_ms: percentile(0.999),
+  }));
+}
+
 if (process.argv[2] === "child") {
   child();
+} else if (process.argv[2] === "add") {
+  add().catch((error) => {
+    console.error(error);
+    process.exit(1);
+  });
 } else {
   main().catch((error) => {
     console.error(error);

@@ -33,7 +33,7 @@
 //!   the bounded caches, SQLSTATE translation, and the PostgreSQL cluster the service runs
 //!   itself when no database is given (`cluster`).
 //! - [`grpc`]: generated code, thin adapters, proto <-> domain conversions, the strict codec,
-//!   statuses from the error table.
+//!   statuses from the error table, StartJob's answer written from task graphs encoded once.
 //! - [`http`]: the JSON gateway mirroring the REST routes: handlers, the REST types (`rest`,
 //!   which the OpenAPI document of `openapi` describes), errors from the error table.
 //! - [`observe`]: what both front doors record of every call, the Prometheus registry served

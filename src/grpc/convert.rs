@@ -4,6 +4,8 @@
 //! within the range where a double is exact are turned back into integers, so `1` reads back
 //! as `1`, not `1.0`.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use prost_types::value::Kind;
 use serde_json::{Map, Number, Value};
@@ -452,68 +454,90 @@ fn transition_targets(targets: &Value) -> pb::TransitionTargets {
     pb::TransitionTargets { targets }
 }
 
+/// A task graph as the `tasks` and `transitions` fields of a `pb::Job`.
+pub fn task_graph(
+    tasks: &BTreeMap<String, JobTask>,
+    transitions: &Map<String, Value>,
+) -> (
+    BTreeMap<String, pb::JobTask>,
+    BTreeMap<String, pb::TransitionTargets>,
+) {
+    let tasks = tasks
+        .iter()
+        .map(|(id, task)| (id.clone(), pb::JobTask::from(task)))
+        .collect();
+    let transitions = transitions
+        .iter()
+        .map(|(source, targets)| (source.clone(), transition_targets(targets)))
+        .collect();
+    (tasks, transitions)
+}
+
 impl From<Job> for pb::Job {
     fn from(job: Job) -> Self {
+        let (tasks, transitions) = task_graph(&job.tasks, &job.transitions);
         pb::Job {
-            id: job.id,
-            name: job.name,
-            description: job.description,
-            r#type: job.job_type,
-            status: pb::JobStatus::from(job.status) as i32,
-            tasks: job
-                .tasks
-                .iter()
-                .map(|(id, task)| (id.clone(), pb::JobTask::from(task)))
-                .collect(),
-            transitions: job
-                .transitions
-                .iter()
-                .map(|(source, targets)| (source.clone(), transition_targets(targets)))
-                .collect(),
-            variables: Some(map_to_struct(&job.variables)),
-            groups: job.groups,
-            watchers: job.watchers,
-            ancestors: job.ancestors,
-            parent: Some(json_to_proto(&job.parent)),
-            metrics: Some(pb::JobMetrics {
-                start_time: DateTime::from_timestamp_millis(job.metrics.start_time).map(timestamp),
-                user: job.metrics.user,
-                progress: job.metrics.progress.as_f64().unwrap_or_default(),
-                owner: job.metrics.owner,
-                end_time: job
-                    .metrics
-                    .end_time
-                    .and_then(DateTime::from_timestamp_millis)
-                    .map(timestamp),
-            }),
-            error: job.error.iter().map(json_to_proto).collect(),
-            warnings: job.warnings.iter().map(json_to_proto).collect(),
-            created: Some(timestamp(job.created)),
-            created_by: job.created_by,
-            last_updated: Some(timestamp(job.last_updated)),
-            // The REST document's user object; gRPC carries its account id.
-            last_updated_by: job.last_updated_by.id,
-            canvas_version: job.canvas_version,
-            encoding_version: job.encoding_version,
-            font_size: job.font_size,
-            pre_automation_time: job.pre_automation_time.as_f64().unwrap_or_default(),
-            sla: job.sla.as_f64().unwrap_or_default(),
-            decorators: job
-                .decorators
-                .into_iter()
-                .map(|d| pb::Decorator {
-                    r#type: d.decorator_type,
-                    pointer: d.pointer,
-                })
-                .collect(),
-            tags: job.tags.iter().map(json_to_proto).collect(),
-            error_handler: Some(json_to_proto(&job.error_handler)),
-            uuid: job.uuid,
-            created_version: job.created_version,
-            last_updated_version: job.last_updated_version,
-            migration_version: job.migration_version,
-            validation_errors: job.validation_errors.iter().map(json_to_proto).collect(),
+            tasks,
+            transitions,
+            ..job_without_graph(job)
         }
+    }
+}
+
+/// A job as its message, but for its task graph (`tasks` and `transitions` left empty), which
+/// StartJob's answer writes from bytes encoded once ([`super::answer`]).
+pub fn job_without_graph(job: Job) -> pb::Job {
+    pb::Job {
+        id: job.id,
+        name: job.name,
+        description: job.description,
+        r#type: job.job_type,
+        status: pb::JobStatus::from(job.status) as i32,
+        tasks: BTreeMap::new(),
+        transitions: BTreeMap::new(),
+        variables: Some(map_to_struct(&job.variables)),
+        groups: job.groups,
+        watchers: job.watchers,
+        ancestors: job.ancestors,
+        parent: Some(json_to_proto(&job.parent)),
+        metrics: Some(pb::JobMetrics {
+            start_time: DateTime::from_timestamp_millis(job.metrics.start_time).map(timestamp),
+            user: job.metrics.user,
+            progress: job.metrics.progress.as_f64().unwrap_or_default(),
+            owner: job.metrics.owner,
+            end_time: job
+                .metrics
+                .end_time
+                .and_then(DateTime::from_timestamp_millis)
+                .map(timestamp),
+        }),
+        error: job.error.iter().map(json_to_proto).collect(),
+        warnings: job.warnings.iter().map(json_to_proto).collect(),
+        created: Some(timestamp(job.created)),
+        created_by: job.created_by,
+        last_updated: Some(timestamp(job.last_updated)),
+        // The REST document's user object; gRPC carries its account id.
+        last_updated_by: job.last_updated_by.id,
+        canvas_version: job.canvas_version,
+        encoding_version: job.encoding_version,
+        font_size: job.font_size,
+        pre_automation_time: job.pre_automation_time.as_f64().unwrap_or_default(),
+        sla: job.sla.as_f64().unwrap_or_default(),
+        decorators: job
+            .decorators
+            .into_iter()
+            .map(|d| pb::Decorator {
+                r#type: d.decorator_type,
+                pointer: d.pointer,
+            })
+            .collect(),
+        tags: job.tags.iter().map(json_to_proto).collect(),
+        error_handler: Some(json_to_proto(&job.error_handler)),
+        uuid: job.uuid,
+        created_version: job.created_version,
+        last_updated_version: job.last_updated_version,
+        migration_version: job.migration_version,
+        validation_errors: job.validation_errors.iter().map(json_to_proto).collect(),
     }
 }
 

@@ -2,8 +2,10 @@
 
 use tonic::{Request, Response, Status};
 
+use super::answer::StartJobAnswer;
 use super::convert::{job_id, job_ids, job_status_filter, time_from_proto, ManualFinish, Retry};
-use super::pb::{self, job_service_server::JobService};
+use super::pb;
+use super::servers::job_service_server::JobService;
 use super::{stream_of, GrpcApi, Streamed};
 use crate::domain::page::JobFilter;
 use crate::domain::run::JobControl;
@@ -16,7 +18,7 @@ impl JobService for GrpcApi {
     async fn start_job(
         &self,
         request: Request<pb::StartJobRequest>,
-    ) -> Result<Response<pb::StartJobResponse>, Status> {
+    ) -> Result<Response<StartJobAnswer>, Status> {
         let caller = self.caller(&request)?;
         let key = match request.metadata().get(idempotency::FIELD) {
             None => None,
@@ -26,10 +28,11 @@ impl JobService for GrpcApi {
         let started = self.service.start_job(&caller, start, key).await?;
         self.metrics.job_started(started.created);
         record_job_id(&started.job.id);
-        Ok(Response::new(pb::StartJobResponse {
-            job: Some(started.job.into()),
-            created: started.created,
-        }))
+        Ok(Response::new(StartJobAnswer::new(
+            started.job,
+            started.created,
+            &self.graphs,
+        )))
     }
 
     async fn get_job(

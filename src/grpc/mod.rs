@@ -1,6 +1,7 @@
 //! The gRPC front door: generated code, thin adapters, proto <-> domain conversions. Generated
 //! `pb` types never leave this module.
 
+mod answer;
 pub mod codec;
 mod convert;
 mod jobs;
@@ -23,11 +24,21 @@ use crate::domain::{Caller, Error};
 use crate::engine::Engine;
 use crate::observe::metrics::Metrics;
 use crate::service::Service;
+use answer::EncodedGraphs;
 
 /// Code generated from `proto/operations_manager/v1/*.proto`.
 pub mod pb {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("operations_manager.v1");
+}
+
+/// The servers generated on `pb`'s messages, with StartJob answered by [`answer::StartJobAnswer`].
+mod servers {
+    #![allow(clippy::all, missing_docs)]
+    include!(concat!(
+        env!("OUT_DIR"),
+        "/servers/operations_manager.v1.rs"
+    ));
 }
 
 /// The encoded descriptor set of our protos (and the well-known types they import), for
@@ -42,13 +53,13 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(
 pub use convert::{json_to_proto, map_to_struct, proto_to_json, struct_to_map};
 pub use observe::ObserveLayer;
 pub use pb::job_service_client::JobServiceClient;
-pub use pb::job_service_server::JobServiceServer;
 pub use pb::task_service_client::TaskServiceClient;
-pub use pb::task_service_server::TaskServiceServer;
 pub use pb::worker_service_client::WorkerServiceClient;
-pub use pb::worker_service_server::WorkerServiceServer;
 pub use pb::workflow_service_client::WorkflowServiceClient;
-pub use pb::workflow_service_server::WorkflowServiceServer;
+pub use servers::job_service_server::JobServiceServer;
+pub use servers::task_service_server::TaskServiceServer;
+pub use servers::worker_service_server::WorkerServiceServer;
+pub use servers::workflow_service_server::WorkflowServiceServer;
 
 /// What every adapter holds: the use cases, the engine that runs jobs, and the metrics they
 /// add to.
@@ -57,7 +68,13 @@ pub struct GrpcApi {
     service: Arc<Service>,
     engine: Arc<Engine>,
     metrics: Arc<Metrics>,
+    /// The task graphs of started jobs, encoded once each for StartJob's answers.
+    graphs: Arc<EncodedGraphs>,
 }
+
+/// Memory for encoded task graphs: an encoded graph is about the size of its JSON (a 10-task
+/// graph takes 7 KB), and the graphs in use are those of the workflows jobs are started from.
+const ENCODED_GRAPH_BYTES: u64 = 16 << 20;
 
 /// The messages of a server-streaming method, as tonic sends them.
 pub type Streamed<T> = Pin<Box<dyn Stream<Item = Result<T, tonic::Status>> + Send>>;
@@ -82,6 +99,7 @@ impl GrpcApi {
             service,
             engine,
             metrics,
+            graphs: Arc::new(EncodedGraphs::new(ENCODED_GRAPH_BYTES)),
         }
     }
 

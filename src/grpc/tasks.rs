@@ -3,7 +3,8 @@
 use tonic::{Request, Response, Status};
 
 use super::convert::task_search;
-use super::pb::{self, task_service_server::TaskService};
+use super::pb;
+use super::servers::task_service_server::TaskService;
 use super::GrpcApi;
 use crate::domain::page;
 use crate::domain::run::check_task_id;

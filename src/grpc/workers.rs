@@ -3,7 +3,8 @@
 use tonic::{Request, Response, Status};
 
 use super::convert::{task_token, Completion, Poll};
-use super::pb::{self, worker_service_server::WorkerService};
+use super::pb;
+use super::servers::worker_service_server::WorkerService;
 use super::{stream_of, GrpcApi, Streamed};
 
 #[tonic::async_trait]

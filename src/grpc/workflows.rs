@@ -3,7 +3,8 @@
 use tonic::{Request, Response, Status};
 
 use super::convert::workflow_document;
-use super::pb::{self, workflow_service_server::WorkflowService};
+use super::pb;
+use super::servers::workflow_service_server::WorkflowService;
 use super::GrpcApi;
 use crate::domain::storable;
 

@@ -26,6 +26,17 @@ impl<V> quick_cache::Weighter<String, Weighed<V>> for ByWeight {
 /// whole budget (quick_cache splits the budget between its shards otherwise), and a lock per
 /// call is no cost next to the database work each call does.
 pub fn weighted_cache<V: Clone>(bytes: u64) -> WeightedCache<V> {
+    one_shard_cache(bytes, ByWeight)
+}
+
+/// A cache of at most `bytes` as `weighter` weighs its entries, in one shard (see
+/// [`weighted_cache`]).
+pub fn one_shard_cache<K, V, W>(bytes: u64, weighter: W) -> quick_cache::sync::Cache<K, V, W>
+where
+    K: Eq + std::hash::Hash,
+    V: Clone,
+    W: quick_cache::Weighter<K, V> + Clone,
+{
     let options = quick_cache::OptionsBuilder::new()
         .shards(1)
         .estimated_items_capacity(256)
@@ -34,7 +45,7 @@ pub fn weighted_cache<V: Clone>(bytes: u64) -> WeightedCache<V> {
         .expect("the cache options are valid");
     quick_cache::sync::Cache::with_options(
         options,
-        ByWeight,
+        weighter,
         Default::default(),
         Default::default(),
     )
