@@ -10,6 +10,7 @@ pub mod compiled;
 pub mod graphs;
 pub mod idempotency;
 pub mod jobs;
+mod primary;
 pub mod runs;
 mod sqlstate;
 pub mod tasks;
@@ -59,11 +60,13 @@ impl Listener {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: PgPool,
+    /// With several database hosts, the one that is the primary (see [`primary`]).
+    primary: Option<Arc<primary::Primary>>,
 }
 
-/// The connection options DATABASE_URL gives, or why it cannot be used. The URL holds a
-/// password: no message repeats it.
-fn database_options(url: &str) -> anyhow::Result<PgConnectOptions> {
+/// The hosts DATABASE_URL gives, each with its connection options, or why it cannot be used.
+/// The URL holds a password: no message repeats it.
+fn database_hosts(url: &str) -> anyhow::Result<primary::HostList> {
     let scheme = url.split_once("://").map(|(scheme, _)| scheme);
     if !matches!(scheme, Some("postgres" | "postgresql")) {
         anyhow::bail!(
@@ -72,6 +75,11 @@ fn database_options(url: &str) -> anyhow::Result<PgConnectOptions> {
             scheme.map_or_else(|| "without a scheme".to_owned(), |s| format!("{s}://"))
         );
     }
+    primary::host_list(url, database_options)
+}
+
+/// The connection options of a URL of one host.
+fn database_options(url: &str) -> anyhow::Result<PgConnectOptions> {
     PgConnectOptions::from_str(url).map_err(|error| {
         let mut message = format!("DATABASE_URL is not a valid PostgreSQL URL: {error}");
         if error.to_string().contains("port") {
@@ -141,14 +149,18 @@ impl Store {
         postgres_bin_dir: Option<&Path>,
         settings: &PoolSettings,
     ) -> anyhow::Result<(Store, Option<Arc<ManagedPostgres>>)> {
-        let (options, cluster) = match database_url {
-            Some(url) => (database_options(url)?, None),
+        let (hosts, cluster) = match database_url {
+            Some(url) => (database_hosts(url)?, None),
             None => {
                 let cluster = ManagedPostgres::start(data_dir, postgres_bin_dir).await?;
-                (cluster.connect_options(), Some(Arc::new(cluster)))
+                let hosts = primary::HostList {
+                    hosts: vec![cluster.connect_options()],
+                    attrs: primary::SessionAttrs::Any,
+                };
+                (hosts, Some(Arc::new(cluster)))
             }
         };
-        match Store::connect(options, settings)
+        match Store::connect(hosts, settings)
             .await
             .context("cannot connect to the database and run the migrations")
         {
@@ -164,25 +176,59 @@ impl Store {
 
     /// Connects and runs the migrations in `migrations/`. Later, while the database is down,
     /// calls fail within `settings.acquire_timeout` and the pool reconnects by itself when it
-    /// is back.
-    async fn connect(options: PgConnectOptions, settings: &PoolSettings) -> anyhow::Result<Self> {
+    /// is back. With several hosts, the service works on the primary and follows it.
+    async fn connect(
+        mut hosts: primary::HostList,
+        settings: &PoolSettings,
+    ) -> anyhow::Result<Self> {
         let statement_timeout = format!("{}", settings.statement_timeout.as_millis());
-        let options = options.options([("statement_timeout", statement_timeout.as_str())]);
-        wait_for_database(&options, settings.startup_timeout).await?;
-        let pool = PgPoolOptions::new()
+        for host in &mut hosts.hosts {
+            *host = host
+                .clone()
+                .options([("statement_timeout", statement_timeout.as_str())]);
+        }
+        let pool_options = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(settings.acquire_timeout)
             // A connection that died with the server is found out before a call uses it.
-            .test_before_acquire(true)
-            .connect_with(options)
-            .await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Store { pool })
+            .test_before_acquire(true);
+        let store = if hosts.is_single() {
+            let options = hosts.hosts.remove(0);
+            wait_for_database(&options, settings.startup_timeout).await?;
+            Store {
+                pool: pool_options.connect_with(options).await?,
+                primary: None,
+            }
+        } else {
+            let primary = Arc::new(primary::Primary::new(hosts));
+            let probe = primary.wait(settings.startup_timeout).await?;
+            let pool = pool_options.connect_with(primary.options()).await?;
+            primary.register(pool.clone(), std::convert::identity);
+            tokio::spawn(primary.clone().watch(probe));
+            Store {
+                pool,
+                primary: Some(primary),
+            }
+        };
+        sqlx::migrate!("./migrations").run(&store.pool).await?;
+        Ok(store)
+    }
+
+    /// The pool, or UNAVAILABLE at once while no database host is the primary: a call then
+    /// fails fast rather than waiting for a connection that cannot come.
+    fn pool(&self) -> Result<&PgPool, Error> {
+        match &self.primary {
+            Some(primary) if !primary.reachable() => Err(Error::Unavailable(
+                "no database primary is reachable (a failover may be under way), try again later"
+                    .to_owned(),
+            )),
+            _ => Ok(&self.pool),
+        }
     }
 
     /// A connection of its own that receives PostgreSQL notifications on `channels`.
     pub async fn listen(&self, channels: &[&str]) -> Result<Listener, Error> {
-        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool)
+        let mut listener = sqlx::postgres::PgListener::connect_with(self.pool()?)
             .await
             .map_err(translate)?;
         listener
@@ -193,7 +239,7 @@ impl Store {
     }
 
     pub async fn begin(&self) -> Result<Tx, Error> {
-        self.pool.begin().await.map_err(translate)
+        self.pool()?.begin().await.map_err(translate)
     }
 
     /// Commits `tx`, begun with [`Store::begin`]; dropping a transaction instead rolls it back.
@@ -223,7 +269,7 @@ impl Store {
     /// Forgets idempotency keys stored before `before`; their jobs stay. Returns how many
     /// were removed.
     pub async fn purge_keys(&self, before: DateTime<Utc>) -> Result<u64, Error> {
-        idempotency::purge(&self.pool, before).await
+        idempotency::purge(self.pool()?, before).await
     }
 
     /// Writes one row (`write_probe`): whether the database takes writes now. A database out of
@@ -233,7 +279,7 @@ impl Store {
             "insert into write_probe (id, probed_at) values (true, now())
              on conflict (id) do update set probed_at = excluded.probed_at",
         )
-        .execute(&self.pool)
+        .execute(self.pool()?)
         .await
         .map_err(translate)?;
         Ok(())
@@ -241,7 +287,7 @@ impl Store {
 
     /// A pooled connection for reads that need no transaction.
     pub async fn conn(&self) -> Result<PoolConnection<Postgres>, Error> {
-        self.pool.acquire().await.map_err(translate)
+        self.pool()?.acquire().await.map_err(translate)
     }
 
     /// A store of its own `connections` connections to the same database, with the same
@@ -250,15 +296,25 @@ impl Store {
     /// their parameters arrays of rows, whose plans do not depend on the values: PostgreSQL
     /// plans each once (`plan_cache_mode` generic) instead of again at every execution.
     pub fn dedicated(&self, connections: u32) -> Store {
-        let options = (*self.pool.connect_options())
-            .clone()
-            .options([("plan_cache_mode", "force_generic_plan")]);
+        fn generic_plans(options: PgConnectOptions) -> PgConnectOptions {
+            options.options([("plan_cache_mode", "force_generic_plan")])
+        }
+        let options = match &self.primary {
+            Some(primary) => primary.options(),
+            None => (*self.pool.connect_options()).clone(),
+        };
         let pool = PgPoolOptions::new()
             .max_connections(connections)
             .acquire_timeout(self.pool.options().get_acquire_timeout())
             .test_before_acquire(true)
-            .connect_lazy_with(options);
-        Store { pool }
+            .connect_lazy_with(generic_plans(options));
+        if let Some(primary) = &self.primary {
+            primary.register(pool.clone(), generic_plans);
+        }
+        Store {
+            pool,
+            primary: self.primary.clone(),
+        }
     }
 
     /// How many connections the pool holds now, how many of them are idle, and its limit.

@@ -115,6 +115,16 @@ impl TestApp {
     }
 
     pub async fn spawn_on(database_url: String, adjust: impl FnOnce(&mut ServeConfig)) -> TestApp {
+        Self::spawn_on_checked_at(database_url.clone(), &database_url, adjust).await
+    }
+
+    /// An app on `database_url`, whose stored rows the test reads at `test_url` (one host,
+    /// where the service's URL may name several).
+    pub async fn spawn_on_checked_at(
+        database_url: String,
+        test_url: &str,
+        adjust: impl FnOnce(&mut ServeConfig),
+    ) -> TestApp {
         let key_dir = tempfile::tempdir().unwrap();
         let secret_file = key_dir.path().join("secret");
         std::fs::write(&secret_file, format!("{:064x}", rand::random::<u128>())).unwrap();
@@ -148,7 +158,7 @@ impl TestApp {
                 .await
                 .expect("the server accepts connections"),
         };
-        let db = PgPool::connect_with(PgConnectOptions::from_str(&database_url).unwrap())
+        let db = PgPool::connect_with(PgConnectOptions::from_str(test_url).unwrap())
             .await
             .unwrap();
         let admin_token = sign(

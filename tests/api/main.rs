@@ -14,6 +14,7 @@ mod engine;
 mod engine_faults;
 mod engine_surface;
 mod examples;
+mod failover;
 mod faults;
 mod gateway;
 mod group_commit;

@@ -18,7 +18,7 @@ struct TlsPostgres {
     port: u16,
 }
 
-fn as_postgres(program: &str) -> Command {
+pub(crate) fn as_postgres(program: &str) -> Command {
     let bin = std::env::var("JOB_SERVICE_POSTGRES_BIN_DIR")
         .expect("scripts/test sets JOB_SERVICE_POSTGRES_BIN_DIR");
     if nix::unistd::Uid::effective().is_root() {
