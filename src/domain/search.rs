@@ -67,20 +67,54 @@ pub enum Condition {
     Before(JobField, DateTime<Utc>),
 }
 
+/// A search of jobs: `equals[field]`, `in[field]`, `starts-with[field]`, `gt[time]`,
+/// `lt[time]`, `limit`, `skip`, `sort`, `order`.
+pub type JobSearch = Search<JobField, Condition>;
+
+impl Searched for JobField {
+    type Condition = Condition;
+    const DEFAULT_SORT: JobField = JobField::Created;
+
+    fn sort_key(value: &str) -> Result<Self, String> {
+        JobField::parse(value).ok_or_else(|| {
+            format!(
+                "must be one of {}, {}",
+                JobField::names(false),
+                JobField::names(true)
+            )
+        })
+    }
+
+    fn condition(name: &str, value: &str) -> Result<Condition, String> {
+        parse_condition(name, value)
+    }
+}
+
+/// A REST list's query: conditions on its fields, a sort and a page.
 #[derive(Debug, Clone, PartialEq)]
-pub struct JobSearch {
-    pub conditions: Vec<Condition>,
-    pub sort: JobField,
+pub struct Search<F, C> {
+    pub conditions: Vec<C>,
+    pub sort: F,
     pub descending: bool,
     pub limit: i64,
     pub skip: i64,
 }
 
-impl Default for JobSearch {
+/// The fields a list route searches by: what sorts and what conditions they take.
+pub trait Searched: Sized {
+    type Condition;
+    const DEFAULT_SORT: Self;
+    /// The field `sort` names, or what `sort` must be.
+    fn sort_key(value: &str) -> Result<Self, String>;
+    /// The condition a parameter such as `equals[name]` gives, or what is wrong with it.
+    fn condition(name: &str, value: &str) -> Result<Self::Condition, String>;
+}
+
+impl<F: Searched> Default for Search<F, F::Condition> {
     fn default() -> Self {
-        JobSearch {
+        Search {
             conditions: Vec::new(),
-            sort: JobField::Created,
+            sort: F::DEFAULT_SORT,
             descending: true,
             limit: DEFAULT_PAGE_SIZE,
             skip: 0,
@@ -88,10 +122,10 @@ impl Default for JobSearch {
     }
 }
 
-impl JobSearch {
+impl<F: Searched> Search<F, F::Condition> {
     /// Parses query parameters (name, value), in order.
     pub fn parse(params: &[(String, String)]) -> Result<Self, Error> {
-        let mut search = JobSearch::default();
+        let mut search = Self::default();
         let mut paging = Paging::default();
         let mut violations = Violations::default();
         let mut seen = std::collections::HashSet::new();
@@ -104,23 +138,16 @@ impl JobSearch {
                 continue;
             }
             match name.as_str() {
-                "sort" => match JobField::parse(value) {
-                    Some(field) => search.sort = field,
-                    None => violations.push(
-                        name,
-                        format!(
-                            "must be one of {}, {}",
-                            JobField::names(false),
-                            JobField::names(true)
-                        ),
-                    ),
+                "sort" => match F::sort_key(value) {
+                    Ok(field) => search.sort = field,
+                    Err(description) => violations.push(name, description),
                 },
                 "order" => match value.as_str() {
                     "asc" | "1" => search.descending = false,
                     "desc" | "-1" => search.descending = true,
                     _ => violations.push(name, "must be asc, desc, 1 or -1"),
                 },
-                _ => match parse_condition(name, value) {
+                _ => match F::condition(name, value) {
                     Ok(condition) => search.conditions.push(condition),
                     Err(description) => violations.push(name, description),
                 },
@@ -236,65 +263,20 @@ pub enum TaskCondition {
 
 /// A search of tasks across the jobs the caller sees: `equals[field]`, `in[field]`,
 /// `starts-with[field]`, `gt[start_time]`, `lt[start_time]`, `limit`, `skip`, `sort`, `order`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TaskSearch {
-    pub conditions: Vec<TaskCondition>,
-    pub sort: TaskField,
-    pub descending: bool,
-    pub limit: i64,
-    pub skip: i64,
-}
+pub type TaskSearch = Search<TaskField, TaskCondition>;
 
-impl Default for TaskSearch {
-    fn default() -> Self {
-        TaskSearch {
-            conditions: Vec::new(),
-            sort: TaskField::StartTime,
-            descending: true,
-            limit: DEFAULT_PAGE_SIZE,
-            skip: 0,
-        }
+impl Searched for TaskField {
+    type Condition = TaskCondition;
+    const DEFAULT_SORT: TaskField = TaskField::StartTime;
+
+    fn sort_key(value: &str) -> Result<Self, String> {
+        TaskField::parse(value)
+            .filter(|_| TaskField::SORTABLE.contains(&value))
+            .ok_or_else(|| format!("must be one of {}", TaskField::SORTABLE.join(", ")))
     }
-}
 
-impl TaskSearch {
-    /// Parses query parameters (name, value), in order.
-    pub fn parse(params: &[(String, String)]) -> Result<Self, Error> {
-        let mut search = TaskSearch::default();
-        let mut paging = Paging::default();
-        let mut violations = Violations::default();
-        let mut seen = std::collections::HashSet::new();
-        for (name, value) in params {
-            if matches!(name.as_str(), "sort" | "order") && !seen.insert(name.as_str()) {
-                violations.push(name, "is given more than once");
-                continue;
-            }
-            if paging.take(name, value, &mut violations) {
-                continue;
-            }
-            match name.as_str() {
-                "sort" => match TaskField::parse(value)
-                    .filter(|_| TaskField::SORTABLE.contains(&value.as_str()))
-                {
-                    Some(field) => search.sort = field,
-                    None => violations.push(
-                        name,
-                        format!("must be one of {}", TaskField::SORTABLE.join(", ")),
-                    ),
-                },
-                "order" => match value.as_str() {
-                    "asc" | "1" => search.descending = false,
-                    "desc" | "-1" => search.descending = true,
-                    _ => violations.push(name, "must be asc, desc, 1 or -1"),
-                },
-                _ => match parse_task_condition(name, value) {
-                    Ok(condition) => search.conditions.push(condition),
-                    Err(description) => violations.push(name, description),
-                },
-            }
-        }
-        (search.limit, search.skip) = (paging.limit, paging.skip);
-        violations.into_result(search)
+    fn condition(name: &str, value: &str) -> Result<TaskCondition, String> {
+        parse_task_condition(name, value)
     }
 }
 

@@ -389,6 +389,30 @@ pub(crate) fn translate(error: sqlx::Error) -> Error {
             tracing::warn!(error = %error, "database unavailable");
             Error::Unavailable("database unavailable, try again later".to_owned())
         }
+        // The server is a standby now (a failover under way): the primary is elsewhere, and
+        // the host watch moves the pools to it (`primary`).
+        sqlx::Error::Database(db)
+            if db.code().as_deref() == Some(sqlstate::READ_ONLY_SQL_TRANSACTION) =>
+        {
+            tracing::warn!(error = %error, "the database takes no writes");
+            Error::Unavailable(
+                "the database takes no writes now (a failover may be under way), try again later"
+                    .to_owned(),
+            )
+        }
+        // PostgreSQL gave up one of two transactions waiting on each other (a deadlock) or
+        // that could not both be serialised; nothing of it was written and a retry can pass.
+        sqlx::Error::Database(db)
+            if db
+                .code()
+                .is_some_and(|code| code.starts_with(sqlstate::TRANSACTION_ROLLBACK)) =>
+        {
+            tracing::warn!(error = %error, "the database rolled back a transaction in a conflict");
+            Error::Unavailable(
+                "the database rolled the change back in a conflict with another, try again"
+                    .to_owned(),
+            )
+        }
         // Counted, so that readiness probes a write until one succeeds again
         // (`resource_errors`).
         sqlx::Error::Database(db)
@@ -454,23 +478,25 @@ pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
 
 #[cfg(test)]
 mod url_tests {
-    use super::database_options;
+    use super::database_hosts;
 
     #[test]
     fn a_database_url_that_is_not_postgresql_is_refused_without_its_password() {
-        let error = database_options("mysql://app:s3cret@db/jobs")
-            .unwrap_err()
+        let error = database_hosts("mysql://app:s3cret@db/jobs")
+            .err()
+            .unwrap()
             .to_string();
         assert!(error.contains("\"mysql://\""), "{error}");
         assert!(!error.contains("s3cret"), "{error}");
-        assert!(database_options("postgresql://app:pw@db:5433/jobs").is_ok());
-        assert!(database_options("postgres://app@db/jobs?host=/run/pg").is_ok());
+        assert!(database_hosts("postgresql://app:pw@db:5433/jobs").is_ok());
+        assert!(database_hosts("postgres://app@db/jobs?host=/run/pg").is_ok());
     }
 
     #[test]
     fn an_unencoded_character_in_the_password_gets_a_hint() {
-        let error = database_options("postgres://app:p@ss:w#rd@db/jobs")
-            .unwrap_err()
+        let error = database_hosts("postgres://app:p@ss:w#rd@db/jobs")
+            .err()
+            .unwrap()
             .to_string();
         assert!(error.contains("percent-encode"), "{error}");
         assert!(!error.contains("w#rd"), "{error}");

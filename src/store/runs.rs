@@ -290,23 +290,29 @@ async fn locked_jobs(
 /// each child's status, and the variables of those whose task can finish (every child
 /// ended). Two small reads, only for jobs waiting for children.
 async fn children_of(conn: &mut PgConnection, jobs: &mut [LockedJob]) -> Result<(), Error> {
-    let waiting = |job: &RunningJob| -> Vec<(bool, Vec<String>)> {
-        job.runs
-            .values()
-            .filter(|run| run.status == TaskStatus::Running)
-            .filter_map(|run| match &run.progress {
-                Some(Progress::Children {
-                    started, pending, ..
-                }) if !started.is_empty() => Some((pending.is_empty(), started.clone())),
-                _ => None,
-            })
-            .collect()
-    };
-    let mut ids: Vec<String> = Vec::new();
+    // Per job, the children each of its running childJob tasks waits for, and whether the
+    // task has started all it will.
+    let waiting: Vec<Vec<(bool, Vec<String>)>> = jobs
+        .iter()
+        .map(|locked| {
+            locked
+                .job
+                .runs
+                .values()
+                .filter(|run| run.status == TaskStatus::Running)
+                .filter_map(|run| match &run.progress {
+                    Some(Progress::Children {
+                        started, pending, ..
+                    }) if !started.is_empty() => Some((pending.is_empty(), started.clone())),
+                    _ => None,
+                })
+                .collect()
+        })
+        .collect();
     for locked in jobs.iter_mut() {
         locked.job.children = Some(HashMap::new());
-        ids.extend(waiting(&locked.job).into_iter().flat_map(|(_, ids)| ids));
     }
+    let ids: Vec<&String> = waiting.iter().flatten().flat_map(|(_, ids)| ids).collect();
     if ids.is_empty() {
         return Ok(());
     }
@@ -324,14 +330,13 @@ async fn children_of(conn: &mut PgConnection, jobs: &mut [LockedJob]) -> Result<
             .get(id)
             .is_some_and(|s| matches!(s, JobStatus::Running | JobStatus::Paused))
     };
-    let mut finishing: Vec<String> = Vec::new();
-    for locked in jobs.iter() {
-        for (all_started, started) in waiting(&locked.job) {
-            if all_started && !started.iter().any(open) {
-                finishing.extend(started);
-            }
-        }
-    }
+    // The children of tasks that are done waiting: their variables become the task's result.
+    let finishing: Vec<&String> = waiting
+        .iter()
+        .flatten()
+        .filter(|(all_started, started)| *all_started && !started.iter().any(open))
+        .flat_map(|(_, started)| started)
+        .collect();
     let mut variables: HashMap<String, Map<String, Value>> = HashMap::new();
     if !finishing.is_empty() {
         variables = sqlx::query_as::<_, (String, Json<Map<String, Value>>)>(
@@ -345,13 +350,9 @@ async fn children_of(conn: &mut PgConnection, jobs: &mut [LockedJob]) -> Result<
         .map(|(id, vars)| (id, vars.0))
         .collect();
     }
-    for locked in jobs.iter_mut() {
-        let mine: Vec<String> = waiting(&locked.job)
-            .into_iter()
-            .flat_map(|(_, ids)| ids)
-            .collect();
+    for (locked, tasks) in jobs.iter_mut().zip(waiting) {
         let known = locked.job.children.get_or_insert_with(HashMap::new);
-        for id in mine {
+        for id in tasks.into_iter().flat_map(|(_, ids)| ids) {
             // A child deleted by hand counts as canceled: its parent must not wait for ever.
             let status = statuses.get(&id).copied().unwrap_or(JobStatus::Canceled);
             let vars = variables.remove(&id);

@@ -16,3 +16,7 @@ pub const CONFIGURATION_LIMIT_EXCEEDED: &str = "53400";
 /// A class: a value the database cannot take.
 pub const DATA_EXCEPTION: &str = "22";
 pub const UNIQUE_VIOLATION: &str = "23505";
+/// A write sent to a server that takes none (a standby, or a primary being demoted).
+pub const READ_ONLY_SQL_TRANSACTION: &str = "25006";
+/// A class: the transaction was rolled back in a conflict (deadlock, serialization failure).
+pub const TRANSACTION_ROLLBACK: &str = "40";

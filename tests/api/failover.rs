@@ -3,7 +3,6 @@
 //! PostgreSQL servers: a primary and a streaming standby made from it with pg_basebackup,
 //! each on its own port of 127.0.0.1, and a port where nothing listens.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -12,7 +11,7 @@ use serde_json::json;
 use sqlx::{Connection, PgConnection};
 
 use crate::helpers::{small_workflow, TestApp};
-use crate::postgres_tls::as_postgres;
+use crate::postgres_tls::{as_postgres, cluster_dir, initdb};
 use crate::serve::data_dir;
 
 /// A PostgreSQL server of the test's own on 127.0.0.1, stopped when dropped.
@@ -29,29 +28,11 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// An empty directory the cluster's user owns.
-fn cluster_dir(parent: &Path, name: &str) -> PathBuf {
-    let cluster = parent.join(name);
-    std::fs::create_dir(&cluster).unwrap();
-    std::fs::set_permissions(&cluster, std::fs::Permissions::from_mode(0o700)).unwrap();
-    if nix::unistd::Uid::effective().is_root() {
-        let user = nix::unistd::User::from_name("postgres").unwrap().unwrap();
-        nix::unistd::chown(&cluster, Some(user.uid), Some(user.gid)).unwrap();
-    }
-    cluster
-}
-
 impl Server {
     /// A new primary.
     fn primary(parent: &Path) -> Server {
         let cluster = cluster_dir(parent, "primary");
-        let status = as_postgres("initdb")
-            .args(["-U", "postgres", "--auth=trust", "-D"])
-            .arg(&cluster)
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success(), "initdb");
+        initdb(&cluster);
         Server::start(cluster)
     }
 
@@ -272,4 +253,42 @@ async fn with_no_writable_host_startup_says_what_each_host_is() {
         "{error}"
     );
     assert!(error.contains(&nowhere), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_the_server_refuses_as_read_only_is_unavailable_not_an_internal_error() {
+    let app = TestApp::spawn().await;
+    app.create_workflow(&small_workflow("ro")).await;
+    // The database turns read-only under the service, as a demoted primary does: its
+    // sessions are ended and new ones cannot write.
+    let database: String = sqlx::query_scalar("select current_database()")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    sqlx::query(&format!(
+        "alter database {database} set default_transaction_read_only = on"
+    ))
+    .execute(&app.db)
+    .await
+    .unwrap();
+    sqlx::query(
+        "select pg_terminate_backend(pid) from pg_stat_activity
+         where datname = current_database() and pid <> pg_backend_pid()",
+    )
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let mut attempts = 0;
+    let refused = loop {
+        attempts += 1;
+        match app.start_job("ro", json!({"device": "r1"})).await {
+            // A connection ended under a call may fail it first.
+            Err(status) if status.message().contains("unavailable, try") && attempts < 20 => {
+                continue
+            }
+            other => break other.unwrap_err(),
+        }
+    };
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert!(refused.message().contains("takes no writes"), "{refused:?}");
 }

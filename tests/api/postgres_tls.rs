@@ -32,6 +32,29 @@ pub(crate) fn as_postgres(program: &str) -> Command {
     }
 }
 
+/// An empty directory `name` in `parent` for a cluster, owned by the cluster's user.
+pub(crate) fn cluster_dir(parent: &Path, name: &str) -> PathBuf {
+    let cluster = parent.join(name);
+    std::fs::create_dir(&cluster).unwrap();
+    std::fs::set_permissions(&cluster, std::fs::Permissions::from_mode(0o700)).unwrap();
+    if nix::unistd::Uid::effective().is_root() {
+        let user = nix::unistd::User::from_name("postgres").unwrap().unwrap();
+        nix::unistd::chown(&cluster, Some(user.uid), Some(user.gid)).unwrap();
+    }
+    cluster
+}
+
+/// A new cluster in `cluster`, whose user `postgres` is trusted.
+pub(crate) fn initdb(cluster: &Path) {
+    let status = as_postgres("initdb")
+        .args(["-U", "postgres", "--auth=trust", "-D"])
+        .arg(cluster)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "initdb");
+}
+
 /// Writes `text` to `path`, readable by the cluster's user only (PostgreSQL refuses a key
 /// file others can read).
 fn private_file(path: &Path, text: &str) {
@@ -46,20 +69,8 @@ fn private_file(path: &Path, text: &str) {
 impl TlsPostgres {
     fn start(server_cert: &str, server_key: &str, client_ca: &str) -> TlsPostgres {
         let dir = data_dir();
-        let cluster = dir.path().join("pg");
-        std::fs::create_dir(&cluster).unwrap();
-        std::fs::set_permissions(&cluster, std::fs::Permissions::from_mode(0o700)).unwrap();
-        if nix::unistd::Uid::effective().is_root() {
-            let user = nix::unistd::User::from_name("postgres").unwrap().unwrap();
-            nix::unistd::chown(&cluster, Some(user.uid), Some(user.gid)).unwrap();
-        }
-        let status = as_postgres("initdb")
-            .args(["-U", "postgres", "--auth=trust", "-D"])
-            .arg(&cluster)
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success(), "initdb");
+        let cluster = cluster_dir(dir.path(), "pg");
+        initdb(&cluster);
         private_file(&cluster.join("server.crt"), server_cert);
         private_file(&cluster.join("server.key"), server_key);
         private_file(&cluster.join("client-ca.crt"), client_ca);
