@@ -38,9 +38,12 @@ pub const MAX_ERROR_MESSAGE: usize = 4096;
 /// (16 MiB), with room for the rest of the message.
 const MAX_TASK_MESSAGE: usize = 20 * 1024 * 1024;
 
-/// How often a failed CompleteTask is sent again (Unavailable, a dropped connection) before
-/// the task is left to its lease, which offers it again.
+/// A failed CompleteTask (Unavailable, a dropped connection) is sent again at least this many
+/// times, and on until the task's lease ends: a database failover takes some 20 s, and a
+/// result given up before the lease ends makes the task run again for nothing.
 const COMPLETE_ATTEMPTS: u32 = 6;
+/// The longest wait between two tries of a CompleteTask.
+const COMPLETE_WAIT_MAX: Duration = Duration::from_secs(5);
 
 /// Waits between tries to open the stream again: from the first, doubling to the last.
 const BACKOFF_FIRST: Duration = Duration::from_millis(500);
@@ -248,7 +251,8 @@ struct Worker {
 
 /// How a handler's run ended, heartbeats included.
 enum Ended {
-    Ran(TaskResult),
+    /// The handler's result, and when the task's lease ends as last heard.
+    Ran(TaskResult, Option<SystemTime>),
     /// The job was canceled: nothing to report.
     Canceled,
     /// The lease is no longer this worker's (expired, or the task completed elsewhere).
@@ -355,10 +359,13 @@ impl Worker {
             "attempt": task.attempt,
         });
         let ended = match self.handlers.get(&task.app) {
-            None => Ended::Ran(TaskResult::error(format!(
-                "this worker has no handler for app {:?}",
-                task.app
-            ))),
+            None => Ended::Ran(
+                TaskResult::error(format!(
+                    "this worker has no handler for app {:?}",
+                    task.app
+                )),
+                lease_end(task.lease_deadline.as_ref()),
+            ),
             Some(handler) => {
                 let work = handler.run(&input, &self.limits);
                 self.with_heartbeats(&task, work).await
@@ -384,10 +391,10 @@ impl Worker {
                 "lease lost",
                 "the task is no longer this worker's; the handler was stopped",
             ),
-            Ended::Ran(result) => {
+            Ended::Ran(result, lease) => {
                 let state = result.finish_state.clone();
                 let detail = result.error_message.clone();
-                match self.complete(&task.task_token, result).await {
+                match self.complete(&task.task_token, result, lease).await {
                     Ok(()) => line(&state, &detail),
                     Err(why) => line("not reported", &why),
                 }
@@ -403,10 +410,11 @@ impl Worker {
         work: impl std::future::Future<Output = TaskResult>,
     ) -> Ended {
         tokio::pin!(work);
-        let mut every = heartbeat_interval(task.lease_deadline.as_ref());
+        let mut lease = lease_end(task.lease_deadline.as_ref());
+        let mut every = heartbeat_interval(lease);
         loop {
             tokio::select! {
-                result = &mut work => return Ended::Ran(result),
+                result = &mut work => return Ended::Ran(result, lease),
                 _ = tokio::time::sleep(every) => {}
             }
             let request = pb::HeartbeatTaskRequest {
@@ -422,7 +430,8 @@ impl Worker {
                     if answer.cancel_requested {
                         return Ended::Canceled;
                     }
-                    every = heartbeat_interval(answer.lease_deadline.as_ref());
+                    lease = lease_end(answer.lease_deadline.as_ref()).or(lease);
+                    every = heartbeat_interval(lease);
                 }
                 Err(status) if status.code() == Code::FailedPrecondition => {
                     return Ended::LeaseLost
@@ -439,10 +448,17 @@ impl Worker {
     /// Sends the result, again when the service is briefly unreachable. A result the service
     /// refuses as invalid (a string holding U+0000, say) is replaced by an error that says
     /// so, so that the task does not wait for its lease to run out.
-    async fn complete(&self, task_token: &str, mut result: TaskResult) -> Result<(), String> {
+    async fn complete(
+        &self,
+        task_token: &str,
+        mut result: TaskResult,
+        lease: Option<SystemTime>,
+    ) -> Result<(), String> {
         let mut wait = Duration::from_millis(200);
         let mut refused = false;
-        for _ in 0..COMPLETE_ATTEMPTS {
+        let mut attempt = 0;
+        while attempt < COMPLETE_ATTEMPTS || lease.is_some_and(|end| SystemTime::now() < end) {
+            attempt += 1;
             let request = pb::CompleteTaskRequest {
                 task_token: task_token.to_owned(),
                 finish_state: result.finish_state.clone(),
@@ -468,7 +484,7 @@ impl Worker {
                 Err(status) => {
                     tracing::warn!(code = ?status.code(), message = status.message(), "could not report a task; trying again");
                     tokio::time::sleep(wait).await;
-                    wait *= 2;
+                    wait = (wait * 2).min(COMPLETE_WAIT_MAX);
                 }
             }
         }
@@ -479,16 +495,22 @@ impl Worker {
     }
 }
 
+/// When a lease ends, as the service said it.
+fn lease_end(deadline: Option<&prost_types::Timestamp>) -> Option<SystemTime> {
+    deadline.map(|deadline| {
+        SystemTime::UNIX_EPOCH
+            + Duration::new(
+                u64::try_from(deadline.seconds).unwrap_or(0),
+                u32::try_from(deadline.nanos).unwrap_or(0),
+            )
+    })
+}
+
 /// A third of what is left of a lease, by this machine's clock.
-fn heartbeat_interval(deadline: Option<&prost_types::Timestamp>) -> Duration {
+fn heartbeat_interval(deadline: Option<SystemTime>) -> Duration {
     let Some(deadline) = deadline else {
         return HEARTBEAT_MIN;
     };
-    let deadline = SystemTime::UNIX_EPOCH
-        + Duration::new(
-            u64::try_from(deadline.seconds).unwrap_or(0),
-            u32::try_from(deadline.nanos).unwrap_or(0),
-        );
     let left = deadline
         .duration_since(SystemTime::now())
         .unwrap_or_default();
