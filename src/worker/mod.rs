@@ -360,10 +360,7 @@ impl Worker {
         });
         let ended = match self.handlers.get(&task.app) {
             None => Ended::Ran(
-                TaskResult::error(format!(
-                    "this worker has no handler for app {:?}",
-                    task.app
-                )),
+                TaskResult::error(format!("this worker has no handler for app {:?}", task.app)),
                 lease_end(task.lease_deadline.as_ref()),
             ),
             Some(handler) => {
