@@ -9,8 +9,25 @@ use super::GrpcApi;
 use crate::domain::page;
 use crate::domain::run::check_task_id;
 use crate::domain::task::{parse_assignment, Ownership, TaskRef};
-use crate::domain::{Action, JobId, Violations};
+use crate::domain::{Action, Caller, JobId, Violations};
 use crate::observe::record_job_id;
+
+impl GrpcApi {
+    /// The caller, allowed `action`, and the task `id` names, its job recorded in the call's
+    /// span.
+    fn task_call<T>(
+        &self,
+        request: &Request<T>,
+        action: Action,
+        id: &str,
+    ) -> Result<(Caller, TaskRef), Status> {
+        let caller = self.caller(request)?;
+        caller.require(action)?;
+        let task = TaskRef::parse(id, "id")?;
+        record_job_id(&task.job_id);
+        Ok((caller, task))
+    }
+}
 
 #[tonic::async_trait]
 impl TaskService for GrpcApi {
@@ -37,10 +54,7 @@ impl TaskService for GrpcApi {
         &self,
         request: Request<pb::GetTaskRequest>,
     ) -> Result<Response<pb::GetTaskResponse>, Status> {
-        let caller = self.caller(&request)?;
-        caller.require(Action::ReadJobs)?;
-        let task = TaskRef::parse(&request.get_ref().id, "id")?;
-        record_job_id(&task.job_id);
+        let (caller, task) = self.task_call(&request, Action::ReadJobs, &request.get_ref().id)?;
         let view = self.service.get_task(&caller, &task).await?;
         Ok(Response::new(pb::GetTaskResponse {
             task: Some(view.into()),
@@ -51,10 +65,8 @@ impl TaskService for GrpcApi {
         &self,
         request: Request<pb::ClaimTaskRequest>,
     ) -> Result<Response<pb::ClaimTaskResponse>, Status> {
-        let caller = self.caller(&request)?;
-        caller.require(Action::ControlJobs)?;
-        let task = TaskRef::parse(&request.get_ref().id, "id")?;
-        record_job_id(&task.job_id);
+        let (caller, task) =
+            self.task_call(&request, Action::ControlJobs, &request.get_ref().id)?;
         let view = self
             .service
             .change_task_owner(&caller, &task, Ownership::Claim)
@@ -86,10 +98,8 @@ impl TaskService for GrpcApi {
         &self,
         request: Request<pb::ReleaseTaskRequest>,
     ) -> Result<Response<pb::ReleaseTaskResponse>, Status> {
-        let caller = self.caller(&request)?;
-        caller.require(Action::ControlJobs)?;
-        let task = TaskRef::parse(&request.get_ref().id, "id")?;
-        record_job_id(&task.job_id);
+        let (caller, task) =
+            self.task_call(&request, Action::ControlJobs, &request.get_ref().id)?;
         let view = self
             .service
             .change_task_owner(&caller, &task, Ownership::Release)
