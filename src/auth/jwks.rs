@@ -158,7 +158,7 @@ pub(crate) struct Remote {
     keys: RwLock<Arc<Fetched>>,
     /// When a token last made the service fetch; held during that fetch, so tokens arriving
     /// meanwhile wait for it rather than fetching again.
-    on_demand: tokio::sync::Mutex<Option<tokio::time::Instant>>,
+    on_demand: Arc<tokio::sync::Mutex<Option<tokio::time::Instant>>>,
 }
 
 /// The keys of one fetch, numbered so that a caller can tell whether the set changed since it
@@ -215,7 +215,7 @@ impl Remote {
                 generation: 0,
                 keys: Vec::new(),
             })),
-            on_demand: tokio::sync::Mutex::new(None),
+            on_demand: Arc::new(tokio::sync::Mutex::new(None)),
         };
         let keys = remote.fetch().await?;
         tracing::info!(url = %remote.url, keys = keys.len(), "fetched the JSON Web Key Set");
@@ -247,8 +247,8 @@ impl Remote {
     /// the token is worth checking again. At most one such fetch per
     /// [`MIN_ON_DEMAND_INTERVAL`]; tokens arriving during a fetch wait for it (at most
     /// [`FETCH_TIMEOUT`]) instead of fetching again.
-    pub(crate) async fn fetch_for_unknown_key(&self, generation: u64) -> bool {
-        let mut last = self.on_demand.lock().await;
+    pub(crate) async fn fetch_for_unknown_key(self: &Arc<Self>, generation: u64) -> bool {
+        let mut last = self.on_demand.clone().lock_owned().await;
         if self.keys().generation != generation {
             return true;
         }
@@ -256,17 +256,24 @@ impl Remote {
             return false;
         }
         *last = Some(tokio::time::Instant::now());
-        match self.fetch().await {
-            Ok(keys) => {
-                tracing::info!(url = %self.url, keys = keys.len(), "fetched the JSON Web Key Set for a token naming a key it did not hold");
-                self.store(keys);
-                true
+        // The fetch runs on its own: a caller that goes away must not cancel it, or tokens
+        // naming a new key would be refused until the next fetch is allowed.
+        let remote = self.clone();
+        let fetch = tokio::spawn(async move {
+            let _fetching = last;
+            match remote.fetch().await {
+                Ok(keys) => {
+                    tracing::info!(url = %remote.url, keys = keys.len(), "fetched the JSON Web Key Set for a token naming a key it did not hold");
+                    remote.store(keys);
+                    true
+                }
+                Err(error) => {
+                    tracing::warn!("{error:#}; keeping the key set fetched before");
+                    false
+                }
             }
-            Err(error) => {
-                tracing::warn!("{error:#}; keeping the key set fetched before");
-                false
-            }
-        }
+        });
+        fetch.await.unwrap_or(false)
     }
 
     async fn fetch(&self) -> anyhow::Result<Vec<SetKey>> {
