@@ -252,9 +252,9 @@ impl Primary {
     }
 
     /// Waits until a host is the primary, for up to `patience` (services and their databases
-    /// start together; a failover may be under way), and points the service at it. A host
-    /// that refuses the connection for a reason of its own (a wrong password, a database that
-    /// does not exist) stops the wait at once.
+    /// start together; a failover may be under way), and points the service at it. When no
+    /// host is the primary, a host that refuses the connection for a reason of its own (a
+    /// wrong password, a database that does not exist) stops the wait at once.
     pub async fn wait(self: &Arc<Self>, patience: Duration) -> anyhow::Result<PgConnection> {
         let started = std::time::Instant::now();
         let mut delay = Duration::from_millis(100);
@@ -262,6 +262,7 @@ impl Primary {
         loop {
             attempt += 1;
             let mut causes = Vec::new();
+            let mut refused = None;
             for (index, verdict) in self.probe_all().await.into_iter().enumerate() {
                 match verdict {
                     Verdict::Primary(conn) => {
@@ -278,11 +279,16 @@ impl Primary {
                     Verdict::Unreachable(cause) => {
                         causes.push(format!("{}: {cause}", self.name(index)))
                     }
+                    // Said only when no host is the primary: a host that refuses while
+                    // another serves does not stop the service.
                     Verdict::Refused(error) => {
-                        return Err(anyhow::Error::new(error))
-                            .with_context(|| format!("cannot connect to {}", self.name(index)));
+                        refused.get_or_insert((index, error));
                     }
                 }
+            }
+            if let Some((index, error)) = refused {
+                return Err(anyhow::Error::new(error))
+                    .with_context(|| format!("cannot connect to {}", self.name(index)));
             }
             let waiting = started.elapsed();
             if waiting + delay > patience {
