@@ -12,6 +12,7 @@
 
 mod jwks;
 mod keys;
+mod verified;
 
 use std::io::Write;
 use std::path::Path;
@@ -145,6 +146,8 @@ pub struct Verifier {
     /// What `--jwt-audience` and `--jwt-issuer` expect, for messages.
     audience: Option<String>,
     issuer: Option<String>,
+    /// Tokens verified already: a client's next call with the same token skips the check.
+    verified: verified::VerifiedTokens,
     /// The task that keeps a fetched key set fresh; it stops with the verifier.
     _refresh: Option<AbortOnDrop>,
 }
@@ -252,6 +255,7 @@ impl Verifier {
             leeway,
             audience: config.jwt_audience.clone(),
             issuer: config.jwt_issuer.clone(),
+            verified: verified::VerifiedTokens::new(leeway),
             _refresh: None,
         }
     }
@@ -278,6 +282,16 @@ impl Verifier {
                 ))
             }
         };
+        // A token verified already, with the keys held now (a key set fetched again may have
+        // dropped the key that verified it).
+        let current_keys = match &self.keys {
+            VerifyingKeys::Remote(remote) => remote.keys().generation,
+            VerifyingKeys::One { .. } | VerifyingKeys::Set(_) => 0,
+        };
+        let now = now_seconds();
+        if let Some(caller) = self.verified.get(token, current_keys, now) {
+            return Ok(caller);
+        }
         if header_alg(token).is_some_and(|alg| alg.eq_ignore_ascii_case("none")) {
             return Err(unauthenticated(
                 "unsigned tokens (alg none) are not accepted".into(),
@@ -285,27 +299,32 @@ impl Verifier {
         }
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| unauthenticated("malformed token: not a JSON Web Token".into()))?;
-        let claims = match &self.keys {
-            VerifyingKeys::One { .. } => self.decode(token, &header, &[]),
-            VerifyingKeys::Set(keys) => self.decode(token, &header, keys),
+        // The claims, and the generation of the keys that verified them.
+        let (claims, keys) = match &self.keys {
+            VerifyingKeys::One { .. } => (self.decode(token, &header, &[]), 0),
+            VerifyingKeys::Set(keys) => (self.decode(token, &header, keys), 0),
             VerifyingKeys::Remote(remote) => {
                 let fetched = remote.keys();
                 match self.decode(token, &header, &fetched.keys) {
                     Err(Refusal::UnknownKey(_))
                         if remote.fetch_for_unknown_key(fetched.generation).await =>
                     {
-                        self.decode(token, &header, &remote.keys().keys)
+                        let fetched = remote.keys();
+                        (
+                            self.decode(token, &header, &fetched.keys),
+                            fetched.generation,
+                        )
                     }
-                    decoded => decoded,
+                    decoded => (decoded, fetched.generation),
                 }
             }
-        }
-        .map_err(|refusal| unauthenticated(refusal.into()))?;
+        };
+        let claims = claims.map_err(|refusal| unauthenticated(refusal.into()))?;
         // jsonwebtoken checks exp and nbf, not iat: a token issued in the future was made by a
         // clock that is wrong, or made to outlive a revocation by being dated ahead.
         if claims
             .iat
-            .is_some_and(|iat| iat > now_seconds().saturating_add(self.leeway))
+            .is_some_and(|iat| iat > now.saturating_add(self.leeway))
         {
             return Err(unauthenticated("token was issued in the future".into()));
         }
@@ -316,12 +335,15 @@ impl Verifier {
                 "token claim {claim} must not contain the character U+0000"
             )));
         }
-        Ok(Caller {
+        let expires = claims.exp;
+        let caller = Caller {
             username: claims.username.unwrap_or_else(|| claims.sub.clone()),
             sub: claims.sub,
             groups: claims.groups,
             roles: claims.roles,
-        })
+        };
+        self.verified.insert(token, &caller, expires, keys);
+        Ok(caller)
     }
 }
 

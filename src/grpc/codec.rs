@@ -83,9 +83,10 @@ pub fn decode_strict<U: Message + Name + Default>(bytes: prost::bytes::Bytes) ->
         ))
     };
     let descriptor = POOL.get_message_by_name(&U::full_name());
+    let mut unknown = false;
     if let Some(descriptor) = &descriptor {
         let mut values = 0;
-        if let Err(violation) = check_shape(&bytes, descriptor, 1, "", &mut values) {
+        if let Err(violation) = check_shape(&bytes, descriptor, 1, "", &mut values, &mut unknown) {
             return Err(Error::InvalidArgument {
                 violations: vec![violation],
             }
@@ -93,7 +94,9 @@ pub fn decode_strict<U: Message + Name + Default>(bytes: prost::bytes::Bytes) ->
         }
     }
     let message = U::decode(bytes.clone()).map_err(malformed)?;
-    if let Some(descriptor) = descriptor {
+    // The walk saw a field number the message does not have: a decoding with the descriptor
+    // names each such field by its path (`variables."key".#9`), for the answer.
+    if let Some(descriptor) = descriptor.filter(|_| unknown) {
         let dynamic = DynamicMessage::decode(descriptor, bytes).map_err(malformed)?;
         let mut violations = Vec::new();
         unknown_fields(&dynamic, "", &mut violations);
@@ -111,13 +114,15 @@ pub fn decode_strict<U: Message + Name + Default>(bytes: prost::bytes::Bytes) ->
 /// is a level except `Value` and map entries (the JSON `{"a": 1}` is a `Struct`, a map entry
 /// and a `Value`), and every field occurrence is a value except those inside `Value`s and map
 /// entries. prost has no such bounds (only a recursion limit of 100 messages), hence this
-/// walk. Bytes that are not a valid message are left for the decoder to report.
+/// walk. Bytes that are not a valid message are left for the decoder to report. `unknown` is
+/// set when a field number the message does not define is met.
 fn check_shape(
     mut bytes: &[u8],
     descriptor: &prost_reflect::MessageDescriptor,
     depth: usize,
     path: &str,
     values: &mut usize,
+    unknown: &mut bool,
 ) -> Result<(), FieldViolation> {
     use crate::domain::json::{MAX_DEPTH, MAX_VALUES};
     use prost::encoding::decode_varint;
@@ -134,6 +139,7 @@ fn check_shape(
             return Ok(());
         };
         let field = descriptor.get_field((tag >> 3) as u32);
+        *unknown |= field.is_none();
         let field_path = match &field {
             Some(field) if !in_json => crate::domain::json::join(path, field.name()),
             _ => path.to_owned(),
@@ -176,7 +182,14 @@ fn check_shape(
                             format!("nests objects and arrays deeper than {MAX_DEPTH} levels"),
                         ));
                     }
-                    check_shape(inner, &inner_descriptor, inner_depth, &field_path, values)?;
+                    check_shape(
+                        inner,
+                        &inner_descriptor,
+                        inner_depth,
+                        &field_path,
+                        values,
+                        unknown,
+                    )?;
                 }
                 inner.len()
             }

@@ -32,6 +32,31 @@ use cluster::ManagedPostgres;
 
 pub type Tx = Transaction<'static, Postgres>;
 
+/// A connection idle this long is checked (a round trip) before a call uses it.
+const CHECK_IDLE_AFTER: Duration = Duration::from_secs(1);
+
+/// The options of every pool: at most `connections`, waiting `acquire_timeout` for one.
+///
+/// A connection that died with the server (a restart, a failover) is found out before a call
+/// uses it when it has been idle: a connection in use within the last second is taken as it is,
+/// since checking it would cost a round trip on every call and batch (sqlx's
+/// `test_before_acquire` checks every time). A connection that died meanwhile fails its call,
+/// which is answered UNAVAILABLE (retryable), and is closed.
+fn pool_options(connections: u32, acquire_timeout: Duration) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(connections)
+        .acquire_timeout(acquire_timeout)
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for < CHECK_IDLE_AFTER {
+                    return Ok(true);
+                }
+                Ok(sqlx::Connection::ping(conn).await.is_ok())
+            })
+        })
+}
+
 /// Connection pool settings.
 #[derive(Debug, Clone)]
 pub struct PoolSettings {
@@ -187,11 +212,7 @@ impl Store {
                 .clone()
                 .options([("statement_timeout", statement_timeout.as_str())]);
         }
-        let pool_options = PgPoolOptions::new()
-            .max_connections(settings.max_connections)
-            .acquire_timeout(settings.acquire_timeout)
-            // A connection that died with the server is found out before a call uses it.
-            .test_before_acquire(true);
+        let pool_options = pool_options(settings.max_connections, settings.acquire_timeout);
         let store = if hosts.is_single() {
             let options = hosts.hosts.remove(0);
             wait_for_database(&options, settings.startup_timeout).await?;
@@ -303,10 +324,7 @@ impl Store {
             Some(primary) => primary.options(),
             None => (*self.pool.connect_options()).clone(),
         };
-        let pool = PgPoolOptions::new()
-            .max_connections(connections)
-            .acquire_timeout(self.pool.options().get_acquire_timeout())
-            .test_before_acquire(true)
+        let pool = pool_options(connections, self.pool.options().get_acquire_timeout())
             .connect_lazy_with(generic_plans(options));
         if let Some(primary) = &self.primary {
             primary.register(pool.clone(), generic_plans);

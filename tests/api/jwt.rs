@@ -283,12 +283,8 @@ async fn a_key_set_fetched_over_https_rotates_without_a_restart() {
     .await;
     assert_eq!(server.fetches.load(Ordering::SeqCst), 1, "fetched at start");
     let claims = admin_claims(json!({}));
-    assert_eq!(
-        search_with(&app, &old.token(&claims, Some("2026-old")))
-            .await
-            .0,
-        200
-    );
+    let old_token = old.token(&claims, Some("2026-old"));
+    assert_eq!(search_with(&app, &old_token).await.0, 200);
 
     // The provider rotates: the new key replaces the old one. The first calls signed with it,
     // over gRPC and over HTTP at once, pass: they wait for one fetch of the set.
@@ -302,9 +298,15 @@ async fn a_key_set_fetched_over_https_rotates_without_a_restart() {
     assert!(grpc.is_ok(), "{grpc:?}");
     assert_eq!(status, 200, "{message}");
     assert_eq!(server.fetches.load(Ordering::SeqCst), 2);
-    // The old key is gone from the set, so its tokens are refused now.
-    let (status, _) = search_with(&app, &old.token(&claims, Some("2026-old"))).await;
+    // The old key is gone from the set, so its tokens are refused now: the very token that
+    // passed before too, although the service had verified it already.
+    let (status, _) = search_with(&app, &old_token).await;
     assert_eq!(status, 401);
+    let mut refused = app.jobs_as(&old_token);
+    let grpc = refused
+        .list_jobs(job_service::grpc::pb::ListJobsRequest::default())
+        .await;
+    assert_eq!(grpc.unwrap_err().code(), tonic::Code::Unauthenticated);
 
     // Tokens naming unknown keys do not make the service fetch again and again.
     for attempt in 0..20 {
