@@ -13,6 +13,8 @@
 //! loadgen get  CONCURRENCY SECONDS IDS_FILE                  # GetJob, ids (one per line) in turn
 //! loadgen list CONCURRENCY SECONDS [CREATED_AT_MICROS JOB_ID] # ListJobs, 50 a page, the page
 //!                                                            # after that job, else the first
+//! loadgen body WORKFLOW VARIABLES_JSON  # writes a framed gRPC StartJobRequest to stdout, the
+//!                                       # body another load generator (h2load) sends
 //! ```
 
 use std::marker::PhantomData;
@@ -158,11 +160,25 @@ impl Client {
     }
 }
 
+/// StartJob of `workflow` with `variables` (a JSON object).
+fn start_request(workflow: &str, variables: &Value) -> pb::StartJobRequest {
+    pb::StartJobRequest {
+        workflow: workflow.to_owned(),
+        options: Some(pb::JobOptions {
+            variables: Some(job_service::grpc::map_to_struct(
+                variables.as_object().expect("VARIABLES_JSON is an object"),
+            )),
+            ..Default::default()
+        }),
+    }
+}
+
 fn usage() -> ! {
     eprintln!(
         "usage: loadgen grpc|http CONCURRENCY SECONDS WORKFLOW VARIABLES_JSON\n       \
          loadgen get CONCURRENCY SECONDS IDS_FILE\n       \
-         loadgen list CONCURRENCY SECONDS [CREATED_AT_MICROS JOB_ID]"
+         loadgen list CONCURRENCY SECONDS [CREATED_AT_MICROS JOB_ID]\n       \
+         loadgen body WORKFLOW VARIABLES_JSON"
     );
     std::process::exit(2);
 }
@@ -174,6 +190,18 @@ async fn main() {
     else {
         usage()
     };
+    if let [_, command, workflow, variables] = args.as_slice() {
+        if command == "body" {
+            let variables: Value = serde_json::from_str(variables).expect("VARIABLES_JSON is JSON");
+            let message = start_request(workflow, &variables).encode_to_vec();
+            // gRPC framing: not compressed, then the length (4 bytes, big-endian).
+            let mut framed = vec![0u8];
+            framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+            framed.extend_from_slice(&message);
+            std::io::Write::write_all(&mut std::io::stdout(), &framed).expect("stdout is writable");
+            return;
+        }
+    }
     let rest = &args[4..];
     let concurrency: usize = concurrency.parse().expect("CONCURRENCY is a number");
     let duration = Duration::from_secs(seconds.parse().expect("SECONDS is a number"));
@@ -183,15 +211,7 @@ async fn main() {
             if target == "http" {
                 Load::StartHttp(json!({"workflow": workflow, "options": {"variables": variables}}))
             } else {
-                Load::StartGrpc(pb::StartJobRequest {
-                    workflow: workflow.clone(),
-                    options: Some(pb::JobOptions {
-                        variables: Some(job_service::grpc::map_to_struct(
-                            variables.as_object().expect("VARIABLES_JSON is an object"),
-                        )),
-                        ..Default::default()
-                    }),
-                })
+                Load::StartGrpc(start_request(workflow, &variables))
             }
         }
         ("get", [file]) => {
