@@ -179,11 +179,11 @@ async fn metrics_count_exactly_the_calls_made_on_both_front_doors() {
         ),
         1.0
     );
-    // --db-max-connections (16) for the calls, and 4 for the batches of starts.
-    assert_eq!(value(&metrics, "job_service_db_pool_max_connections"), 20.0);
+    // --db-max-connections (16) for the calls, and 2 for the batches of starts.
+    assert_eq!(value(&metrics, "job_service_db_pool_max_connections"), 18.0);
     let open = value(&metrics, "job_service_db_pool_connections");
     let idle = value(&metrics, "job_service_db_pool_idle_connections");
-    assert!((1.0..=20.0).contains(&open), "{open}");
+    assert!((1.0..=18.0).contains(&open), "{open}");
     assert!(idle <= open, "{idle} idle of {open}");
 
     // A second scrape counts the first.
