@@ -12,6 +12,7 @@ use quick_cache::sync::Cache;
 use quick_cache::Weighter;
 
 use crate::domain::Caller;
+use crate::store::cache::one_shard_cache;
 
 /// The most memory (estimated) the kept tokens take.
 const BUDGET_BYTES: u64 = 4 * 1024 * 1024;
@@ -49,13 +50,8 @@ pub(super) struct VerifiedTokens {
 
 impl VerifiedTokens {
     pub(super) fn new(leeway: u64) -> Self {
-        let options = quick_cache::OptionsBuilder::new()
-            .estimated_items_capacity(1024)
-            .weight_capacity(BUDGET_BYTES)
-            .build()
-            .expect("the cache options are valid");
         VerifiedTokens {
-            cache: Cache::with_options(options, ByBytes, Default::default(), Default::default()),
+            cache: one_shard_cache(BUDGET_BYTES, ByBytes),
             leeway,
         }
     }

@@ -29,9 +29,9 @@ const MAX_BATCH: usize = 64;
 /// Transactions of batches in flight at once: while one waits for its commit to reach the
 /// disk, the next is already gathering. Two, not more: each batch in flight makes the others
 /// smaller, and a batch costs the service and PostgreSQL much the same whether it holds 4
-/// starts or 14 (measured with `scripts/bench` against 4 in flight: 10 to 20% less CPU a start
-/// and 5 to 20% more starts a second at concurrency 16 and 64; one in flight leaves the CPU
-/// idle while its commit waits for the disk).
+/// starts or 14 (measured against 4 in flight: 10 to 30% less CPU a start and 5 to 30% more
+/// starts a second at concurrency 16 and 64, BENCHMARKS.md; one in flight leaves the CPU idle
+/// while its commit waits for the disk).
 const CONCURRENT_BATCHES: usize = 2;
 
 /// One StartJob waiting for its batch.
