@@ -16,7 +16,7 @@ use sqlx::postgres::PgConnectOptions;
 use tonic::transport::Channel;
 
 use crate::helpers::{to_struct, Bearer};
-use crate::serve::{admin_token, data_dir, pg_ctl, start_with, token};
+use crate::serve::{admin_token, data_dir, start_with, stop_postgres_at_once, token};
 
 const JOBS: usize = 120;
 const WORKERS: usize = 4;
@@ -154,7 +154,7 @@ async fn jobs_with_worker_tasks_finish_once_across_database_and_service_crashes(
 
     // Chaos, while jobs run.
     tokio::time::sleep(Duration::from_millis(800)).await;
-    pg_ctl(dir.path(), &["stop", "-m", "immediate", "-w"]);
+    stop_postgres_at_once(dir.path());
     tokio::time::sleep(Duration::from_millis(2500)).await;
     server.kill();
     let server = tokio::task::spawn_blocking({

@@ -16,7 +16,7 @@ use sqlx::postgres::PgConnectOptions;
 use tonic::transport::Channel;
 
 use crate::helpers::{small_workflow, to_struct, Bearer};
-use crate::serve::{admin_token, data_dir, pg_ctl, start};
+use crate::serve::{admin_token, data_dir, start, stop_postgres_at_once};
 
 const KEYS: usize = 1500;
 const CLIENTS: usize = 16;
@@ -98,7 +98,7 @@ async fn no_acknowledged_job_is_lost_or_duplicated_across_database_and_service_c
 
     // Chaos, while the clients work.
     tokio::time::sleep(Duration::from_millis(700)).await;
-    pg_ctl(dir.path(), &["stop", "-m", "immediate", "-w"]);
+    stop_postgres_at_once(dir.path());
     // The service starts its PostgreSQL again by itself (it checks every second).
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let before_kill = acknowledged.lock().unwrap().len();

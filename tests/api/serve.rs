@@ -491,6 +491,34 @@ pub fn pg_ctl(data_dir: &Path, args: &[&str]) {
     assert!(status.success(), "pg_ctl {args:?}");
 }
 
+/// Stops the service's PostgreSQL at once (`pg_ctl stop -m immediate`) and waits until that
+/// postmaster has exited. Not with `pg_ctl -w`: the service starts its cluster again when it
+/// finds it down (it checks every second), and `pg_ctl -w` then waits for the new postmaster
+/// too, failing after a minute.
+pub fn stop_postgres_at_once(data_dir: &Path) {
+    let pid_file = data_dir.join("postgres/postmaster.pid");
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|lock| lock.lines().next()?.trim().parse().ok())
+        .expect("the cluster runs");
+    pg_ctl(data_dir, &["stop", "-m", "immediate", "-W"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    // Gone, or a zombie nobody has reaped yet.
+    let running = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            stat.rsplit_once(')')
+                .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+        })
+    };
+    while running() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "postmaster {pid} still runs 30 s after pg_ctl stop"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn while_the_database_is_down_calls_fail_fast_and_the_service_recovers_by_itself() {
     let dir = data_dir();
@@ -504,7 +532,7 @@ async fn while_the_database_is_down_calls_fail_fast_and_the_service_recovers_by_
         .await
         .unwrap();
 
-    pg_ctl(dir.path(), &["stop", "-m", "immediate", "-w"]);
+    stop_postgres_at_once(dir.path());
     let started = std::time::Instant::now();
     let status = server
         .workflows(&token)
