@@ -424,7 +424,7 @@ async fn save(
             })?;
             rows.add(locked, graph, update_jobs, now);
         }
-        rows.query(now)
+        rows.query(if update_jobs { SAVE } else { SAVE_STARTED }, now)
             .execute(&mut *conn)
             .await
             .map_err(translate)?;
@@ -577,7 +577,10 @@ impl<'a> SaveRows<'a> {
             self.channels.push(TASKS);
             self.payloads.push("");
         }
-        if !job.events.is_empty() {
+        // Watchers are told of new events, but not of a job's first: no one can be watching a
+        // job whose start has not been answered yet, and each notification costs every
+        // listening instance a wakeup.
+        if update_jobs && !job.events.is_empty() {
             self.channels.push(EVENTS);
             self.payloads.push(&job.id);
         }
@@ -598,9 +601,10 @@ impl<'a> SaveRows<'a> {
 
     fn query(
         &'a self,
+        statement: &'static str,
         now: DateTime<Utc>,
     ) -> sqlx::query::Query<'a, sqlx::Postgres, sqlx::postgres::PgArguments> {
-        sqlx::query(SAVE)
+        sqlx::query(statement)
             .bind(&self.task_job)
             .bind(&self.task_id)
             .bind(&self.task_status)
@@ -707,6 +711,33 @@ woken as (
 ),
 asleep as (
     delete from job_wakeups where job_id = any($33)
+)
+select pg_notify(n.channel, n.payload) from unnest($34::text[], $35::text[]) as n(channel, payload)";
+
+/// [`SAVE`] for jobs inserted in the same transaction, with the same parameters: their task
+/// rows and wakeups are new, so they are inserted without `on conflict` (a speculative
+/// insertion a row), and their rows in `jobs` were inserted with the step shown.
+const SAVE_STARTED: &str = "
+with tasks as (
+    insert into job_tasks (job_id, task_id, status, runner, app, name, finish_state,
+        start_time, end_time, iteration, attempt, retries, incoming, outgoing, error, due_at,
+        progress, ready_at)
+    select r.*, now()
+    from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                $7::text[], $8::timestamptz[], $9::timestamptz[], $10::int4[], $11::int4[],
+                $12::int4[], $13::jsonb[], $14::jsonb[], $15::jsonb[], $16::timestamptz[],
+                $38::jsonb[])
+         as r(job_id, task_id, status, runner, app, name, finish_state, start_time, end_time,
+              iteration, attempt, retries, incoming, outgoing, error, due_at, progress)
+),
+events as (
+    insert into job_events (job_id, sequence, task_id, kind, status, finish_state, at)
+    select * from unnest($17::text[], $18::int8[], $19::text[], $20::text[], $21::text[],
+                         $22::text[], $23::timestamptz[])
+),
+woken as (
+    insert into job_wakeups (job_id, due_at)
+    select * from unnest($31::text[], $32::timestamptz[])
 )
 select pg_notify(n.channel, n.payload) from unnest($34::text[], $35::text[]) as n(channel, payload)";
 
