@@ -106,10 +106,6 @@ impl Job {
     }
 }
 
-/// Inserts `jobs`, each with the id of its (stored) graph, with one statement: one round trip
-/// whatever their number. Each row holds the job's own fields (`Job::record`), not its graph.
-/// Groups travel as JSON arrays because PostgreSQL arrays cannot hold rows of different
-/// lengths.
 /// A job to insert: its document, its graph's id, and the sequence of its last event (0
 /// unless its first step was taken before the insert).
 pub struct NewJob<'a> {
@@ -118,7 +114,10 @@ pub struct NewJob<'a> {
     pub event_sequence: i64,
 }
 
-/// Inserts `jobs`; with `wake`, the engine is told to take their first steps.
+/// Inserts `jobs`, each with the id of its (stored) graph, with one statement: one round trip
+/// whatever their number. Each row holds the job's own fields (`Job::record`), not its graph.
+/// Groups travel as JSON arrays because PostgreSQL arrays cannot hold rows of different
+/// lengths. With `wake`, the engine is told to take their first steps.
 pub async fn insert_many(
     conn: &mut PgConnection,
     jobs: &[NewJob<'_>],
