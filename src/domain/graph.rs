@@ -5,8 +5,8 @@
 //! A document writes transitions as `{source: {target: {"state": ..., "type": ...}}}`;
 //! [`Transition`] is the one place they are read.
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -35,6 +35,13 @@ pub struct TaskTransition {
     pub task: String,
     #[serde(rename = "type")]
     pub transition_type: String,
+}
+
+impl TaskTransition {
+    /// Neither `revert` nor `loop`: a transition a join waits for.
+    pub fn is_standard(&self) -> bool {
+        self.transition_type != "revert" && self.transition_type != "loop"
+    }
 }
 
 /// A task of a job: the workflow's task as it was, plus its run state and its edges.
@@ -106,7 +113,12 @@ pub struct TaskGraph {
     id: String,
     tasks: Arc<BTreeMap<String, JobTask>>,
     transitions: Arc<Map<String, Value>>,
+    /// [`TaskGraph::standard_incoming`], worked out once for all the jobs of the graph.
+    incoming: Arc<OnceLock<IncomingEdges>>,
 }
+
+/// The standard transitions into each task, as (source, end state) pairs, by target.
+pub type IncomingEdges = HashMap<String, Vec<(String, String)>>;
 
 impl TaskGraph {
     /// The graph of a workflow's `tasks` and `transitions` (its document's objects).
@@ -117,6 +129,7 @@ impl TaskGraph {
             id: digest(&tasks, &transitions),
             tasks: Arc::new(tasks),
             transitions: Arc::new(transitions),
+            incoming: Arc::default(),
         }
     }
 
@@ -130,6 +143,7 @@ impl TaskGraph {
             id,
             tasks: Arc::new(tasks),
             transitions: Arc::new(transitions),
+            incoming: Arc::default(),
         }
     }
 
@@ -146,10 +160,33 @@ impl TaskGraph {
         &self.transitions
     }
 
+    /// The standard transitions into each task: (source, state). Revert and loop transitions
+    /// are left out: a join waits for the tasks before it, not for the ones that may send it
+    /// back. Worked out at the first call, for every job of the graph.
+    pub fn standard_incoming(&self) -> &IncomingEdges {
+        self.incoming.get_or_init(|| {
+            let mut edges = IncomingEdges::new();
+            for (source, task) in self.tasks.iter() {
+                for (state, transitions) in &task.transitions {
+                    for transition in transitions.iter().filter(|t| t.is_standard()) {
+                        edges
+                            .entry(transition.task.clone())
+                            .or_default()
+                            .push((source.clone(), state.clone()));
+                    }
+                }
+            }
+            edges
+        })
+    }
+
     /// An estimate of the memory the graph holds (see [`super::json::heap_size`]), which caches
-    /// of task graphs weigh their entries by.
+    /// of task graphs weigh their entries by: with its incoming edges, whether worked out yet
+    /// or not.
     pub fn heap_size(&self) -> usize {
-        tasks_heap_size(&self.tasks) + map_heap_size(&self.transitions)
+        tasks_heap_size(&self.tasks)
+            + map_heap_size(&self.transitions)
+            + incoming_heap_size(&self.tasks)
     }
 }
 
@@ -222,6 +259,25 @@ fn reachable_from_start(transitions: &Map<String, Value>) -> HashSet<&str> {
         }
     }
     seen
+}
+
+/// What [`TaskGraph::standard_incoming`] holds: an entry a target, a pair a transition.
+fn incoming_heap_size(tasks: &BTreeMap<String, JobTask>) -> usize {
+    const ENTRY: usize = std::mem::size_of::<(String, Vec<(String, String)>)>() + 8;
+    tasks
+        .iter()
+        .flat_map(|(source, task)| {
+            task.transitions.iter().flat_map(move |(state, list)| {
+                list.iter().filter(|t| t.is_standard()).map(move |t| {
+                    ENTRY
+                        + t.task.len()
+                        + std::mem::size_of::<(String, String)>()
+                        + source.len()
+                        + state.len()
+                })
+            })
+        })
+        .sum()
 }
 
 fn tasks_heap_size(tasks: &BTreeMap<String, JobTask>) -> usize {
@@ -402,6 +458,47 @@ mod tests {
             ]
         );
         assert_eq!(Transition::all_in(&json!([1])).count(), 0);
+    }
+
+    #[test]
+    fn a_join_waits_only_for_the_standard_transitions_into_it() {
+        let tasks = object(json!({
+            "workflow_start": {"name": "workflow_start"},
+            "a": {"name": "a"},
+            "b": {"name": "b"},
+            "workflow_end": {"name": "workflow_end"}
+        }));
+        let transitions = object(json!({
+            "workflow_start": {"a": {"state": "success", "type": "standard"}},
+            "a": {
+                "b": {"state": "success", "type": "standard"},
+                "workflow_end": {"state": "failure", "type": "standard"}
+            },
+            "b": {
+                "a": {"state": "failure", "type": "revert"},
+                "workflow_end": {"state": "success", "type": "standard"},
+                "b": {"state": "loop", "type": "loop"}
+            },
+            "workflow_end": {}
+        }));
+        let graph = TaskGraph::build(&tasks, &transitions);
+        let before = graph.heap_size();
+        let incoming = graph.standard_incoming();
+        let pairs = |target: &str| {
+            let mut pairs: Vec<(&str, &str)> = incoming[target]
+                .iter()
+                .map(|(source, state)| (source.as_str(), state.as_str()))
+                .collect();
+            pairs.sort_unstable();
+            pairs
+        };
+        assert_eq!(pairs("a"), [("workflow_start", "success")]);
+        assert_eq!(pairs("b"), [("a", "success")]);
+        assert_eq!(pairs("workflow_end"), [("a", "failure"), ("b", "success")]);
+        assert!(!incoming.contains_key("workflow_start"));
+        // Counted in the graph's weight before it is worked out, and shared by its copies.
+        assert_eq!(graph.heap_size(), before);
+        assert!(std::ptr::eq(graph.clone().standard_incoming(), incoming));
     }
 
     #[test]

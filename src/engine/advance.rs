@@ -23,7 +23,7 @@ use serde_json::{json, Map, Value};
 use super::builtin::{self, Builtin, Outcome};
 use super::variables::{self, Scope};
 use super::{children, loops};
-use crate::domain::graph::{JobTask, TaskStatus, WORKFLOW_END, WORKFLOW_START};
+use crate::domain::graph::{IncomingEdges, JobTask, TaskStatus, WORKFLOW_END, WORKFLOW_START};
 use crate::domain::run::{FinishState, Progress, Runner, RunningJob, TaskRun};
 use crate::domain::{json, Error, JobStatus, TaskGraph};
 
@@ -48,25 +48,6 @@ impl Default for Limits {
     }
 }
 
-/// The standard transitions into each task: (source, state). Revert and loop transitions are
-/// left out: a join waits for the tasks before it, not for the ones that may send it back.
-fn incoming_edges(graph: &TaskGraph) -> HashMap<&str, Vec<(&str, &str)>> {
-    let mut edges: HashMap<&str, Vec<(&str, &str)>> = HashMap::new();
-    for (source, task) in graph.tasks().iter() {
-        for (state, transitions) in &task.transitions {
-            for transition in transitions {
-                if transition.transition_type != "revert" && transition.transition_type != "loop" {
-                    edges
-                        .entry(transition.task.as_str())
-                        .or_default()
-                        .push((source.as_str(), state.as_str()));
-                }
-            }
-        }
-    }
-    edges
-}
-
 /// Whether each task will never run in the current iteration: every task before it has
 /// finished or will never run, and no transition that fired reached it. Computed from the
 /// tasks before it, remembered in `memo`; a circle of standard transitions (which Itential's
@@ -74,7 +55,7 @@ fn incoming_edges(graph: &TaskGraph) -> HashMap<&str, Vec<(&str, &str)>> {
 fn dead<'g>(
     task: &'g str,
     job: &RunningJob,
-    edges: &HashMap<&'g str, Vec<(&'g str, &'g str)>>,
+    edges: &'g IncomingEdges,
     memo: &mut HashMap<&'g str, Option<bool>>,
 ) -> bool {
     if job.started(task) {
@@ -89,10 +70,10 @@ fn dead<'g>(
     let predecessors = edges.get(task).map(Vec::as_slice).unwrap_or_default();
     let mut all_resolved = true;
     let mut fired = false;
-    for &(source, state) in predecessors {
+    for (source, state) in predecessors {
         match job.fired(source, state) {
             Some(yes) => fired |= yes,
-            None if dead(source, job, edges, memo) => {}
+            None if dead(source.as_str(), job, edges, memo) => {}
             None => all_resolved = false,
         }
     }
@@ -106,7 +87,7 @@ fn dead<'g>(
 fn ready<'g>(
     task: &'g str,
     job: &RunningJob,
-    edges: &HashMap<&'g str, Vec<(&'g str, &'g str)>>,
+    edges: &'g IncomingEdges,
     memo: &mut HashMap<&'g str, Option<bool>>,
 ) -> bool {
     if job.started(task) {
@@ -116,10 +97,10 @@ fn ready<'g>(
         return false;
     };
     let mut fired = false;
-    for &(source, state) in predecessors {
+    for (source, state) in predecessors {
         match job.fired(source, state) {
             Some(yes) => fired |= yes,
-            None if dead(source, job, edges, memo) => {}
+            None if dead(source.as_str(), job, edges, memo) => {}
             None => return false,
         }
     }
@@ -147,7 +128,7 @@ pub fn advance(job: &mut RunningJob, graph: &TaskGraph, now: DateTime<Utc>, limi
             forced.extend(targets);
         }
     }
-    let edges = incoming_edges(graph);
+    let edges = graph.standard_incoming();
     loop {
         if job.status != JobStatus::Running {
             return;
@@ -156,7 +137,7 @@ pub fn advance(job: &mut RunningJob, graph: &TaskGraph, now: DateTime<Utc>, limi
         let next: Vec<String> = graph
             .tasks()
             .keys()
-            .filter(|id| forced.contains(id.as_str()) || ready(id, job, &edges, &mut memo))
+            .filter(|id| forced.contains(id.as_str()) || ready(id, job, edges, &mut memo))
             .cloned()
             .collect();
         if next.is_empty() {
@@ -789,7 +770,7 @@ fn reset_path(job: &mut RunningJob, graph: &TaskGraph, target: &str, waiting: bo
         }
         if let Some(task) = graph.tasks().get(&id) {
             for transition in task.transitions.values().flatten() {
-                if transition.transition_type != "revert" && transition.transition_type != "loop" {
+                if transition.is_standard() {
                     stack.push(transition.task.clone());
                 }
             }
