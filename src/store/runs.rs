@@ -651,11 +651,12 @@ fn clamp(count: u32) -> i32 {
     i32::try_from(count).unwrap_or(i32::MAX)
 }
 
-/// One statement for [`save_many`]: data-modifying `with` queries all run, whether the final
-/// query reads them or not; each touches rows the others do not.
-const SAVE: &str = "
-with tasks as (
-    insert into job_tasks as t (job_id, task_id, status, runner, app, name, finish_state,
+/// The parts [`SAVE`] and [`SAVE_STARTED`] share (`concat!` takes only literals, hence
+/// macros): the task rows, selected from the statement's parameters, to insert into
+/// `job_tasks as t`; the events; the wakeups to insert; the notifications.
+macro_rules! save_task_rows {
+    () => {
+        "insert into job_tasks as t (job_id, task_id, status, runner, app, name, finish_state,
         start_time, end_time, iteration, attempt, retries, incoming, outgoing, error, due_at,
         progress, ready_at)
     select r.*, now()
@@ -664,7 +665,36 @@ with tasks as (
                 $12::int4[], $13::jsonb[], $14::jsonb[], $15::jsonb[], $16::timestamptz[],
                 $38::jsonb[])
          as r(job_id, task_id, status, runner, app, name, finish_state, start_time, end_time,
-              iteration, attempt, retries, incoming, outgoing, error, due_at, progress)
+              iteration, attempt, retries, incoming, outgoing, error, due_at, progress)"
+    };
+}
+macro_rules! save_events {
+    () => {
+        "events as (
+    insert into job_events (job_id, sequence, task_id, kind, status, finish_state, at)
+    select * from unnest($17::text[], $18::int8[], $19::text[], $20::text[], $21::text[],
+                         $22::text[], $23::timestamptz[])
+)"
+    };
+}
+macro_rules! save_wakeups {
+    () => {
+        "insert into job_wakeups (job_id, due_at)
+    select * from unnest($31::text[], $32::timestamptz[])"
+    };
+}
+macro_rules! save_notifications {
+    () => {
+        "select pg_notify(n.channel, n.payload) from unnest($34::text[], $35::text[]) as n(channel, payload)"
+    };
+}
+
+/// One statement for [`save_many`]: data-modifying `with` queries all run, whether the final
+/// query reads them or not; each touches rows the others do not.
+const SAVE: &str = concat!(
+    "with tasks as (",
+    save_task_rows!(),
+    "
     on conflict (job_id, task_id) do update set
         status = excluded.status, runner = excluded.runner, app = excluded.app,
         name = excluded.name, finish_state = excluded.finish_state,
@@ -683,11 +713,9 @@ with tasks as (
         stream_id = case when excluded.status = 'running' then t.stream_id end,
         worker_id = case when excluded.status = 'running' then t.worker_id end
 ),
-events as (
-    insert into job_events (job_id, sequence, task_id, kind, status, finish_state, at)
-    select * from unnest($17::text[], $18::int8[], $19::text[], $20::text[], $21::text[],
-                         $22::text[], $23::timestamptz[])
-),
+",
+    save_events!(),
+    ",
 changed as (
     update jobs set status = u.status, updated_at = $36, event_sequence = u.event_sequence,
         document = document || jsonb_build_object(
@@ -704,42 +732,34 @@ changed as (
          as u(id, status, event_sequence, variables, errors, progress, end_time)
     where jobs.id = u.id
 ),
-woken as (
-    insert into job_wakeups (job_id, due_at)
-    select * from unnest($31::text[], $32::timestamptz[])
+woken as (",
+    save_wakeups!(),
+    "
     on conflict (job_id) do update set due_at = excluded.due_at
 ),
 asleep as (
     delete from job_wakeups where job_id = any($33)
 )
-select pg_notify(n.channel, n.payload) from unnest($34::text[], $35::text[]) as n(channel, payload)";
+",
+    save_notifications!()
+);
 
 /// [`SAVE`] for jobs inserted in the same transaction, with the same parameters: their task
 /// rows and wakeups are new, so they are inserted without `on conflict` (a speculative
 /// insertion a row), and their rows in `jobs` were inserted with the step shown.
-const SAVE_STARTED: &str = "
-with tasks as (
-    insert into job_tasks (job_id, task_id, status, runner, app, name, finish_state,
-        start_time, end_time, iteration, attempt, retries, incoming, outgoing, error, due_at,
-        progress, ready_at)
-    select r.*, now()
-    from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                $7::text[], $8::timestamptz[], $9::timestamptz[], $10::int4[], $11::int4[],
-                $12::int4[], $13::jsonb[], $14::jsonb[], $15::jsonb[], $16::timestamptz[],
-                $38::jsonb[])
-         as r(job_id, task_id, status, runner, app, name, finish_state, start_time, end_time,
-              iteration, attempt, retries, incoming, outgoing, error, due_at, progress)
-),
-events as (
-    insert into job_events (job_id, sequence, task_id, kind, status, finish_state, at)
-    select * from unnest($17::text[], $18::int8[], $19::text[], $20::text[], $21::text[],
-                         $22::text[], $23::timestamptz[])
-),
-woken as (
-    insert into job_wakeups (job_id, due_at)
-    select * from unnest($31::text[], $32::timestamptz[])
-)
-select pg_notify(n.channel, n.payload) from unnest($34::text[], $35::text[]) as n(channel, payload)";
+const SAVE_STARTED: &str = concat!(
+    "with tasks as (",
+    save_task_rows!(),
+    "),
+",
+    save_events!(),
+    ",
+woken as (",
+    save_wakeups!(),
+    ")
+",
+    save_notifications!()
+);
 
 /// Takes up to `limit` jobs whose wakeup is due and locks them (other instances skip them
 /// until this transaction ends), and removes their wakeups; a step that needs one later writes
