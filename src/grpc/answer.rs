@@ -15,7 +15,7 @@
 //! encodings.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use prost::bytes::{Buf, BufMut, Bytes};
 use prost::encoding::{self, DecodeContext, WireType};
@@ -26,7 +26,7 @@ use super::convert::{job_without_graph, task_graph};
 use super::pb;
 use crate::domain::graph::JobTask;
 use crate::domain::Job;
-use crate::store::cache::one_shard_cache;
+use crate::store::cache::GraphMemo;
 
 /// The `StartJobResponse` the server sends (the generated server takes it in place of the
 /// generated message; clients decode the generated `pb::StartJobResponse`).
@@ -112,38 +112,16 @@ impl Message for StartJobAnswer {
 }
 
 /// The task graphs of jobs, encoded as the `tasks` and `transitions` fields of a `Job`, by the
-/// graph they were encoded from. A graph is known by the address of its shared `tasks` (an
-/// entry keeps a `Weak` of both `Arc`s, so that address cannot be taken by another graph while
-/// the entry lives): the same `Arc`s are the same graph, and a graph's revision and digest
-/// need not travel with every job. Bounded by the bytes it holds; the graphs used least are
-/// dropped first.
+/// graph they were encoded from (see [`GraphMemo`]).
 pub struct EncodedGraphs {
-    cache: quick_cache::sync::Cache<usize, Encoded, ByLength>,
-}
-
-#[derive(Clone)]
-struct Encoded {
-    tasks: Weak<BTreeMap<String, JobTask>>,
-    transitions: Weak<Map<String, Value>>,
-    bytes: Bytes,
-}
-
-/// Weighs an encoded graph by its bytes, plus its entry.
-#[derive(Clone, Copy)]
-struct ByLength;
-
-impl quick_cache::Weighter<usize, Encoded> for ByLength {
-    fn weight(&self, _: &usize, encoded: &Encoded) -> u64 {
-        (encoded.bytes.len() + std::mem::size_of::<Encoded>()) as u64
-    }
+    memo: GraphMemo,
 }
 
 impl EncodedGraphs {
-    /// A cache of at most `bytes` of encoded graphs, in one shard, as the other caches (one
-    /// graph may take the whole budget).
+    /// Memory for at most `bytes` of encoded graphs.
     pub fn new(bytes: u64) -> Self {
         EncodedGraphs {
-            cache: one_shard_cache(bytes, ByLength),
+            memo: GraphMemo::new(bytes),
         }
     }
 
@@ -154,32 +132,15 @@ impl EncodedGraphs {
         tasks: &Arc<BTreeMap<String, JobTask>>,
         transitions: &Arc<Map<String, Value>>,
     ) -> Bytes {
-        let key = Arc::as_ptr(tasks) as usize;
-        if let Some(hit) = self.cache.get(&key) {
-            if std::ptr::eq(hit.tasks.as_ptr(), Arc::as_ptr(tasks))
-                && std::ptr::eq(hit.transitions.as_ptr(), Arc::as_ptr(transitions))
-            {
-                return hit.bytes;
-            }
-        }
-        let (tasks_field, transitions_field) = task_graph(tasks, transitions);
-        let bytes = Bytes::from(
+        self.memo.get(tasks, transitions, |tasks, transitions| {
+            let (tasks, transitions) = task_graph(tasks, transitions);
             pb::Job {
-                tasks: tasks_field,
-                transitions: transitions_field,
+                tasks,
+                transitions,
                 ..Default::default()
             }
-            .encode_to_vec(),
-        );
-        self.cache.insert(
-            key,
-            Encoded {
-                tasks: Arc::downgrade(tasks),
-                transitions: Arc::downgrade(transitions),
-                bytes: bytes.clone(),
-            },
-        );
-        bytes
+            .encode_to_vec()
+        })
     }
 }
 
@@ -247,7 +208,7 @@ mod tests {
                 assert_eq!(answer.encode_to_vec(), encoded_whole(&job, created));
             }
         }
-        assert_eq!(graphs.cache.len(), 1);
+        assert_eq!(graphs.memo.len(), 1);
     }
 
     #[test]
@@ -341,7 +302,7 @@ mod tests {
             graphs.get(&tasks, &job.transitions);
             kept.push(tasks);
         }
-        assert!(graphs.cache.weight() <= size as u64 * 2);
-        assert!(graphs.cache.len() < 10);
+        assert!(graphs.memo.weight() <= size as u64 * 2);
+        assert!(graphs.memo.len() < 10);
     }
 }

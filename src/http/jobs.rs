@@ -43,8 +43,18 @@ pub async fn start_job(
     let started = state.service.start_job(&caller, start, key).await?;
     state.metrics.job_started(started.created);
     record_job_id(&started.job.id);
-    let mut body =
-        JobEnvelope::new("Successfully created the requested item", started.job).into_response();
+    let json = state
+        .graphs
+        .envelope("Successfully created the requested item", started.job)
+        .map_err(|error| Error::internal(anyhow::Error::new(error)))?;
+    let mut body = (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        )],
+        json,
+    )
+        .into_response();
     if !started.created {
         body.headers_mut().insert(
             "idempotent-replayed",

@@ -1,6 +1,7 @@
 //! The JSON gateway: the Operations Manager and Automation Studio REST routes, byte for byte in
 //! field names and envelopes, over the same service layer as gRPC.
 
+mod answer;
 mod control;
 mod error;
 mod extract;
@@ -24,6 +25,8 @@ use axum::Router;
 
 pub use error::ApiError;
 
+use answer::JsonGraphs;
+
 use crate::auth::Verifier;
 use crate::engine::Engine;
 use crate::observe::metrics::Metrics;
@@ -38,7 +41,13 @@ pub struct HttpState {
     engine: Arc<Engine>,
     verifier: Arc<Verifier>,
     metrics: Arc<Metrics>,
+    /// Task graphs serialized once, for StartJob's answers.
+    graphs: Arc<JsonGraphs>,
 }
+
+/// Memory for serialized task graphs: a graph's JSON is about 7 KB for 10 tasks, and the
+/// graphs in use are those of the workflows jobs are started from.
+const JSON_GRAPH_BYTES: u64 = 16 << 20;
 
 pub fn router(
     service: Arc<Service>,
@@ -52,6 +61,7 @@ pub fn router(
         engine,
         verifier,
         metrics,
+        graphs: Arc::new(JsonGraphs::new(JSON_GRAPH_BYTES)),
     };
     Router::new()
         .route("/operations-manager/jobs/start", post(jobs::start_job))

@@ -2,6 +2,14 @@
 //! may be a few bytes or megabytes (a workflow of thousands of tasks), so a count bounds
 //! nothing.
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Weak};
+
+use prost::bytes::Bytes;
+use serde_json::{Map, Value};
+
+use crate::domain::graph::JobTask;
+
 /// A cache of values keyed by text, bounded by the estimated memory of what it holds.
 pub type WeightedCache<V> = quick_cache::sync::Cache<String, Weighed<V>, ByWeight>;
 
@@ -49,4 +57,82 @@ where
         Default::default(),
         Default::default(),
     )
+}
+
+/// Bytes derived from a task graph (its encoding in an answer), by the graph they were derived
+/// from. A graph is known by the address of its shared `tasks` (an entry keeps a `Weak` of its
+/// `tasks` and `transitions`, so that address cannot be taken by another graph while the
+/// entry lives): every job of a workflow revision holds the same `Arc`s, so the same `Arc`s
+/// are the same graph, and a graph's revision and digest need not travel with every job.
+/// Bounded by the bytes it holds; the graphs used least are dropped first.
+pub struct GraphMemo {
+    cache: quick_cache::sync::Cache<usize, Derived, ByLength>,
+}
+
+#[derive(Clone)]
+struct Derived {
+    tasks: Weak<BTreeMap<String, JobTask>>,
+    transitions: Weak<Map<String, Value>>,
+    bytes: Bytes,
+}
+
+/// Weighs derived bytes by their length, plus their entry.
+#[derive(Clone, Copy)]
+struct ByLength;
+
+impl quick_cache::Weighter<usize, Derived> for ByLength {
+    fn weight(&self, _: &usize, derived: &Derived) -> u64 {
+        (derived.bytes.len() + std::mem::size_of::<Derived>()) as u64
+    }
+}
+
+impl GraphMemo {
+    /// A memo of at most `bytes`, in one shard (one graph may take the whole budget).
+    pub fn new(bytes: u64) -> Self {
+        GraphMemo {
+            cache: one_shard_cache(bytes, ByLength),
+        }
+    }
+
+    /// The bytes `derive` makes of the graph: remembered, or derived now (and remembered).
+    pub fn get(
+        &self,
+        tasks: &Arc<BTreeMap<String, JobTask>>,
+        transitions: &Arc<Map<String, Value>>,
+        derive: impl FnOnce(&Arc<BTreeMap<String, JobTask>>, &Arc<Map<String, Value>>) -> Vec<u8>,
+    ) -> Bytes {
+        let key = Arc::as_ptr(tasks) as usize;
+        if let Some(hit) = self.cache.get(&key) {
+            if std::ptr::eq(hit.tasks.as_ptr(), Arc::as_ptr(tasks))
+                && std::ptr::eq(hit.transitions.as_ptr(), Arc::as_ptr(transitions))
+            {
+                return hit.bytes;
+            }
+        }
+        let bytes = Bytes::from(derive(tasks, transitions));
+        self.cache.insert(
+            key,
+            Derived {
+                tasks: Arc::downgrade(tasks),
+                transitions: Arc::downgrade(transitions),
+                bytes: bytes.clone(),
+            },
+        );
+        bytes
+    }
+
+    /// How many graphs are remembered.
+    pub fn len(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// Whether no graph is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.cache.is_empty()
+    }
+
+    /// The bytes the memo holds, entries included.
+    pub fn weight(&self) -> u64 {
+        self.cache.weight()
+    }
 }
