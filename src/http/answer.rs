@@ -62,14 +62,17 @@ impl JsonGraphs {
         if let Some(error) = failed {
             return Err(error);
         }
-        let mut body = serde_json::to_vec(&Envelope::new(message, &job))?;
+        let body = serde_json::to_vec(&Envelope::new(message, &job))?;
         match body
             .windows(EMPTY_GRAPH.len())
             .position(|w| w == EMPTY_GRAPH)
         {
             Some(at) => {
-                body.splice(at..at + EMPTY_GRAPH.len(), graph.iter().copied());
-                Ok(body)
+                let mut answer = Vec::with_capacity(body.len() - EMPTY_GRAPH.len() + graph.len());
+                answer.extend_from_slice(&body[..at]);
+                answer.extend_from_slice(&graph);
+                answer.extend_from_slice(&body[at + EMPTY_GRAPH.len()..]);
+                Ok(answer)
             }
             // Cannot be (see above); if it were, the whole envelope is still right.
             None => {
