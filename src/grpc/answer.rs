@@ -298,9 +298,10 @@ mod tests {
         let graphs = EncodedGraphs::new(size as u64 * 2);
         let mut kept = Vec::new();
         for _ in 0..10 {
+            // Held twice, as a compiled workflow's graph and its job hold it.
             let tasks = Arc::new((*job.tasks).clone());
+            kept.push(tasks.clone());
             graphs.get(&tasks, &job.transitions);
-            kept.push(tasks);
         }
         assert!(graphs.memo.weight() <= size as u64 * 2);
         assert!(graphs.memo.len() < 10);

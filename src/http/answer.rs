@@ -201,6 +201,25 @@ mod tests {
     }
 
     #[test]
+    fn a_graph_only_its_job_holds_is_written_and_not_remembered() {
+        let graphs = JsonGraphs::new(1 << 20);
+        let shared = started();
+        // A job read back with its own run state: its tasks are a copy of its own.
+        let own = Job {
+            tasks: Arc::new((*shared.tasks).clone()),
+            ..shared.clone()
+        };
+        let expected = whole(&own);
+        assert_eq!(graphs.envelope(MESSAGE, own).unwrap(), expected);
+        assert!(graphs.memo.is_empty());
+        assert_eq!(
+            graphs.envelope(MESSAGE, shared.clone()).unwrap(),
+            whole(&shared)
+        );
+        assert_eq!(graphs.memo.len(), 1);
+    }
+
+    #[test]
     fn a_graph_is_known_by_its_tasks_and_its_transitions_together() {
         let graphs = JsonGraphs::new(1 << 20);
         let job = started();

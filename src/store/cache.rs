@@ -95,6 +95,9 @@ impl GraphMemo {
     }
 
     /// The bytes `derive` makes of the graph: remembered, or derived now (and remembered).
+    /// A graph no one else holds (the caller's `tasks` is their only `Arc`: a job read back
+    /// with its own run state, a replay) is derived and not remembered: no other job will
+    /// bring it, and keeping it would only push out the graphs that are shared.
     pub fn get(
         &self,
         tasks: &Arc<BTreeMap<String, JobTask>>,
@@ -110,6 +113,9 @@ impl GraphMemo {
             }
         }
         let bytes = Bytes::from(derive(tasks, transitions));
+        if Arc::strong_count(tasks) == 1 {
+            return bytes;
+        }
         self.cache.insert(
             key,
             Derived {
