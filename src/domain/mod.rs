@@ -3,6 +3,8 @@
 
 pub mod access;
 pub mod caller;
+#[cfg(test)]
+pub mod corpus;
 pub mod error;
 pub mod graph;
 pub mod idempotency;

@@ -149,7 +149,7 @@ mod tests {
     use super::*;
     use crate::domain::start::JobOptions;
     use crate::domain::workflow::WorkflowDocument;
-    use crate::domain::{Caller, CompiledWorkflow, TaskGraph};
+    use crate::domain::{corpus, Caller, CompiledWorkflow};
     use serde_json::json;
 
     /// The answer as prost writes the whole generated message: what StartJob sent before
@@ -215,41 +215,11 @@ mod tests {
     fn every_corpus_graph_is_encoded_as_prost_encodes_it() {
         let graphs = EncodedGraphs::new(64 << 20);
         let base = started();
-        let root =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/itential-assets");
-        let mut folders = vec![root];
         let mut seen = 0;
-        while let Some(folder) = folders.pop() {
-            for entry in std::fs::read_dir(&folder).unwrap() {
-                let path = entry.unwrap().path();
-                if path.is_dir() {
-                    folders.push(path);
-                    continue;
-                }
-                if path.extension().is_none_or(|extension| extension != "json") {
-                    continue;
-                }
-                let workflow: Value =
-                    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-                let object = |key: &str| match workflow.get(key) {
-                    Some(Value::Object(map)) => map.clone(),
-                    _ => Map::new(),
-                };
-                let graph = TaskGraph::build(&object("tasks"), &object("transitions"));
-                let job = Job {
-                    tasks: graph.tasks().clone(),
-                    transitions: graph.transitions().clone(),
-                    ..base.clone()
-                };
-                let answer = StartJobAnswer::new(job.clone(), true, &graphs);
-                assert_eq!(
-                    answer.encode_to_vec(),
-                    encoded_whole(&job, true),
-                    "{}",
-                    path.display()
-                );
-                seen += 1;
-            }
+        for (path, job) in corpus::jobs_like(&base) {
+            let answer = StartJobAnswer::new(job.clone(), true, &graphs);
+            assert_eq!(answer.encode_to_vec(), encoded_whole(&job, true), "{path}");
+            seen += 1;
         }
         assert_eq!(seen, 180);
     }

@@ -48,20 +48,12 @@ impl JsonGraphs {
     pub fn envelope(&self, message: &'static str, mut job: Job) -> serde_json::Result<Vec<u8>> {
         let tasks = std::mem::take(&mut job.tasks);
         let transitions = std::mem::take(&mut job.transitions);
-        let mut failed = None;
         let graph = self.memo.get(&tasks, &transitions, |tasks, transitions| {
-            match serde_json::to_vec(&GraphFields { tasks, transitions }) {
-                // `{"tasks":...,"transitions":...}` without its braces.
-                Ok(object) => object[1..object.len() - 1].to_vec(),
-                Err(error) => {
-                    failed = Some(error);
-                    Vec::new()
-                }
-            }
+            let object = serde_json::to_vec(&GraphFields { tasks, transitions })
+                .expect("a task graph is JSON");
+            // `{"tasks":...,"transitions":...}` without its braces.
+            object[1..object.len() - 1].to_vec()
         });
-        if let Some(error) = failed {
-            return Err(error);
-        }
         let body = serde_json::to_vec(&Envelope::new(message, &job))?;
         match body
             .windows(EMPTY_GRAPH.len())
@@ -89,7 +81,7 @@ mod tests {
     use super::*;
     use crate::domain::start::JobOptions;
     use crate::domain::workflow::WorkflowDocument;
-    use crate::domain::{Caller, CompiledWorkflow, TaskGraph};
+    use crate::domain::{corpus, Caller, CompiledWorkflow};
     use serde_json::json;
     use std::sync::Arc;
 
@@ -97,14 +89,6 @@ mod tests {
 
     fn whole(job: &Job) -> Vec<u8> {
         serde_json::to_vec(&Envelope::new(MESSAGE, job)).unwrap()
-    }
-
-    fn graph_of(workflow: &Value) -> TaskGraph {
-        let object = |key: &str| match workflow.get(key) {
-            Some(Value::Object(map)) => map.clone(),
-            _ => Map::new(),
-        };
-        TaskGraph::build(&object("tasks"), &object("transitions"))
     }
 
     /// A job whose strings and variables hold what the graph's fields look like, of a
@@ -145,45 +129,16 @@ mod tests {
         .unwrap()
     }
 
-    fn corpus() -> Vec<(std::path::PathBuf, Value)> {
-        let root =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/itential-assets");
-        let mut folders = vec![root];
-        let mut found = Vec::new();
-        while let Some(folder) = folders.pop() {
-            for entry in std::fs::read_dir(&folder).unwrap() {
-                let path = entry.unwrap().path();
-                if path.is_dir() {
-                    folders.push(path);
-                } else if path
-                    .extension()
-                    .is_some_and(|extension| extension == "json")
-                {
-                    let text = std::fs::read_to_string(&path).unwrap();
-                    found.push((path, serde_json::from_str(&text).unwrap()));
-                }
-            }
-        }
-        found
-    }
-
     #[test]
     fn a_start_answer_has_the_bytes_serde_writes_for_the_whole_envelope() {
         let graphs = JsonGraphs::new(64 << 20);
-        let corpus = corpus();
-        assert_eq!(corpus.len(), 180);
+        assert_eq!(corpus::workflows().len(), 180);
         let base = started();
-        for (path, workflow) in &corpus {
-            let graph = graph_of(workflow);
-            let job = Job {
-                tasks: graph.tasks().clone(),
-                transitions: graph.transitions().clone(),
-                ..base.clone()
-            };
+        for (path, job) in corpus::jobs_like(&base) {
             // Twice: the graph serialized, then from the memo.
             for _ in 0..2 {
                 let body = graphs.envelope(MESSAGE, job.clone()).unwrap();
-                assert_eq!(body, whole(&job), "{}", path.display());
+                assert_eq!(body, whole(&job), "{path}");
             }
         }
         assert_eq!(graphs.memo.len(), 180);

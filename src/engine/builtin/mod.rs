@@ -2002,35 +2002,7 @@ mod tests {
 
     /// Every workflow of the corpus: (file name, workflow document).
     fn corpus() -> &'static [(String, Map<String, Value>)] {
-        static CORPUS: std::sync::OnceLock<Vec<(String, Map<String, Value>)>> =
-            std::sync::OnceLock::new();
-        CORPUS.get_or_init(read_corpus)
-    }
-
-    fn read_corpus() -> Vec<(String, Map<String, Value>)> {
-        let root =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/itential-assets");
-        let mut found = Vec::new();
-        let mut folders = vec![root];
-        while let Some(folder) = folders.pop() {
-            let entries = std::fs::read_dir(&folder).unwrap_or_else(|why| panic!("{why}"));
-            for entry in entries {
-                let path = entry.unwrap_or_else(|why| panic!("{why}")).path();
-                if path.is_dir() {
-                    folders.push(path);
-                } else if path
-                    .extension()
-                    .is_some_and(|extension| extension == "json")
-                {
-                    let text = std::fs::read_to_string(&path).unwrap_or_else(|why| panic!("{why}"));
-                    let workflow =
-                        object(serde_json::from_str(&text).unwrap_or_else(|why| panic!("{why}")));
-                    found.push((path.display().to_string(), workflow));
-                }
-            }
-        }
-        found.sort_by(|a, b| a.0.cmp(&b.0));
-        found
+        crate::domain::corpus::workflows()
     }
 
     fn corpus_task(file: &str, task_id: &str) -> Map<String, Value> {
