@@ -1,7 +1,8 @@
 //! The run state of jobs: `job_tasks` (each task a job reached), `job_wakeups` (jobs the
-//! engine must look at, and when) and `job_events` (what happened, in order). Every change of
-//! a job's run state is made while its `jobs` row is locked ([`lock`]); workers' claims and
-//! heartbeats touch only their task's row.
+//! engine must look at, and when) and `job_event_batches` (what happened, in order; the events
+//! one statement records for a job are one row, see its migration). Every change of a job's
+//! run state is made while its `jobs` row is locked ([`lock`]); workers' claims and heartbeats
+//! touch only their task's row.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -671,9 +672,15 @@ macro_rules! save_task_rows {
 macro_rules! save_events {
     () => {
         "events as (
-    insert into job_events (job_id, sequence, task_id, kind, status, finish_state, at)
-    select * from unnest($17::text[], $18::int8[], $19::text[], $20::text[], $21::text[],
-                         $22::text[], $23::timestamptz[])
+    insert into job_event_batches (job_id, sequence, task_ids, kinds, statuses, finish_states,
+                                   ats)
+    select e.job_id, max(e.sequence), array_agg(e.task_id order by e.sequence),
+           array_agg(e.kind order by e.sequence), array_agg(e.status order by e.sequence),
+           array_agg(e.finish_state order by e.sequence), array_agg(e.at order by e.sequence)
+    from unnest($17::text[], $18::int8[], $19::text[], $20::text[], $21::text[],
+                $22::text[], $23::timestamptz[])
+         as e(job_id, sequence, task_id, kind, status, finish_state, at)
+    group by e.job_id
 )"
     };
 }
@@ -836,9 +843,13 @@ pub async fn claim(
              from (select distinct job_id, claims from numbered) b where j.id = b.job_id
              returning j.id, j.event_sequence - b.claims as base),
          recorded as (
-             insert into job_events (job_id, sequence, task_id, kind, status, at)
-             select n.job_id, s.base + n.n, n.task_id, 'task', 'running', now()
+             insert into job_event_batches (job_id, sequence, task_ids, kinds, statuses,
+                                            finish_states, ats)
+             select n.job_id, s.base + max(n.n), array_agg(n.task_id order by n.n),
+                    array_agg('task'::text), array_agg('running'::text),
+                    array_agg(''::text), array_agg(now())
              from numbered n join sequenced s on s.id = n.job_id
+             group by n.job_id, s.base
              returning job_id)
          select c.*, (select count(pg_notify($5, s.id)) from sequenced s) as notified
          from claimed c",
@@ -924,8 +935,13 @@ pub async fn events(
     limit: i64,
 ) -> Result<Vec<JobEvent>, Error> {
     let rows = sqlx::query(
-        "select sequence, task_id, kind, status, finish_state, at from job_events
-         where job_id = $1 and sequence > $2 order by sequence limit $3",
+        "select b.sequence - cardinality(b.kinds) + e.n as sequence, e.task_id, e.kind, e.status,
+                e.finish_state, e.at
+         from job_event_batches b,
+              unnest(b.task_ids, b.kinds, b.statuses, b.finish_states, b.ats)
+                  with ordinality as e(task_id, kind, status, finish_state, at, n)
+         where b.job_id = $1 and b.sequence > $2 and b.sequence - cardinality(b.kinds) + e.n > $2
+         order by b.sequence, e.n limit $3",
     )
     .bind(job_id)
     .bind(i64::try_from(after).unwrap_or(i64::MAX))

@@ -580,6 +580,101 @@ async fn a_watcher_sees_every_event_in_order_and_resumes_without_gap_or_repeat()
     assert!(matches!(hidden, Error::PermissionDenied(_)), "{hidden:?}");
 }
 
+/// A job's events are stored a statement's worth a row (`job_event_batches`): reading them
+/// from any sequence, a page of any size, gives each event once and in order, including from
+/// inside a row and across rows, and the `job_events` view shows the same events.
+#[tokio::test]
+async fn events_read_from_any_sequence_in_pages_of_any_size_are_the_same_events() {
+    let app = TestApp::spawn().await;
+    let stub = json!({"name": "stub", "app": "WorkFlowEngine", "type": "automatic",
+                      "variables": {"incoming": {}, "outgoing": {}}});
+    let document = workflow(
+        "Paged events",
+        json!({"s1": stub, "s2": stub, "s3": stub, "a": adapter_task("Paged")}),
+        &[
+            ("workflow_start", "s1", "success", "standard"),
+            ("s1", "s2", "success", "standard"),
+            ("s2", "s3", "success", "standard"),
+            ("s3", "a", "success", "standard"),
+            ("a", "workflow_end", "success", "standard"),
+        ],
+    );
+    let mut tasks = app
+        .engine
+        .poll_tasks(&worker(), "w1".into(), vec!["Paged".into()], 1)
+        .await
+        .unwrap();
+    let id = start(&app, &document, json!({})).await;
+    let task = next_task(&mut tasks).await;
+    app.engine
+        .complete_task(
+            &worker(),
+            &task.task_token,
+            result(FinishState::Success, json!({})),
+        )
+        .await
+        .unwrap();
+    job_when(&app, &id, |job| job["status"] == "complete").await;
+
+    let mut conn = app.db.acquire().await.unwrap();
+    let all = job_service::store::runs::events(&mut conn, &id, 0, 1000)
+        .await
+        .unwrap();
+    let sequences: Vec<u64> = all.iter().map(|e| e.sequence).collect();
+    assert_eq!(sequences, (1..=all.len() as u64).collect::<Vec<_>>());
+    let rows: i64 = sqlx::query_scalar("select count(*) from job_event_batches where job_id = $1")
+        .bind(&id)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert!(
+        (rows as usize) < all.len() && rows >= 3,
+        "the start's step, the claim and the completion's step: {rows} rows for {} events",
+        all.len()
+    );
+    let seen = |events: &[JobEvent]| -> Vec<(u64, String, String, String)> {
+        events
+            .iter()
+            .map(|e| {
+                (
+                    e.sequence,
+                    e.task_id.clone(),
+                    e.status.clone(),
+                    e.finish_state.clone(),
+                )
+            })
+            .collect()
+    };
+    for after in 0..=all.len() {
+        for limit in [1, 2, 3, 1000] {
+            let page = job_service::store::runs::events(&mut conn, &id, after as u64, limit)
+                .await
+                .unwrap();
+            let expected = &all[after..(after + limit as usize).min(all.len())];
+            assert_eq!(seen(&page), seen(expected), "after {after}, {limit} a page");
+        }
+    }
+    let viewed: Vec<(i64, String, String, String)> = sqlx::query_as(
+        "select sequence, task_id, status, finish_state from job_events
+         where job_id = $1 order by sequence",
+    )
+    .bind(&id)
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    let viewed: Vec<_> = viewed
+        .into_iter()
+        .map(|(sequence, task, status, finish)| (sequence as u64, task, status, finish))
+        .collect();
+    assert_eq!(viewed, seen(&all));
+    let task_s2: Vec<&str> = all
+        .iter()
+        .filter(|e| e.task_id == "s2")
+        .map(|e| e.status.as_str())
+        .collect();
+    assert_eq!(task_s2, ["running", "complete"], "{all:?}");
+}
+
 #[tokio::test]
 async fn two_instances_on_one_database_hand_each_task_out_once() {
     let app = TestApp::spawn().await;
