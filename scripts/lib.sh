@@ -8,6 +8,7 @@
 #   pg_start -c max_connections=200       # a cluster in $work/pg on a Unix socket, no TCP
 #   url=$(pg_url bench)                   # creates database `bench`, gives its URL
 #   pg_stop                               # in the script's cleanup
+#   cpu_ticks_of PID POSTMASTER_PID        # CPU so far: the process, PostgreSQL, the machine
 
 # Runs a command as the user PostgreSQL's programs run as.
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
@@ -60,3 +61,28 @@ pg_stop() {
 
 # Prints a TCP port of 127.0.0.1 that is free now.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# Prints the CPU time so far, in clock ticks, of: the process $1 (the service), PostgreSQL (the
+# postmaster $2, its live backends and the ones that ended) and the whole machine (busy time of
+# all cores), on one line.
+cpu_ticks_of() {
+  python3 - "$1" "$2" <<'PY'
+import os, sys
+def stat(pid):
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+service, postmaster = sys.argv[1:]
+own = lambda f: int(f[11]) + int(f[12]) if f else 0
+pg = stat(postmaster)
+pg_ticks = own(pg) + int(pg[13]) + int(pg[14])
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    f = stat(pid)
+    if f and f[1] == postmaster:
+        pg_ticks += own(f)
+cpu = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+busy = sum(cpu[:8]) - cpu[3] - cpu[4]
+print(own(stat(service)), pg_ticks, busy)
+PY
+}
