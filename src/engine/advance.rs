@@ -15,6 +15,7 @@
 //!   reached, the job ends in `error` with "Job has no available transitions".
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -266,7 +267,7 @@ fn start(
             job: &job.variables,
             tasks: &outgoing_of,
         };
-        let mut incoming = variables::resolve_incoming(&spec, &scope);
+        let mut incoming = variables::resolve_incoming(spec, &scope);
         if let Start::Retry(overrides) = how {
             incoming.extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
@@ -532,13 +533,15 @@ fn next_pass(job: &mut RunningJob, graph: &TaskGraph, now: DateTime<Utc>, limits
     Pass::None
 }
 
-fn task_variables(task: &JobTask, which: &str) -> Map<String, Value> {
+/// A task's `variables.incoming` or `variables.outgoing` as its graph holds it (empty when
+/// it has none), borrowed: a step reads it for every task it starts or finishes.
+fn task_variables<'t>(task: &'t JobTask, which: &str) -> &'t Map<String, Value> {
+    static NONE: LazyLock<Map<String, Value>> = LazyLock::new(Map::new);
     task.fields
         .get("variables")
         .and_then(|v| v.get(which))
         .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default()
+        .unwrap_or(&NONE)
 }
 
 /// Most memory a job's variables, or one task's outgoing values, may take (as estimated by
@@ -562,7 +565,7 @@ fn oversized(
             "the task's outgoing values take about {task_bytes} bytes, more than the limit of {MAX_VALUES_BYTES}"
         ));
     }
-    let mapped = variables::job_writes(&task_variables(task, "outgoing"), outgoing);
+    let mapped = variables::job_writes(task_variables(task, "outgoing"), outgoing);
     let written = || job_writes.iter().chain(&mapped);
     let kept: usize = variables
         .iter()
@@ -674,7 +677,7 @@ pub fn finish(
     }
     let mut writes = job_writes;
     writes.extend(variables::job_writes(
-        &task_variables(task, "outgoing"),
+        task_variables(task, "outgoing"),
         &outgoing,
     ));
     // A task's `variables.error` names where its error goes, as its outgoing values do:
