@@ -473,9 +473,12 @@ struct SaveRows<'a> {
     error: Vec<Option<Json<&'a Value>>>,
     due_at: Vec<Option<DateTime<Utc>>>,
     task_progress: Vec<Option<Json<&'a Progress>>>,
-    // job_events
+    // job_event_batches: a row a job (its id, its last event's sequence, and where its events
+    // begin and end, from 1, in the arrays of events that follow)
     event_job: Vec<&'a str>,
     sequence: Vec<i64>,
+    events_from: Vec<i32>,
+    events_to: Vec<i32>,
     event_task: Vec<&'a str>,
     kind: Vec<&'static str>,
     event_status: Vec<&'a str>,
@@ -542,14 +545,20 @@ impl<'a> SaveRows<'a> {
             });
             self.task_progress.push(run.progress.as_ref().map(Json));
         }
-        for (n, event) in job.events.iter().enumerate() {
+        if !job.events.is_empty() {
             self.event_job.push(&job.id);
-            self.sequence.push(locked.event_sequence + 1 + n as i64);
-            self.event_task.push(&event.task_id);
-            self.kind.push(event.kind);
-            self.event_status.push(&event.status);
-            self.event_finish.push(&event.finish_state);
-            self.at.push(event.at);
+            self.sequence
+                .push(locked.event_sequence + job.events.len() as i64);
+            self.events_from
+                .push(array_index(self.event_task.len() + 1));
+            for event in &job.events {
+                self.event_task.push(&event.task_id);
+                self.kind.push(event.kind);
+                self.event_status.push(&event.status);
+                self.event_finish.push(&event.finish_state);
+                self.at.push(event.at);
+            }
+            self.events_to.push(array_index(self.event_task.len()));
         }
         if update_jobs && (job.job_changed || !job.touched.is_empty() || !job.events.is_empty()) {
             self.job_id.push(&job.id);
@@ -644,7 +653,15 @@ impl<'a> SaveRows<'a> {
             .bind(now)
             .bind(now.to_rfc3339_opts(SecondsFormat::Millis, true))
             .bind(&self.task_progress)
+            .bind(&self.events_from)
+            .bind(&self.events_to)
     }
+}
+
+/// A position in an array parameter, from 1 (a statement's arrays are far shorter than
+/// `i32::MAX`).
+fn array_index(position: usize) -> i32 {
+    i32::try_from(position).unwrap_or(i32::MAX)
 }
 
 /// A count stored in an `integer` column.
@@ -654,7 +671,8 @@ fn clamp(count: u32) -> i32 {
 
 /// The parts [`SAVE`] and [`SAVE_STARTED`] share (`concat!` takes only literals, hence
 /// macros): the task rows, selected from the statement's parameters, to insert into
-/// `job_tasks as t`; the events; the wakeups to insert; the notifications.
+/// `job_tasks as t`; the events, a row a job holding its slice of the event arrays; the
+/// wakeups to insert; the notifications.
 macro_rules! save_task_rows {
     () => {
         "insert into job_tasks as t (job_id, task_id, status, runner, app, name, finish_state,
@@ -674,13 +692,11 @@ macro_rules! save_events {
         "events as (
     insert into job_event_batches (job_id, sequence, task_ids, kinds, statuses, finish_states,
                                    ats)
-    select e.job_id, max(e.sequence), array_agg(e.task_id order by e.sequence),
-           array_agg(e.kind order by e.sequence), array_agg(e.status order by e.sequence),
-           array_agg(e.finish_state order by e.sequence), array_agg(e.at order by e.sequence)
-    from unnest($17::text[], $18::int8[], $19::text[], $20::text[], $21::text[],
-                $22::text[], $23::timestamptz[])
-         as e(job_id, sequence, task_id, kind, status, finish_state, at)
-    group by e.job_id
+    select b.job_id, b.sequence, ($19::text[])[b.first:b.last], ($20::text[])[b.first:b.last],
+           ($21::text[])[b.first:b.last], ($22::text[])[b.first:b.last],
+           ($23::timestamptz[])[b.first:b.last]
+    from unnest($17::text[], $18::int8[], $39::int4[], $40::int4[])
+         as b(job_id, sequence, first, last)
 )"
     };
 }
