@@ -48,10 +48,7 @@ pub async fn start_job(
         .envelope("Successfully created the requested item", started.job)
         .map_err(|error| Error::internal(anyhow::Error::new(error)))?;
     let mut body = (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            axum::http::HeaderValue::from_static("application/json"),
-        )],
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
         json,
     )
         .into_response();
