@@ -54,6 +54,19 @@ impl Worker {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The log once `holds` of it, or after 10 s: the worker writes a task's line after
+    /// reporting it, so a job can show the task's end before the line is written.
+    async fn log_once(&self, holds: impl Fn(&str) -> bool) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log();
+            if holds(&log) || tokio::time::Instant::now() >= deadline {
+                return log;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     fn terminate(&self) {
         let pid = nix::unistd::Pid::from_raw(self.child.id().expect("running") as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
@@ -216,7 +229,9 @@ async fn a_commands_output_becomes_the_tasks_outgoing_values() {
         assert_eq!(job["tasks"]["create"]["finish_state"], "success");
     }
     // One line a task.
-    let log = worker.log();
+    let log = worker
+        .log_once(|log| log.matches("task_id=create").count() >= 3)
+        .await;
     assert_eq!(log.matches("task_id=create").count(), 3, "{log}");
 }
 
@@ -380,7 +395,7 @@ async fn canceling_the_job_kills_its_running_command() {
     assert_eq!(answer.into_inner().outcomes.len(), 1);
     for _ in 0..200 {
         if gone(pid) {
-            let log = worker.log();
+            let log = worker.log_once(|log| log.contains("canceled")).await;
             assert!(log.contains("canceled"), "{log}");
             return;
         }
