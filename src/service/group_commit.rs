@@ -1,7 +1,9 @@
 //! Group commit of StartJob: starts that arrive while earlier ones are being committed wait in
-//! a queue and are then written together (`crate::batch`), in one transaction of a handful of
-//! statements, instead of one transaction of five or six statements each. Durability is
-//! unchanged: a start is answered only after the transaction holding its job has committed.
+//! a queue and are then written together (`crate::batch`), usually by one statement that is a
+//! transaction of its own (workflows compiled here, checked unchanged by the statement itself),
+//! else in one transaction of a handful of statements, instead of one transaction of five or
+//! six statements each. Durability is unchanged: a start is answered only after the
+//! transaction holding its job has committed.
 //!
 //! Each start in a batch keeps its own outcome: a workflow that does not exist, variables that
 //! fail the schema or a reused idempotency key fail that start alone.
@@ -141,15 +143,91 @@ impl Batch for Committer {
     }
 }
 
+/// A batch's workflows by name: the revision (and its groups) each start is made from, and
+/// what was compiled of it.
+type Targets = HashMap<String, (StartTarget, Arc<CompiledWorkflow>)>;
+
+/// The jobs a batch made: each with its start's place in the batch and its workflow.
+type Made = Vec<(usize, Job, Arc<CompiledWorkflow>)>;
+
+/// Each start's outcome as far as known, in batch order.
+type Outcomes = Vec<Option<Result<Started, Error>>>;
+
 impl Committer {
-    /// Writes the batch in one transaction and returns each start's outcome, in batch order.
-    /// An error is a failure of the transaction: nothing of the batch was written.
+    /// Writes the batch and returns each start's outcome, in batch order. An error is a
+    /// failure of the transaction: nothing of the batch was written.
     async fn try_commit(
         &self,
         batch: &[Queued<Committer>],
     ) -> Result<Vec<Result<Started, Error>>, Error> {
-        let mut outcomes: Vec<Option<Result<Started, Error>>> =
-            batch.iter().map(|_| None).collect();
+        match self.try_in_one_statement(batch).await? {
+            Some(outcomes) => Ok(outcomes),
+            None => self.commit_locked(batch).await,
+        }
+    }
+
+    /// The usual batch in one statement, a transaction of its own: one round trip where
+    /// [`Self::commit_locked`] takes four or more, each a wait on a busy machine (a batch then
+    /// costs the same whether it holds 4 starts or 14, so at low concurrency its round trips
+    /// are most of a start's time). It serves a batch whose starts have no idempotency key and
+    /// whose workflows were all compiled here, visible to their callers and with their graphs
+    /// stored; the statement writes only if those workflows are still at the revisions
+    /// compiled (another instance may have replaced or deleted one), and locks them against
+    /// deletion until it commits, as [`Self::commit_locked`] does. `None` when the batch is not
+    /// such a batch, or a workflow changed: nothing was written.
+    async fn try_in_one_statement(
+        &self,
+        batch: &[Queued<Committer>],
+    ) -> Result<Option<Vec<Result<Started, Error>>>, Error> {
+        let mut targets = Targets::new();
+        for pending in batch {
+            if pending.item.key.is_some() {
+                return Ok(None);
+            }
+            let name = &pending.item.request.workflow;
+            if !targets.contains_key(name) {
+                let Some(latest) = self.workflows.latest(name) else {
+                    return Ok(None);
+                };
+                targets.insert(name.clone(), latest);
+            }
+            // One the caller cannot see may have been replaced by one it can: only a locked
+            // read tells.
+            if !pending.item.caller.can_see(&targets[name].0.groups) {
+                return Ok(None);
+            }
+        }
+        let now = Utc::now();
+        let mut outcomes: Outcomes = batch.iter().map(|_| None).collect();
+        let made = make_jobs(batch, &targets, &mut outcomes, now);
+        if made
+            .iter()
+            .any(|(_, _, compiled)| !self.graphs.contains(compiled.job_graph().id()))
+        {
+            return Ok(None);
+        }
+        // Even with no job to insert, the outcomes (variables that fail the input schema)
+        // hold only if the workflows are unchanged: the statement checks them all the same.
+        let mut names: Vec<&str> = targets.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        let revisions: Vec<i64> = names.iter().map(|name| targets[*name].0.revision).collect();
+        let mut conn = self.store.conn().await?;
+        if !self
+            .insert(&mut conn, &made, (&names, &revisions), now)
+            .await?
+        {
+            return Ok(None);
+        }
+        Ok(Some(answers(made, outcomes)))
+    }
+
+    /// Writes the batch in one transaction that first locks its workflows (and idempotency
+    /// keys), then reads what it needs of them.
+    async fn commit_locked(
+        &self,
+        batch: &[Queued<Committer>],
+    ) -> Result<Vec<Result<Started, Error>>, Error> {
+        let mut outcomes: Outcomes = batch.iter().map(|_| None).collect();
         let mut tx = self.store.begin().await?;
 
         // Idempotency keys: held until commit, so racing calls with one key (here or on
@@ -175,64 +253,18 @@ impl Committer {
             .collect();
         names.sort_unstable();
         names.dedup();
-        let targets: HashMap<String, StartTarget> = workflows::lock_for_start(&mut tx, &names)
-            .await?
-            .into_iter()
-            .map(|target| (target.name.clone(), target))
-            .collect();
-
-        let now = Utc::now();
-        let mut made: Vec<(usize, Job, Arc<CompiledWorkflow>)> = Vec::with_capacity(batch.len());
-        // Keys first used in this batch: a second start with one of them replays the first.
-        let mut made_by_key: HashMap<&ScopedKey, (&str, usize)> = HashMap::new();
-        for (i, pending) in batch.iter().enumerate() {
-            if outcomes[i].is_some() {
-                continue;
-            }
-            if pending.abandoned() {
-                outcomes[i] = Some(Err(Error::DeadlineExceeded(
-                    "the caller gave up".to_owned(),
-                )));
-                continue;
-            }
-            if let Some((key, fingerprint)) = &pending.item.key {
-                if let Some((first_fingerprint, first)) = made_by_key.get(key) {
-                    outcomes[i] = Some(if first_fingerprint == fingerprint {
-                        Ok(Started {
-                            job: made[*first].1.clone(),
-                            created: false,
-                        })
-                    } else {
-                        Err(conflict(key))
-                    });
-                    continue;
-                }
-            }
-            let workflow = &pending.item.request.workflow;
-            let Some(target) = targets
-                .get(workflow)
-                .filter(|target| pending.item.caller.can_see(&target.groups))
-            else {
-                outcomes[i] = Some(Err(Error::workflow_not_found(workflow)));
-                continue;
-            };
-            let compiled = self.workflows.get(&mut tx, target).await?;
-            match Job::start(
-                &compiled,
-                pending.item.request.options.clone(),
-                &pending.item.caller,
-                now,
-            ) {
-                Ok(job) => {
-                    if let Some((key, fingerprint)) = &pending.item.key {
-                        made_by_key.insert(key, (fingerprint.as_str(), made.len()));
-                    }
-                    made.push((i, job, compiled));
-                }
-                Err(error) => outcomes[i] = Some(Err(error)),
-            }
+        let mut targets = Targets::new();
+        for target in workflows::lock_for_start(&mut tx, &names).await? {
+            let compiled = self.workflows.get(&mut tx, &target).await?;
+            targets.insert(target.name.clone(), (target, compiled));
+        }
+        // Deleted workflows: the one-statement path would try them again and again.
+        for name in names.iter().filter(|name| !targets.contains_key(**name)) {
+            self.workflows.forget(name);
         }
 
+        let now = Utc::now();
+        let made = make_jobs(batch, &targets, &mut outcomes, now);
         if !made.is_empty() {
             // Each distinct graph is stored once, by whichever start first uses it.
             let mut new_graphs: Vec<&TaskGraph> = Vec::new();
@@ -250,43 +282,7 @@ impl Committer {
                 new_graphs.sort_unstable_by(|a, b| a.id().cmp(b.id()));
                 graphs::insert_many(&mut tx, &new_graphs).await?;
             }
-            // With the engine running here, each job takes its first step now, in this
-            // transaction (what it runs at once, what it offers to workers): the engine need
-            // not take, lock, read and write it again. Callers are answered with the job as
-            // started; its stored document shows the step.
-            let mut shown: Vec<Job> = Vec::new();
-            let mut first_steps: Vec<LockedJob> = Vec::new();
-            if let Some(limits) = &self.first_step {
-                for (_, job, compiled) in &made {
-                    let graph = compiled.job_graph();
-                    let mut run = RunningJob::of_new(job);
-                    advance::advance(&mut run, graph, now, limits);
-                    let mut stepped = job.clone();
-                    run.show_on(&mut stepped, graph);
-                    shown.push(stepped);
-                    first_steps.push(LockedJob::started(job, run, graph.id().to_owned()));
-                }
-            }
-            let rows: Vec<NewJob<'_>> = made
-                .iter()
-                .enumerate()
-                .map(|(n, (_, job, compiled))| NewJob {
-                    job: shown.get(n).unwrap_or(job),
-                    graph_id: compiled.job_graph().id(),
-                    event_sequence: first_steps.get(n).map_or(0, LockedJob::event_sequence),
-                })
-                .collect();
-            jobs::insert_many(&mut tx, &rows, self.first_step.is_none()).await?;
-            if !first_steps.is_empty() {
-                let graphs: HashMap<String, TaskGraph> = made
-                    .iter()
-                    .map(|(_, _, compiled)| {
-                        let graph = compiled.job_graph();
-                        (graph.id().to_owned(), graph.clone())
-                    })
-                    .collect();
-                runs::save_started(&mut tx, &mut first_steps, &graphs, now).await?;
-            }
+            self.insert(&mut tx, &made, (&[], &[]), now).await?;
             let keys: Vec<(ScopedKey, StoredKey)> = made
                 .iter()
                 .filter_map(|(i, job, _)| {
@@ -313,13 +309,59 @@ impl Committer {
                 self.graphs.insert(graph);
             }
         }
-        for (i, job, _) in made {
-            outcomes[i] = Some(Ok(Started { job, created: true }));
+        Ok(answers(made, outcomes))
+    }
+
+    /// Inserts the jobs made, their graphs stored. With the engine running here, each takes
+    /// its first step now, in the same statement (what it runs at once, what it offers to
+    /// workers): the engine need not take, lock, read and write it again. Callers are answered
+    /// with the job as started; its stored document shows the step. Without, each is left for
+    /// an engine. False, and nothing written, when a workflow is not at its revision in
+    /// `unchanged`.
+    async fn insert(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        made: &Made,
+        unchanged: (&[&str], &[i64]),
+        now: chrono::DateTime<Utc>,
+    ) -> Result<bool, Error> {
+        let mut shown: Vec<Job> = Vec::new();
+        let mut first_steps: Vec<LockedJob> = Vec::new();
+        if let Some(limits) = &self.first_step {
+            for (_, job, compiled) in made {
+                let graph = compiled.job_graph();
+                let mut run = RunningJob::of_new(job);
+                advance::advance(&mut run, graph, now, limits);
+                let mut stepped = job.clone();
+                run.show_on(&mut stepped, graph);
+                shown.push(stepped);
+                first_steps.push(LockedJob::started(job, run, graph.id().to_owned()));
+            }
         }
-        Ok(outcomes
-            .into_iter()
-            .map(|outcome| outcome.expect("every start has an outcome"))
-            .collect())
+        let rows: Vec<NewJob<'_>> = made
+            .iter()
+            .enumerate()
+            .map(|(n, (_, job, compiled))| NewJob {
+                job: shown.get(n).unwrap_or(job),
+                graph_id: compiled.job_graph().id(),
+                event_sequence: first_steps.get(n).map_or(0, LockedJob::event_sequence),
+            })
+            .collect();
+        let graphs: HashMap<String, TaskGraph> = if self.first_step.is_some() {
+            made.iter()
+                .map(|(_, _, compiled)| {
+                    let graph = compiled.job_graph();
+                    (graph.id().to_owned(), graph.clone())
+                })
+                .collect()
+        } else {
+            HashMap::new()
+        };
+        let steps = self
+            .first_step
+            .is_some()
+            .then_some((first_steps.as_slice(), &graphs));
+        runs::insert_started(conn, &rows, steps, unchanged, now).await
     }
 
     /// Fills the outcomes of starts whose key is already stored: the stored job when the
@@ -365,6 +407,79 @@ impl Committer {
         }
         Ok(())
     }
+}
+
+/// Makes the jobs of the starts without an outcome yet from their workflows in `targets`,
+/// filling in the outcomes of those that fail: the caller gave up, no such workflow (or not
+/// one the caller may see), variables that fail its input schema, an idempotency key used
+/// earlier in the batch (a replay or a conflict).
+fn make_jobs(
+    batch: &[Queued<Committer>],
+    targets: &Targets,
+    outcomes: &mut Outcomes,
+    now: chrono::DateTime<Utc>,
+) -> Made {
+    let mut made: Made = Vec::with_capacity(batch.len());
+    // Keys first used in this batch: a second start with one of them replays the first.
+    let mut made_by_key: HashMap<&ScopedKey, (&str, usize)> = HashMap::new();
+    for (i, pending) in batch.iter().enumerate() {
+        if outcomes[i].is_some() {
+            continue;
+        }
+        if pending.abandoned() {
+            outcomes[i] = Some(Err(Error::DeadlineExceeded(
+                "the caller gave up".to_owned(),
+            )));
+            continue;
+        }
+        if let Some((key, fingerprint)) = &pending.item.key {
+            if let Some((first_fingerprint, first)) = made_by_key.get(key) {
+                outcomes[i] = Some(if first_fingerprint == fingerprint {
+                    Ok(Started {
+                        job: made[*first].1.clone(),
+                        created: false,
+                    })
+                } else {
+                    Err(conflict(key))
+                });
+                continue;
+            }
+        }
+        let workflow = &pending.item.request.workflow;
+        let Some((_, compiled)) = targets
+            .get(workflow)
+            .filter(|(target, _)| pending.item.caller.can_see(&target.groups))
+        else {
+            outcomes[i] = Some(Err(Error::workflow_not_found(workflow)));
+            continue;
+        };
+        match Job::start(
+            compiled,
+            pending.item.request.options.clone(),
+            &pending.item.caller,
+            now,
+        ) {
+            Ok(job) => {
+                if let Some((key, fingerprint)) = &pending.item.key {
+                    made_by_key.insert(key, (fingerprint.as_str(), made.len()));
+                }
+                made.push((i, job, compiled.clone()));
+            }
+            Err(error) => outcomes[i] = Some(Err(error)),
+        }
+    }
+    made
+}
+
+/// Every start's outcome, the jobs made among them.
+fn answers(made: Made, mut outcomes: Outcomes) -> Vec<Result<Started, Error>> {
+    for (i, job, _) in made {
+        outcomes[i] = Some(Ok(Started { job, created: true }));
+    }
+    outcomes
+        .into_iter()
+        .map(|outcome| outcome.expect("every start has an outcome"))
+        .collect()
 }
 
 fn conflict(key: &ScopedKey) -> Error {

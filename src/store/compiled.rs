@@ -1,6 +1,7 @@
-//! Compiled workflows by name, each with the revision it was compiled from: what starting a
-//! job needs of its workflow (the parsed document, its input schema, its job graph), built
-//! once per revision. Shared by StartJob's group commit and the engine's child jobs.
+//! Compiled workflows by name, each with the revision it was compiled from (and that
+//! revision's groups): what starting a job needs of its workflow (the parsed document, its
+//! input schema, its job graph), built once per revision. Shared by StartJob's group commit
+//! and the engine's child jobs.
 
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use super::workflows::{self, StartTarget};
 use crate::domain::{CompiledWorkflow, Error};
 
 pub struct CompiledWorkflows {
-    cache: WeightedCache<(i64, Arc<CompiledWorkflow>)>,
+    cache: WeightedCache<(StartTarget, Arc<CompiledWorkflow>)>,
 }
 
 impl std::fmt::Debug for CompiledWorkflows {
@@ -41,6 +42,13 @@ impl CompiledWorkflows {
         self.cache.remove(name).map(|(_, cached)| cached.value.1)
     }
 
+    /// The last revision of workflow `name` compiled here, with its groups, if cached. It may
+    /// have been replaced or deleted since (by another instance too): a start from it must
+    /// check that the revision is still the stored one (`runs::insert_started`).
+    pub fn latest(&self, name: &str) -> Option<(StartTarget, Arc<CompiledWorkflow>)> {
+        self.cache.get(name).map(|cached| cached.value)
+    }
+
     /// The workflow at the target's revision, parsed and compiled: from the cache when it
     /// holds that revision, else read (the caller's transaction holds the row lock taken by
     /// [`workflows::lock_for_start`]) and cached. A revision changes whenever the workflow is
@@ -51,8 +59,8 @@ impl CompiledWorkflows {
         target: &StartTarget,
     ) -> Result<Arc<CompiledWorkflow>, Error> {
         if let Some(cached) = self.cache.get(&target.name) {
-            let (revision, compiled) = cached.value;
-            if revision == target.revision {
+            let (cached_target, compiled) = cached.value;
+            if cached_target.revision == target.revision {
                 return Ok(compiled);
             }
         }
@@ -61,7 +69,7 @@ impl CompiledWorkflows {
         self.cache.insert(
             target.name.clone(),
             Weighed {
-                value: (target.revision, compiled.clone()),
+                value: (target.clone(), compiled.clone()),
                 bytes: compiled.weight() as u64,
             },
         );

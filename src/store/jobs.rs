@@ -114,58 +114,57 @@ pub struct NewJob<'a> {
     pub event_sequence: i64,
 }
 
-/// Inserts `jobs`, each with the id of its (stored) graph, with one statement: one round trip
-/// whatever their number. Each row holds the job's own fields (`Job::record`), not its graph.
-/// Groups travel as JSON arrays because PostgreSQL arrays cannot hold rows of different
-/// lengths. With `wake`, the engine is told to take their first steps.
-pub async fn insert_many(
-    conn: &mut PgConnection,
-    jobs: &[NewJob<'_>],
-    wake: bool,
-) -> Result<(), Error> {
-    let ids: Vec<&str> = jobs.iter().map(|new| new.job.id.as_str()).collect();
-    let names: Vec<&str> = jobs.iter().map(|new| new.job.name.as_str()).collect();
-    let statuses: Vec<&str> = jobs.iter().map(|new| new.job.status.as_str()).collect();
-    let groups: Vec<Json<&Vec<String>>> = jobs.iter().map(|new| Json(&new.job.groups)).collect();
-    let created: Vec<DateTime<Utc>> = jobs.iter().map(|new| new.job.created).collect();
-    let updated: Vec<DateTime<Utc>> = jobs.iter().map(|new| new.job.last_updated).collect();
-    let created_by: Vec<&str> = jobs.iter().map(|new| new.job.created_by.as_str()).collect();
-    let documents: Vec<Json<JobRecord<'_>>> =
-        jobs.iter().map(|new| Json(new.job.record())).collect();
-    let graph_ids: Vec<&str> = jobs.iter().map(|new| new.graph_id).collect();
-    let sequences: Vec<i64> = jobs.iter().map(|new| new.event_sequence).collect();
-    // With `wake`, the same statement hands the new jobs to the engine (`job_wakeups`) and
-    // wakes it when the transaction commits: no round trip more.
-    sqlx::query(
-        "with inserted as (
-             insert into jobs (id, workflow_name, status, groups, created_at, updated_at,
-                               created_by, document, graph_id, event_sequence)
-             select id, workflow_name, status, array(select jsonb_array_elements_text(groups)),
-                    created_at, updated_at, created_by, document, graph_id, event_sequence
-             from unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::timestamptz[],
-                         $6::timestamptz[], $7::text[], $8::jsonb[], $9::text[], $10::int8[])
-                  as j(id, workflow_name, status, groups, created_at, updated_at, created_by,
-                       document, graph_id, event_sequence)
-             returning id),
-         woken as (insert into job_wakeups (job_id) select id from inserted where $11 returning 1)
-         select pg_notify('job_service_wakeups', '') from (select count(*) from woken) as w
-         where $11",
-    )
-    .bind(&ids)
-    .bind(&names)
-    .bind(&statuses)
-    .bind(&groups)
-    .bind(&created)
-    .bind(&updated)
-    .bind(&created_by)
-    .bind(&documents)
-    .bind(&graph_ids)
-    .bind(&sequences)
-    .bind(wake)
-    .execute(conn)
-    .await
-    .map_err(translate)?;
-    Ok(())
+/// The columns of new `jobs` rows, a parameter each (arrays that `unnest` turns into rows,
+/// [`super::runs::insert_started`] inserts them). Each row holds the job's own fields
+/// (`Job::record`), not its graph. Groups travel as JSON arrays because PostgreSQL arrays
+/// cannot hold rows of different lengths.
+pub(super) struct JobRows<'a> {
+    ids: Vec<&'a str>,
+    names: Vec<&'a str>,
+    statuses: Vec<&'static str>,
+    groups: Vec<Json<&'a Vec<String>>>,
+    created: Vec<DateTime<Utc>>,
+    updated: Vec<DateTime<Utc>>,
+    created_by: Vec<&'a str>,
+    documents: Vec<Json<JobRecord<'a>>>,
+    graph_ids: Vec<&'a str>,
+    sequences: Vec<i64>,
+}
+
+impl<'a> JobRows<'a> {
+    pub(super) fn new(jobs: &[NewJob<'a>]) -> Self {
+        JobRows {
+            ids: jobs.iter().map(|new| new.job.id.as_str()).collect(),
+            names: jobs.iter().map(|new| new.job.name.as_str()).collect(),
+            statuses: jobs.iter().map(|new| new.job.status.as_str()).collect(),
+            groups: jobs.iter().map(|new| Json(&new.job.groups)).collect(),
+            created: jobs.iter().map(|new| new.job.created).collect(),
+            updated: jobs.iter().map(|new| new.job.last_updated).collect(),
+            created_by: jobs.iter().map(|new| new.job.created_by.as_str()).collect(),
+            documents: jobs.iter().map(|new| Json(new.job.record())).collect(),
+            graph_ids: jobs.iter().map(|new| new.graph_id).collect(),
+            sequences: jobs.iter().map(|new| new.event_sequence).collect(),
+        }
+    }
+
+    /// Binds the columns, in the order of `insert_jobs!` (runs.rs), after `query`'s other
+    /// parameters.
+    pub(super) fn bind<'q>(
+        &'q self,
+        query: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+        query
+            .bind(&self.ids)
+            .bind(&self.names)
+            .bind(&self.statuses)
+            .bind(&self.groups)
+            .bind(&self.created)
+            .bind(&self.updated)
+            .bind(&self.created_by)
+            .bind(&self.documents)
+            .bind(&self.graph_ids)
+            .bind(&self.sequences)
+    }
 }
 
 pub async fn get(

@@ -191,3 +191,96 @@ async fn a_start_the_database_refuses_fails_alone() {
         "every start but the three refused ones is stored"
     );
 }
+
+const GROUP_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaa";
+const GROUP_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbb";
+
+fn workflow_in(name: &str, group: &str) -> Value {
+    let mut workflow = small_workflow(name);
+    workflow["groups"] = json!([group]);
+    workflow
+}
+
+async fn delete_workflow(app: &TestApp, name: &str) {
+    app.workflows
+        .clone()
+        .delete_workflow(pb::DeleteWorkflowRequest { name: name.into() })
+        .await
+        .unwrap();
+}
+
+/// A batch is written by one statement that also checks that each workflow is still at the
+/// revision this instance compiled: another instance may have deleted or replaced it since,
+/// and then the batch is made again from what is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn starts_follow_workflows_another_instance_deleted_or_replaced() {
+    let a = TestApp::spawn().await;
+    let b = a.another_instance().await;
+    let member = a.token("pat", &["operations"], &[GROUP_A]);
+    let start_as_member = |workflow: &str, variables: Value| {
+        let mut client = a.jobs_as(&member);
+        let request = start(workflow, "", variables, None);
+        async move { client.start_job(request).await }
+    };
+    for name in ["Gone", "Hidden", "Replaced", "Kept"] {
+        a.create_workflow(&workflow_in(name, GROUP_A)).await;
+        start_as_member(name, json!({"device": "r1"}))
+            .await
+            .expect("starts, and A compiles the workflow");
+    }
+    assert_eq!(a.stored_jobs().await, 4);
+
+    delete_workflow(&b, "Gone").await;
+    delete_workflow(&b, "Hidden").await;
+    b.create_workflow(&workflow_in("Hidden", GROUP_B)).await;
+    delete_workflow(&b, "Replaced").await;
+    let mut replaced = workflow_in("Replaced", GROUP_A);
+    replaced["inputSchema"] =
+        json!({"type": "object", "properties": {"site": {"type": "string"}}, "required": ["site"]});
+    b.create_workflow(&replaced).await;
+
+    // Each alone: A's copies would start all three.
+    let gone = start_as_member("Gone", json!({"device": "r1"}))
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound, "{gone:?}");
+    let hidden = start_as_member("Hidden", json!({"device": "r1"}))
+        .await
+        .unwrap_err();
+    assert_eq!(hidden.code(), Code::NotFound, "{hidden:?}");
+    assert_eq!(a.stored_jobs().await, 4, "nothing stored for either");
+
+    // Together with starts of an unchanged workflow, in batches: every answer is the stored
+    // workflow's.
+    let calls: Vec<_> = (0..40)
+        .map(|i| {
+            let (workflow, variables) = match i % 4 {
+                0 => ("Kept", json!({"device": format!("r{i}")})),
+                1 => ("Replaced", json!({"device": "r1"})),
+                2 => ("Replaced", json!({"site": format!("s{i}")})),
+                _ => ("Gone", json!({"device": "r1"})),
+            };
+            tokio::spawn(start_as_member(workflow, variables))
+        })
+        .collect();
+    for (i, call) in calls.into_iter().enumerate() {
+        let answer = call.await.unwrap();
+        match i % 4 {
+            0 | 2 => assert!(answer.is_ok(), "start {i}: {answer:?}"),
+            1 => assert_eq!(
+                answer.unwrap_err().code(),
+                Code::InvalidArgument,
+                "start {i}"
+            ),
+            _ => assert_eq!(answer.unwrap_err().code(), Code::NotFound, "start {i}"),
+        }
+    }
+    assert_eq!(a.stored_jobs().await, 4 + 20);
+    let replaced_jobs: i64 = sqlx::query_scalar(
+        "select count(*) from jobs where workflow_name = 'Replaced' and document->'variables' ? 'site'",
+    )
+    .fetch_one(&a.db)
+    .await
+    .unwrap();
+    assert_eq!(replaced_jobs, 10, "started from the new revision");
+}
