@@ -14,7 +14,8 @@ use crate::domain::{Caller, Error, Job, TaskGraph};
 use crate::store::compiled::CompiledWorkflows;
 use crate::store::graphs::{self, GraphCache};
 use crate::store::jobs::NewJob;
-use crate::store::runs::{self, LockedJob};
+use crate::store::runs::LockedJob;
+use crate::store::starts;
 use crate::store::workflows;
 use crate::store::Tx;
 
@@ -154,7 +155,7 @@ async fn spawn(
             event_sequence: 0,
         })
         .collect();
-    runs::insert_started(&mut *tx, &rows, None, (&[], &[]), now).await?;
+    starts::insert_started(&mut *tx, &rows, None, (&[], &[]), now).await?;
     let run = locked.job.runs.get_mut(task_id).expect("read above");
     if let Some(Progress::Children {
         started, pending, ..

@@ -22,7 +22,8 @@ use crate::store::compiled::CompiledWorkflows;
 use crate::store::graphs::{self, GraphCache};
 use crate::store::idempotency::{self, ScopedKey, StoredKey};
 use crate::store::jobs::{self, NewJob};
-use crate::store::runs::{self, LockedJob};
+use crate::store::runs::LockedJob;
+use crate::store::starts;
 use crate::store::workflows::{self, StartTarget};
 use crate::store::{PoolStats, Store, Tx};
 
@@ -361,7 +362,7 @@ impl Committer {
             .first_step
             .is_some()
             .then_some((first_steps.as_slice(), &graphs));
-        runs::insert_started(conn, &rows, steps, unchanged, now).await
+        starts::insert_started(conn, &rows, steps, unchanged, now).await
     }
 
     /// Fills the outcomes of starts whose key is already stored: the stored job when the

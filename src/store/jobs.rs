@@ -115,7 +115,7 @@ pub struct NewJob<'a> {
 }
 
 /// The columns of new `jobs` rows, a parameter each (arrays that `unnest` turns into rows,
-/// [`super::runs::insert_started`] inserts them). Each row holds the job's own fields
+/// [`super::starts::insert_started`] inserts them). Each row holds the job's own fields
 /// (`Job::record`), not its graph. Groups travel as JSON arrays because PostgreSQL arrays
 /// cannot hold rows of different lengths.
 pub(super) struct JobRows<'a> {
@@ -147,7 +147,7 @@ impl<'a> JobRows<'a> {
         }
     }
 
-    /// Binds the columns, in the order of `insert_jobs!` (runs.rs), after `query`'s other
+    /// Binds the columns, in the order `starts::insert_jobs_if_unchanged!` reads them, after `query`'s other
     /// parameters.
     pub(super) fn bind<'q>(
         &'q self,

@@ -13,6 +13,7 @@ pub mod jobs;
 mod primary;
 pub mod runs;
 mod sqlstate;
+pub mod starts;
 pub mod tasks;
 pub mod workflows;
 

@@ -13,7 +13,6 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
-use super::jobs::{JobRows, NewJob};
 use super::translate;
 use crate::domain::graph::TaskStatus;
 use crate::domain::run::{
@@ -45,7 +44,7 @@ pub struct LockedJob {
 
 impl LockedJob {
     /// A job not inserted yet (no other transaction sees it), whose first step
-    /// [`insert_started`] inserts with it.
+    /// [`super::starts::insert_started`] inserts with it.
     pub fn started(job: &Job, run: RunningJob, graph_id: String) -> Self {
         LockedJob {
             job: run,
@@ -427,56 +426,8 @@ pub async fn save_many(
     Ok(())
 }
 
-/// Inserts new jobs with one statement: their rows (`jobs`, each showing its first step when
-/// it was taken) and, when `steps` holds the first steps (one a job, in the order of `jobs`,
-/// with a map holding their graphs), what the steps did; else a wakeup each, for an engine to
-/// take it. Only if every workflow in
-/// `unchanged` (names, each with its revision) still exists at that revision: those rows are
-/// locked against deletion until the transaction ends, and otherwise nothing is written and
-/// the answer is false. Alone on its connection, the statement is a transaction of its own.
-pub async fn insert_started(
-    conn: &mut PgConnection,
-    jobs: &[NewJob<'_>],
-    steps: Option<(&[LockedJob], &HashMap<String, TaskGraph>)>,
-    unchanged: (&[&str], &[i64]),
-    now: DateTime<Utc>,
-) -> Result<bool, Error> {
-    let mut rows = SaveRows::default();
-    let statement = if steps.is_some() {
-        INSERT_STEPPED
-    } else {
-        INSERT_WOKEN
-    };
-    match steps {
-        Some((steps, graphs)) => {
-            for locked in steps {
-                rows.add(locked, graph_of(graphs, locked)?, false, now);
-            }
-        }
-        None => {
-            for new in jobs {
-                rows.wake(&new.job.id, now);
-            }
-            if !jobs.is_empty() {
-                rows.channels.push(WAKEUPS);
-                rows.payloads.push("");
-            }
-        }
-    }
-    let new_jobs = JobRows::new(jobs);
-    let written: bool = new_jobs
-        .bind(rows.query(statement, now))
-        .bind(unchanged.0)
-        .bind(unchanged.1)
-        .fetch_one(conn)
-        .await
-        .map_err(translate)?
-        .get(0);
-    Ok(written)
-}
-
 /// The graph of `locked`, which `graphs` must hold.
-fn graph_of<'g>(
+pub(super) fn graph_of<'g>(
     graphs: &'g HashMap<String, TaskGraph>,
     locked: &LockedJob,
 ) -> Result<&'g TaskGraph, Error> {
@@ -485,11 +436,11 @@ fn graph_of<'g>(
         .ok_or_else(|| Error::internal(anyhow::anyhow!("job graph {} is missing", locked.graph_id)))
 }
 
-/// What [`save_many`] and [`insert_started`] write, a column a parameter (arrays that `unnest` turns into rows): encoded
+/// What [`save_many`] and [`super::starts::insert_started`] write, a column a parameter (arrays that `unnest` turns into rows): encoded
 /// straight from the jobs, with no JSON built in the service and parsed again by PostgreSQL
 /// but the free-form values.
 #[derive(Default)]
-struct SaveRows<'a> {
+pub(super) struct SaveRows<'a> {
     // job_tasks
     task_job: Vec<&'a str>,
     task_id: Vec<&'a str>,
@@ -536,7 +487,7 @@ struct SaveRows<'a> {
 }
 
 impl<'a> SaveRows<'a> {
-    fn add(
+    pub(super) fn add(
         &mut self,
         locked: &'a LockedJob,
         graph: &'a TaskGraph,
@@ -631,9 +582,15 @@ impl<'a> SaveRows<'a> {
         }
     }
 
+    /// Sends `payload` on `channel` when the transaction commits.
+    pub(super) fn notify(&mut self, channel: &'static str, payload: &'a str) {
+        self.channels.push(channel);
+        self.payloads.push(payload);
+    }
+
     /// Wakes `job_id` at `at` (the earliest, if it is woken twice): one row a job, which one
     /// statement may not write twice.
-    fn wake(&mut self, job_id: &'a str, at: DateTime<Utc>) {
+    pub(super) fn wake(&mut self, job_id: &'a str, at: DateTime<Utc>) {
         match self.woken.iter().position(|id| *id == job_id) {
             Some(i) => self.woken_at[i] = self.woken_at[i].min(at),
             None => {
@@ -644,7 +601,7 @@ impl<'a> SaveRows<'a> {
         self.asleep.retain(|id| *id != job_id);
     }
 
-    fn query(
+    pub(super) fn query(
         &'a self,
         statement: &'static str,
         now: DateTime<Utc>,
@@ -704,7 +661,7 @@ fn clamp(count: u32) -> i32 {
     i32::try_from(count).unwrap_or(i32::MAX)
 }
 
-/// The parts [`SAVE`] and [`INSERT_STEPPED`] share (`concat!` takes only literals, hence
+/// The parts [`SAVE`] and `starts::INSERT_STEPPED` share (`concat!` takes only literals, hence
 /// macros): the task rows, selected from the statement's parameters, to insert into
 /// `job_tasks as t`; the events, a row a job holding its slice of the event arrays; the
 /// wakeups to insert; the notifications.
@@ -739,6 +696,7 @@ macro_rules! save_wakeups {
     select * from unnest($31::text[], $32::timestamptz[])"
     };
 }
+pub(super) use {save_event_rows, save_task_rows, save_wakeups};
 macro_rules! save_notifications {
     () => {
         "select pg_notify(n.channel, n.payload) from unnest($34::text[], $35::text[]) as n(channel, payload)"
@@ -799,75 +757,6 @@ asleep as (
 ",
     save_notifications!()
 );
-
-/// The start of [`insert_started`]'s statements, which take [`SAVE`]'s parameters, then the
-/// new jobs' rows (`JobRows`, $41 to $50), then the workflows that must be unchanged (names
-/// $51, revisions $52): those workflows, locked against deletion, whether they are unchanged
-/// (`unchanged`), and the new jobs' rows. Every write is conditional on `unchanged`.
-macro_rules! insert_jobs_if_unchanged {
-    () => {
-        "with workflows_now as (
-    select name, revision from workflows where name = any($51::text[]) order by name
-    for key share
-),
-unchanged as (
-    select count(*) = cardinality($51::text[]) as ok
-    from workflows_now w join unnest($51::text[], $52::int8[]) as e(name, revision)
-         on e.name = w.name and e.revision = w.revision
-),
-new_jobs as (
-    insert into jobs (id, workflow_name, status, groups, created_at, updated_at, created_by,
-                      document, graph_id, event_sequence)
-    select id, workflow_name, status, array(select jsonb_array_elements_text(groups)),
-           created_at, updated_at, created_by, document, graph_id, event_sequence
-    from unnest($41::text[], $42::text[], $43::text[], $44::jsonb[], $45::timestamptz[],
-                $46::timestamptz[], $47::text[], $48::jsonb[], $49::text[], $50::int8[])
-         as j(id, workflow_name, status, groups, created_at, updated_at, created_by, document,
-              graph_id, event_sequence)
-    where (select ok from unchanged)
-),
-"
-    };
-}
-/// The end of [`insert_started`]'s statements: the new jobs' wakeups (without `on conflict`,
-/// a speculative insertion a row: they are new), the notifications, and the answer.
-macro_rules! insert_wakeups_if_unchanged {
-    () => {
-        concat!(
-            "woken as (",
-            save_wakeups!(),
-            "
-    where (select ok from unchanged)
-)
-select u.ok, (select count(pg_notify(n.channel, n.payload))
-              from unnest($34::text[], $35::text[]) as n(channel, payload) where u.ok)
-from unchanged u"
-        )
-    };
-}
-
-/// [`insert_started`] with the first steps: the jobs' rows show them, and their task rows
-/// and events are inserted too (new, so without `on conflict`).
-const INSERT_STEPPED: &str = concat!(
-    insert_jobs_if_unchanged!(),
-    "tasks as (",
-    save_task_rows!(),
-    "
-    where (select ok from unchanged)
-),
-events as (",
-    save_event_rows!(),
-    "
-    where (select ok from unchanged)
-),
-",
-    insert_wakeups_if_unchanged!()
-);
-
-/// [`insert_started`] without first steps: the jobs and their wakeups only. A statement of
-/// its own, not [`INSERT_STEPPED`] with no task rows: PostgreSQL would still open and lock
-/// `job_tasks`, `job_event_batches` and their indexes at every execution.
-const INSERT_WOKEN: &str = concat!(insert_jobs_if_unchanged!(), insert_wakeups_if_unchanged!());
 
 /// Takes up to `limit` jobs whose wakeup is due and locks them (other instances skip them
 /// until this transaction ends), and removes their wakeups; a step that needs one later writes
