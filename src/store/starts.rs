@@ -1,7 +1,7 @@
 //! Inserting new jobs, each with its first step or a wakeup for an engine, with one statement:
 //! a batch of starts (`service::group_commit`) or the children a step starts
-//! (`engine::spawn`). The statement takes the parameters of [`super::runs::save_many`]'s (the rows of
-//! the steps, `SaveRows`) and the new jobs' rows (`JobRows`).
+//! (`engine::spawn`). The statement takes the parameters of [`super::runs::save_many`]'s (the
+//! rows of the steps, `SaveRows`) and the new jobs' rows (`JobRows`).
 
 use std::collections::HashMap;
 
