@@ -147,8 +147,8 @@ impl<'a> JobRows<'a> {
         }
     }
 
-    /// Binds the columns, in the order `starts::insert_jobs_if_unchanged!` reads them, after `query`'s other
-    /// parameters.
+    /// Binds the columns, in the order `starts::insert_jobs_if_unchanged!` reads them, after
+    /// `query`'s other parameters.
     pub(super) fn bind<'q>(
         &'q self,
         query: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,

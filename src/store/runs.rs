@@ -436,9 +436,9 @@ pub(super) fn graph_of<'g>(
         .ok_or_else(|| Error::internal(anyhow::anyhow!("job graph {} is missing", locked.graph_id)))
 }
 
-/// What [`save_many`] and [`super::starts::insert_started`] write, a column a parameter (arrays that `unnest` turns into rows): encoded
-/// straight from the jobs, with no JSON built in the service and parsed again by PostgreSQL
-/// but the free-form values.
+/// What [`save_many`] and [`super::starts::insert_started`] write, a column a parameter
+/// (arrays that `unnest` turns into rows): encoded straight from the jobs, with no JSON built
+/// in the service and parsed again by PostgreSQL but the free-form values.
 #[derive(Default)]
 pub(super) struct SaveRows<'a> {
     // job_tasks

@@ -63,10 +63,11 @@ pub async fn insert_started(
     Ok(written)
 }
 
-/// The start of [`insert_started`]'s statements, which take `runs::save_many`'s parameters, then the
-/// new jobs' rows (`JobRows`, $41 to $50), then the workflows that must be unchanged (names
-/// $51, revisions $52): those workflows, locked against deletion, whether they are unchanged
-/// (`unchanged`), and the new jobs' rows. Every write is conditional on `unchanged`.
+/// The start of [`insert_started`]'s statements, which take `runs::save_many`'s parameters,
+/// then the new jobs' rows (`JobRows`, $41 to $50), then the workflows that must be unchanged
+/// (names $51, revisions $52): those workflows, locked against deletion, whether they are
+/// unchanged (`unchanged`), and the new jobs' rows. Every write is conditional on
+/// `unchanged`.
 macro_rules! insert_jobs_if_unchanged {
     () => {
         "with workflows_now as (
