@@ -44,7 +44,8 @@ impl Batch for Completer {
 
     async fn apply(&self, batch: &[Queued<Completer>]) -> Result<Vec<Result<(), Error>>, Error> {
         let tokens: Vec<Uuid> = batch.iter().map(|queued| queued.item.token).collect();
-        let mut tx = self.store.begin().await?;
+        let mut conn = self.store.conn().await?;
+        let mut tx = self.store.begin_on(&mut conn).await?;
         let mut jobs = runs::lock_holders(&mut tx, &tokens).await?;
         let graph_ids: Vec<&str> = jobs.iter().map(|locked| locked.graph_id.as_str()).collect();
         let graphs = self.graphs.get_many(&mut tx, &graph_ids).await?;
@@ -90,6 +91,7 @@ impl Batch for Completer {
         }
         runs::save_many(&mut tx, &mut jobs, &graphs, now).await?;
         self.store.commit(tx).await?;
+        self.store.keep(conn);
         for (queued, outcome) in batch.iter().zip(&outcomes) {
             if outcome.is_ok() {
                 self.workers.released(queued.item.token);

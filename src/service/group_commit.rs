@@ -213,10 +213,11 @@ impl Committer {
         names.sort_unstable();
         let revisions: Vec<i64> = names.iter().map(|name| targets[*name].0.revision).collect();
         let mut conn = self.store.conn().await?;
-        if !self
+        let written = self
             .insert(&mut conn, &made, (&names, &revisions), now)
-            .await?
-        {
+            .await?;
+        self.store.keep(conn);
+        if !written {
             return Ok(None);
         }
         Ok(Some(answers(made, outcomes)))

@@ -6,6 +6,7 @@ mod auth;
 mod bounds;
 mod child_jobs;
 mod cluster;
+mod connections;
 mod corpus;
 mod corpus_run;
 mod deadlines;
