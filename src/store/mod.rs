@@ -300,11 +300,10 @@ impl Store {
     }
 
     pub async fn begin(&self) -> Result<Tx, Error> {
-        if self.kept.is_some() {
-            let conn = self.conn().await?;
-            return Transaction::begin(conn, None).await.map_err(translate);
-        }
-        self.pool()?.begin().await.map_err(translate)
+        // On a connection of `conn`, so that a dedicated store's transactions take the
+        // connections it kept first.
+        let conn = self.conn().await?;
+        Transaction::begin(conn, None).await.map_err(translate)
     }
 
     /// A transaction on `conn`, a connection of [`Store::conn`] that stays the caller's when
