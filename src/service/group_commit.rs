@@ -25,7 +25,7 @@ use crate::store::jobs::{self, NewJob};
 use crate::store::runs::LockedJob;
 use crate::store::starts;
 use crate::store::workflows::{self, StartTarget};
-use crate::store::{PoolStats, Store, Tx};
+use crate::store::{PoolStats, Store};
 
 /// Most starts committed in one transaction.
 const MAX_BATCH: usize = 64;
@@ -230,7 +230,8 @@ impl Committer {
         batch: &[Queued<Committer>],
     ) -> Result<Vec<Result<Started, Error>>, Error> {
         let mut outcomes: Outcomes = batch.iter().map(|_| None).collect();
-        let mut tx = self.store.begin().await?;
+        let mut conn = self.store.conn().await?;
+        let mut tx = self.store.begin_on(&mut conn).await?;
 
         // Idempotency keys: held until commit, so racing calls with one key (here or on
         // another instance) see each other's job; stored keys are replays or conflicts.
@@ -304,6 +305,7 @@ impl Committer {
             }
         }
         self.store.commit(tx).await?;
+        self.store.keep(conn);
 
         for (_, _, compiled) in &made {
             let graph = compiled.job_graph();
@@ -370,7 +372,7 @@ impl Committer {
     /// request is the same, a conflict when it is not.
     async fn replay(
         &self,
-        tx: &mut Tx,
+        tx: &mut sqlx::PgConnection,
         batch: &[Queued<Committer>],
         stored: &HashMap<ScopedKey, StoredKey>,
         outcomes: &mut [Option<Result<Started, Error>>],
