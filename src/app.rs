@@ -25,6 +25,8 @@ pub struct App {
     http_listener: TcpListener,
     service: Arc<Service>,
     engine: Arc<Engine>,
+    /// The database's connections, closed at the end of [`App::run`].
+    store: Store,
     metrics: Arc<Metrics>,
     cluster: Option<Arc<ManagedPostgres>>,
     verifier: Arc<Verifier>,
@@ -104,7 +106,7 @@ impl App {
                 };
                 let service = Arc::new(Service::new(store.clone(), settings));
                 let engine = Arc::new(Engine::new(
-                    store,
+                    store.clone(),
                     service.graphs(),
                     service.workflows(),
                     crate::engine::Settings {
@@ -129,6 +131,7 @@ impl App {
                     ),
                     service,
                     engine,
+                    store,
                     cluster,
                     verifier,
                     drain_timeout: config.drain_timeout.into(),
@@ -311,6 +314,8 @@ impl App {
             }
             let _ = supervisor.await;
         }
+        // Before the cluster stops, so that no connection finds it gone.
+        self.store.close().await;
         if let Some(cluster) = &self.cluster {
             cluster.stop().await?;
         }

@@ -90,6 +90,9 @@ pub struct Store {
     primary: Option<Arc<primary::Primary>>,
     /// A dedicated store's connections kept between uses ([`Store::dedicated`]).
     kept: Option<Arc<Kept>>,
+    /// The stores made from this one with [`Store::dedicated`], closed with it
+    /// ([`Store::close`]).
+    dedicated: Arc<std::sync::Mutex<Vec<Store>>>,
 }
 
 /// Connections of a dedicated store kept checked out of its pool between uses. sqlx checks
@@ -125,7 +128,16 @@ impl Kept {
             .push((conn, Instant::now()));
         self.returned.notify_one();
     }
+
+    /// Every connection kept, fresh or not, to close.
+    fn drain(&self) -> Vec<PoolConnection<Postgres>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.drain(..).map(|(conn, _)| conn).collect()
+    }
 }
+
+/// How long [`Store::close`] waits for connections still in use to be given back.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The hosts DATABASE_URL gives, each with its connection options, or why it cannot be used.
 /// The URL holds a password: no message repeats it.
@@ -258,6 +270,7 @@ impl Store {
                 pool: pool_options.connect_with(options).await?,
                 primary: None,
                 kept: None,
+                dedicated: Arc::default(),
             }
         } else {
             let primary = Arc::new(primary::Primary::new(hosts));
@@ -269,6 +282,7 @@ impl Store {
                 pool,
                 primary: Some(primary),
                 kept: None,
+                dedicated: Arc::default(),
             }
         };
         sqlx::migrate!("./migrations").run(&store.pool).await?;
@@ -412,10 +426,43 @@ impl Store {
         if let Some(primary) = &self.primary {
             primary.register(pool.clone(), generic_plans);
         }
-        Store {
+        let store = Store {
             pool,
             primary: self.primary.clone(),
             kept: Some(Arc::default()),
+            dedicated: Arc::default(),
+        };
+        self.dedicated
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(store.clone());
+        store
+    }
+
+    /// Closes the database connections, when the service stops: those of the stores made
+    /// with [`Store::dedicated`] first, then this store's. The connections a dedicated store
+    /// keeps are closed at once: dropped, they would go back to their pool, which tests each
+    /// with a round trip, and after a stop that takes the database down (the service's own
+    /// cluster) that test fails and is logged. Each pool then waits for its connections still
+    /// in use, at most [`CLOSE_TIMEOUT`], and closes them; calls made afterwards fail.
+    pub async fn close(&self) {
+        let dedicated =
+            std::mem::take(&mut *self.dedicated.lock().unwrap_or_else(|e| e.into_inner()));
+        for store in dedicated.iter().chain([self]) {
+            if let Some(kept) = &store.kept {
+                for conn in kept.drain() {
+                    let _ = conn.close().await;
+                }
+            }
+            if tokio::time::timeout(CLOSE_TIMEOUT, store.pool.close())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    timeout = ?CLOSE_TIMEOUT,
+                    "database connections still in use at the stop are cut off"
+                );
+            }
         }
     }
 

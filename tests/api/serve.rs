@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use job_service::grpc::pb;
-use job_service::grpc::WorkflowServiceClient;
+use job_service::grpc::{JobServiceClient, WorkflowServiceClient};
 use tonic::transport::Channel;
 use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
@@ -728,4 +728,115 @@ fn sighup_and_sigquit_stop_the_service_cleanly_with_its_postgres() {
             "{signal} left PostgreSQL running"
         );
     }
+}
+
+/// A stop logs no warning: the connections the service keeps between batches (of starts, of
+/// task completions) are closed before its own PostgreSQL stops, not found broken after.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stop_after_starts_and_completions_logs_no_warning() {
+    let dir = data_dir();
+    let server = start(dir.path());
+    let admin = admin_token(dir.path());
+    let worker_token = token([
+        OsStr::new("--username"),
+        OsStr::new("worker-1"),
+        OsStr::new("--roles"),
+        OsStr::new("worker"),
+        OsStr::new("--data-dir"),
+        dir.path().as_os_str(),
+    ]);
+    let workflow = json!({
+        "name": "Echo",
+        "type": "automation",
+        "groups": [],
+        "tasks": {
+            "workflow_start": {"name": "workflow_start", "groups": []},
+            "echo": {
+                "name": "echo", "app": "Shell", "type": "automatic", "location": "Adapter",
+                "summary": "Echo", "description": "", "variables": {"incoming": {}, "outgoing": {}}
+            },
+            "workflow_end": {"name": "workflow_end", "groups": []}
+        },
+        "transitions": {
+            "workflow_start": {"echo": {"state": "success", "type": "standard"}},
+            "echo": {"workflow_end": {"state": "success", "type": "standard"}},
+            "workflow_end": {}
+        }
+    });
+    server
+        .workflows(&admin)
+        .create_workflow(pb::CreateWorkflowRequest {
+            workflow: Some(to_struct(&workflow)),
+        })
+        .await
+        .unwrap();
+    let mut jobs = JobServiceClient::with_interceptor(server.channel(), Bearer::new(&admin));
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let started = jobs
+            .start_job(pb::StartJobRequest {
+                workflow: "Echo".into(),
+                options: Some(pb::JobOptions::default()),
+            })
+            .await
+            .unwrap();
+        ids.push(started.into_inner().job.unwrap().id);
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let token_file = scratch.path().join("worker.token");
+    std::fs::write(&token_file, &worker_token).unwrap();
+    let script = scratch.path().join("done.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\ncat >/dev/null\necho '{\"finish_state\": \"success\", \"outgoing\": {}}'\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut worker = Command::new(env!("CARGO_BIN_EXE_job-service"))
+        .args([
+            "worker",
+            "--grpc-addr",
+            &server.addr.to_string(),
+            "--token-file",
+        ])
+        .arg(&token_file)
+        .arg("--exec")
+        .arg(format!("Shell={}", script.display()))
+        .env_remove("JOB_SERVICE_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    for id in &ids {
+        loop {
+            let job = jobs
+                .get_job(pb::GetJobRequest { id: id.clone() })
+                .await
+                .unwrap()
+                .into_inner()
+                .job
+                .unwrap();
+            if job.status == pb::JobStatus::Complete as i32 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "job {id} never completed: {job:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let _ = worker.kill();
+    let _ = worker.wait();
+
+    let (status, log) = server.terminate_with_log();
+    assert!(status.success(), "SIGTERM exits 0: {log:#?}");
+    let complaints: Vec<&String> = log
+        .iter()
+        .filter(|line| line.contains("WARN") || line.contains("ERROR"))
+        .collect();
+    assert!(complaints.is_empty(), "{complaints:#?}");
+    assert!(!dir.path().join("postgres/postmaster.pid").exists());
 }
