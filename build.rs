@@ -15,6 +15,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }
+    // `sqlx::migrate!` embeds the migrations when the crate is compiled, and a new file in
+    // the directory does not make cargo compile it again by itself.
+    println!("cargo:rerun-if-changed=migrations");
     let descriptors = protox::compile(protos, ["proto"])?;
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     std::fs::write(

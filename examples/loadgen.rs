@@ -10,6 +10,8 @@
 //! ```text
 //! loadgen grpc CONCURRENCY SECONDS WORKFLOW VARIABLES_JSON   # StartJob over gRPC
 //! loadgen http CONCURRENCY SECONDS WORKFLOW VARIABLES_JSON   # POST /operations-manager/jobs/start
+//! loadgen keyed CONCURRENCY SECONDS WORKFLOW VARIABLES_JSON  # StartJob over gRPC, each with an
+//!                                                            # idempotency key of its own
 //! loadgen get  CONCURRENCY SECONDS IDS_FILE                  # GetJob, ids (one per line) in turn
 //! loadgen list CONCURRENCY SECONDS [CREATED_AT_MICROS JOB_ID] # ListJobs, 50 a page, the page
 //!                                                            # after that job, else the first
@@ -81,6 +83,8 @@ impl<T> Decoder for Undecoded<T> {
 /// What each request asks for.
 enum Load {
     StartGrpc(pb::StartJobRequest),
+    /// StartJob with a new idempotency key each time: this prefix, the worker and the count.
+    StartKeyed(pb::StartJobRequest, String),
     StartHttp(Value),
     Get(Vec<String>),
     List(pb::ListJobsRequest),
@@ -96,11 +100,20 @@ struct Client {
 }
 
 impl Client {
-    async fn grpc<T: Message + Send + 'static>(&mut self, path: &'static str, message: T) -> bool {
+    async fn grpc<T: Message + Send + 'static>(
+        &mut self,
+        path: &'static str,
+        message: T,
+        key: Option<String>,
+    ) -> bool {
         let mut request = tonic::Request::new(message);
         request
             .metadata_mut()
             .insert("authorization", self.bearer.clone());
+        if let Some(key) = key {
+            let key = key.parse().expect("an idempotency key is ASCII");
+            request.metadata_mut().insert("idempotency-key", key);
+        }
         if self.grpc.ready().await.is_err() {
             return false;
         }
@@ -130,13 +143,22 @@ impl Client {
         }
     }
 
-    /// Sends the `n`th request of `load`.
-    async fn send(&mut self, load: &Load, n: usize) -> bool {
+    /// Sends the `n`th request of `load` (worker `worker`'s).
+    async fn send(&mut self, load: &Load, worker: usize, n: usize) -> bool {
         match load {
             Load::StartGrpc(request) => {
                 self.grpc(
                     "/operations_manager.v1.JobService/StartJob",
                     request.clone(),
+                    None,
+                )
+                .await
+            }
+            Load::StartKeyed(request, prefix) => {
+                self.grpc(
+                    "/operations_manager.v1.JobService/StartJob",
+                    request.clone(),
+                    Some(format!("{prefix}-{worker}-{n}")),
                 )
                 .await
             }
@@ -146,6 +168,7 @@ impl Client {
                 self.grpc(
                     "/operations_manager.v1.JobService/GetJob",
                     pb::GetJobRequest { id },
+                    None,
                 )
                 .await
             }
@@ -153,6 +176,7 @@ impl Client {
                 self.grpc(
                     "/operations_manager.v1.JobService/ListJobs",
                     request.clone(),
+                    None,
                 )
                 .await
             }
@@ -175,7 +199,7 @@ fn start_request(workflow: &str, variables: &Value) -> pb::StartJobRequest {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: loadgen grpc|http CONCURRENCY SECONDS WORKFLOW VARIABLES_JSON\n       \
+        "usage: loadgen grpc|http|keyed CONCURRENCY SECONDS WORKFLOW VARIABLES_JSON\n       \
          loadgen get CONCURRENCY SECONDS IDS_FILE\n       \
          loadgen list CONCURRENCY SECONDS [CREATED_AT_MICROS JOB_ID]\n       \
          loadgen body WORKFLOW VARIABLES_JSON"
@@ -206,12 +230,18 @@ async fn main() {
     let concurrency: usize = concurrency.parse().expect("CONCURRENCY is a number");
     let duration = Duration::from_secs(seconds.parse().expect("SECONDS is a number"));
     let load = match (target.as_str(), rest) {
-        ("grpc" | "http", [workflow, variables]) => {
+        ("grpc" | "http" | "keyed", [workflow, variables]) => {
             let variables: Value = serde_json::from_str(variables).expect("VARIABLES_JSON is JSON");
-            if target == "http" {
-                Load::StartHttp(json!({"workflow": workflow, "options": {"variables": variables}}))
-            } else {
-                Load::StartGrpc(start_request(workflow, &variables))
+            match target.as_str() {
+                "http" => Load::StartHttp(
+                    json!({"workflow": workflow, "options": {"variables": variables}}),
+                ),
+                "keyed" => Load::StartKeyed(
+                    start_request(workflow, &variables),
+                    // Keys of earlier runs against the same database are not used again.
+                    format!("{}", chrono::Utc::now().timestamp_micros()),
+                ),
+                _ => Load::StartGrpc(start_request(workflow, &variables)),
             }
         }
         ("get", [file]) => {
@@ -276,7 +306,7 @@ async fn main() {
             let mut n = worker * 7919;
             while Instant::now() < deadline {
                 let sent = Instant::now();
-                if client.send(&load, n).await {
+                if client.send(&load, worker, n).await {
                     latencies.push(sent.elapsed().as_micros() as u64);
                 } else {
                     errors += 1;

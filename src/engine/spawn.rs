@@ -155,7 +155,7 @@ async fn spawn(
             event_sequence: 0,
         })
         .collect();
-    starts::insert_started(&mut *tx, &rows, None, (&[], &[]), now).await?;
+    starts::insert_started(&mut *tx, &rows, None, (&[], &[]), &[], now).await?;
     let run = locked.job.runs.get_mut(task_id).expect("read above");
     if let Some(Progress::Children {
         started, pending, ..

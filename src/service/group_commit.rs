@@ -161,30 +161,40 @@ impl Committer {
         &self,
         batch: &[Queued<Committer>],
     ) -> Result<Vec<Result<Started, Error>>, Error> {
-        match self.try_in_one_statement(batch).await? {
-            Some(outcomes) => Ok(outcomes),
-            None => self.commit_locked(batch).await,
+        if let Some(outcomes) = self.try_in_one_statement(batch).await? {
+            return Ok(outcomes);
         }
+        // A key that a racing start (on the one-statement path, or another instance) stored
+        // after this transaction looked for it: the transaction wrote nothing, and the next
+        // one finds the key stored and replays it.
+        for _ in 0..2 {
+            if let Some(outcomes) = self.commit_locked(batch).await? {
+                return Ok(outcomes);
+            }
+        }
+        Err(Error::Unavailable(
+            "starts with the same idempotency keys are racing, try again".to_owned(),
+        ))
     }
 
     /// The usual batch in one statement, a transaction of its own: one round trip where
     /// [`Self::commit_locked`] takes four or more, each a wait on a busy machine (a batch then
     /// costs the same whether it holds 4 starts or 14, so at low concurrency its round trips
-    /// are most of a start's time). It serves a batch whose starts have no idempotency key and
-    /// whose workflows were all compiled here, visible to their callers and with their graphs
-    /// stored; the statement writes only if those workflows are still at the revisions
-    /// compiled (another instance may have replaced or deleted one), and locks them against
-    /// deletion until it commits, as [`Self::commit_locked`] does. `None` when the batch is not
-    /// such a batch, or a workflow changed: nothing was written.
+    /// are most of a start's time). It serves a batch whose workflows were all compiled here,
+    /// visible to their callers and with their graphs stored; the statement writes only if
+    /// those workflows are still at the revisions compiled (another instance may have
+    /// replaced or deleted one), and locks them against deletion until it commits, as
+    /// [`Self::commit_locked`] does. Starts with idempotency keys are written with their keys
+    /// if none of the keys is stored yet; racing starts with one key are told apart by the
+    /// keys' primary key, where [`Self::commit_locked`] locks the keys first. `None` when the
+    /// batch is not such a batch, a workflow changed or a key is stored (a retry, a replay):
+    /// nothing was written.
     async fn try_in_one_statement(
         &self,
         batch: &[Queued<Committer>],
     ) -> Result<Option<Vec<Result<Started, Error>>>, Error> {
         let mut targets = Targets::new();
         for pending in batch {
-            if pending.item.key.is_some() {
-                return Ok(None);
-            }
             let name = &pending.item.request.workflow;
             if !targets.contains_key(name) {
                 let Some(latest) = self.workflows.latest(name) else {
@@ -212,9 +222,10 @@ impl Committer {
         let mut names: Vec<&str> = targets.keys().map(String::as_str).collect();
         names.sort_unstable();
         let revisions: Vec<i64> = names.iter().map(|name| targets[*name].0.revision).collect();
+        let keys = keys_of(batch, &made);
         let mut conn = self.store.conn().await?;
         let written = self
-            .insert(&mut conn, &made, (&names, &revisions), now)
+            .insert(&mut conn, &made, (&names, &revisions), &keys, now)
             .await?;
         self.store.keep(conn);
         if !written {
@@ -224,11 +235,12 @@ impl Committer {
     }
 
     /// Writes the batch in one transaction that first locks its workflows (and idempotency
-    /// keys), then reads what it needs of them.
+    /// keys), then reads what it needs of them. `None` when a racing start stored one of the
+    /// keys after this transaction looked for it: nothing was written.
     async fn commit_locked(
         &self,
         batch: &[Queued<Committer>],
-    ) -> Result<Vec<Result<Started, Error>>, Error> {
+    ) -> Result<Option<Vec<Result<Started, Error>>>, Error> {
         let mut outcomes: Outcomes = batch.iter().map(|_| None).collect();
         let mut conn = self.store.conn().await?;
         let mut tx = self.store.begin_on(&mut conn).await?;
@@ -285,23 +297,12 @@ impl Committer {
                 new_graphs.sort_unstable_by(|a, b| a.id().cmp(b.id()));
                 graphs::insert_many(&mut tx, &new_graphs).await?;
             }
-            self.insert(&mut tx, &made, (&[], &[]), now).await?;
-            let keys: Vec<(ScopedKey, StoredKey)> = made
-                .iter()
-                .filter_map(|(i, job, _)| {
-                    batch[*i].item.key.as_ref().map(|(key, fingerprint)| {
-                        (
-                            key.clone(),
-                            StoredKey {
-                                fingerprint: fingerprint.clone(),
-                                job_id: job.id.clone(),
-                            },
-                        )
-                    })
-                })
-                .collect();
-            if !keys.is_empty() {
-                idempotency::insert_many(&mut tx, &keys).await?;
+            let keys = keys_of(batch, &made);
+            if !self.insert(&mut tx, &made, (&[], &[]), &keys, now).await? {
+                // The transaction failed or saw a key stored: roll it back, and drop its
+                // connection rather than keep it.
+                drop(tx);
+                return Ok(None);
             }
         }
         self.store.commit(tx).await?;
@@ -313,20 +314,21 @@ impl Committer {
                 self.graphs.insert(graph);
             }
         }
-        Ok(answers(made, outcomes))
+        Ok(Some(answers(made, outcomes)))
     }
 
-    /// Inserts the jobs made, their graphs stored. With the engine running here, each takes
-    /// its first step now, in the same statement (what it runs at once, what it offers to
-    /// workers): the engine need not take, lock, read and write it again. Callers are answered
-    /// with the job as started; its stored document shows the step. Without, each is left for
-    /// an engine. False, and nothing written, when a workflow is not at its revision in
-    /// `unchanged`.
+    /// Inserts the jobs made, their graphs stored, and the idempotency keys of those that have
+    /// one. With the engine running here, each takes its first step now, in the same
+    /// statement (what it runs at once, what it offers to workers): the engine need not take,
+    /// lock, read and write it again. Callers are answered with the job as started; its stored
+    /// document shows the step. Without, each is left for an engine. False, and nothing
+    /// written, when a workflow is not at its revision in `unchanged` or a key is stored.
     async fn insert(
         &self,
         conn: &mut sqlx::PgConnection,
         made: &Made,
         unchanged: (&[&str], &[i64]),
+        keys: &[(ScopedKey, StoredKey)],
         now: chrono::DateTime<Utc>,
     ) -> Result<bool, Error> {
         let mut shown: Vec<Job> = Vec::new();
@@ -365,7 +367,7 @@ impl Committer {
             .first_step
             .is_some()
             .then_some((first_steps.as_slice(), &graphs));
-        starts::insert_started(conn, &rows, steps, unchanged, now).await
+        starts::insert_started(conn, &rows, steps, unchanged, keys, now).await
     }
 
     /// Fills the outcomes of starts whose key is already stored: the stored job when the
@@ -473,6 +475,23 @@ fn make_jobs(
         }
     }
     made
+}
+
+/// The idempotency keys of the starts that made jobs, each with its job.
+fn keys_of(batch: &[Queued<Committer>], made: &Made) -> Vec<(ScopedKey, StoredKey)> {
+    made.iter()
+        .filter_map(|(i, job, _)| {
+            batch[*i].item.key.as_ref().map(|(key, fingerprint)| {
+                (
+                    key.clone(),
+                    StoredKey {
+                        fingerprint: fingerprint.clone(),
+                        job_id: job.id.clone(),
+                    },
+                )
+            })
+        })
+        .collect()
 }
 
 /// Every start's outcome, the jobs made among them.

@@ -1,4 +1,5 @@
-//! The `idempotency_keys` table.
+//! The `idempotency_keys` table: locking and reading keys. A key is stored with its job, by the
+//! statement that inserts the job (`starts::insert_started`).
 
 use std::collections::HashMap;
 
@@ -50,9 +51,12 @@ pub async fn find_many(
 ) -> Result<HashMap<ScopedKey, StoredKey>, Error> {
     let (callers, names) = split(keys);
     let rows: Vec<(String, String, String, String)> = sqlx::query_as(
+        // A lookup in the primary key for each key, whatever the table's statistics say (see
+        // `starts::keys_not_stored`).
         "select i.caller, i.key, i.fingerprint, i.job_id
-         from idempotency_keys i
-         join unnest($1::text[], $2::text[]) as t(c, k) on i.caller = t.c and i.key = t.k",
+         from unnest($1::text[], $2::text[]) as t(c, k),
+              lateral (select * from idempotency_keys i
+                       where i.caller = t.c and i.key = t.k limit 1) i",
     )
     .bind(&callers)
     .bind(&names)
@@ -71,29 +75,6 @@ pub async fn find_many(
             )
         })
         .collect())
-}
-
-/// Stores each key with the fingerprint of its request and the id of the job it made.
-pub async fn insert_many(
-    conn: &mut PgConnection,
-    keys: &[(ScopedKey, StoredKey)],
-) -> Result<(), Error> {
-    let callers: Vec<&str> = keys.iter().map(|(k, _)| k.caller.as_str()).collect();
-    let names: Vec<&str> = keys.iter().map(|(k, _)| k.key.as_str()).collect();
-    let fingerprints: Vec<&str> = keys.iter().map(|(_, s)| s.fingerprint.as_str()).collect();
-    let job_ids: Vec<&str> = keys.iter().map(|(_, s)| s.job_id.as_str()).collect();
-    sqlx::query(
-        "insert into idempotency_keys (caller, key, fingerprint, job_id)
-         select * from unnest($1::text[], $2::text[], $3::text[], $4::text[])",
-    )
-    .bind(&callers)
-    .bind(&names)
-    .bind(&fingerprints)
-    .bind(&job_ids)
-    .execute(conn)
-    .await
-    .map_err(translate)?;
-    Ok(())
 }
 
 fn split(keys: &[ScopedKey]) -> (Vec<&str>, Vec<&str>) {

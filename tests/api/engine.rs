@@ -8,7 +8,7 @@ use job_service::domain::{Caller, Error};
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 
-use crate::helpers::TestApp;
+use crate::helpers::{start_request, TestApp};
 
 pub(crate) fn caller(roles: &[&str]) -> Caller {
     Caller {
@@ -1073,18 +1073,34 @@ async fn a_job_deleted_by_hand_takes_its_run_state_with_it() {
     let id = start(&app, &document, json!({})).await;
     let kept = job_when(&app, &id, |job| job["tasks"]["a"]["status"] == "scheduled").await;
     assert_eq!(kept["status"], "running");
-    sqlx::query("delete from jobs where id = $1")
-        .bind(&id)
+    // A job started with an idempotency key: its key goes with it too.
+    let keyed = app
+        .jobs
+        .clone()
+        .start_job(start_request(
+            "Deleted",
+            Default::default(),
+            Some("deleted-by-hand"),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap()
+        .id;
+    sqlx::query("delete from jobs where id = any($1)")
+        .bind([&id, &keyed])
         .execute(&app.db)
         .await
         .unwrap();
-    for table in ["job_tasks", "job_events", "job_wakeups"] {
-        let left: i64 =
-            sqlx::query_scalar(&format!("select count(*) from {table} where job_id = $1"))
-                .bind(&id)
-                .fetch_one(&app.db)
-                .await
-                .unwrap();
+    for table in ["job_tasks", "job_events", "job_wakeups", "idempotency_keys"] {
+        let left: i64 = sqlx::query_scalar(&format!(
+            "select count(*) from {table} where job_id = any($1)"
+        ))
+        .bind([&id, &keyed])
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
         assert_eq!(left, 0, "{table} keeps rows of a deleted job");
     }
 
@@ -1093,11 +1109,17 @@ async fn a_job_deleted_by_hand_takes_its_run_state_with_it() {
         job["tasks"]["a"]["status"] == "scheduled"
     })
     .await;
-    sqlx::query("truncate jobs cascade")
-        .execute(&app.db)
+    app.jobs
+        .clone()
+        .start_job(start_request(
+            "Deleted",
+            Default::default(),
+            Some("truncated"),
+        ))
         .await
         .unwrap();
-    for table in ["job_tasks", "job_events", "job_wakeups"] {
+    sqlx::query("truncate jobs").execute(&app.db).await.unwrap();
+    for table in ["job_tasks", "job_events", "job_wakeups", "idempotency_keys"] {
         let left: i64 = sqlx::query_scalar(&format!("select count(*) from {table}"))
             .fetch_one(&app.db)
             .await

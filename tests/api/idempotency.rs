@@ -176,6 +176,102 @@ async fn racing_starts_make_one_job_per_key() {
     assert_eq!(job_count(&app).await, 600, "jobs stored");
 }
 
+/// Starts a job with `key` over gRPC on `via` while a transaction of the test's own holds
+/// that key, as a racing start on another instance would while it commits: stored with the
+/// caller, fingerprint and job of key `from`, or with another fingerprint when `same_request`
+/// is false. The transaction commits once the start waits for it; returns the start's answer.
+async fn start_racing(
+    app: &TestApp,
+    via: &TestApp,
+    from: &str,
+    key: &'static str,
+    same_request: bool,
+) -> Result<pb::StartJobResponse, tonic::Status> {
+    let mut tx = app.db.begin().await.unwrap();
+    sqlx::query(
+        "insert into idempotency_keys (caller, key, fingerprint, job_id)
+         select caller, $2, case when $3 then fingerprint else 'another request' end, job_id
+         from idempotency_keys where key = $1",
+    )
+    .bind(from)
+    .bind(key)
+    .bind(same_request)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    let mut client = via.jobs.clone();
+    let racing = tokio::spawn(async move { client.start_job(keyed("W", "r1", Some(key))).await });
+    // The start waits for this transaction on the key's primary key.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "select count(*) from pg_stat_activity
+             where wait_event_type = 'Lock' and query like '%idempotency_keys%'",
+        )
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no start waited for the key"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    tx.commit().await.unwrap();
+    racing.await.unwrap().map(tonic::Response::into_inner)
+}
+
+#[tokio::test]
+async fn a_key_stored_by_a_racing_start_while_a_start_writes_is_replayed_or_refused() {
+    let app = TestApp::spawn().await;
+    app.create_workflow(&small_workflow("W")).await;
+    let first = app
+        .jobs
+        .clone()
+        .start_job(keyed("W", "r1", Some("first")))
+        .await
+        .unwrap()
+        .into_inner();
+
+    let first_id = first.job.as_ref().unwrap().id.clone();
+
+    // The same request: the start that lost the race answers with the winner's job.
+    let replay = start_racing(&app, &app, "first", "same", true)
+        .await
+        .unwrap();
+    assert!(!replay.created);
+    assert_eq!(replay.job.unwrap().id, first_id);
+
+    // Another request: refused as a reused key.
+    let refused = start_racing(&app, &app, "first", "other", false)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+
+    // An instance that has not compiled the workflow yet locks the key, finds it free and
+    // loses the race all the same.
+    let other = app.another_instance().await;
+    let replay = start_racing(&app, &other, "first", "late", true)
+        .await
+        .unwrap();
+    assert!(!replay.created);
+    assert_eq!(replay.job.unwrap().id, first_id);
+
+    assert_eq!(
+        job_count(&app).await,
+        1,
+        "the starts that lost wrote no job"
+    );
+    let keys: i64 = sqlx::query_scalar("select count(*) from idempotency_keys")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(keys, 4);
+}
+
 #[tokio::test]
 async fn keys_past_their_retention_are_forgotten_and_their_jobs_kept() {
     let app = TestApp::spawn().await;
