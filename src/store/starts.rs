@@ -94,7 +94,7 @@ pub async fn insert_started(
 /// then the new jobs' rows (`JobRows`, $41 to $50), then the workflows that must be unchanged
 /// (names $51, revisions $52), then in the statements with keys the keys (callers $53, keys
 /// $54, fingerprints $55, job ids $56): those workflows, locked against deletion, whether they
-/// are unchanged and the keys not stored (`unchanged`, given [`keys_not_stored`] for the
+/// are unchanged and the keys not stored (`unchanged`, given `keys_not_stored!` for the
 /// keys), and the new jobs' rows. Every write is conditional on `unchanged`.
 macro_rules! insert_jobs_if_unchanged {
     ($($keys_not_stored:expr)?) => {
@@ -122,9 +122,9 @@ new_jobs as (
     };
 }
 
-/// The condition on the keys of [`insert_jobs_if_unchanged`]: none is stored, as far as the
+/// The condition on the keys of `insert_jobs_if_unchanged!`: none is stored, as far as the
 /// statement sees (one stored by a transaction that commits meanwhile fails the insert of
-/// [`insert_keys`] instead). A lookup in the primary key for each key, whatever the table's
+/// `insert_keys!` instead). A lookup in the primary key for each key, whatever the table's
 /// statistics say: a join could be planned as a scan of the whole table while the table is
 /// new, and batches keep their plans (`Store::dedicated`).
 macro_rules! keys_not_stored {
