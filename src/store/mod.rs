@@ -121,11 +121,18 @@ impl Kept {
         None
     }
 
-    fn keep(&self, conn: PoolConnection<Postgres>) {
-        self.idle
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((conn, Instant::now()));
+    /// Keeps `conn` of `pool`, unless the pool is closing ([`Store::close`]): it is then
+    /// given back, and the pool closes it. Decided under the lock [`Kept::drain`] takes, so a
+    /// connection is either drained or never kept.
+    fn keep(&self, conn: PoolConnection<Postgres>, pool: &PgPool) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.is_closed() {
+            drop(idle);
+            drop(conn);
+            return;
+        }
+        idle.push((conn, Instant::now()));
+        drop(idle);
         self.returned.notify_one();
     }
 
@@ -401,7 +408,7 @@ impl Store {
     /// pool checks it.
     pub fn keep(&self, conn: PoolConnection<Postgres>) {
         match &self.kept {
-            Some(kept) => kept.keep(conn),
+            Some(kept) => kept.keep(conn, &self.pool),
             None => drop(conn),
         }
     }
@@ -449,15 +456,14 @@ impl Store {
         let dedicated =
             std::mem::take(&mut *self.dedicated.lock().unwrap_or_else(|e| e.into_inner()));
         for store in dedicated.iter().chain([self]) {
+            // Marks the pool closed at once, so that no connection is kept from now on.
+            let closed = store.pool.close();
             if let Some(kept) = &store.kept {
                 for conn in kept.drain() {
                     let _ = conn.close().await;
                 }
             }
-            if tokio::time::timeout(CLOSE_TIMEOUT, store.pool.close())
-                .await
-                .is_err()
-            {
+            if tokio::time::timeout(CLOSE_TIMEOUT, closed).await.is_err() {
                 tracing::warn!(
                     timeout = ?CLOSE_TIMEOUT,
                     "database connections still in use at the stop are cut off"
