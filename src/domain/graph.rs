@@ -117,8 +117,9 @@ pub struct TaskGraph {
     incoming: Arc<OnceLock<IncomingEdges>>,
 }
 
-/// The standard transitions into each task, as (source, end state) pairs, by target.
-pub type IncomingEdges = HashMap<String, Vec<(String, String)>>;
+/// The standard transitions into each task, as (source, end state) pairs, by target. Looked up
+/// for every task at every pass of a step: with a fast hasher (seeded per process).
+pub type IncomingEdges = HashMap<String, Vec<(String, String)>, foldhash::fast::RandomState>;
 
 impl TaskGraph {
     /// The graph of a workflow's `tasks` and `transitions` (its document's objects).
@@ -165,7 +166,7 @@ impl TaskGraph {
     /// back. Worked out at the first call, for every job of the graph.
     pub fn standard_incoming(&self) -> &IncomingEdges {
         self.incoming.get_or_init(|| {
-            let mut edges = IncomingEdges::new();
+            let mut edges = IncomingEdges::default();
             for (source, task) in self.tasks.iter() {
                 for (state, transitions) in &task.transitions {
                     for transition in transitions.iter().filter(|t| t.is_standard()) {

@@ -49,6 +49,11 @@ impl Default for Limits {
     }
 }
 
+/// What [`dead`] worked out in one pass over a job's tasks: `None` while a task's answer is
+/// being worked out (a circle), then whether it will never run. Filled for every task at
+/// every pass of a step, hence a fast hasher (seeded per process: task ids come from callers).
+type Memo<'g> = HashMap<&'g str, Option<bool>, foldhash::fast::RandomState>;
+
 /// Whether each task will never run in the current iteration: every task before it has
 /// finished or will never run, and no transition that fired reached it. Computed from the
 /// tasks before it, remembered in `memo`; a circle of standard transitions (which Itential's
@@ -57,7 +62,7 @@ fn dead<'g>(
     task: &'g str,
     job: &RunningJob,
     edges: &'g IncomingEdges,
-    memo: &mut HashMap<&'g str, Option<bool>>,
+    memo: &mut Memo<'g>,
 ) -> bool {
     if job.started(task) {
         return false;
@@ -89,7 +94,7 @@ fn ready<'g>(
     task: &'g str,
     job: &RunningJob,
     edges: &'g IncomingEdges,
-    memo: &mut HashMap<&'g str, Option<bool>>,
+    memo: &mut Memo<'g>,
 ) -> bool {
     if job.started(task) {
         return false;
@@ -130,11 +135,12 @@ pub fn advance(job: &mut RunningJob, graph: &TaskGraph, now: DateTime<Utc>, limi
         }
     }
     let edges = graph.standard_incoming();
+    let mut memo = Memo::with_capacity_and_hasher(graph.tasks().len(), Default::default());
     loop {
         if job.status != JobStatus::Running {
             return;
         }
-        let mut memo = HashMap::new();
+        memo.clear();
         let next: Vec<String> = graph
             .tasks()
             .keys()
